@@ -1,0 +1,58 @@
+"""Model checkpoints on disk: the shared backbone and the per-task heads as two safetensors files.
+
+Keeping them apart is what lets fusion stream over backbones alone while each task keeps its own head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+BACKBONE_FILE = "backbone.safetensors"
+HEADS_FILE = "heads.safetensors"
+
+
+def buffer_names(module: nn.Module) -> list[str]:
+    return [n for n, _ in module.named_buffers()]
+
+
+def save_state(state: dict[str, torch.Tensor], path: Path, buffers: list[str] | None = None) -> None:
+    """Atomically write a safetensors file (write to a temp name, fsync, rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    meta = {"buffers": json.dumps(sorted(buffers or []))}
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=meta)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_state(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    out = {}
+    with safe_open(str(path), framework="pt", device=device) as f:
+        for k in f.keys():
+            out[k] = f.get_tensor(k)
+    return out
+
+
+def read_buffers(path: Path) -> list[str]:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta.get("buffers", "[]"))
+
+
+def save_model(model: nn.Module, folder: Path) -> None:
+    """Write ``model.backbone`` and ``model.heads`` of a MultiTaskModel into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    # tied or shared storages must be cloned for safetensors
+    bb = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    save_state(bb, folder / BACKBONE_FILE, buffer_names(model.backbone))
+    heads = {k: v.clone() for k, v in model.heads.state_dict().items()}
+    save_state(heads, folder / HEADS_FILE)

@@ -1,0 +1,192 @@
+"""Typed, frozen, validated configuration.
+
+Everything a run needs is validated into these pydantic models before any work starts, so a typo fails in
+milliseconds with a one-line message instead of an hour into training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bench.errors import BenchError, did_you_mean
+
+TargetKind = Literal["classification", "regression"]
+InputKind = Literal["text", "text_pair", "image", "vector"]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataSpec(Frozen):
+    """Where a task's (or a single-input suite's) examples come from: a registered loader and its options."""
+
+    source: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskConfig(Frozen):
+    """One task: its data, input and target kinds, loss and metrics."""
+
+    name: str
+    input: InputKind
+    target: TargetKind
+    num_classes: int | None = None
+    data: DataSpec | None = None  # multi-input suites: each task has its own data
+    label: str | None = None  # single-input suites: which label column of the shared data this task predicts
+    metrics: list[str] = Field(default_factory=list)
+    primary: str | None = None
+    optional: bool = False  # skipped with a note when its files are absent (e.g. Fashion-MNIST via apt)
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskConfig:
+        if self.target == "classification" and (self.num_classes is None or self.num_classes < 2):
+            raise ValueError(f"task {self.name!r}: a classification task needs num_classes >= 2")
+        if self.target == "regression" and self.num_classes not in (None, 1):
+            raise ValueError(f"task {self.name!r}: a regression task has no num_classes")
+        return self
+
+    @property
+    def metric_names(self) -> list[str]:
+        if self.metrics:
+            return list(self.metrics)
+        return ["accuracy", "macro_f1"] if self.target == "classification" else ["pearson", "spearman", "mse"]
+
+    @property
+    def primary_metric(self) -> str:
+        return self.primary or self.metric_names[0]
+
+    @property
+    def out_dim(self) -> int:
+        return self.num_classes if self.target == "classification" else 1  # type: ignore[return-value]
+
+
+class BackboneConfig(Frozen):
+    """The shared encoder. ``source`` picks a factory (mlp, transformers, timm); ``name`` what it builds."""
+
+    source: str
+    name: str = ""
+    pretrained: bool = True
+    max_length: int = 64  # text: tokens per example
+    image_size: int | None = None  # vision: resize inputs to this (None: the model's pretrained size)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(Frozen):
+    """Budgets and optimisation. Suite files set defaults; ``train.KEY=VALUE`` overrides them."""
+
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    head_lr: float | None = Field(None, gt=0)  # None: same as lr
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    max_train_samples: int | None = Field(None, ge=1)  # per task, after the fixed split
+    max_eval_samples: int | None = Field(None, ge=1)  # per task and split (validation/test)
+    sampling: Literal["proportional", "temperature", "round_robin", "all"] = "proportional"
+    temperature: float = Field(2.0, gt=0)
+    patience: int | None = Field(None, ge=1)  # early stopping on the validation primary metric
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False
+    num_workers: int = Field(0, ge=0)
+    log_every: int = Field(50, ge=1)
+
+
+class SplitConfig(Frozen):
+    """How the fixed train/validation/test split is carved when a source lacks one (seeded, stratified)."""
+
+    seed: int = 1234
+    validation: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.2, gt=0, lt=1)
+
+
+class SuiteConfig(Frozen):
+    """A named task group plus backbone and default budgets (one YAML file under ``suites/``)."""
+
+    name: str
+    description: str = ""
+    kind: Literal["multi_input", "single_input"] = "multi_input"
+    backbone: BackboneConfig
+    data: DataSpec | None = None  # single-input suites: one source gives every task its label
+    tasks: list[TaskConfig]
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    budget_note: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> SuiteConfig:
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"suite {self.name!r}: duplicate task names {names}")
+        if not names:
+            raise ValueError(f"suite {self.name!r} has no tasks")
+        for t in self.tasks:
+            if self.kind == "multi_input" and t.data is None:
+                raise ValueError(f"task {t.name!r} needs a 'data' entry (multi-input suite)")
+            if self.kind == "single_input" and self.data is None:
+                raise ValueError(f"single-input suite {self.name!r} needs a top-level 'data' entry")
+        return self
+
+    def task(self, name: str) -> TaskConfig:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise BenchError(f"suite {self.name!r} has no task {name!r}; tasks: {', '.join(self.task_names)}")
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+
+class RunConfig(Frozen):
+    """One invocation: which suite, which strategies (each with its params), which seeds, where results go."""
+
+    suite: SuiteConfig
+    strategies: list[tuple[str, dict[str, Any]]]  # (strategy name, validated params as a plain dict)
+    seeds: list[int]
+    results_dir: Path = Path("results")
+    force: bool = False
+
+
+def explain(err: ValidationError, model: type[BaseModel], where: str = "") -> BenchError:
+    """Turn a pydantic error into one line that names the key, the bad value and the fix."""
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) or True)
+    prefix = f"{where}: " if where else ""
+    if e["type"] == "extra_forbidden":
+        known = _known_keys(model, e["loc"][:-1])
+        return BenchError(f"{prefix}unknown key {loc!r}{did_you_mean(str(e['loc'][-1]), known)}; "
+                          f"valid keys here: {', '.join(sorted(known))}")
+    value = e.get("input")
+    msg = e["msg"].replace("Value error, ", "")
+    if e["type"] == "missing":
+        return BenchError(f"{prefix}missing required key {loc!r}")
+    if e["type"] == "literal_error":
+        return BenchError(f"{prefix}{loc}={value!r}: {msg}")
+    return BenchError(f"{prefix}{loc}={value!r}: {msg}" if loc else f"{prefix}{msg}")
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        for cand in (ann, *getattr(ann, "__args__", ())):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                current = cand
+                break
+            for inner in getattr(cand, "__args__", ()):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    current = inner
+                    break
+    return list(getattr(current, "model_fields", {}))

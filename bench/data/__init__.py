@@ -1,0 +1,5 @@
+"""Task data: raw examples from registered sources, fixed splits, fingerprints, and the preprocessing cache."""
+
+from bench.data.base import SOURCES, Split, SuiteData, load_suite_data, register_source
+
+__all__ = ["SOURCES", "Split", "SuiteData", "load_suite_data", "register_source"]
