@@ -86,6 +86,9 @@ class TrainConfig(Frozen):
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    schedule: Literal["constant", "linear"] = "constant"  # linear: warmup then linear decay to 0
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    dropout: float = Field(0.0, ge=0, lt=1)  # before each head
     max_train_samples: int | None = Field(None, ge=1)  # per task, after the fixed split
     max_eval_samples: int | None = Field(None, ge=1)  # per task and split (validation/test)
     sampling: Literal["proportional", "temperature", "round_robin", "all"] = "proportional"
@@ -157,12 +160,14 @@ class RunConfig(Frozen):
 def explain(err: ValidationError, model: type[BaseModel], where: str = "") -> BenchError:
     """Turn a pydantic error into one line that names the key, the bad value and the fix."""
     e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) or True)
+    loc = ".".join(str(p) for p in e["loc"])
     prefix = f"{where}: " if where else ""
     if e["type"] == "extra_forbidden":
+        parent = [str(p) for p in e["loc"][:-1] if not isinstance(p, int)]
         known = _known_keys(model, e["loc"][:-1])
-        return BenchError(f"{prefix}unknown key {loc!r}{did_you_mean(str(e['loc'][-1]), known)}; "
-                          f"valid keys here: {', '.join(sorted(known))}")
+        full = [".".join([*parent, k]) for k in known]
+        return BenchError(f"{prefix}unknown key {loc!r}{did_you_mean(loc, full)}; "
+                          f"valid keys here: {', '.join(sorted(full))}")
     value = e.get("input")
     msg = e["msg"].replace("Value error, ", "")
     if e["type"] == "missing":

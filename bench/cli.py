@@ -1,0 +1,121 @@
+"""``python -m bench run|list|search|report|check`` with Hydra-style overrides.
+
+Bad input prints one line and exits with code 2 (no traceback); a failed cell exits 1 after every other cell ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from bench.errors import BenchError
+
+EPILOG = """examples:
+  python -m bench run                                   # the default suite, every strategy, seed 0
+  python -m bench run suite=synthetic strategy=separate,naive_mtl seeds=2
+  python -m bench run suite=text strategy=fuse_then_joint strategy.fusion=ties train.epochs=2
+  python -m bench search suite=synthetic strategy=naive_mtl space=lambda trials=30
+  python -m bench report suite=synthetic
+  python -m bench check suite=synthetic [--update]
+  python -m bench list
+"""
+
+
+def _opts(args: list[str]) -> dict:
+    """Simple key=value options (for report/check/search), parsed by Hydra's grammar."""
+    from bench.overrides import parse
+
+    out = {}
+    for key, value, is_sweep in parse(args):
+        if is_sweep:
+            raise BenchError(f"{key}: a comma list is not allowed here; give one value")
+        out[key] = value
+    return out
+
+
+def cmd_run(args: list[str]) -> int:
+    from bench.runner import execute, make_plan
+
+    return execute(make_plan(args))
+
+
+def cmd_list(args: list[str]) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench.fusion import FUSIONS
+    from bench.strategy import discover
+    from bench.suites import list_suites
+    from bench.weighting import WEIGHTINGS
+
+    console = Console(width=160)
+    sections = [("suites", list_suites()), ("strategies", discover().describe()),
+                ("weightings", WEIGHTINGS.describe()), ("fusion methods", FUSIONS.describe())]
+    for title, items in sections:
+        table = Table(title=title, title_justify="left", show_header=False, box=None)
+        for name, desc in items.items():
+            table.add_row(f"  {name}", desc)
+        console.print(table)
+    return 0
+
+
+def cmd_report(args: list[str]) -> int:
+    from bench.report import report_command
+
+    return report_command(_opts(args))
+
+
+def cmd_check(args: list[str], update: bool) -> int:
+    from bench.check import check_command
+
+    opts = _opts(args)
+    opts["update"] = update or bool(opts.get("update", False))
+    return check_command(opts)
+
+
+def cmd_search(args: list[str]) -> int:
+    from bench.search import search_command
+
+    return search_command(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bench", description="Benchmark multi-task fine-tuning strategies.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="{run,list,search,report,check}")
+    for name, help_ in [("run", "train and evaluate every cell (suite x strategy x seed), then report"),
+                        ("list", "list suites, strategies, weightings and fusion methods"),
+                        ("search", "tune loss weights / fusion weights with Optuna (validation only)"),
+                        ("report", "write leaderboards (Markdown, LaTeX, CSV, JSON) and plots"),
+                        ("check", "compare the latest records with a committed baseline (CI gate)")]:
+        p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("overrides", nargs="*", help="key=value overrides (Hydra grammar: a,b sweeps; [x,y] lists)")
+        if name == "check":
+            p.add_argument("--update", action="store_true", help="write a new baseline from the latest records")
+    ns = parser.parse_args(argv)
+    if ns.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if ns.command == "run":
+            return cmd_run(ns.overrides)
+        if ns.command == "list":
+            return cmd_list(ns.overrides)
+        if ns.command == "report":
+            return cmd_report(ns.overrides)
+        if ns.command == "check":
+            return cmd_check(ns.overrides, ns.update)
+        return cmd_search(ns.overrides)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished cells and stages are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

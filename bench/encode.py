@@ -1,0 +1,76 @@
+"""Model-ready tensors for every task and split, cached on disk.
+
+Raw inputs are turned into tensors once per (data fingerprint, preprocessor key, split) and reused by every stage,
+cell and later run; text is stored ragged and padded per batch, images at their native size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.backbones.base import Preprocessor
+from bench.config import SuiteConfig, TrainConfig
+from bench.data.base import Split, SuiteData, subsample
+
+
+@dataclass
+class EncodedSplit:
+    """One task's split, ready for batching: preprocessed inputs, targets, per-example lengths (text)."""
+
+    encoded: dict[str, Any]
+    targets: dict[str, torch.Tensor]
+    lengths: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(next(iter(self.targets.values())))
+
+
+def _encode_cached(pre: Preprocessor, split: Split, cache: Path | None, tag: str) -> dict[str, Any]:
+    if cache is None:
+        return pre.encode(split.inputs)
+    key = hashlib.sha256(f"{tag}|{pre.key}".encode()).hexdigest()[:20]
+    path = cache / f"{key}.pt"
+    if path.exists():
+        try:
+            return torch.load(path, weights_only=False)
+        except Exception:  # a torn cache file is recomputed, never trusted
+            path.unlink(missing_ok=True)
+    enc = pre.encode(split.inputs)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(enc, tmp)
+    os.replace(tmp, path)
+    return enc
+
+
+def encode_suite(suite: SuiteConfig, data: SuiteData, pre: Preprocessor, train: TrainConfig,
+                 cache: Path | None) -> dict[str, dict[str, EncodedSplit]]:
+    """Subsample to the budget (fixed, seeded by the split seed) and encode every split of every task."""
+    out: dict[str, dict[str, EncodedSplit]] = {}
+    shared: dict[int, dict[str, EncodedSplit]] = {}  # single-input suites encode the shared inputs once
+    seed = suite.split.seed
+    for name, splits in data.splits.items():
+        task = suite.task(name)
+        key = id(splits)
+        if key in shared:
+            out[name] = shared[key]
+            continue
+        enc_splits = {}
+        for split_name, split in splits.items():
+            limit = train.max_train_samples if split_name == "train" else train.max_eval_samples
+            strat = split.targets[name] if task.target == "classification" else None
+            sub = subsample(split, limit, seed + 7, strat)
+            tag = f"{data.task_fingerprints[name]}|{split_name}|{limit}"
+            enc = _encode_cached(pre, sub, cache, tag)
+            targets = {t: torch.as_tensor(y) for t, y in sub.targets.items()}
+            enc_splits[split_name] = EncodedSplit(enc, targets, pre.lengths(enc))
+        shared[key] = enc_splits
+        out[name] = enc_splits
+    return out

@@ -1,0 +1,392 @@
+"""One training loop for single-task and joint training, and per-task evaluation.
+
+The loop knows nothing about strategies: it trains a :class:`MultiTaskModel` on the tasks it is given, combines
+their losses with a :class:`Weighting`, selects the best epoch on the validation split only, and can resume from its
+last epoch checkpoint. Multi-input suites draw task batches with a sampler; single-input suites compute every head on
+each batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+from tqdm.auto import tqdm
+
+from bench import metrics as M
+from bench.config import TaskConfig, TrainConfig
+from bench.encode import EncodedSplit
+from bench.errors import BenchError, CellFailed
+from bench.model import MultiTaskModel, predict, task_loss
+from bench.weighting.base import Weighting
+
+Data = dict[str, dict[str, EncodedSplit]]  # task -> split -> encoded
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchError(f"train.device={name!r} but no CUDA device is visible; use train.device=cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+class MemoryMeter:
+    """Peak memory of a stage: CUDA max allocated/reserved on GPU, sampled process RSS on the host."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.proc = psutil.Process(os.getpid())
+        self.peak_rss = self.proc.memory_info().rss
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        self.device = device
+
+    def sample(self) -> None:
+        self.peak_rss = max(self.peak_rss, self.proc.memory_info().rss)
+
+    def report(self) -> dict[str, Any]:
+        self.sample()
+        out: dict[str, Any] = {"peak_rss_mb": self.peak_rss / 2**20}
+        if self.cuda:
+            out["peak_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+            out["peak_reserved_mb"] = torch.cuda.max_memory_reserved(self.device) / 2**20
+            out["memory_kind"] = "cuda_max_allocated"
+        else:
+            out["peak_memory_mb"] = out["peak_rss_mb"]
+            out["memory_kind"] = "host_rss"
+        return out
+
+
+class TaskSampler:
+    """Which tasks a multi-input step trains on: proportional (∝|D_i|), temperature (∝|D_i|^{1/τ}),
+    round_robin, or all (one batch from every task per step; forced when the weighting needs every loss)."""
+
+    def __init__(self, sizes: dict[str, int], mode: str, temperature: float, rng: np.random.Generator):
+        self.names = list(sizes)
+        self.mode = mode
+        self.rng = rng
+        n = np.array([sizes[t] for t in self.names], dtype=float)
+        p = n ** (1.0 / temperature) if mode == "temperature" else n
+        self.p = p / p.sum()
+        self.i = 0
+
+    def next(self) -> list[str]:
+        if self.mode == "all" or len(self.names) == 1:
+            return self.names
+        if self.mode == "round_robin":
+            t = self.names[self.i % len(self.names)]
+            self.i += 1
+            return [t]
+        return [self.names[int(self.rng.choice(len(self.names), p=self.p))]]
+
+
+class IndexStream:
+    """An endless stream of shuffled indices over one training split (reshuffled every pass)."""
+
+    def __init__(self, n: int, rng: np.random.Generator):
+        self.n, self.rng = n, rng
+        self.perm = rng.permutation(n)
+        self.pos = 0
+
+    def next(self, b: int) -> np.ndarray:
+        if self.pos + b > self.n:
+            self.perm, self.pos = self.rng.permutation(self.n), 0
+        idx = self.perm[self.pos:self.pos + b]
+        self.pos += b
+        return idx
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    history: list[dict[str, Any]]
+    trajectories: dict[str, Any]
+    telemetry: dict[str, Any]
+    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # split -> task -> metric
+
+
+def selection_score(task_cfgs: dict[str, TaskConfig], val: dict[str, dict[str, float]]) -> float:
+    """Mean primary validation metric, sign-flipped for lower-is-better metrics (used for best-epoch selection)."""
+    vals = []
+    for t, m in val.items():
+        p = task_cfgs[t].primary_metric
+        vals.append(m[p] if M.direction(p) == "max" else -m[p])
+    return float(np.mean(vals))
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(model: MultiTaskModel, tasks: list[TaskConfig], data: Data, split: str, batch_size: int,
+             device: torch.device, precision: str = "fp32", collate=None) -> tuple[dict[str, dict[str, float]], int]:
+    """Per-task metrics on ``split``; batches sorted by length so padding is minimal. Returns (metrics, samples)."""
+    model.eval()
+    out, seen = {}, 0
+    for task in tasks:
+        es = data[task.name].get(split)
+        if es is None:
+            continue
+        n = len(es)
+        order = np.argsort(es.lengths, kind="stable") if es.lengths is not None else np.arange(n)
+        preds = np.empty(n, dtype=np.float64 if task.target == "regression" else np.int64)
+        for s in range(0, n, batch_size):
+            idx = order[s:s + batch_size]
+            with _autocast(device, precision):
+                y = model(_to(collate(es.encoded, idx), device), [task.name])[task.name]
+            preds[idx] = predict(task, y).cpu().numpy()
+        seen += n
+        out[task.name] = M.compute(task.metric_names, es.targets[task.name].numpy(), preds)
+    return out, seen
+
+
+class Trainer:
+    """Trains ``model`` on ``tasks`` with ``weighting``; best epoch chosen on validation only.
+
+    ``work_dir`` (optional) receives ``resume.pt`` after every epoch so that a killed run continues where it stopped.
+    """
+
+    def __init__(self, model: MultiTaskModel, tasks: list[TaskConfig], data: Data, weighting: Weighting,
+                 cfg: TrainConfig, seed: int, collate, single_input: bool, work_dir: Path | None = None,
+                 desc: str = "train"):
+        self.model, self.tasks, self.data, self.w, self.cfg = model, tasks, data, weighting, cfg
+        self.task_cfgs = {t.name: t for t in tasks}
+        self.seed, self.collate, self.single_input = seed, collate, single_input
+        self.work_dir, self.desc = work_dir, desc
+        self.device = resolve_device(cfg.device)
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise BenchError("train.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+
+    # -- setup -------------------------------------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.Optimizer:
+        head_lr = self.cfg.head_lr or self.cfg.lr
+        groups = [
+            {"params": [p for p in self.model.backbone.parameters() if p.requires_grad], "lr": self.cfg.lr},
+            {"params": list(self.model.heads.parameters()), "lr": head_lr},
+            *self.w.param_groups(self.cfg.lr),
+        ]
+        if self.cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=0.9, weight_decay=self.cfg.weight_decay)
+        for g in groups:  # weightings may set their own weight_decay (uncertainty: none)
+            g.setdefault("weight_decay", self.cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=self.cfg.lr)
+
+    def _steps_per_epoch(self) -> int:
+        sizes = [len(self.data[t.name]["train"]) for t in self.tasks]
+        if self.single_input:
+            return max(1, math.ceil(sizes[0] / self.cfg.batch_size))
+        per_step = self.cfg.batch_size * (len(sizes) if self._sampling() == "all" else 1)
+        return max(1, math.ceil(sum(sizes) / per_step))
+
+    def _sampling(self) -> str:
+        return "all" if self.w.needs_all_tasks else self.cfg.sampling
+
+    # -- main loop ---------------------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        cfg, device, model = self.cfg, self.device, self.model
+        model.to(device)
+        self.w.to(device)
+        self.w.setup(model)
+        opt = self._optimizer()
+        steps_per_epoch = self._steps_per_epoch()
+        total = steps_per_epoch * cfg.epochs
+        warm = int(cfg.warmup_ratio * total)
+
+        def lr_lambda(step: int) -> float:
+            if warm and step < warm:
+                return (step + 1) / warm
+            if cfg.schedule == "linear":
+                return max(0.0, (total - step) / max(1, total - warm))
+            return 1.0
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        rng = np.random.default_rng(self.seed)
+        names = [t.name for t in self.tasks]
+        if self.single_input:
+            streams = {"*": IndexStream(len(self.data[names[0]]["train"]), rng)}
+        else:
+            streams = {t: IndexStream(len(self.data[t]["train"]), rng) for t in names}
+        sampler = TaskSampler({t: len(self.data[t]["train"]) for t in names}, self._sampling(), cfg.temperature, rng)
+        fwd = torch.compile(model) if cfg.compile else model
+
+        state = {"epoch": 0, "step": 0, "best_score": -math.inf, "best_epoch": -1, "best_state": None,
+                 "history": [], "traj": {"step": [], "weights": {t: [] for t in names}, "loss": {t: [] for t in names}},
+                 "train_time": 0.0, "samples": 0, "tokens": 0, "bad_epochs": 0,
+                 "timers": {"data": 0.0, "forward": 0.0, "backward": 0.0, "weighting": 0.0, "optimizer": 0.0}}
+        resume = self.work_dir / "resume.pt" if self.work_dir else None
+        if resume is not None and resume.exists():
+            ck = torch.load(resume, weights_only=False)
+            model.load_state_dict(ck["model"])
+            self.w.load_state_dict(ck["weighting"])
+            opt.load_state_dict(ck["opt"])
+            sched.load_state_dict(ck["sched"])
+            rng.bit_generator.state = ck["rng"]
+            torch.set_rng_state(ck["torch_rng"])
+            for k, s in ck["streams"].items():
+                streams[k].perm, streams[k].pos = s
+            sampler.i = ck["sampler_i"]
+            state = ck["state"]
+            print(f"[{self.desc}] resumed after epoch {state['epoch']}", file=sys.stderr)
+
+        mem = MemoryMeter(device)
+        loss_acc = {t: torch.zeros((), device=device) for t in names}
+        loss_cnt = dict.fromkeys(names, 0)
+        interactive = sys.stderr.isatty()
+        bar = tqdm(total=total, initial=state["step"], desc=self.desc, unit="step", leave=False,
+                   mininterval=0.5 if interactive else 30, disable=not interactive or os.environ.get("BENCH_PROGRESS") == "0")
+        timers = state["timers"]
+        check_every_step = device.type == "cpu"
+        while state["epoch"] < cfg.epochs:
+            model.train()
+            t_epoch = time.perf_counter()
+            for _ in range(steps_per_epoch):
+                t0 = time.perf_counter()
+                step_tasks = sampler.next() if not self.single_input else names
+                batches = []
+                if self.single_input:
+                    es = self.data[names[0]]["train"]
+                    idx = streams["*"].next(cfg.batch_size)
+                    batches.append((step_tasks, es, idx))
+                else:
+                    for t in step_tasks:
+                        es = self.data[t]["train"]
+                        batches.append(([t], es, streams[t].next(cfg.batch_size)))
+                t1 = time.perf_counter()
+                timers["data"] += t1 - t0
+                losses: dict[str, torch.Tensor] = {}
+                for ts, es, idx in batches:
+                    b = _to(self.collate(es.encoded, idx), device)
+                    with _autocast(device, cfg.precision):
+                        out = fwd(b, ts)
+                    for t in ts:
+                        losses[t] = task_loss(self.task_cfgs[t], out[t], es.targets[t][idx].to(device))
+                    state["samples"] += len(idx)
+                    if es.lengths is not None:
+                        state["tokens"] += int(es.lengths[idx].sum())
+                t2 = time.perf_counter()
+                timers["forward"] += t2 - t1
+                if check_every_step:
+                    self._check_finite(losses, state["step"])
+                total_loss = self.w.combine(losses)
+                t3 = time.perf_counter()
+                timers["weighting"] += t3 - t2
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(total_loss).backward()
+                    scaler.unscale_(opt)
+                else:
+                    total_loss.backward()
+                t4 = time.perf_counter()
+                timers["backward"] += t4 - t3
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                sched.step()
+                self.w.after_step()
+                timers["optimizer"] += time.perf_counter() - t4
+                for t, l in losses.items():
+                    loss_acc[t] += l.detach()
+                    loss_cnt[t] += 1
+                state["step"] += 1
+                bar.update(1)
+                if state["step"] % cfg.log_every == 0:
+                    self._log(state, loss_acc, loss_cnt, mem)
+            state["train_time"] += time.perf_counter() - t_epoch
+            state["epoch"] += 1
+            val, _ = evaluate(model, self.tasks, self.data, "validation", cfg.eval_batch_size, device,
+                              cfg.precision, self.collate)
+            score = selection_score(self.task_cfgs, val)
+            state["history"].append({"epoch": state["epoch"], "score": score, "validation": val})
+            if score > state["best_score"]:
+                state["best_score"], state["best_epoch"] = score, state["epoch"]
+                state["best_state"] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                state["bad_epochs"] = 0
+            else:
+                state["bad_epochs"] += 1
+            mem.sample()
+            stop = cfg.patience is not None and state["bad_epochs"] >= cfg.patience
+            if resume is not None and state["epoch"] < cfg.epochs and not stop:
+                self._save_resume(resume, model, opt, sched, rng, streams, sampler, state)
+            if stop:
+                break
+        bar.close()
+        self._log(state, loss_acc, loss_cnt, mem)
+        model.load_state_dict(state["best_state"])
+        tel = {
+            "train_time_s": state["train_time"],
+            "train_samples": state["samples"],
+            "train_samples_per_s": state["samples"] / max(state["train_time"], 1e-9),
+            "steps": state["step"],
+            "epochs_run": state["epoch"],
+            "step_time_ms": 1000 * sum(timers.values()) / max(1, state["step"]),
+            "step_breakdown_s": dict(timers),
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "device": str(device),
+            "precision": cfg.precision,
+            **mem.report(),
+        }
+        if state["tokens"]:
+            tel["train_tokens_per_s"] = state["tokens"] / max(state["train_time"], 1e-9)
+        traj = state["traj"] if state["traj"]["step"] else {}
+        return TrainResult(state["best_epoch"], state["history"], traj, tel)
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    def _check_finite(self, losses: dict[str, torch.Tensor], step: int) -> None:
+        for t, l in losses.items():
+            if not torch.isfinite(l):
+                raise CellFailed(f"loss of task {t!r} became {l.item()} at step {step}; lower train.lr or check the data")
+
+    def _log(self, state, loss_acc, loss_cnt, mem) -> None:
+        traj = state["traj"]
+        if traj["step"] and traj["step"][-1] == state["step"]:
+            return
+        cur = self.w.current()
+        for t, acc in loss_acc.items():
+            if loss_cnt[t]:
+                v = (acc / loss_cnt[t]).item()  # the only host sync: once per logging interval
+                if not math.isfinite(v):
+                    raise CellFailed(f"loss of task {t!r} became {v} before step {state['step']}; lower train.lr")
+                traj["loss"][t].append(v)
+            else:
+                traj["loss"][t].append(float("nan"))
+            acc.zero_()
+            loss_cnt[t] = 0
+            traj["weights"][t].append(float(cur.get(t, float("nan"))))
+        traj["step"].append(state["step"])
+        mem.sample()
+
+    def _save_resume(self, path, model, opt, sched, rng, streams, sampler, state) -> None:
+        ck = {"model": model.state_dict(), "weighting": self.w.state_dict(), "opt": opt.state_dict(),
+              "sched": sched.state_dict(), "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+              "streams": {k: (s.perm, s.pos) for k, s in streams.items()}, "sampler_i": sampler.i, "state": state}
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        torch.save(ck, tmp)
+        os.replace(tmp, path)

@@ -1,0 +1,330 @@
+"""``bench run``: overrides -> validated plan of cells -> stages -> records -> report.
+
+Everything is validated before any work starts; finished cells come from the store; a failing cell (e.g. a NaN loss)
+is recorded as failed and the others still run.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import metrics as M
+from bench.config import Frozen, SuiteConfig
+from bench.errors import BenchError, CellFailed, did_you_mean
+from bench.overrides import expand, load_params_file, parse
+from bench.stages import STAGE_VERSION, Stages, SuiteContext
+from bench.store import RECORD, SCHEMA_VERSION, Store, code_version, content_hash, now_iso, read_json, write_json
+from bench.strategy import STRATEGIES, Strategy, discover
+from bench.suites import find_suite, read_suite_yaml, validate_suite
+
+DEFAULT_SUITE = "text"
+FALLBACK_SUITE = "synthetic"
+DEFAULT_STRATEGIES = ["separate", "naive_mtl", "fuse_then_joint", "uncertainty", "gradnorm"]
+TOP_KEYS = {"suite", "strategy", "seeds", "seed", "tasks", "results_dir", "force", "budget", "strategy_dirs", "params",
+            "label", "report", "data_dir"}
+PREFIXES = ("train.", "backbone.", "split.", "strategy.")
+
+
+@dataclass
+class Variant:
+    """One (suite config, strategy, params) combination; it runs once per seed."""
+
+    suite: SuiteConfig
+    strategy: type[Strategy]
+    params: Frozen
+    label: str
+
+    def cell_hash(self, seed: int) -> str:
+        return content_hash({"suite": self.suite.model_dump(mode="json"), "strategy": self.strategy.name,
+                             "params": self.params.model_dump(mode="json"), "seed": seed, "v": STAGE_VERSION})
+
+
+@dataclass
+class Plan:
+    variants: list[Variant]
+    seeds: list[int]
+    results_dir: Path
+    force: bool
+    report: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cells(self) -> list[tuple[Variant, int]]:
+        return [(v, s) for v in self.variants for s in self.seeds]
+
+
+def default_suite() -> str:
+    from bench.suites import suite_files
+
+    return DEFAULT_SUITE if DEFAULT_SUITE in suite_files() else FALLBACK_SUITE
+
+
+def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        if not isinstance(d.get(p), dict):
+            d[p] = {}
+        d = d[p]
+    d[parts[-1]] = value
+
+
+def _seeds(combo: dict[str, Any]) -> list[int]:
+    if "seed" in combo and "seeds" in combo:
+        raise BenchError("give either seeds=N (runs seeds 0..N-1) or seed=[...], not both")
+    if "seed" in combo:
+        s = combo["seed"]
+        seeds = s if isinstance(s, list) else [s]
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+            raise BenchError(f"seed={s!r} must be an integer or a list of integers, e.g. seed=[0,1,2]")
+        return list(seeds)
+    n = combo.get("seeds", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise BenchError(f"seeds={n!r} must be a positive integer (the number of seeds), e.g. seeds=3")
+    return list(range(n))
+
+
+def build_suite(combo: dict[str, Any]) -> SuiteConfig:
+    name = combo.get("suite", default_suite())
+    if not isinstance(name, str):
+        raise BenchError(f"suite={name!r} must be a suite name or a path to a YAML file")
+    path = find_suite(name)
+    raw = copy.deepcopy(read_suite_yaml(path))
+    for key, value in combo.items():
+        if key.startswith(("train.", "backbone.", "split.")):
+            _set(raw, key, value)
+    if "data_dir" in combo:  # point file-backed sources (e.g. GLUE) at a local copy
+        for spec in [raw.get("data")] + [t.get("data") for t in raw.get("tasks", []) if isinstance(t, dict)]:
+            if isinstance(spec, dict):
+                spec.setdefault("options", {})["data_dir"] = str(combo["data_dir"])
+    if "tasks" in combo:
+        want = combo["tasks"] if isinstance(combo["tasks"], list) else [combo["tasks"]]
+        names = [t.get("name") for t in raw.get("tasks", [])]
+        for w in want:
+            if w not in names:
+                raise BenchError(f"tasks: suite {raw['name']!r} has no task {w!r}{did_you_mean(str(w), names)}; "
+                                 f"tasks: {', '.join(map(str, names))}")
+        raw["tasks"] = [t for t in raw["tasks"] if t.get("name") in want]
+    if "budget" in combo:
+        b = combo["budget"]
+        if not isinstance(b, (int, float)) or isinstance(b, bool) or b <= 0:
+            raise BenchError(f"budget={b!r} must be a positive number (it scales the suite's sample budgets)")
+        train = raw.setdefault("train", {})
+        for k in ("max_train_samples", "max_eval_samples"):
+            if train.get(k):
+                train[k] = max(1, int(round(train[k] * b)))
+    return validate_suite(raw, f"suite {name!r} ({path})")
+
+
+def make_plan(args: list[str]) -> Plan:
+    """Parse and validate everything a run needs, before any work."""
+    pairs = parse(args)
+    for key, value, _ in pairs:
+        if key == "params":
+            pairs = load_params_file(str(value)) + [p for p in pairs if p[0] != "params"]
+            break
+    for key, _, _ in pairs:
+        if key not in TOP_KEYS and not key.startswith(PREFIXES):
+            known = sorted(TOP_KEYS) + ["train.epochs", "train.lr", "train.batch_size", "backbone.name",
+                                        "strategy.weighting"]
+            raise BenchError(f"unknown key {key!r}{did_you_mean(key, known)}; valid: {', '.join(sorted(TOP_KEYS))}, "
+                             f"and dotted keys under {', '.join(p[:-1] for p in PREFIXES)}")
+    combos = expand(pairs)
+    first = combos[0]
+    extra_dirs = first.get("strategy_dirs", [])
+    discover(extra_dirs if isinstance(extra_dirs, list) else [extra_dirs])
+    seeds = _seeds(first)
+    suites: dict[str, SuiteConfig] = {}
+    variants: list[Variant] = []
+    for combo in combos:
+        skey = content_hash({k: v for k, v in combo.items() if not k.startswith("strategy") and k != "_swept"})
+        if skey not in suites:
+            suites[skey] = build_suite(combo)
+        suite = suites[skey]
+        names = combo.get("strategy", DEFAULT_STRATEGIES)
+        names = names if isinstance(names, list) else [names]
+        given = {k[len("strategy."):]: v for k, v in combo.items() if k.startswith("strategy.")}
+        for name in names:
+            cls = STRATEGIES.get(str(name))
+            fields = set(cls.Params.model_fields)
+            mine: dict[str, Any] = {}
+            for k, v in given.items():
+                if k.split(".")[0] in fields or len(names) == 1:
+                    _set(mine, k, v)
+            params = cls.parse_params(mine)
+            check = getattr(cls, "check", None)
+            if check is not None:
+                check(params, suite.task_names)
+            label = combo.get("label") or name
+            tags = [f"{k}={v}" for k, v in sorted(given.items()) if k.split(".")[0] in fields]
+            tags += [f"{k}={v}" for k, v in sorted(combo["_swept"].items()) if not k.startswith("strategy")]
+            if tags and "label" not in combo:
+                label = f"{name}[{','.join(tags)}]"
+            variants.append(Variant(suite, cls, params, label))
+        unused = [k for k in given if not any(k.split(".")[0] in STRATEGIES.get(str(n)).Params.model_fields
+                                              for n in names)]
+        if unused and len(names) > 1:
+            raise BenchError(f"strategy.{unused[0]} is a parameter of none of {', '.join(map(str, names))}")
+    results_dir = Path(first.get("results_dir", "results"))
+    return Plan(variants, seeds, results_dir, bool(first.get("force", False)), bool(first.get("report", True)))
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+           "platform": platform.platform(), "cpu_count": str(__import__("os").cpu_count())}
+    for mod in ("transformers", "timm", "optuna"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:
+            pass
+    if torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
+def _task_info(suite: SuiteConfig, names: list[str]) -> dict[str, Any]:
+    return {t: {"target": suite.task(t).target, "primary": suite.task(t).primary_metric,
+                "metrics": {m: M.direction(m) for m in suite.task(t).metric_names}} for t in names}
+
+
+def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force: bool) -> dict[str, Any]:
+    """Run one cell and write its record; returns the record."""
+    cell = variant.cell_hash(seed)
+    folder = store.cell_dir(variant.strategy.name, cell)
+    with store.lock(folder):
+        if store.done(folder, RECORD) and not force:
+            return read_json(folder / RECORD)
+        (folder / "failed.json").unlink(missing_ok=True)
+        stages = Stages(ctx, store, seed, force=force)
+        t0 = time.perf_counter()
+        rows = variant.strategy().run(stages, variant.params)
+        suite = variant.suite
+        record = {
+            "schema_version": SCHEMA_VERSION, "suite": suite.name, "strategy": variant.strategy.name,
+            "label": variant.label, "params": variant.params.model_dump(mode="json"), "seed": seed, "cell": cell,
+            "data_fingerprint": ctx.data.fingerprint, "task_fingerprints": ctx.data.task_fingerprints,
+            "code_version": code_version(), "backbone": suite.backbone.name or suite.backbone.source,
+            "tasks": _task_info(suite, ctx.data.task_names), "rows": rows,
+            "budget": suite.train.model_dump(mode="json"), "notes": ctx.data.notes,
+            "versions": _versions(), "cell_wall_time_s": time.perf_counter() - t0,
+            "stages_reused": len(stages.store.reused), "created": now_iso(), "status": "complete",
+        }
+        import yaml
+
+        (folder / "config.yaml").write_text(yaml.safe_dump({
+            "suite": suite.model_dump(mode="json"), "strategy": variant.strategy.name,
+            "params": variant.params.model_dump(mode="json"), "seed": seed, "label": variant.label}, sort_keys=False))
+        write_json(folder / RECORD, record)
+        return record
+
+
+def _fmt_time(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def execute(plan: Plan, out=sys.stdout) -> int:
+    """Run every cell of ``plan``; print progress with an ETA and where results went. Exit code 0, or 1 if a
+    cell failed."""
+    cells = plan.cells
+    contexts: dict[str, SuiteContext] = {}
+    stores: dict[str, Store] = {}
+    failures, from_store, computed, durations = [], 0, 0, []
+    records: list[dict[str, Any]] = []
+    print(f"bench run: {len(cells)} cell(s) on {len({v.suite.name for v in plan.variants})} suite(s), "
+          f"results in {plan.results_dir}/", file=out, flush=True)
+    for i, (variant, seed) in enumerate(cells, 1):
+        suite = variant.suite
+        store = stores.setdefault(suite.name, Store(plan.results_dir, suite.name))
+        folder = store.cell_dir(variant.strategy.name, variant.cell_hash(seed))
+        tag = f"[{i}/{len(cells)}] {suite.name} {variant.label} seed={seed}"
+        if store.done(folder, RECORD) and not plan.force:
+            records.append(read_json(folder / RECORD))
+            from_store += 1
+            print(f"{tag}: from store", file=out, flush=True)
+            continue
+        skey = content_hash(suite.model_dump(mode="json"))
+        if skey not in contexts:
+            t0 = time.perf_counter()
+            contexts[skey] = SuiteContext.load(suite, store)
+            for note in contexts[skey].data.notes:
+                print(f"note: {note}", file=out)
+            print(f"loaded suite {suite.name!r} in {time.perf_counter() - t0:.1f}s "
+                  f"(data fingerprint {contexts[skey].data.fingerprint})", file=out, flush=True)
+        t0 = time.perf_counter()
+        try:
+            rec = run_cell(variant, seed, contexts[skey], store, plan.force)
+        except CellFailed as e:
+            failures.append((tag, str(e)))
+            write_json(folder / "failed.json", {"error": str(e), "created": now_iso(),
+                                                "traceback": traceback.format_exc()})
+            print(f"{tag}: FAILED: {e}", file=out, flush=True)
+            continue
+        dt = time.perf_counter() - t0
+        durations.append(dt)
+        computed += 1
+        records.append(rec)
+        remaining = sum(1 for v, s in cells[i:] if not store.done(
+            stores.get(v.suite.name, store).cell_dir(v.strategy.name, v.cell_hash(s)), RECORD))
+        eta = f", ETA {_fmt_time(remaining * sum(durations) / len(durations))}" if remaining else ""
+        print(f"{tag}: done in {_fmt_time(dt)}{eta}", file=out, flush=True)
+    print(f"{computed} cell(s) computed, {from_store} from the store, {len(failures)} failed", file=out)
+    if computed == 0 and from_store == len(cells):
+        print("every cell came from the store; nothing was trained (force=true recomputes)", file=out)
+    _summary(records, out)
+    for suite_name, store in stores.items():
+        print(f"records: {store.root / 'cells'}", file=out)
+        if plan.report and records:
+            try:
+                from bench.report import write_report
+
+                paths = write_report(plan.results_dir, suite_name)
+                print(f"leaderboard: {', '.join(str(p) for p in paths.values())}", file=out)
+            except ImportError:
+                pass
+            except BenchError as e:
+                print(f"report skipped: {e}", file=out)
+    for tag, err in failures:
+        print(f"failed: {tag}: {err}", file=out)
+    return 1 if failures else 0
+
+
+def _summary(records: list[dict[str, Any]], out) -> None:
+    """A compact on-screen table: primary test metric per task, mean ± std over seeds."""
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    if not records:
+        return
+    tasks = list(records[0]["tasks"])
+    rows: dict[str, dict[str, list[float]]] = {}
+    for r in records:
+        for variant, row in r["rows"].items():
+            name = variant if r["label"] == r["strategy"] else r["label"].replace(r["strategy"], variant, 1)
+            for t in tasks:
+                m = r["tasks"][t]["primary"]
+                v = row["metrics"].get("test", {}).get(t, {}).get(m)
+                if v is not None:
+                    rows.setdefault(name, {}).setdefault(t, []).append(v)
+    table = Table(title=f"{records[0]['suite']}: test, primary metric (mean ± std over seeds)")
+    table.add_column("strategy")
+    for t in tasks:
+        table.add_column(f"{t} ({records[0]['tasks'][t]['primary']})", justify="right")
+    for name, per in rows.items():
+        cells = []
+        for t in tasks:
+            v = per.get(t, [])
+            cells.append(f"{np.mean(v):.4f} ± {(np.std(v, ddof=1) if len(v) > 1 else 0.0):.4f} (n={len(v)})" if v else "-")
+        table.add_row(name, *cells)
+    Console(file=out, width=200).print(table)

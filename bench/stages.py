@@ -1,0 +1,295 @@
+"""The four stages strategies are made of: ``finetune``, ``fuse``, ``joint``, ``evaluate`` (plus ``init``, θ0).
+
+Each stage is cached in the store under a hash of everything that changes its output (its config, the keys of its
+inputs, the data fingerprint, the seed), so ``separate`` and ``fuse_then_joint`` share their fine-tunes and a
+fusion-weight search re-fuses cached checkpoints instead of re-training them.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import checkpoint as C
+from bench.backbones import Preprocessor, build_backbone
+from bench.config import SuiteConfig, TaskConfig, TrainConfig
+from bench.data.base import SuiteData, load_suite_data
+from bench.encode import encode_suite
+from bench.engine import Data, Trainer, evaluate, resolve_device, seed_everything
+from bench.errors import BenchError
+from bench.model import MultiTaskModel
+from bench.store import STAGE_MARKER, Store, content_hash, now_iso, read_json, write_json
+from bench.weighting import build_weighting
+
+STAGE_VERSION = 1  # bump when a stage's semantics change, so old cache entries are not reused
+_NOT_IN_KEY = {"log_every", "num_workers", "eval_batch_size", "device"}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A stage output on disk: a backbone and the heads of ``tasks``."""
+
+    stage: str
+    key: str
+    path: Path
+    tasks: tuple[str, ...]
+
+
+@dataclass
+class Outcome:
+    """What a stage produced: its checkpoint (if any) and its ``stage.json`` (metrics, telemetry, trajectories)."""
+
+    ckpt: Checkpoint | None
+    info: dict[str, Any]
+    reused: bool = False
+
+
+@dataclass
+class SuiteContext:
+    """A loaded suite: config, fixed data, encoded tensors and the pristine backbone (copied for every model)."""
+
+    suite: SuiteConfig
+    data: SuiteData
+    pre: Preprocessor
+    template: torch.nn.Module
+    encoded: Data
+    train: TrainConfig
+    tasks: list[TaskConfig] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, suite: SuiteConfig, store: Store | None = None) -> SuiteContext:
+        data = load_suite_data(suite)
+        tasks = [suite.task(n) for n in data.task_names]
+        first = data.splits[tasks[0].name]["train"]
+        sample = first.inputs[:8]
+        template, pre = build_backbone(suite.backbone, tasks[0].input, sample)
+        cache = store.cache_dir if store is not None else None
+        encoded = encode_suite(suite, data, pre, suite.train, cache)
+        return cls(suite, data, pre, template, encoded, suite.train, tasks)
+
+    def task(self, name: str) -> TaskConfig:
+        return self.suite.task(name)
+
+
+def _train_key(train: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in train.model_dump().items() if k not in _NOT_IN_KEY}
+
+
+class Stages:
+    """The stage functions a strategy composes, bound to one suite, store and seed."""
+
+    def __init__(self, ctx: SuiteContext, store: Store, seed: int, force: bool = False, log=None):
+        self.ctx, self.store, self.seed, self.force = ctx, store, seed, force
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.ctx.tasks]
+
+    # -- cache plumbing ----------------------------------------------------------------------------------------
+    def _run(self, stage: str, key_obj: dict[str, Any], tasks: tuple[str, ...], compute) -> Outcome:
+        key = content_hash({"stage": stage, "v": STAGE_VERSION, **key_obj})
+        folder = self.store.stage_dir(stage, key)
+        ckpt = Checkpoint(stage, key, folder, tasks)
+        if self.store.done(folder) and not self.force:
+            self.store.reused.append(f"{stage}/{key}")
+            return Outcome(ckpt, read_json(folder / STAGE_MARKER), reused=True)
+        with self.store.lock(folder):
+            if self.store.done(folder) and not self.force:  # another process finished it while we waited
+                self.store.reused.append(f"{stage}/{key}")
+                return Outcome(ckpt, read_json(folder / STAGE_MARKER), reused=True)
+            if self.force and self.store.done(folder):
+                Store.reset(folder)
+            t0 = time.perf_counter()
+            info = compute(folder)
+            info.setdefault("telemetry", {})["wall_time_s"] = time.perf_counter() - t0
+            info.update({"stage": stage, "key": key, "key_inputs": key_obj, "tasks": list(tasks), "seed": self.seed,
+                         "created": now_iso()})
+            (folder / "resume.pt").unlink(missing_ok=True)
+            write_json(folder / STAGE_MARKER, info)
+        self.store.computed.append(f"{stage}/{key}")
+        return Outcome(ckpt, info)
+
+    def _model(self, tasks: list[str], init: Checkpoint | None, seed: int) -> MultiTaskModel:
+        seed_everything(seed)  # heads (and random backbones) start from the same weights for the same seed
+        backbone = copy.deepcopy(self.ctx.template)
+        model = MultiTaskModel(backbone, [self.ctx.task(t) for t in tasks], dropout=self.ctx.train.dropout)
+        if init is not None:
+            backbone.load_state_dict(C.load_state(init.path / C.BACKBONE_FILE))
+            heads_file = init.path / C.HEADS_FILE
+            if heads_file.exists():
+                heads = C.load_state(heads_file)
+                own = {k: v for k, v in heads.items() if k.split(".")[0] in tasks}
+                model.heads.load_state_dict(own, strict=False)
+        return model
+
+    def _sub_seed(self, *parts: str) -> int:
+        return zlib.crc32("/".join([str(self.seed), *parts]).encode()) % 2**31
+
+    def _train(self, folder: Path, model: MultiTaskModel, tasks: list[str], weighting: str,
+               weighting_params: dict[str, Any], seed: int, desc: str) -> dict[str, Any]:
+        cfgs = [self.ctx.task(t) for t in tasks]
+        w = build_weighting(weighting, cfgs, weighting_params)
+        trainer = Trainer(model, cfgs, self.ctx.encoded, w, self.ctx.train, seed, self.ctx.pre.collate,
+                          self.ctx.suite.kind == "single_input", work_dir=folder, desc=desc)
+        res = trainer.fit()
+        t0 = time.perf_counter()
+        metrics, n = {}, 0
+        for split in ("validation", "test"):
+            metrics[split], k = evaluate(model, cfgs, self.ctx.encoded, split, self.ctx.train.eval_batch_size,
+                                         trainer.device, self.ctx.train.precision, self.ctx.pre.collate)
+            n += k
+        res.telemetry["eval_samples_per_s"] = n / max(time.perf_counter() - t0, 1e-9)
+        C.save_model(model.cpu(), folder)
+        return {"metrics": metrics, "best_epoch": res.best_epoch, "history": res.history,
+                "trajectories": res.trajectories, "telemetry": res.telemetry}
+
+    # -- stages ------------------------------------------------------------------------------------------------
+    def init(self) -> Checkpoint:
+        """θ0: the backbone every fine-tune and joint run starts from (seeded for randomly initialised ones)."""
+
+        def compute(folder: Path) -> dict[str, Any]:
+            model = self._model([], None, self._sub_seed("init"))
+            C.save_model(model, folder)
+            return {"telemetry": {"trainable_params": sum(p.numel() for p in model.backbone.parameters())}}
+
+        key = {"backbone": self.ctx.suite.backbone.model_dump(), "seed": self.seed,
+               "input": self.ctx.tasks[0].input}
+        out = self._run("init", key, (), compute)
+        assert out.ckpt is not None
+        return out.ckpt
+
+    def finetune(self, task: str, init: Checkpoint | None = None) -> Outcome:
+        """Fine-tune one copy of ``init`` (θ0 by default) on ``task`` alone."""
+        init = init or self.init()
+        self.ctx.task(task)
+
+        def compute(folder: Path) -> dict[str, Any]:
+            seed = self._sub_seed("finetune", task)
+            model = self._model([task], init, seed)
+            return self._train(folder, model, [task], "equal", {}, seed, f"finetune {task} s{self.seed}")
+
+        key = {"task": task, "init": init.key, "train": _train_key(self.ctx.train),
+               "data": self.ctx.data.task_fingerprints[task], "seed": self.seed}
+        return self._run("finetune", key, (task,), compute)
+
+    def fuse(self, parts: list[Checkpoint], method: str = "mean", params: dict[str, Any] | None = None,
+             base: Checkpoint | None = None) -> Outcome:
+        """Fuse the backbones of ``parts`` (θ0 = ``base``); each task keeps the head from its own checkpoint."""
+        from bench.fusion import build_fusion, fuse_files
+
+        base = base or self.init()
+        params = dict(params or {})
+        fusion = build_fusion(method, params, len(parts))
+        tasks = tuple(t for p in parts for t in p.tasks)
+
+        def compute(folder: Path) -> dict[str, Any]:
+            folder.mkdir(parents=True, exist_ok=True)
+            stats = fuse_files(base.path / C.BACKBONE_FILE, [p.path / C.BACKBONE_FILE for p in parts], fusion,
+                               folder / C.BACKBONE_FILE)
+            heads: dict[str, torch.Tensor] = {}
+            for p in parts:
+                for k, v in C.load_state(p.path / C.HEADS_FILE).items():
+                    if k.split(".")[0] in p.tasks:
+                        heads[k] = v
+            C.save_state(heads, folder / C.HEADS_FILE)
+            return {"telemetry": {"fusion": {k: v for k, v in stats.items()}}}
+
+        key = {"parts": [p.key for p in parts], "base": base.key, "method": method, "params": params}
+        return self._run("fuse", key, tasks, compute)
+
+    def joint(self, init: Checkpoint | None = None, tasks: list[str] | None = None, weighting: str = "equal",
+              weighting_params: dict[str, Any] | None = None) -> Outcome:
+        """Train every task at once from ``init`` (θ0 by default) with ``weighting``."""
+        init = init or self.init()
+        tasks = list(tasks or self.task_names)
+        wp = dict(weighting_params or {})
+        build_weighting(weighting, [self.ctx.task(t) for t in tasks], wp)  # fail before any work
+
+        def compute(folder: Path) -> dict[str, Any]:
+            seed = self._sub_seed("joint", weighting)
+            model = self._model(tasks, init, seed)
+            return self._train(folder, model, tasks, weighting, wp, seed, f"joint[{weighting}] s{self.seed}")
+
+        key = {"tasks": tasks, "init": init.key, "weighting": weighting, "weighting_params": wp,
+               "train": _train_key(self.ctx.train), "data": {t: self.ctx.data.task_fingerprints[t] for t in tasks},
+               "seed": self.seed}
+        return self._run("joint", key, tuple(tasks), compute)
+
+    def evaluate(self, ckpt: Checkpoint) -> Outcome:
+        """Validation and test metrics of a stored model (e.g. the fused one, before joint training)."""
+
+        def compute(folder: Path) -> dict[str, Any]:
+            tasks = list(ckpt.tasks)
+            model = self._model(tasks, ckpt, self._sub_seed("eval"))
+            device = resolve_device(self.ctx.train.device)
+            model.to(device)
+            cfgs = [self.ctx.task(t) for t in tasks]
+            t0 = time.perf_counter()
+            metrics, n = {}, 0
+            for split in ("validation", "test"):
+                metrics[split], k = evaluate(model, cfgs, self.ctx.encoded, split, self.ctx.train.eval_batch_size,
+                                             device, self.ctx.train.precision, self.ctx.pre.collate)
+                n += k
+            return {"metrics": metrics, "telemetry": {"eval_samples_per_s": n / max(time.perf_counter() - t0, 1e-9)}}
+
+        key = {"ckpt": ckpt.key, "precision": self.ctx.train.precision,
+               "max_eval_samples": self.ctx.train.max_eval_samples}
+        return self._run("evaluate", key, ckpt.tasks, compute)
+
+
+def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> dict[str, Any]:
+    """A leaderboard row from the stages that produced it.
+
+    Metrics come from ``metrics_from`` (default: every outcome that has metrics, merged per task); telemetry adds up
+    wall time and parameters over every stage (a ``separate`` row costs T models), and takes the throughput and peak
+    memory of the training stages.
+    """
+    src = metrics_from if metrics_from is not None else [o for o in outcomes if "metrics" in o.info]
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    for o in src:
+        for split, per_task in o.info["metrics"].items():
+            metrics.setdefault(split, {}).update(per_task)
+    trained = [o for o in outcomes if o.info.get("telemetry", {}).get("train_samples")]
+    tel: dict[str, Any] = {"wall_time_s": sum(o.info.get("telemetry", {}).get("wall_time_s", 0.0) for o in outcomes)}
+    if trained:
+        samples = sum(o.info["telemetry"]["train_samples"] for o in trained)
+        ttime = sum(o.info["telemetry"]["train_time_s"] for o in trained)
+        tel.update({
+            "train_samples": samples,
+            "train_time_s": ttime,
+            "train_samples_per_s": samples / max(ttime, 1e-9),
+            "trainable_params": sum(o.info["telemetry"]["trainable_params"] for o in trained),
+            "peak_memory_mb": max(o.info["telemetry"]["peak_memory_mb"] for o in trained),
+            "memory_kind": trained[0].info["telemetry"]["memory_kind"],
+            "device": trained[0].info["telemetry"]["device"],
+            "step_time_ms": sum(o.info["telemetry"]["step_time_ms"] * o.info["telemetry"]["steps"] for o in trained)
+            / max(1, sum(o.info["telemetry"]["steps"] for o in trained)),
+        })
+        tok = [o.info["telemetry"].get("train_tokens_per_s") for o in trained]
+        if all(tok):
+            tel["train_tokens_per_s"] = sum(t * o.info["telemetry"]["train_time_s"]
+                                            for t, o in zip(tok, trained)) / max(ttime, 1e-9)
+    evals = [o.info["telemetry"]["eval_samples_per_s"] for o in outcomes if "eval_samples_per_s" in o.info.get(
+        "telemetry", {})]
+    if evals:
+        tel["eval_samples_per_s"] = sum(evals) / len(evals)
+    tel["stages"] = [{"stage": o.ckpt.stage if o.ckpt else "?", "key": o.ckpt.key if o.ckpt else "?",
+                      "reused": o.reused, **{k: v for k, v in o.info.get("telemetry", {}).items()
+                                             if k in ("wall_time_s", "train_samples_per_s", "peak_memory_mb")}}
+                     for o in outcomes]
+    best = {f"{o.ckpt.stage}:{','.join(o.ckpt.tasks)}": o.info["best_epoch"] for o in outcomes
+            if o.ckpt and "best_epoch" in o.info}
+    traj = next((o.info["trajectories"] for o in reversed(outcomes) if o.info.get("trajectories")), {})
+    return {"metrics": metrics, "best_epoch": best, "telemetry": tel, "trajectories": traj}
+
+
+def missing_checkpoint(what: str) -> BenchError:  # pragma: no cover - guard for plugin authors
+    return BenchError(f"{what} produced no checkpoint")

@@ -1,0 +1,113 @@
+"""The run store: content-addressed stage outputs and cell records, written atomically, locked per entry.
+
+A stage's key is the hash of everything that changes its output, so any cell that needs the same fine-tune reuses
+it. An entry is complete when its marker file (``stage.json`` or ``record.json``) exists; markers are written last,
+atomically (temp file, fsync, rename), so a killed process never leaves a half-written entry that reads as complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+STAGE_MARKER = "stage.json"
+RECORD = "record.json"
+SCHEMA_VERSION = 1
+
+
+def content_hash(obj: Any, n: int = 16) -> str:
+    """A stable hash of a JSON-serialisable object (keys sorted)."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic JSON write: readers see the old file or the whole new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, default=str, allow_nan=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Package version plus the git commit of the source tree (``+dirty`` when it has uncommitted changes)."""
+    from importlib.metadata import version
+
+    try:
+        v = version("mtbench")
+    except Exception:  # pragma: no cover - running from a source tree without install
+        v = "0+unknown"
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        if sha:
+            v += f"+g{sha}" + (".dirty" if dirty else "")
+    except Exception:
+        pass
+    return v
+
+
+class Store:
+    """``results/<suite>/stages/<stage>/<key>/`` and ``results/<suite>/cells/<strategy>/<cell>/``."""
+
+    def __init__(self, results_dir: Path, suite: str):
+        self.root = Path(results_dir) / suite
+        self.reused: list[str] = []  # stage keys served from the store in this process
+        self.computed: list[str] = []
+
+    def stage_dir(self, stage: str, key: str) -> Path:
+        return self.root / "stages" / stage / key
+
+    def cell_dir(self, strategy: str, cell: str) -> Path:
+        return self.root / "cells" / strategy / cell
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @staticmethod
+    def done(folder: Path, marker: str = STAGE_MARKER) -> bool:
+        return (folder / marker).exists()
+
+    @contextmanager
+    def lock(self, folder: Path):
+        """An exclusive lock on one entry: a second process waits, then finds the entry complete and reuses it."""
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder / ".lock")):
+            yield
+
+    @staticmethod
+    def reset(folder: Path) -> None:
+        """Forget an entry (``force=true``): remove the marker first so a crash mid-delete reads as incomplete."""
+        for marker in (STAGE_MARKER, RECORD):
+            (folder / marker).unlink(missing_ok=True)
+        for child in folder.iterdir() if folder.exists() else []:
+            if child.name != ".lock":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()

@@ -1,0 +1,72 @@
+"""Suites: YAML files under ``suites/`` (beside the package and in the working directory), validated on load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from bench.config import SuiteConfig, explain
+from bench.errors import BenchError, did_you_mean
+
+
+def suite_dirs() -> list[Path]:
+    here = Path(__file__).resolve().parent.parent / "suites"
+    cwd = Path.cwd() / "suites"
+    return [here] + ([cwd] if cwd.exists() and cwd.resolve() != here.resolve() else [])
+
+
+def suite_files() -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for d in suite_dirs():
+        for f in sorted(d.glob("*.yaml")):
+            out.setdefault(f.stem, f)
+    return out
+
+
+def find_suite(name: str) -> Path:
+    """A suite by name (``suites/NAME.yaml``) or by path to a YAML file."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.exists():
+            raise BenchError(f"suite file {name!r} does not exist")
+        return p
+    files = suite_files()
+    if name not in files:
+        raise BenchError(f"unknown suite {name!r}{did_you_mean(name, files)}; valid: {', '.join(sorted(files))}")
+    return files[name]
+
+
+def read_suite_yaml(path: Path) -> dict[str, Any]:
+    """Parse a suite file; a syntax error names the file and line."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        raise BenchError(f"malformed suite file {path}{line}: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise BenchError(f"malformed suite file {path}: {e}") from None
+    if not isinstance(raw, dict):
+        raise BenchError(f"suite file {path} must hold a mapping (name, backbone, tasks, ...)")
+    raw.setdefault("name", path.stem)
+    return raw
+
+
+def validate_suite(raw: dict[str, Any], where: str) -> SuiteConfig:
+    try:
+        return SuiteConfig(**raw)
+    except ValidationError as e:
+        raise explain(e, SuiteConfig, where) from None
+
+
+def list_suites() -> dict[str, str]:
+    out = {}
+    for name, f in suite_files().items():
+        try:
+            out[name] = str(read_suite_yaml(f).get("description", "")).strip()
+        except BenchError as e:
+            out[name] = f"(invalid: {e})"
+    return out

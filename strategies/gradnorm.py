@@ -1,0 +1,24 @@
+"""``gradnorm``: joint training from θ0 with GradNorm (Chen et al. 2018) balancing gradient norms at W."""
+
+from __future__ import annotations
+
+from bench.config import Frozen
+from bench.stages import Stages, make_row
+from bench.strategy import Strategy, register_strategy
+
+
+class Params(Frozen):
+    alpha: float = 1.5
+    lr: float | None = None  # learning rate of the task weights w (None: GradNorm's default)
+    last_shared_layer: str | None = None  # None: the backbone's declared last shared layer
+
+
+@register_strategy("gradnorm")
+class GradNorm(Strategy):
+    """Joint training, task weights w (Σw = T) learned to equalise gradient norms at the last shared layer."""
+
+    Params = Params
+
+    def run(self, stages: Stages, params: Params) -> dict:
+        wp = {k: v for k, v in params.model_dump().items() if v is not None}
+        return {"gradnorm": make_row(stages.joint(weighting="gradnorm", weighting_params=wp))}

@@ -1,0 +1,17 @@
+"""``separate``: one fine-tune per task from θ0; the baseline of Δm%."""
+
+from __future__ import annotations
+
+from bench.stages import Stages, make_row
+from bench.strategy import NoParams, Strategy, register_strategy
+
+
+@register_strategy("separate")
+class Separate(Strategy):
+    """One fine-tune per task from the pre-trained backbone (T models; the Δm% baseline)."""
+
+    Params = NoParams
+
+    def run(self, stages: Stages, params: NoParams) -> dict:
+        tunes = [stages.finetune(task) for task in stages.task_names]
+        return {"separate": make_row(*tunes)}
