@@ -171,11 +171,12 @@ class Trainer:
 
     def __init__(self, model: MultiTaskModel, tasks: list[TaskConfig], data: Data, weighting: Weighting,
                  cfg: TrainConfig, seed: int, collate, single_input: bool, work_dir: Path | None = None,
-                 desc: str = "train"):
+                 desc: str = "train", on_epoch=None):
         self.model, self.tasks, self.data, self.w, self.cfg = model, tasks, data, weighting, cfg
         self.task_cfgs = {t.name: t for t in tasks}
         self.seed, self.collate, self.single_input = seed, collate, single_input
         self.work_dir, self.desc = work_dir, desc
+        self.on_epoch = on_epoch  # e.g. an Optuna pruning callback: (epoch, validation score) -> None or raise
         self.device = resolve_device(cfg.device)
         if cfg.precision == "fp16" and self.device.type != "cuda":
             raise BenchError("train.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
@@ -332,6 +333,8 @@ class Trainer:
             else:
                 state["bad_epochs"] += 1
             mem.sample()
+            if self.on_epoch is not None:
+                self.on_epoch(state["epoch"], score)
             stop = cfg.patience is not None and state["bad_epochs"] >= cfg.patience
             if resume is not None and state["epoch"] < cfg.epochs and not stop:
                 self._save_resume(resume, model, opt, sched, rng, streams, sampler, state)

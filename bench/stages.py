@@ -85,9 +85,14 @@ def _train_key(train: TrainConfig) -> dict[str, Any]:
 class Stages:
     """The stage functions a strategy composes, bound to one suite, store and seed."""
 
-    def __init__(self, ctx: SuiteContext, store: Store, seed: int, force: bool = False, log=None):
+    def __init__(self, ctx: SuiteContext, store: Store, seed: int, force: bool = False, log=None,
+                 eval_splits: tuple[str, ...] = ("validation", "test"), on_epoch=None):
+        """``eval_splits``: the splits stages evaluate (a search passes ("validation",) so test is never read).
+        ``on_epoch(epoch, validation_score)``: called after every training epoch (a search prunes from here)."""
         self.ctx, self.store, self.seed, self.force = ctx, store, seed, force
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.eval_splits = tuple(eval_splits)
+        self.on_epoch = on_epoch
 
     @property
     def task_names(self) -> list[str]:
@@ -100,11 +105,11 @@ class Stages:
         ckpt = Checkpoint(stage, key, folder, tasks)
         if self.store.done(folder) and not self.force:
             self.store.reused.append(f"{stage}/{key}")
-            return Outcome(ckpt, read_json(folder / STAGE_MARKER), reused=True)
+            return self._complete(Outcome(ckpt, read_json(folder / STAGE_MARKER), reused=True))
         with self.store.lock(folder):
             if self.store.done(folder) and not self.force:  # another process finished it while we waited
                 self.store.reused.append(f"{stage}/{key}")
-                return Outcome(ckpt, read_json(folder / STAGE_MARKER), reused=True)
+                return self._complete(Outcome(ckpt, read_json(folder / STAGE_MARKER), reused=True))
             if self.force and self.store.done(folder):
                 Store.reset(folder)
             t0 = time.perf_counter()
@@ -116,6 +121,35 @@ class Stages:
             write_json(folder / STAGE_MARKER, info)
         self.store.computed.append(f"{stage}/{key}")
         return Outcome(ckpt, info)
+
+    def _complete(self, out: Outcome) -> Outcome:
+        """A cached stage evaluated on fewer splits than asked (e.g. made by a search, which never reads test):
+        evaluate the missing splits now and keep them with the stage."""
+        if "metrics" not in out.info or out.ckpt is None:
+            return out
+        missing = [s for s in self.eval_splits if s not in out.info["metrics"]]
+        if not missing:
+            return out
+        metrics, _ = self._evaluate_ckpt(out.ckpt, missing)
+        with self.store.lock(out.ckpt.path):
+            info = read_json(out.ckpt.path / STAGE_MARKER)
+            info["metrics"].update(metrics)
+            write_json(out.ckpt.path / STAGE_MARKER, info)
+        return Outcome(out.ckpt, info, reused=True)
+
+    def _evaluate_ckpt(self, ckpt: Checkpoint, splits) -> tuple[dict[str, Any], float]:
+        tasks = list(ckpt.tasks)
+        model = self._model(tasks, ckpt, self._sub_seed("eval"))
+        device = resolve_device(self.ctx.train.device)
+        model.to(device)
+        cfgs = [self.ctx.task(t) for t in tasks]
+        t0 = time.perf_counter()
+        metrics, n = {}, 0
+        for split in splits:
+            metrics[split], k = evaluate(model, cfgs, self.ctx.encoded, split, self.ctx.train.eval_batch_size,
+                                         device, self.ctx.train.precision, self.ctx.pre.collate)
+            n += k
+        return metrics, n / max(time.perf_counter() - t0, 1e-9)
 
     def _model(self, tasks: list[str], init: Checkpoint | None, seed: int) -> MultiTaskModel:
         seed_everything(seed)  # heads (and random backbones) start from the same weights for the same seed
@@ -138,11 +172,12 @@ class Stages:
         cfgs = [self.ctx.task(t) for t in tasks]
         w = build_weighting(weighting, cfgs, weighting_params)
         trainer = Trainer(model, cfgs, self.ctx.encoded, w, self.ctx.train, seed, self.ctx.pre.collate,
-                          self.ctx.suite.kind == "single_input", work_dir=folder, desc=desc)
+                          self.ctx.suite.kind == "single_input", work_dir=folder, desc=desc,
+                          on_epoch=self.on_epoch)
         res = trainer.fit()
         t0 = time.perf_counter()
         metrics, n = {}, 0
-        for split in ("validation", "test"):
+        for split in self.eval_splits:
             metrics[split], k = evaluate(model, cfgs, self.ctx.encoded, split, self.ctx.train.eval_batch_size,
                                          trainer.device, self.ctx.train.precision, self.ctx.pre.collate)
             n += k
@@ -227,18 +262,8 @@ class Stages:
         """Validation and test metrics of a stored model (e.g. the fused one, before joint training)."""
 
         def compute(folder: Path) -> dict[str, Any]:
-            tasks = list(ckpt.tasks)
-            model = self._model(tasks, ckpt, self._sub_seed("eval"))
-            device = resolve_device(self.ctx.train.device)
-            model.to(device)
-            cfgs = [self.ctx.task(t) for t in tasks]
-            t0 = time.perf_counter()
-            metrics, n = {}, 0
-            for split in ("validation", "test"):
-                metrics[split], k = evaluate(model, cfgs, self.ctx.encoded, split, self.ctx.train.eval_batch_size,
-                                             device, self.ctx.train.precision, self.ctx.pre.collate)
-                n += k
-            return {"metrics": metrics, "telemetry": {"eval_samples_per_s": n / max(time.perf_counter() - t0, 1e-9)}}
+            metrics, rate = self._evaluate_ckpt(ckpt, self.eval_splits)
+            return {"metrics": metrics, "telemetry": {"eval_samples_per_s": rate}}
 
         key = {"ckpt": ckpt.key, "precision": self.ctx.train.precision,
                "max_eval_samples": self.ctx.train.max_eval_samples}
