@@ -99,9 +99,18 @@ def delta_m(means: pd.Series, tasks: dict[str, dict], baseline: str = BASELINE_V
     return pd.Series(out, dtype=float)
 
 
+BUDGET_KEYS = ("epochs", "max_steps", "max_train_samples", "batch_size", "lr")
+
+
+def _budget(budget: dict) -> dict:
+    """The budget fields a caption names (the set ones of BUDGET_KEYS; every set field when none of those is)."""
+    chosen = {k: budget[k] for k in BUDGET_KEYS if budget.get(k) is not None}
+    return chosen or {k: v for k, v in sorted(budget.items()) if v is not None}
+
+
 def _caption_facts(records: list[dict]) -> dict:
     backbones = sorted({str(r.get("backbone", "")) for r in records} - {""})
-    budgets = {json.dumps(r.get("budget") or {}, sort_keys=True) for r in records}
+    budgets = {json.dumps(_budget(r.get("budget") or {})) for r in records}
     if len(budgets) == 1:
         budget = ", ".join(f"{k}={v}" for k, v in json.loads(budgets.pop()).items()) or "default"
     else:

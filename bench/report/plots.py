@@ -61,8 +61,13 @@ def plot_bars(lb: Leaderboard, out_dir: Path) -> dict[str, Path]:
     """One panel per task: the primary metric of every variant, mean with ± std error bars."""
     variants = list(lb.table.index)
     tasks = list(lb.tasks)
-    fig = Figure(figsize=(max(4.0, 2.2 + 0.5 * len(variants)) * len(tasks) / 1.5, 3.6), layout="constrained")
-    axes = fig.subplots(1, len(tasks), squeeze=False)[0]
+    cols = min(3, len(tasks))
+    rows = math.ceil(len(tasks) / cols)
+    panel_width = max(3.0, 1.5 + 0.35 * len(variants))
+    fig = Figure(figsize=(panel_width * cols, 3.2 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(tasks):]:
+        ax.set_visible(False)
     x = np.arange(len(variants))
     for ax, task in zip(axes, tasks):
         metric = lb.tasks[task]["primary"]
@@ -131,7 +136,9 @@ def plot_pareto(lb: Leaderboard, out_dir: Path, x_column: str, x_better: str) ->
     return _save(fig, out_dir, stem)
 
 
-def _weight_label(variant: str, key: str) -> str:
+def _y_label(variant: str, key: str) -> str:
+    if key == "loss":
+        return "training loss"
     if key != "weights":
         return key
     if "gradnorm" in variant:
@@ -141,37 +148,52 @@ def _weight_label(variant: str, key: str) -> str:
     return r"loss weight $\lambda_t$"
 
 
-def plot_trajectories(trajectories: dict[str, list[dict]], out_dir: Path, suite: str) -> dict[str, Path]:
-    """Per variant, each task's weight over training steps: mean over seeds, band = min..max over seeds."""
-    panels = [(v, key) for v in sorted(trajectories, key=sort_key)
-              for key in sorted({k for t in trajectories[v] for k, val in t.items() if isinstance(val, dict)})]
+def _constant(runs: list[dict], key: str) -> bool:
+    values = [v for t in runs for series in t[key].values() for v in series]
+    return not values or max(values) - min(values) < 1e-9
+
+
+def plot_trajectories(trajectories: dict[str, list[dict]], out_dir: Path, suite: str,
+                      key: str = "weights") -> dict[str, Path]:
+    """Per variant, each task's ``key`` series over training steps: mean over seeds, band = min..max.
+
+    ``weights`` (λ / σ²-derived / GradNorm w) -> trajectories.{png,pdf}, skipping constant ones (equal weighting);
+    ``loss`` -> loss_curves.{png,pdf}.
+    """
+    panels = []
+    for variant in sorted(trajectories, key=sort_key):
+        runs = [t for t in trajectories[variant] if isinstance(t.get(key), dict) and t[key]]
+        if runs and not (key == "weights" and _constant(runs, key)):
+            panels.append((variant, runs))
     if not panels:
         return {}
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, (variant, key) in zip(axes, panels):
-        runs = [t for t in trajectories[variant] if isinstance(t.get(key), dict)]
-        for i, task in enumerate(sorted({task for t in runs for task in t[key]})):
-            series = [np.asarray(t[key][task], dtype=float) for t in runs if task in t[key]]
-            steps = [np.asarray(t["step"], dtype=float)[: len(s)] for t, s in zip(runs, series)]
+    tasks = sorted({task for _, runs in panels for t in runs for task in t[key]})
+    for ax, (variant, runs) in zip(axes, panels):
+        for task in [t for t in tasks if any(t in r[key] for r in runs)]:
+            series = [np.asarray(r[key][task], dtype=float) for r in runs if task in r[key]]
             length = min(len(s) for s in series)
+            steps = np.asarray(next(r["step"] for r in runs if task in r[key]), dtype=float)[:length]
             stack = np.stack([s[:length] for s in series])
-            ax.plot(steps[0][:length], stack.mean(axis=0), color=colour(variant),
-                    linestyle=LINESTYLES[i % len(LINESTYLES)], label=task)
+            i = tasks.index(task)
+            ax.plot(steps, stack.mean(axis=0), color=colour(variant), linestyle=LINESTYLES[i % len(LINESTYLES)],
+                    marker=MARKERS[i % len(MARKERS)], markevery=max(1, length // 6), markersize=4, label=task)
             if len(series) > 1:
-                ax.fill_between(steps[0][:length], stack.min(axis=0), stack.max(axis=0), color=colour(variant),
+                ax.fill_between(steps, stack.min(axis=0), stack.max(axis=0), color=colour(variant),
                                 alpha=0.15, linewidth=0)
         ax.set_title(f"{variant} (n={len(runs)})", fontsize="medium")
         ax.set_xlabel("training step")
-        ax.set_ylabel(_weight_label(variant, key))
+        ax.set_ylabel(_y_label(variant, key))
         ax.grid(alpha=0.3)
         ax.legend(title="task", fontsize="x-small")
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(f"{suite}: task-weight trajectories")
-    return _save(fig, out_dir, "trajectories")
+    what = "task-weight trajectories" if key == "weights" else f"per-task {_y_label('', key)}"
+    fig.suptitle(f"{suite}: {what} (mean over seeds, band = min..max)")
+    return _save(fig, out_dir, "trajectories" if key == "weights" else "loss_curves")
 
 
 def write_plots(lb: Leaderboard, trajectories: dict[str, list[dict]], out_dir: Path) -> dict[str, Path]:
@@ -179,5 +201,7 @@ def write_plots(lb: Leaderboard, trajectories: dict[str, list[dict]], out_dir: P
     paths = plot_bars(lb, out_dir)
     paths |= plot_pareto(lb, out_dir, "train_samples_per_s", "max")
     paths |= plot_pareto(lb, out_dir, "peak_memory_mb", "min")
-    paths |= plot_trajectories({v: t for v, t in trajectories.items() if v in lb.table.index}, out_dir, lb.suite)
+    shown = {v: t for v, t in trajectories.items() if v in lb.table.index}
+    paths |= plot_trajectories(shown, out_dir, lb.suite, "weights")
+    paths |= plot_trajectories(shown, out_dir, lb.suite, "loss")
     return paths
