@@ -62,6 +62,7 @@ class SuiteContext:
     encoded: Data
     train: TrainConfig
     tasks: list[TaskConfig] = field(default_factory=list)
+    sample: Any = None  # a few raw training inputs: the factory sizes the backbone from them
 
     @classmethod
     def load(cls, suite: SuiteConfig, store: Store | None = None) -> SuiteContext:
@@ -72,7 +73,7 @@ class SuiteContext:
         template, pre = build_backbone(suite.backbone, tasks[0].input, sample)
         cache = store.cache_dir if store is not None else None
         encoded = encode_suite(suite, data, pre, suite.train, cache)
-        return cls(suite, data, pre, template, encoded, suite.train, tasks)
+        return cls(suite, data, pre, template, encoded, suite.train, tasks, sample)
 
     def task(self, name: str) -> TaskConfig:
         return self.suite.task(name)
@@ -191,7 +192,10 @@ class Stages:
         """θ0: the backbone every fine-tune and joint run starts from (seeded for randomly initialised ones)."""
 
         def compute(folder: Path) -> dict[str, Any]:
-            model = self._model([], None, self._sub_seed("init"))
+            # build afresh under the seed: a randomly initialised backbone must not depend on what ran before
+            seed_everything(self._sub_seed("init"))
+            backbone, _ = build_backbone(self.ctx.suite.backbone, self.ctx.tasks[0].input, self.ctx.sample)
+            model = MultiTaskModel(backbone, [])
             C.save_model(model, folder)
             return {"telemetry": {"trainable_params": sum(p.numel() for p in model.backbone.parameters())}}
 

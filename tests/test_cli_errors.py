@@ -1,0 +1,85 @@
+"""Bad input: one line naming the bad value and the fix, exit code 2, no traceback, nothing run."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cli import main
+from tests.conftest import run_cli
+
+
+def _err(capsys, *args: str) -> str:
+    code = main(["run", *args])
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    lines = [line for line in captured.err.strip().splitlines() if line]
+    assert len(lines) == 1, captured.err
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+def test_unknown_suite_lists_valid_ones(capsys):
+    msg = _err(capsys, "suite=synthetc")
+    assert "unknown suite 'synthetc'" in msg and "did you mean 'synthetic'" in msg and "valid:" in msg
+
+
+def test_unknown_strategy(capsys):
+    msg = _err(capsys, "suite=synthetic", "strategy=separate,naive_mlt")
+    assert "unknown strategy 'naive_mlt'" in msg and "naive_mtl" in msg
+
+
+def test_misspelled_key_suggests_the_right_one(capsys):
+    msg = _err(capsys, "suite=synthetic", "train.epohcs=2")
+    assert "train.epohcs" in msg and "did you mean 'train.epochs'" in msg
+
+
+def test_unknown_top_level_key(capsys):
+    msg = _err(capsys, "suite=synthetic", "sede=3")
+    assert "unknown key 'sede'" in msg and "seed" in msg
+
+
+@pytest.mark.parametrize("arg,needle", [("seeds=abc", "seeds='abc' must be a positive integer"),
+                                        ("train.epochs=zero", "train.epochs='zero'"),
+                                        ("train.lr=-1", "train.lr=-1")])
+def test_wrong_types(capsys, arg, needle):
+    assert needle in _err(capsys, "suite=synthetic", arg)
+
+
+def test_malformed_suite_yaml_names_file_and_line(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nbackbone: {source: mlp\ntasks:\n  - x\n")
+    msg = _err(capsys, f"suite={bad}")
+    assert str(bad) in msg and ":3" in msg
+
+
+def test_unknown_target_kind(capsys, tmp_path):
+    bad = tmp_path / "kind.yaml"
+    bad.write_text("name: kind\nbackbone: {source: mlp}\ndata: {source: synthetic}\nkind: single_input\n"
+                   "tasks:\n  - {name: a, input: vector, target: ranking}\n")
+    msg = _err(capsys, f"suite={bad}")
+    assert "tasks.0.target='ranking'" in msg and "'classification' or 'regression'" in msg
+
+
+def test_strategy_param_of_no_strategy(capsys):
+    msg = _err(capsys, "suite=synthetic", "strategy=naive_mtl", "strategy.fusoin=ties")
+    assert "fusoin" in msg
+
+
+def test_fusion_weights_checked_before_training(capsys):
+    msg = _err(capsys, "suite=synthetic", "strategy=fuse_then_joint", "strategy.fusion=weighted",
+               "strategy.fusion_params={weights:[0.5,0.5]}")
+    assert "weights" in msg
+
+
+def test_subprocess_exit_code_and_no_traceback():
+    proc = run_cli("run", "suite=nope")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: unknown suite 'nope'")
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_lists_commands():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for cmd in ("run", "list", "search", "report", "check"):
+        assert cmd in proc.stdout

@@ -1,0 +1,140 @@
+"""The run store: determinism, cache reuse, crash safety (SIGKILL), stage resume, locking, failing cells."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.runner import execute, make_plan
+from tests.conftest import FAST, REPO, records, run_cli
+
+
+def _run(results: Path, *extra: str) -> tuple[int, str]:
+    import io
+
+    buf = io.StringIO()
+    code = execute(make_plan([*FAST, f"results_dir={results}", *extra]), out=buf)
+    return code, buf.getvalue()
+
+
+def _metrics(recs):
+    return {(r["label"], r["seed"]): r["rows"] for r in recs}
+
+
+def test_same_seed_same_numbers(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _run(a, "strategy=separate,naive_mtl")[0] == 0
+    assert _run(b, "strategy=separate,naive_mtl")[0] == 0
+    ma, mb = _metrics(records(a)), _metrics(records(b))
+    assert ma.keys() == mb.keys() and len(ma) == 2
+    for k in ma:
+        for variant in ma[k]:
+            assert ma[k][variant]["metrics"] == mb[k][variant]["metrics"]
+    # a different seed gives different numbers (the seed really reaches the model)
+    _run(a, "strategy=naive_mtl", "seed=5")
+    m5 = [r for r in records(a) if r["seed"] == 5][0]["rows"]["naive_mtl"]["metrics"]
+    assert m5 != ma[("naive_mtl", 0)]["naive_mtl"]["metrics"]
+
+
+def test_second_run_trains_nothing_and_shares_finetunes(results):
+    code, out = _run(results, "strategy=separate,naive_mtl", "seeds=2")
+    assert code == 0 and "4 cell(s) computed" in out
+    mtimes = {p: p.stat().st_mtime_ns for p in results.rglob("record.json")}
+    code, out = _run(results, "strategy=separate,naive_mtl", "seeds=2")
+    assert code == 0 and "0 cell(s) computed, 4 from the store" in out
+    assert "every cell came from the store" in out
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("record.json")} == mtimes
+    # fuse_then_joint reuses the fine-tunes separate made: only fuse, evaluate and joint are new
+    finetunes = set((results / "synthetic/stages/finetune").iterdir())
+    code, _ = _run(results, "strategy=fuse_then_joint")
+    assert code == 0
+    assert set((results / "synthetic/stages/finetune").iterdir()) == finetunes
+    rec = [r for r in records(results) if r["strategy"] == "fuse_then_joint"][0]
+    assert set(rec["rows"]) == {"fused", "fuse_then_joint"}
+    reused = [s for s in rec["rows"]["fuse_then_joint"]["telemetry"]["stages"] if s["reused"]]
+    assert len(reused) == 5  # the five per-task fine-tunes
+
+
+def test_record_has_provenance(results):
+    _run(results, "strategy=naive_mtl")
+    (rec,) = records(results)
+    for key in ("seed", "data_fingerprint", "code_version", "params", "budget", "versions", "tasks", "cell"):
+        assert key in rec, key
+    tel = rec["rows"]["naive_mtl"]["telemetry"]
+    assert tel["train_samples_per_s"] > 0 and tel["peak_memory_mb"] > 0 and tel["memory_kind"] == "host_rss"
+    assert rec["rows"]["naive_mtl"]["best_epoch"]
+    assert set(rec["rows"]["naive_mtl"]["metrics"]) == {"validation", "test"}
+
+
+def test_sigkill_mid_run_then_rerun_completes(results):
+    """Kill -9 while cells are running: no half-written record is ever read as complete; a rerun finishes the rest
+    and does not retrain finished cells."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, "-m", "bench", "run", *FAST, "train.epochs=6", "strategy=separate,naive_mtl",
+            "seeds=3", f"results_dir={results}"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(results.rglob("record.json")):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = {p: p.stat().st_mtime_ns for p in results.rglob("record.json")}
+    assert 1 <= len(done_before) < 6
+    for p in done_before:
+        json.loads(p.read_text())  # every record that exists is whole
+    out = run_cli("run", *FAST, "train.epochs=6", "strategy=separate,naive_mtl", "seeds=3", f"results_dir={results}")
+    assert out.returncode == 0, out.stderr
+    assert f"{len(done_before)} from the store" in out.stdout
+    after = {p: p.stat().st_mtime_ns for p in results.rglob("record.json")}
+    assert len(after) == 6
+    assert all(after[p] == m for p, m in done_before.items())
+    assert not list(results.rglob("*.tmp*"))
+
+
+def test_interrupted_stage_resumes_from_its_last_epoch(results):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, "-m", "bench", "run", *FAST, "train.epochs=40", "train.max_train_samples=2000",
+            "strategy=naive_mtl", f"results_dir={results}"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(results.rglob("resume.pt")):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(results.rglob("resume.pt")), "no epoch checkpoint was written"
+    out = run_cli("run", *FAST, "train.epochs=40", "train.max_train_samples=2000", "strategy=naive_mtl",
+                  f"results_dir={results}")
+    assert out.returncode == 0, out.stderr
+    assert "resumed after epoch" in out.stderr
+    assert len(records(results)) == 1 and not list(results.rglob("resume.pt"))
+
+
+def test_two_processes_share_one_results_folder(results):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, "-m", "bench", "run", *FAST, "strategy=separate,fuse_then_joint", f"results_dir={results}"]
+    procs = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+             for _ in range(2)]
+    for p in procs:
+        p.communicate(timeout=300)
+        assert p.returncode == 0
+    recs = records(results)
+    assert sorted(r["strategy"] for r in recs) == ["fuse_then_joint", "separate"]
+    # every fine-tune was trained once: one folder per task, each complete
+    tunes = list((results / "synthetic/stages/finetune").iterdir())
+    assert len(tunes) == 5 and all((t / "stage.json").exists() for t in tunes)
+
+
+def test_nan_loss_fails_only_its_cell(results):
+    code, out = _run(results, "strategy=naive_mtl", "train.lr=1e30,1e-3")
+    assert code == 1
+    assert "FAILED: loss of task" in out and "at step" in out
+    recs = records(results)
+    assert len(recs) == 1 and recs[0]["budget"]["lr"] == 1e-3
+    assert list(results.rglob("failed.json"))
