@@ -111,6 +111,61 @@ class IndexStream:
         return idx
 
 
+class PhaseTimer:
+    """Where a step's time goes, without a host sync per step.
+
+    On the CPU phases are timed with ``perf_counter``; on a GPU each phase boundary records a CUDA event, and the
+    events are read (one synchronisation) only when :meth:`flush` runs at the end of an epoch.
+    """
+
+    def __init__(self, device: torch.device, totals: dict[str, float]):
+        self.cuda = device.type == "cuda"
+        self.totals = totals
+        self.pending: list[tuple[str, Any, Any]] = []
+        self.last: Any = None
+
+    def _now(self):
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return time.perf_counter()
+
+    def start(self) -> None:
+        self.last = self._now()
+
+    def mark(self, phase: str) -> None:
+        now = self._now()
+        if self.cuda:
+            self.pending.append((phase, self.last, now))
+        else:
+            self.totals[phase] += now - self.last
+        self.last = now
+
+    def flush(self) -> None:
+        if self.pending:
+            self.pending[-1][2].synchronize()
+            for phase, a, b in self.pending:
+                self.totals[phase] += a.elapsed_time(b) / 1000
+            self.pending.clear()
+
+
+# dense peak FLOP/s by device and precision, for model FLOP utilisation (MFU)
+_PEAK = {("H200", "bf16"): 989e12, ("H100", "bf16"): 989e12, ("A100", "bf16"): 312e12,
+         ("H200", "fp32"): 67e12, ("H100", "fp32"): 67e12, ("A100", "fp32"): 19.5e12}
+
+
+def peak_flops(device: torch.device, precision: str) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    prec = "bf16" if precision in ("bf16", "fp16") else "fp32"
+    for (gpu, p), v in _PEAK.items():
+        if gpu in name and p == prec:
+            return v
+    return None
+
+
 @dataclass
 class TrainResult:
     best_epoch: int
@@ -206,14 +261,15 @@ class Trainer:
         return "all" if self.w.needs_all_tasks else self.cfg.sampling
 
     # -- main loop ---------------------------------------------------------------------------------------------
-    def fit(self) -> TrainResult:
+    def prepare(self) -> None:
+        """Build optimiser, schedule, samplers and state (and restore them from ``resume.pt`` when present)."""
         cfg, device, model = self.cfg, self.device, self.model
         model.to(device)
         self.w.to(device)
         self.w.setup(model)
-        opt = self._optimizer()
-        steps_per_epoch = self._steps_per_epoch()
-        total = steps_per_epoch * cfg.epochs
+        self.opt = self._optimizer()
+        self.steps_per_epoch = self._steps_per_epoch()
+        total = self.steps_per_epoch * cfg.epochs
         warm = int(cfg.warmup_ratio * total)
 
         def lr_lambda(step: int) -> float:
@@ -223,103 +279,108 @@ class Trainer:
                 return max(0.0, (total - step) / max(1, total - warm))
             return 1.0
 
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-        scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
-        rng = np.random.default_rng(self.seed)
-        names = [t.name for t in self.tasks]
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda)
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        self.rng = np.random.default_rng(self.seed)
+        self.names = names = [t.name for t in self.tasks]
         if self.single_input:
-            streams = {"*": IndexStream(len(self.data[names[0]]["train"]), rng)}
+            self.streams = {"*": IndexStream(len(self.data[names[0]]["train"]), self.rng)}
         else:
-            streams = {t: IndexStream(len(self.data[t]["train"]), rng) for t in names}
-        sampler = TaskSampler({t: len(self.data[t]["train"]) for t in names}, self._sampling(), cfg.temperature, rng)
-        fwd = torch.compile(model) if cfg.compile else model
-
-        state = {"epoch": 0, "step": 0, "best_score": -math.inf, "best_epoch": -1, "best_state": None,
-                 "history": [], "traj": {"step": [], "weights": {t: [] for t in names}, "loss": {t: [] for t in names}},
-                 "train_time": 0.0, "samples": 0, "tokens": 0, "bad_epochs": 0,
-                 "timers": {"data": 0.0, "forward": 0.0, "backward": 0.0, "weighting": 0.0, "optimizer": 0.0}}
-        resume = self.work_dir / "resume.pt" if self.work_dir else None
-        if resume is not None and resume.exists():
-            ck = torch.load(resume, weights_only=False)
+            self.streams = {t: IndexStream(len(self.data[t]["train"]), self.rng) for t in names}
+        self.sampler = TaskSampler({t: len(self.data[t]["train"]) for t in names}, self._sampling(),
+                                   cfg.temperature, self.rng)
+        self.fwd = torch.compile(model) if cfg.compile else model
+        self.state = {"epoch": 0, "step": 0, "best_score": -math.inf, "best_epoch": -1, "best_state": None,
+                      "history": [], "traj": {"step": [], "weights": {t: [] for t in names},
+                                              "loss": {t: [] for t in names}},
+                      "train_time": 0.0, "samples": 0, "tokens": 0, "bad_epochs": 0,
+                      "timers": {"data": 0.0, "forward": 0.0, "weighting": 0.0, "backward": 0.0, "optimizer": 0.0}}
+        self.resume = self.work_dir / "resume.pt" if self.work_dir else None
+        if self.resume is not None and self.resume.exists():
+            ck = torch.load(self.resume, weights_only=False)
             model.load_state_dict(ck["model"])
             self.w.load_state_dict(ck["weighting"])
-            opt.load_state_dict(ck["opt"])
-            sched.load_state_dict(ck["sched"])
-            rng.bit_generator.state = ck["rng"]
+            self.opt.load_state_dict(ck["opt"])
+            self.sched.load_state_dict(ck["sched"])
+            self.rng.bit_generator.state = ck["rng"]
             torch.set_rng_state(ck["torch_rng"])
-            for k, s in ck["streams"].items():
-                streams[k].perm, streams[k].pos = s
-            sampler.i = ck["sampler_i"]
-            state = ck["state"]
-            print(f"[{self.desc}] resumed after epoch {state['epoch']}", file=sys.stderr)
+            for k, st in ck["streams"].items():
+                self.streams[k].perm, self.streams[k].pos = st
+            self.sampler.i = ck["sampler_i"]
+            self.state = ck["state"]
+            print(f"[{self.desc}] resumed after epoch {self.state['epoch']}", file=sys.stderr)
+        self.mem = MemoryMeter(device)
+        self.timer = PhaseTimer(device, self.state["timers"])
+        self.loss_acc = {t: torch.zeros((), device=device) for t in names}
+        self.loss_cnt = dict.fromkeys(names, 0)
 
-        mem = MemoryMeter(device)
-        loss_acc = {t: torch.zeros((), device=device) for t in names}
-        loss_cnt = dict.fromkeys(names, 0)
+    def step(self) -> None:
+        """One optimisation step: draw batches, forward, combine losses, backward, update."""
+        cfg, device, state, timer = self.cfg, self.device, self.state, self.timer
+        timer.start()
+        batches = []
+        if self.single_input:
+            es = self.data[self.names[0]]["train"]
+            batches.append((self.names, es, self.streams["*"].next(cfg.batch_size)))
+        else:
+            for t in self.sampler.next():
+                batches.append(([t], self.data[t]["train"], self.streams[t].next(cfg.batch_size)))
+        timer.mark("data")
+        losses: dict[str, torch.Tensor] = {}
+        for ts, es, idx in batches:
+            b = _to(self.collate(es.encoded, idx), device)
+            with _autocast(device, cfg.precision):
+                out = self.fwd(b, ts)
+            for t in ts:
+                losses[t] = task_loss(self.task_cfgs[t], out[t], es.targets[t][idx].to(device, non_blocking=True))
+            state["samples"] += len(idx)
+            if es.lengths is not None:
+                state["tokens"] += int(es.lengths[idx].sum())
+        timer.mark("forward")
+        if device.type == "cpu":  # free on the CPU; on a GPU the check waits for the logging interval
+            self._check_finite(losses, state["step"])
+        total_loss = self.w.combine(losses)
+        timer.mark("weighting")
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(total_loss).backward()
+            self.scaler.unscale_(self.opt)
+        else:
+            total_loss.backward()
+        timer.mark("backward")
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        self.sched.step()
+        self.w.after_step()
+        timer.mark("optimizer")
+        for t, l in losses.items():
+            self.loss_acc[t] += l.detach()
+            self.loss_cnt[t] += 1
+        state["step"] += 1
+        if state["step"] % cfg.log_every == 0:
+            self._log(state, self.loss_acc, self.loss_cnt, self.mem)
+
+    def fit(self) -> TrainResult:
+        self.prepare()
+        cfg, device, model, state = self.cfg, self.device, self.model, self.state
         interactive = sys.stderr.isatty()
-        bar = tqdm(total=total, initial=state["step"], desc=self.desc, unit="step", leave=False,
-                   mininterval=0.5 if interactive else 30, disable=not interactive or os.environ.get("BENCH_PROGRESS") == "0")
-        timers = state["timers"]
-        check_every_step = device.type == "cpu"
+        bar = tqdm(total=self.steps_per_epoch * cfg.epochs, initial=state["step"], desc=self.desc, unit="step",
+                   leave=False, mininterval=0.5,
+                   disable=not interactive or os.environ.get("BENCH_PROGRESS") == "0")
         while state["epoch"] < cfg.epochs:
             model.train()
             t_epoch = time.perf_counter()
-            for _ in range(steps_per_epoch):
-                t0 = time.perf_counter()
-                step_tasks = sampler.next() if not self.single_input else names
-                batches = []
-                if self.single_input:
-                    es = self.data[names[0]]["train"]
-                    idx = streams["*"].next(cfg.batch_size)
-                    batches.append((step_tasks, es, idx))
-                else:
-                    for t in step_tasks:
-                        es = self.data[t]["train"]
-                        batches.append(([t], es, streams[t].next(cfg.batch_size)))
-                t1 = time.perf_counter()
-                timers["data"] += t1 - t0
-                losses: dict[str, torch.Tensor] = {}
-                for ts, es, idx in batches:
-                    b = _to(self.collate(es.encoded, idx), device)
-                    with _autocast(device, cfg.precision):
-                        out = fwd(b, ts)
-                    for t in ts:
-                        losses[t] = task_loss(self.task_cfgs[t], out[t], es.targets[t][idx].to(device))
-                    state["samples"] += len(idx)
-                    if es.lengths is not None:
-                        state["tokens"] += int(es.lengths[idx].sum())
-                t2 = time.perf_counter()
-                timers["forward"] += t2 - t1
-                if check_every_step:
-                    self._check_finite(losses, state["step"])
-                total_loss = self.w.combine(losses)
-                t3 = time.perf_counter()
-                timers["weighting"] += t3 - t2
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(total_loss).backward()
-                    scaler.unscale_(opt)
-                else:
-                    total_loss.backward()
-                t4 = time.perf_counter()
-                timers["backward"] += t4 - t3
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                if scaler is not None:
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    opt.step()
-                sched.step()
-                self.w.after_step()
-                timers["optimizer"] += time.perf_counter() - t4
-                for t, l in losses.items():
-                    loss_acc[t] += l.detach()
-                    loss_cnt[t] += 1
-                state["step"] += 1
+            for _ in range(self.steps_per_epoch):
+                self.step()
                 bar.update(1)
-                if state["step"] % cfg.log_every == 0:
-                    self._log(state, loss_acc, loss_cnt, mem)
+            self.timer.flush()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # once per epoch, so the epoch's train time is real
             state["train_time"] += time.perf_counter() - t_epoch
             state["epoch"] += 1
             val, _ = evaluate(model, self.tasks, self.data, "validation", cfg.eval_batch_size, device,
@@ -332,34 +393,45 @@ class Trainer:
                 state["bad_epochs"] = 0
             else:
                 state["bad_epochs"] += 1
-            mem.sample()
+            self.mem.sample()
             if self.on_epoch is not None:
                 self.on_epoch(state["epoch"], score)
             stop = cfg.patience is not None and state["bad_epochs"] >= cfg.patience
-            if resume is not None and state["epoch"] < cfg.epochs and not stop:
-                self._save_resume(resume, model, opt, sched, rng, streams, sampler, state)
+            if self.resume is not None and state["epoch"] < cfg.epochs and not stop:
+                self._save_resume(self.resume, model, self.opt, self.sched, self.rng, self.streams, self.sampler,
+                                  state)
             if stop:
                 break
         bar.close()
-        self._log(state, loss_acc, loss_cnt, mem)
+        self._log(state, self.loss_acc, self.loss_cnt, self.mem)
         model.load_state_dict(state["best_state"])
+        return TrainResult(state["best_epoch"], state["history"], state["traj"] if state["traj"]["step"] else {},
+                           self.telemetry())
+
+    def telemetry(self) -> dict[str, Any]:
+        state, timers = self.state, self.state["timers"]
         tel = {
             "train_time_s": state["train_time"],
             "train_samples": state["samples"],
             "train_samples_per_s": state["samples"] / max(state["train_time"], 1e-9),
             "steps": state["step"],
             "epochs_run": state["epoch"],
-            "step_time_ms": 1000 * sum(timers.values()) / max(1, state["step"]),
-            "step_breakdown_s": dict(timers),
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "device": str(device),
-            "precision": cfg.precision,
-            **mem.report(),
+            "step_time_ms": 1000 * state["train_time"] / max(1, state["step"]),
+            "step_breakdown_ms": {k: 1000 * v / max(1, state["step"]) for k, v in timers.items()},
+            "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+            "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            "precision": self.cfg.precision,
+            **self.mem.report(),
         }
         if state["tokens"]:
             tel["train_tokens_per_s"] = state["tokens"] / max(state["train_time"], 1e-9)
-        traj = state["traj"] if state["traj"]["step"] else {}
-        return TrainResult(state["best_epoch"], state["history"], traj, tel)
+            peak = peak_flops(self.device, self.cfg.precision)
+            if peak:
+                # training FLOPs ≈ 6 × parameters × tokens (Kaplan et al.); backbone parameters only
+                n = sum(p.numel() for p in self.model.backbone.parameters())
+                tel["mfu"] = 6 * n * tel["train_tokens_per_s"] / peak
+        return tel
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def _check_finite(self, losses: dict[str, torch.Tensor], step: int) -> None:
