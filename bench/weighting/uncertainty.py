@@ -1,0 +1,81 @@
+"""Homoscedastic uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018).
+
+Each task learns s_i = log σ_i² (initialised to 0, i.e. σ_i² = 1) and contributes
+
+* regression (Gaussian likelihood):       ½ · e^{−s_i} · L_i + ½ · s_i
+* classification (scaled softmax):          e^{−s_i} · L_i + ½ · s_i
+
+The form is chosen from each task's ``target`` kind; LibMTL, Nash-MTL and torchjd apply the regression form to
+every task, which halves the effective weight of classification losses. Learning s rather than σ or σ² keeps the
+loss finite for every value of the parameter (no log of a non-positive number, no division by zero).
+
+At the optimum of the regression term, ∂/∂s = −½ e^{−s} L + ½ = 0 gives σ² = e^{s} = L: for an MSE loss the learned
+σ_i² is the task's residual variance. (For the classification form the fixed point is σ² = 2L.)
+
+The total may be negative (½·s_i < 0 once a task fits well): never select checkpoints on it.
+
+Example:
+    >>> import torch
+    >>> from bench.config import TaskConfig
+    >>> tasks = [TaskConfig(name="a", input="vector", target="regression"),
+    ...          TaskConfig(name="b", input="vector", target="classification", num_classes=3)]
+    >>> w = Uncertainty(tasks, UncertaintyParams())
+    >>> w.combine({"a": torch.tensor(2.0), "b": torch.tensor(2.0)}).item()  # s = 0: ½·2 + 1·2
+    3.0
+    >>> w.current()
+    {'a': 1.0, 'b': 1.0}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from bench.config import Frozen, TaskConfig
+from bench.weighting.base import Weighting, register_weighting
+
+
+class UncertaintyParams(Frozen):
+    #: learning rate of the s_i; None: the model's learning rate
+    lr: float | None = Field(None, gt=0)
+
+
+@register_weighting("uncertainty")
+class Uncertainty(Weighting):
+    """Kendall et al. 2018: learned s_i = log σ_i²; ½e^{−s}L + ½s (regression), e^{−s}L + ½s (classification)."""
+
+    Params = UncertaintyParams
+
+    def __init__(self, tasks: list[TaskConfig], params: UncertaintyParams | None = None):
+        super().__init__(tasks, params)
+        # One scalar Parameter per task, not one vector: in a multi-input step that samples one task, the absent
+        # tasks' s_i then have no gradient at all (None), so Adam skips them instead of drifting on momentum.
+        self.log_vars = nn.ParameterList([nn.Parameter(torch.zeros(())) for _ in self.task_names])
+        self._index = {t: i for i, t in enumerate(self.task_names)}
+        # ½ for regression (Gaussian), 1 for classification (Boltzmann/softmax with temperature σ²)
+        self._scale = {t.name: (0.5 if t.target == "regression" else 1.0) for t in self.tasks}
+
+    def setup(self, model: nn.Module) -> None:
+        # live on the model's device; Module.to keeps the Parameter objects, so optimiser groups stay valid
+        p = next(iter(model.parameters()), None)
+        if p is not None:
+            self.to(p.device)
+
+    def combine(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Σ over the tasks present in this step (any subset) of scale_i·e^{−s_i}·L_i + ½·s_i."""
+        terms = []
+        for task, loss in losses.items():
+            s = self.log_vars[self._index[task]]
+            terms.append(self._scale[task] * torch.exp(-s) * loss + 0.5 * s)
+        return torch.stack(terms).sum()
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        # weight decay would pull s towards 0 (σ² towards 1), biasing every learned variance: always off
+        return [{"params": list(self.log_vars), "lr": self.params.lr or lr, "weight_decay": 0.0}]
+
+    def current(self) -> dict[str, float]:
+        """σ_i² = e^{s_i} per task."""
+        return {t: float(torch.exp(self.log_vars[i].detach())) for t, i in self._index.items()}
