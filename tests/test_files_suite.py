@@ -123,8 +123,9 @@ def test_single_input_table_with_several_label_columns(tmp_path):
     p = tmp_path / "multi.csv"
     pd.DataFrame({"text": [f"t{i}" for i in range(30)], "topic": ["a", "b", "c"] * 10,
                   "urgent": [0, 1] * 15}).to_csv(p, index=False)
+    options = {"path": str(p), "label_names": {"topic": ["c", "b", "a"]}}
     suite = SuiteConfig(name="s", kind="single_input", backbone={"source": "transformers"},
-                        data=DataSpec(source="files", options={"path": str(p), "label_names": {"topic": ["c", "b", "a"]}}),
+                        data=DataSpec(source="files", options=options),
                         tasks=[_task("topic", label="topic", num_classes=3), _task("urgent", label="urgent")])
     data = load_suite_data(suite)
     tr = data.splits["topic"]["train"]

