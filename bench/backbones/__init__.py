@@ -8,3 +8,4 @@ from bench.backbones.base import BACKBONES, Backbone, Preprocessor, build_backbo
 from bench.backbones import simple  # noqa: F401  (registers mlp and cnn)
 
 __all__ = ["BACKBONES", "Backbone", "Preprocessor", "build_backbone", "register_backbone"]
+from bench.backbones import hf, timm_  # noqa: E402,F401  (register transformers, timm)
