@@ -52,8 +52,11 @@ def resolve_model(name: str) -> tuple[str, bool]:
 def _load(name: str):
     """(tokenizer, model config, local) for ``name``, or a one-line BenchError naming it."""
     from transformers import AutoConfig, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from bench.data.glue import hub_reachable
+
+    hf_logging.disable_progress_bar()  # bench prints its own progress; a bar per model load is noise in logs
 
     target, local = resolve_model(name)
     offline = local or not hub_reachable()
