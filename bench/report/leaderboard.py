@@ -323,9 +323,11 @@ def to_rich(lb: Leaderboard, compact: bool = False):
     text, rank = text[keep], rank[[c.key for c in columns(lb) if c.header in keep]]
     table = Table(title=Text(f"{lb.suite}: {lb.split}"), caption=Text(caption(lb)), caption_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("variant", overflow="fold")
+    # the variant name must never be squeezed away on a narrow screen; score headers fold instead
+    widest = max((len(str(v)) for v in text.index), default=8)
+    table.add_column("variant", no_wrap=True, min_width=min(widest, 32), overflow="ellipsis")
     for header in text.columns:
-        table.add_column(header, justify="right", no_wrap=True)
+        table.add_column(header, justify="right", overflow="fold")
     styles = {0: "", 1: "bold green", 2: "underline"}
     for variant, cells in text.iterrows():
         table.add_row(Text(str(variant)), *(Text(c, style=styles[r]) for c, r in zip(cells, rank.loc[variant])))
