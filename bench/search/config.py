@@ -1,0 +1,213 @@
+"""``bench search`` options: parsed and validated completely before any storage is opened or trial is run.
+
+Search keys: ``space trials workers study storage objective pruner sampler_seed startup seed heartbeat plots label
+threads``. Every other key is a ``bench run`` override (``suite strategy results_dir tasks budget data_dir
+strategy_dirs``, ``train.* backbone.* split.* strategy.*``) and is validated by ``bench run``'s own planner, so a
+typo fails the same way in both commands.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.config import SuiteConfig, TrainConfig
+from bench.errors import BenchError, did_you_mean
+from bench.overrides import expand, parse
+from bench.runner import PREFIXES, Variant, build_suite, default_suite, make_plan
+from bench.search.objective import Objective, parse_objectives
+from bench.search.space import Space, load_space
+from bench.store import content_hash
+from bench.strategy import Strategy, default_dirs
+
+SEARCH_KEYS = {"space", "trials", "workers", "study", "storage", "objective", "pruner", "sampler_seed", "startup",
+               "seed", "heartbeat", "plots", "label", "threads", "_worker"}
+RUN_KEYS = {"suite", "strategy", "results_dir", "tasks", "budget", "data_dir", "strategy_dirs"}
+PRUNERS = ("median", "hyperband", "none")
+
+
+def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+    d[parts[-1]] = value
+
+
+def _int(opts: dict[str, Any], key: str, default: int, low: int) -> int:
+    v = opts.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+        raise BenchError(f"{key}={v!r} must be an integer >= {low}")
+    return v
+
+
+@dataclass
+class SearchConfig:
+    args: list[str]  # the command line, as given (workers re-run it)
+    combo: dict[str, Any]  # the bench-run overrides (typed), the search's fixed part
+    strategy: type[Strategy]
+    space: Space
+    suite: SuiteConfig  # the base suite (every fixed override applied)
+    objectives: list[Objective]
+    trials: int
+    workers: int
+    study: str
+    storage: str
+    pruner: str
+    sampler_seed: int
+    startup: int
+    seed: int
+    heartbeat: int
+    plots: bool
+    label: str
+    threads: int | None
+    worker: int | None
+    results_dir: Path
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tasks(self) -> list[str]:
+        return self.suite.task_names
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    @property
+    def out_dir(self) -> Path:
+        return self.results_dir / self.suite.name / "search" / self.study
+
+    def fixed_overrides(self) -> dict[str, Any]:
+        """The overrides every trial shares: the space's ``fixed`` entries, then the command line's (which win)."""
+        run = {k: v for k, v in self.combo.items() if k != "_swept"}
+        return {**self.space.fixed, **run}
+
+    def variant(self, overrides: dict[str, Any]) -> Variant:
+        """The validated (suite, strategy, params) of one trial, as ``bench run`` would build it."""
+        combo = {**self.fixed_overrides(), **overrides}
+        suite = build_suite(combo)
+        mine: dict[str, Any] = {}
+        for k, v in combo.items():
+            if k.startswith("strategy."):
+                _set(mine, k[len("strategy."):], v)
+        params = self.strategy.parse_params(mine)
+        check = getattr(self.strategy, "check", None)
+        if check is not None:
+            check(params, suite.task_names)
+        return Variant(suite, self.strategy, params, self.label)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What makes two invocations the same search (a rerun must match it to resume the study)."""
+        return {"suite": content_hash(self.suite.model_dump(mode="json")), "strategy": self.strategy.name,
+                "fixed": {k: v for k, v in sorted(self.fixed_overrides().items())
+                          if k not in ("results_dir", "suite")},
+                "space": self.space.describe(), "objectives": [o.spec for o in self.objectives], "seed": self.seed}
+
+
+def load_config(args: list[str]) -> SearchConfig:
+    pairs = parse(args)
+    for key, _value, is_sweep in pairs:
+        if is_sweep:
+            raise BenchError(f"{key}: a search takes one value per key (the space declares what varies), not a "
+                             f"comma sweep")
+        if key not in SEARCH_KEYS | RUN_KEYS and not key.startswith(PREFIXES):
+            known = sorted((SEARCH_KEYS - {"_worker"}) | RUN_KEYS)
+            raise BenchError(f"unknown key {key!r}{did_you_mean(key, known)}; valid: {', '.join(known)}, and "
+                             f"dotted keys under {', '.join(p[:-1] for p in PREFIXES)}")
+    opts = {k: v for k, v, _ in pairs if k in SEARCH_KEYS}
+    run_args = [a for a, (k, _, _) in zip(args, pairs) if k not in SEARCH_KEYS]
+
+    strategy_name = next((v for k, v, _ in pairs if k == "strategy"), None)
+    if strategy_name is None or isinstance(strategy_name, list):
+        raise BenchError("give exactly one strategy to search, e.g. strategy=naive_mtl")
+    if not any(k == "suite" for k, _, _ in pairs):
+        run_args.insert(0, f"suite={default_suite()}")
+    # bench run's planner validates the fixed part (suite, strategy, train.*, strategy.*) exactly as `bench run` does
+    plan = make_plan(run_args + ["report=false"])
+    base = plan.variants[0]
+    combo = expand(parse(run_args))[0]
+    strategy = base.strategy
+
+    spec = opts.get("space")
+    if not spec:
+        from bench.search.space import list_spaces
+
+        folders = _folders(combo)
+        have = ", ".join(list_spaces(strategy.name, folders)) or "none"
+        raise BenchError(f"give space=<name> (spaces of {strategy.name}: {have}) or space=path/to/space.yaml")
+    space = load_space(str(spec), strategy.name, _folders(combo))
+    _check_space_keys(space, strategy, combo)
+
+    trials = _int(opts, "trials", 20, 1)
+    workers = _int(opts, "workers", 1, 1)
+    seed = _int(opts, "seed", 0, 0)
+    pruner = str(opts.get("pruner", "median"))
+    if pruner not in PRUNERS:
+        raise BenchError(f"pruner={pruner!r}{did_you_mean(pruner, PRUNERS)}; valid: {', '.join(PRUNERS)}")
+    threads = opts.get("threads")
+    if threads is not None:
+        threads = _int(opts, "threads", 1, 1)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        # K worker processes on C cores: C // K threads each; oversubscribed cores make small models ~10x slower
+        threads = max(1, (os.cpu_count() or 1) // workers)
+    results_dir = Path(combo.get("results_dir", "results"))
+    label = str(opts.get("label", f"{strategy.name}[tuned:{space.name}]"))
+
+    cfg = SearchConfig(
+        args=list(args), combo=combo, strategy=strategy, space=space, suite=base.suite,
+        objectives=parse_objectives(opts.get("objective", "mean"), base.suite, space.mode == "fuse"),
+        trials=trials, workers=workers, study="", storage="", pruner=pruner,
+        sampler_seed=_int(opts, "sampler_seed", 0, 0), startup=_int(opts, "startup", min(10, max(2, trials // 3)), 0),
+        seed=seed, heartbeat=_int(opts, "heartbeat", 10, 1), plots=bool(opts.get("plots", True)), label=label,
+        threads=threads, worker=opts.get("_worker"), results_dir=results_dir)
+    cfg.suite = _with_fixed_suite(cfg)
+    _probe(cfg)
+    default_name = f"{cfg.suite.name}-{strategy.name}-{space.name}"
+    if [o.spec for o in cfg.objectives] != ["mean"]:
+        default_name += "-" + "+".join(o.spec.replace(":", "_") for o in cfg.objectives)
+    cfg.study = str(opts.get("study", default_name))
+    if not cfg.study or "/" in cfg.study:
+        raise BenchError(f"study={cfg.study!r}: give a non-empty name without '/'")
+    cfg.storage = str(opts.get("storage", f"sqlite:///{results_dir / cfg.suite.name / 'search' / 'optuna.db'}"))
+    return cfg
+
+
+def _folders(combo: dict[str, Any]) -> list[Path]:
+    extra = combo.get("strategy_dirs", [])
+    return [*default_dirs(), *map(Path, extra if isinstance(extra, list) else [extra])]
+
+
+def _check_space_keys(space: Space, strategy: type[Strategy], combo: dict[str, Any]) -> None:
+    """Every tuned key must be a knob the strategy (or the trainer) has, and not also fixed on the command line."""
+    fields = list(strategy.Params.model_fields)
+    for key in space.params:
+        if key in combo:
+            raise BenchError(f"{key} is tuned by space {space.name!r} and also given on the command line; drop one")
+        kind, rest = key.split(".", 1)
+        if kind == "strategy" and rest.split(".")[0] not in fields:
+            have = ", ".join(fields) or "none"
+            raise BenchError(f"space {space.name!r} tunes {key!r} but strategy {strategy.name!r} has no parameter "
+                             f"{rest.split('.')[0]!r}{did_you_mean(rest.split('.')[0], fields)}; its parameters: "
+                             f"{have}")
+        if kind == "train" and rest not in TrainConfig.model_fields:
+            raise BenchError(f"space {space.name!r} tunes {key!r} but there is no train setting {rest!r}"
+                             f"{did_you_mean(rest, TrainConfig.model_fields)}")
+    if space.mode == "fuse" and not {"fusion", "fusion_params"} <= set(fields):
+        raise BenchError(f"space {space.name!r} has mode: fuse but strategy {strategy.name!r} fuses nothing (no "
+                         "fusion/fusion_params parameters); use a fusing strategy such as fuse_then_joint")
+
+
+def _with_fixed_suite(cfg: SearchConfig) -> SuiteConfig:
+    """The base suite with the space's fixed train.* overrides applied (the command line's already are)."""
+    return build_suite(cfg.fixed_overrides())
+
+
+def _probe(cfg: SearchConfig) -> None:
+    """Build the variant of a few points of the space (defaults, every categorical choice) so that a parameter the
+    strategy cannot take (e.g. fusion_params.k for weighted fusion) fails now, with one line, not in trial 7."""
+    for overrides in cfg.space.probes(cfg.tasks):
+        try:
+            cfg.variant(overrides)
+        except BenchError as e:
+            raise BenchError(f"space {cfg.space.name!r} does not fit strategy {cfg.strategy.name!r}: {e}") from None

@@ -1,0 +1,168 @@
+"""What a search leaves in ``results/<suite>/search/<study>/``.
+
+* ``best.yaml``: the best trial as a ``bench run`` overrides file (``python -m bench run params=best.yaml``
+  produces the tuned leaderboard row, labelled e.g. ``naive_mtl[tuned:lambda]``); in a multi-objective study,
+  the Pareto member that is best on the first objective;
+* ``pareto.csv`` and ``pareto/trial_<n>.yaml`` (multi-objective): the Pareto set, one overrides file per member;
+* ``trials.csv``: Optuna's ``trials_dataframe()`` (parameters, values, states, durations, user attributes such as
+  the resolved overrides, per-task validation metrics and the stages each trial had to compute);
+* ``plots/``: Optuna's matplotlib plots as PNG: optimisation history, parameter importances, parallel coordinates,
+  intermediate values (training spaces) and the Pareto front (2 or 3 objectives);
+* ``summary.json``: counts, best values, where the study lives, cost figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.search.config import SearchConfig
+from bench.search.storage import redact
+from bench.store import write_json
+
+
+def trial_overrides(cfg: SearchConfig, trial) -> dict[str, Any]:
+    """The complete ``bench run`` overrides of a trial: the search's fixed part, the trial's values, a label."""
+    fixed = cfg.fixed_overrides()
+    fixed.setdefault("suite", cfg.combo.get("suite", cfg.suite.name))
+    fixed.setdefault("results_dir", str(cfg.results_dir))  # the tuned row lands next to the search's stages
+    return {**fixed, **trial.user_attrs.get("overrides", {}), "label": cfg.label}
+
+
+def write_params(path: Path, cfg: SearchConfig, trial, note: str) -> None:
+    values = ", ".join(f"{o.spec}={v:.6g}" for o, v in zip(cfg.objectives, trial.values))
+    header = (f"# bench search: {note} trial #{trial.number} of study {cfg.study!r} ({redact(cfg.storage)})\n"
+              f"# validation: {values}\n"
+              f"# use: python -m bench run params={path}  [seeds=3 ...: command-line keys override this file]\n")
+    body = {"overrides": trial_overrides(cfg, trial),
+            "search": {"study": cfg.study, "storage": redact(cfg.storage), "trial": trial.number,
+                       "objectives": {o.spec: v for o, v in zip(cfg.objectives, trial.values)}}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + yaml.safe_dump(body, sort_keys=False))
+
+
+def _jsonable_frame(df):
+    """Dict and list cells (overrides, new stages) as JSON strings, so the CSV reads back unambiguously."""
+    for col in df.columns:
+        if df[col].map(lambda v: isinstance(v, (dict, list))).any():
+            df[col] = df[col].map(lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v)
+    return df
+
+
+def best_trial(cfg: SearchConfig, study):
+    if len(cfg.objectives) == 1:
+        return study.best_trial
+    sign = 1 if cfg.objectives[0].direction == "maximize" else -1
+    return max(study.best_trials, key=lambda t: sign * t.values[0])
+
+
+def write_outputs(cfg: SearchConfig, study, plots: bool) -> dict[str, Any]:
+    """Write every output; returns the paths and the figures the summary prints."""
+    import optuna
+    from optuna.trial import TrialState
+
+    out = cfg.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    trials = study.get_trials(deepcopy=False)
+    result: dict[str, Any] = {"dir": out, "plots": [], "skipped_plots": []}
+    if trials:
+        _jsonable_frame(study.trials_dataframe()).to_csv(out / "trials.csv", index=False)
+        result["trials_csv"] = out / "trials.csv"
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if complete:
+        best = best_trial(cfg, study)
+        write_params(out / "best.yaml", cfg, best, "best" if len(cfg.objectives) == 1 else "Pareto (first objective)")
+        result["best"], result["best_yaml"] = best, out / "best.yaml"
+        if len(cfg.objectives) > 1:
+            import pandas as pd
+
+            pareto = sorted(study.best_trials, key=lambda t: t.number)
+            for t in pareto:
+                write_params(out / "pareto" / f"trial_{t.number}.yaml", cfg, t, "Pareto-optimal")
+            pd.DataFrame([{"trial": t.number, **{o.spec: v for o, v in zip(cfg.objectives, t.values)},
+                           "overrides": json.dumps(t.user_attrs.get("overrides", {}))} for t in pareto]
+                         ).to_csv(out / "pareto.csv", index=False)
+            result["pareto"] = pareto
+    if plots and len(complete) >= 2:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result["plots"], result["skipped_plots"] = _plots(cfg, study, out / "plots")
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    result["counts"] = counts
+    result["costs"] = _costs(cfg, trials)
+    baseline = next((t for t in complete if t.user_attrs.get("baseline")), None)
+    summary = {
+        "study": cfg.study, "storage": redact(cfg.storage), "strategy": cfg.strategy.name, "space": cfg.space.name,
+        "objectives": {o.spec: o.direction for o in cfg.objectives}, "trials_requested": cfg.trials,
+        "states": counts, "costs": result["costs"],
+        "best": {"trial": result["best"].number, "values": result["best"].values,
+                 "overrides": result["best"].user_attrs.get("overrides")} if "best" in result else None,
+        "baseline": {"trial": baseline.number, "values": baseline.values} if baseline else None,
+        "optuna": optuna.__version__,
+    }
+    write_json(out / "summary.json", summary)
+    result["baseline"] = baseline
+    return result
+
+
+def _costs(cfg: SearchConfig, trials) -> dict[str, Any]:
+    """How much the trials cost: new trainings, and for fusion trials the time per trial vs one evaluation pass."""
+    done = [t.user_attrs.get("cost", {}) for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    every = [t.user_attrs.get("cost", {}) for t in trials]
+    costs: dict[str, Any] = {
+        "new_trainings": sum(int(c.get("new_trainings", 0)) for c in every),
+        "new_stages": sum(len(c.get("new_stages", [])) for c in every),
+        "mean_trial_seconds": _mean([c.get("seconds") for c in done]),
+    }
+    if cfg.space.mode == "fuse":
+        costs["mean_fuse_seconds"] = _mean([c.get("fuse_seconds") for c in done])
+        costs["mean_eval_seconds"] = _mean([c.get("eval_seconds") for c in done])
+        if costs["mean_trial_seconds"] and costs["mean_eval_seconds"]:
+            costs["trial_over_eval"] = costs["mean_trial_seconds"] / costs["mean_eval_seconds"]
+    return costs
+
+
+def _mean(xs: list[Any]) -> float | None:
+    vals = [float(x) for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _plots(cfg: SearchConfig, study, folder: Path) -> tuple[list[Path], list[str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on servers and in workers
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    multi = len(cfg.objectives) > 1
+    # multi-objective studies: history, importances and coordinates follow the first objective
+    tgt = {"target": (lambda t: t.values[0]), "target_name": cfg.objectives[0].spec} if multi else \
+        {"target_name": cfg.objectives[0].spec}
+    jobs = [("history", lambda: ovm.plot_optimization_history(study, **tgt)),
+            ("importances", lambda: ovm.plot_param_importances(study, **tgt)),
+            ("parallel_coordinate", lambda: ovm.plot_parallel_coordinate(study, **tgt))]
+    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        jobs.append(("intermediate_values", lambda: ovm.plot_intermediate_values(study)))
+    if multi and len(cfg.objectives) <= 3:
+        jobs.append(("pareto_front", lambda: ovm.plot_pareto_front(
+            study, target_names=[o.spec for o in cfg.objectives])))
+    written, skipped = [], []
+    for name, make in jobs:
+        try:
+            ax = make()
+            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            fig.savefig(folder / f"{name}.png", dpi=110, bbox_inches="tight")
+            plt.close(fig)
+            written.append(folder / f"{name}.png")
+        except Exception as e:  # e.g. importances need 2+ distinct complete trials; a plot never fails a search
+            skipped.append(f"{name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            plt.close("all")
+    return written, skipped
