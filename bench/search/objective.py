@@ -160,8 +160,9 @@ class Reporter:
     watched stage of the trial, so trials compare like with like.
     """
 
-    def __init__(self, trial: Any, direction: str, enabled: bool):
+    def __init__(self, trial: Any, direction: str, enabled: bool, final_epoch: int):
         self.trial, self.sign, self.enabled, self.step = trial, (1.0 if direction == "maximize" else -1.0), enabled, 0
+        self.final_epoch = final_epoch
 
     def __call__(self, epoch: int, score: float) -> None:
         import optuna
@@ -170,7 +171,8 @@ class Reporter:
         if not self.enabled:
             return
         self.trial.report(self.sign * score, self.step)
-        if self.trial.should_prune():
+        # after the last epoch the training is paid for: finishing the trial costs nothing and gives a value
+        if epoch < self.final_epoch and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch} (validation score {score:.4f})")
 
 
@@ -224,7 +226,8 @@ class TrialRunner:
         variant = cfg.variant(overrides)
         ctx = self.context(variant.suite)
         single = len(cfg.objectives) == 1
-        reporter = Reporter(trial, cfg.objectives[0].direction, enabled=single and cfg.pruner != "none")
+        reporter = Reporter(trial, cfg.objectives[0].direction, enabled=single and cfg.pruner != "none",
+                            final_epoch=variant.suite.train.epochs)
         stages = SearchStages(ctx, self.store, cfg.seed, eval_splits=VALIDATION, on_epoch=reporter,
                               prune_stage=cfg.space.prune_stage)
         n0 = len(self.store.computed)
