@@ -233,9 +233,10 @@ def _fmt_time(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def execute(plan: Plan, out=sys.stdout) -> int:
+def execute(plan: Plan, out=None) -> int:
     """Run every cell of ``plan``; print progress with an ETA and where results went. Exit code 0, or 1 if a
     cell failed."""
+    out = out or sys.stdout
     cells = plan.cells
     contexts: dict[str, SuiteContext] = {}
     stores: dict[str, Store] = {}
@@ -303,6 +304,7 @@ def _summary(records: list[dict[str, Any]], out) -> None:
     """A compact on-screen table: primary test metric per task, mean ± std over seeds."""
     import numpy as np
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     if not records:
@@ -326,5 +328,5 @@ def _summary(records: list[dict[str, Any]], out) -> None:
         for t in tasks:
             v = per.get(t, [])
             cells.append(f"{np.mean(v):.4f} ± {(np.std(v, ddof=1) if len(v) > 1 else 0.0):.4f} (n={len(v)})" if v else "-")
-        table.add_row(name, *cells)
+        table.add_row(escape(name), *cells)
     Console(file=out, width=200).print(table)
