@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.utils.parametrize
 from torch import nn
 
 from bench.config import TaskConfig
@@ -227,11 +228,15 @@ def test_gradnorm_norms_only_at_W_network_gets_weighted_sum_w_gets_analytic_grad
         calls.append(list(inputs))
         return real_grad(outputs, inputs, *a, **kw)
 
+    seen_out = []
+    model.backbone[2].register_forward_hook(lambda mod, args, out: seen_out.append(out))
     monkeypatch.setattr(gradnorm_mod.torch.autograd, "grad", spy)
     out = model(x[:32])
     losses = {t: (out[t] - ys[t][:32]).pow(2).mean() for t in tasks}
     gn.combine({t: l for t, l in losses.items()})  # warm-up step: L_i(0)
-    assert len(calls) == 2 and all([id(p) for p in c] == [id(p) for p in W] for c in calls)
+    # one backward per task, from L_i to W's output z only (∂L_i/∂z): never to W's parameters or below W
+    assert len(calls) == 2 and all([id(p) for p in c] == [id(seen_out[0])] for c in calls)
+    assert gn.last_norm_paths == ["direct", "direct"]  # R = 32 rows, 16×16: the direct product is cheaper
 
     out = model(x[32:64])
     losses = {t: (out[t] - ys[t][32:64]).pow(2).mean() for t in tasks}
@@ -277,3 +282,246 @@ def test_gradnorm_bad_layer_and_missing_task():
     with pytest.raises(BenchError, match="alpha"):
         build_weighting("gradnorm", [reg("a")], {"alpha": -1})
     assert GradNorm.needs_all_tasks and not Uncertainty.needs_all_tasks
+
+
+# ------------------------------------------------------------------ GradNorm: ‖∇_W L_i‖ without forming ∇_W
+
+def autograd_norms(losses: dict[str, torch.Tensor], params: list[nn.Parameter]) -> dict[str, float]:
+    """The reference: the norm of the dense gradient over W's parameters."""
+    out = {}
+    for t, l in losses.items():
+        g = torch.autograd.grad(l, params, retain_graph=True, allow_unused=True)
+        out[t] = math.sqrt(sum(float(gi.double().pow(2).sum()) for gi in g if gi is not None))
+    return out
+
+
+class SeqMTL(nn.Module):
+    """W sees (B, L, hidden) like a transformer's ``output.dense``; heads mean-pool over L."""
+
+    def __init__(self, tasks: list[str], d_in: int = 6, hidden: int = 12, bias: bool = True, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.backbone = nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, hidden, bias=bias),
+                                      nn.LayerNorm(hidden))
+        self.backbone.shared_layer = "2"
+        self.heads = nn.ModuleDict({t: nn.Linear(hidden, 1) for t in tasks})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.backbone(x).mean(1)
+        return {t: head(h).squeeze(-1) for t, head in self.heads.items()}
+
+
+@pytest.mark.parametrize("method", ["gram", "direct"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_grad_sqnorms_gram_and_direct_equal_dense_gradient(method, bias):
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(7, 5, generator=g)
+    deltas = [torch.randn(7, 3, generator=g) for _ in range(4)]
+    got, how = gradnorm_mod.linear_grad_sqnorms(h, deltas, bias=bias, method=method)
+    want = torch.stack([(d.T @ h).pow(2).sum() + (d.sum(0).pow(2).sum() if bias else 0) for d in deltas])
+    assert how == method and torch.allclose(got, want, rtol=1e-5)
+    only_bias, _ = gradnorm_mod.linear_grad_sqnorms(h, deltas, weight=False, method=method)
+    assert torch.allclose(only_bias, torch.stack([d.sum(0).pow(2).sum() for d in deltas]), rtol=1e-5)
+    # cost model: few rows and a wide layer → Gram; many rows (B·L) and a narrow layer → direct
+    assert gradnorm_mod.linear_grad_sqnorms(torch.randn(8, 64), [torch.randn(8, 64)] * 2)[1] == "gram"
+    assert gradnorm_mod.linear_grad_sqnorms(torch.randn(256, 8), [torch.randn(256, 8)] * 2)[1] == "direct"
+
+
+@pytest.mark.parametrize("batch,hidden,path", [(8, 64, "gram"), (64, 8, "direct")])
+def test_gradnorm_fast_norms_equal_autograd_single_input(batch, hidden, path):
+    """One batch, every head on it: the norms equal those of autograd.grad over W's parameters, on both paths, and
+    the Gram of W's input is shared by all tasks."""
+    tasks = ["a", "b", "c"]
+    model = TinyMTL(tasks, d_in=5, hidden=hidden)
+    gn = GradNorm([reg(t) for t in tasks], GradNormParams(warmup_steps=1))
+    ref = GradNorm([reg(t) for t in tasks], GradNormParams(warmup_steps=1, fast_norm=False))
+    gn.setup(model)
+    ref.setup(model)
+    x = torch.randn(batch, 5)
+    out = model(x)
+    losses = {t: (out[t] - i).pow(2).mean() * (i + 1) for i, t in enumerate(tasks)}
+    gn.combine(losses)
+    ref.combine(losses)
+    assert gn.last_norm_paths == [path] * 3 and ref.last_norm_paths == ["autograd"] * 3
+    want = autograd_norms(losses, list(model.backbone[2].parameters()))
+    assert gn.last_norms == pytest.approx(want, rel=1e-5)
+    assert ref.last_norms == pytest.approx(want, rel=1e-5)
+    assert gn._captures == [] and ref._captures == []  # nothing kept past the step
+
+
+def test_gradnorm_fast_norms_equal_autograd_multi_input():
+    """One forward per task batch (different sizes), as the engine's multi-input ``all`` step does; one task's loss
+    also uses a second batch (W applied twice): each loss is matched to the rows of the forwards it reaches."""
+    tasks = ["a", "b", "c"]
+    model = TinyMTL(tasks, d_in=5, hidden=32)
+    gn = GradNorm([reg(t) for t in tasks], GradNormParams(warmup_steps=1))
+    gn.setup(model)
+    g = torch.Generator().manual_seed(1)
+    xs = {"a": torch.randn(6, 5, generator=g), "b": torch.randn(9, 5, generator=g), "c": torch.randn(4, 5, generator=g)}
+    losses = {t: (model(x)[t] - 1).pow(2).mean() for t, x in xs.items()}
+    extra = torch.randn(3, 5, generator=g)
+    losses["c"] = losses["c"] + model(extra)["c"].pow(2).mean()
+    assert len(gn._captures) == 4
+    with torch.no_grad():
+        model(torch.randn(2, 5))  # an evaluation forward in between is not captured
+    assert len(gn._captures) == 4
+    gn.combine(losses)
+    assert gn.last_norm_paths == ["gram"] * 3
+    want = autograd_norms(losses, list(model.backbone[2].parameters()))
+    assert gn.last_norms == pytest.approx(want, rel=1e-5)
+    # and through two steps of the real engine: multi-input MLP, fast and reference GradNorm give the same norms
+    from bench.backbones.simple import MLP, ArrayPreprocessor
+    from bench.config import TrainConfig
+    from bench.encode import EncodedSplit
+    from bench.engine import Trainer
+    from bench.model import MultiTaskModel
+
+    tcs = [cls(t) for t in tasks]
+    pre = ArrayPreprocessor("t")
+    rng = torch.Generator().manual_seed(2)
+
+    def split(n):
+        return EncodedSplit(pre.encode(torch.randn(n, 5, generator=rng).numpy()),
+                            {t: torch.randint(0, 3, (n,), generator=rng) for t in tasks}, None)
+
+    data = {t: {"train": split(40), "validation": split(8)} for t in tasks}
+    norms = []
+    for fast in (True, False):
+        torch.manual_seed(0)
+        w = GradNorm(tcs, GradNormParams(warmup_steps=1, fast_norm=fast))
+        tr = Trainer(MultiTaskModel(MLP(5, 32, 2), tcs), tcs, data, w,
+                     TrainConfig(epochs=1, batch_size=8, device="cpu", log_every=10**6), 0, pre.collate, False)
+        tr.prepare()
+        tr.step()
+        tr.step()
+        assert w.last_norm_paths == (["gram"] * 3 if fast else ["autograd"] * 3)
+        norms.append((w.last_norms, w.current()))
+    assert norms[0][0] == pytest.approx(norms[1][0], rel=1e-4)
+    assert norms[0][1] == pytest.approx(norms[1][1], rel=1e-4)
+
+
+@pytest.mark.parametrize("batch,seq,path", [(2, 3, "gram"), (4, 16, "direct")])
+@pytest.mark.parametrize("bias", [True, False])
+def test_gradnorm_fast_norms_with_sequence_dims(batch, seq, path, bias):
+    """W's input is (B, L, in): rows are B·L; the Gram (B·L)² loses to the direct product when B·L is large."""
+    tasks = ["a", "b"]
+    model = SeqMTL(tasks, bias=bias)
+    gn = GradNorm([reg(t) for t in tasks], GradNormParams(warmup_steps=1))
+    gn.setup(model)
+    out = model(torch.randn(batch, seq, 6))
+    losses = {"a": (out["a"] - 1).pow(2).mean(), "b": out["b"].pow(2).mean() * 50}
+    gn.combine(losses)
+    assert gn.last_norm_paths == [path, path]
+    assert gn.last_norms == pytest.approx(autograd_norms(losses, list(model.backbone[2].parameters())), rel=1e-5)
+
+
+def test_gradnorm_falls_back_to_autograd_when_W_is_not_a_plain_linear():
+    """A Conv, a block of several layers, a parametrised Linear → autograd.grad; a Linear with a frozen weight stays
+    fast (bias term only). Every case gives the norm of the dense gradient over W's trainable parameters."""
+    tasks = ["a", "b"]
+
+    class ConvMTL(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.backbone = nn.Sequential(nn.Conv1d(2, 3, 3), nn.Tanh(), nn.Flatten(),
+                                          nn.Sequential(nn.Linear(18, 6), nn.Tanh(), nn.Linear(6, 4)), nn.Linear(4, 4))
+            self.heads = nn.ModuleDict({t: nn.Linear(4, 1) for t in tasks})
+
+        def forward(self, x):
+            h = self.backbone(x)
+            return {t: hd(h).squeeze(-1) for t, hd in self.heads.items()}
+
+    def check(model, layer, path):
+        gn = GradNorm([reg(t) for t in tasks], GradNormParams(warmup_steps=1, last_shared_layer=layer))
+        gn.setup(model)
+        out = model(torch.randn(5, 2, 8))
+        losses = {"a": (out["a"] - 2).pow(2).mean(), "b": out["b"].pow(2).mean()}
+        gn.combine(losses)
+        assert gn.last_norm_paths == [path, path], layer
+        W = model.backbone.get_submodule(layer)
+        want = autograd_norms(losses, [p for p in W.parameters() if p.requires_grad])
+        assert gn.last_norms == pytest.approx(want, rel=1e-5), layer
+
+    check(ConvMTL(), "0", "autograd")
+    check(ConvMTL(), "3", "autograd")  # a block holding two Linears
+    check(ConvMTL(), "4", "direct")
+    model = ConvMTL()
+    model.backbone[4].weight.requires_grad_(False)
+    check(model, "4", "direct")
+    model = ConvMTL()
+    torch.nn.utils.parametrize.register_parametrization(model.backbone[4], "weight", nn.Tanh())
+    check(model, "4", "autograd")
+
+
+def test_gradnorm_fast_path_falls_back_when_the_hook_saw_nothing():
+    """No captured forward (e.g. the layer ran under torch.compile without hooks) → autograd.grad, same numbers."""
+    tasks = ["a", "b"]
+    model = TinyMTL(tasks, hidden=8)
+    gn = GradNorm([reg(t) for t in tasks], GradNormParams(warmup_steps=1))
+    gn.setup(model)
+    out = model(torch.randn(16, 4))
+    gn._captures.clear()
+    losses = {t: out[t].pow(2).mean() for t in tasks}
+    gn.combine(losses)
+    assert gn.last_norm_paths == ["autograd"] * 2
+    assert gn.last_norms == pytest.approx(autograd_norms(losses, list(model.backbone[2].parameters())), rel=1e-5)
+    # setup() twice (a new model): one hook only, on the new model's layer
+    model2 = TinyMTL(tasks, hidden=8, seed=1)
+    gn.setup(model2)
+    model(torch.randn(2, 4))
+    assert gn._captures == []
+    model2(torch.randn(2, 4))
+    assert len(gn._captures) == 1
+
+
+@pytest.mark.parametrize("load_before_setup", [False, True])
+def test_gradnorm_state_dict_round_trips_w_optimizer_state(load_before_setup, tmp_path):
+    """Resuming after a kill: w, L_i(0), steps_seen and w's Adam moments come back, so the next steps are identical."""
+    x, ys = scaled_problem(scales=(1.0, 20.0, 5.0))
+    tasks = [reg(t) for t in ys]
+    gn = GradNorm(tasks, GradNormParams(warmup_steps=2, lr=0.05))
+    model = TinyMTL(list(ys))
+    gn.setup(model)
+
+    def step(w, i):
+        out = model(x[i * 16:(i + 1) * 16])
+        losses = {t: (out[t] - y[i * 16:(i + 1) * 16]).pow(2).mean() for t, y in ys.items()}
+        w.combine(losses)
+        w.after_step()
+
+    for i in range(6):
+        step(gn, i)
+    torch.save(gn.state_dict(), tmp_path / "w.pt")
+    sd = torch.load(tmp_path / "w.pt", weights_only=False)
+    assert set(sd) == {"weights", "loss_sum0", "_extra_state"}
+    assert sd["_extra_state"]["steps_seen"] == 6 and sd["_extra_state"]["optimizer"]["kind"] == "adam"
+    gn2 = GradNorm(tasks, GradNormParams(warmup_steps=2, lr=0.05))
+    if load_before_setup:
+        gn2.load_state_dict(sd)
+        assert gn2.state_dict()["_extra_state"]["optimizer"] is not None  # kept until setup() builds the optimiser
+        gn2.setup(model)
+    else:
+        gn2.setup(model)
+        gn2.load_state_dict(sd)
+    st1, st2 = gn._opt.state_dict()["state"][0], gn2._opt.state_dict()["state"][0]
+    assert set(st1) == {"step", "exp_avg", "exp_avg_sq"}
+    for k in st1:
+        assert torch.equal(torch.as_tensor(st1[k]), torch.as_tensor(st2[k])), k
+    assert gn2.steps_seen == 6 and torch.equal(gn2.weights, gn.weights) and torch.equal(gn2.loss_sum0, gn.loss_sum0)
+    for i in range(6, 9):
+        step(gn, i)
+        step(gn2, i)
+        assert gn2.current() == gn.current()
+    # without the moments (a fresh Adam) the next step differs: the round trip is what makes them equal
+    fresh = GradNorm(tasks, GradNormParams(warmup_steps=2, lr=0.05))
+    fresh.setup(model)
+    fresh.load_state_dict(gn.state_dict() | {"_extra_state": {"steps_seen": 9}})  # an old checkpoint's extra state
+    step(gn, 9)
+    step(fresh, 9)
+    assert fresh.current() != pytest.approx(gn.current(), rel=1e-7, abs=0)
+    # an SGD GradNorm ignores Adam state instead of loading options it does not have
+    sgd = GradNorm(tasks, GradNormParams(optimizer="sgd"))
+    sgd.setup(model)
+    sgd.load_state_dict(gn.state_dict())
+    assert sgd._opt.state_dict()["state"] == {}
