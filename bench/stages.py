@@ -302,6 +302,12 @@ def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> d
             "step_time_ms": sum(o.info["telemetry"]["step_time_ms"] * o.info["telemetry"]["steps"] for o in trained)
             / max(1, sum(o.info["telemetry"]["steps"] for o in trained)),
         })
+        reserved = [o.info["telemetry"].get("peak_reserved_mb") for o in trained]
+        if all(r is not None for r in reserved):
+            tel["peak_reserved_mb"] = max(reserved)
+        mfu = [o.info["telemetry"].get("mfu") for o in trained]
+        if all(m is not None for m in mfu):  # time-weighted over the training stages
+            tel["mfu"] = sum(m * o.info["telemetry"]["train_time_s"] for m, o in zip(mfu, trained)) / max(ttime, 1e-9)
         tok = [o.info["telemetry"].get("train_tokens_per_s") for o in trained]
         if all(tok):
             tel["train_tokens_per_s"] = sum(t * o.info["telemetry"]["train_time_s"]

@@ -27,7 +27,7 @@ def _selected(records: list[dict], strategies: list[str] | None) -> list[str] | 
     for wanted in strategies:
         hits = []
         for record in records:
-            names = [variant_name(row, record["label"]) for row in record["rows"]]
+            names = [variant_name(row, record["label"], record["strategy"]) for row in record["rows"]]
             known |= {record["label"], record["strategy"], *names}
             if wanted in (record["label"], record["strategy"]):
                 hits += names

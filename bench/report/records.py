@@ -6,6 +6,7 @@ Row naming rule (one leaderboard row per *variant*):
   ``fuse_then_joint``);
 * when the record's ``label`` carries parameters (``fuse_then_joint[fusion=ties]``), that bracket suffix is appended
   to every row name that has none of its own: ``fused[fusion=ties]``, ``fuse_then_joint[fusion=ties]``;
+* a custom label (``label=NAME`` on the command line) replaces the strategy's own row name: ``NAME``;
 * so only the plain ``separate`` row of the default ``separate`` strategy is the Δm% baseline.
 
 Corrupted or foreign files are skipped with a :class:`RecordWarning` naming the file; an empty result is a
@@ -45,8 +46,13 @@ def label_suffix(label: str) -> str:
     return label[start:] if start >= 0 and label.endswith("]") else ""
 
 
-def variant_name(row: str, label: str) -> str:
-    """The leaderboard row name of ``row`` produced by a record labelled ``label`` (module docstring)."""
+def variant_name(row: str, label: str, strategy: str | None = None) -> str:
+    """The leaderboard row name of ``row`` produced by a record labelled ``label`` (module docstring).
+
+    A custom label (``label=naive_mtl_fp32``, not the strategy name plus parameters) names the strategy's own row
+    and tags its other rows: ``naive_mtl_fp32``, ``fused[my_label]``."""
+    if strategy is not None and label != strategy and not label.startswith(strategy + "["):
+        return label if row == strategy else f"{row}[{label}]"
     return row if "[" in row else row + label_suffix(label)
 
 
@@ -159,7 +165,7 @@ def metrics_frame(records: list[dict]) -> pd.DataFrame:
     rows = []
     for record in records:
         for name, row in record["rows"].items():
-            variant = variant_name(name, record["label"])
+            variant = variant_name(name, record["label"], record["strategy"])
             for split, tasks in row["metrics"].items():
                 for task, values in tasks.items():
                     for metric, value in values.items():
@@ -183,7 +189,7 @@ def telemetry_frame(records: list[dict]) -> pd.DataFrame:
     for record in records:
         for name, row in record["rows"].items():
             telemetry = row.get("telemetry") or {}
-            entry = {"variant": variant_name(name, record["label"]), "label": record["label"],
+            entry = {"variant": variant_name(name, record["label"], record["strategy"]), "label": record["label"],
                      "seed": record["seed"], "memory_kind": telemetry.get("memory_kind")}
             entry.update({key: _number(telemetry.get(key)) for key in TELEMETRY_KEYS})
             rows.append(entry)
@@ -198,7 +204,7 @@ def trajectories(records: list[dict]) -> dict[str, list[dict]]:
         for name, row in record["rows"].items():
             trajectory = row.get("trajectories") or {}
             if trajectory.get("step"):
-                out.setdefault(variant_name(name, record["label"]), []).append(
+                out.setdefault(variant_name(name, record["label"], record["strategy"]), []).append(
                     {**trajectory, "seed": record["seed"]}
                 )
     return out
