@@ -289,7 +289,8 @@ class Trainer:
             self.streams = {t: IndexStream(len(self.data[t]["train"]), self.rng) for t in names}
         self.sampler = TaskSampler({t: len(self.data[t]["train"]) for t in names}, self._sampling(),
                                    cfg.temperature, self.rng)
-        self.fwd = torch.compile(model) if cfg.compile else model
+        # dynamic=True: text batches are padded to their longest row, so every new length would recompile
+        self.fwd = torch.compile(model, dynamic=True) if cfg.compile else model
         self.state = {"epoch": 0, "step": 0, "best_score": -math.inf, "best_epoch": -1, "best_state": None,
                       "history": [], "traj": {"step": [], "weights": {t: [] for t in names},
                                               "loss": {t: [] for t in names}},
