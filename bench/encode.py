@@ -69,7 +69,7 @@ def encode_suite(suite: SuiteConfig, data: SuiteData, pre: Preprocessor, train: 
             sub = subsample(split, limit, seed + 7, strat)
             tag = f"{data.task_fingerprints[name]}|{split_name}|{limit}"
             enc = _encode_cached(pre, sub, cache, tag)
-            targets = {t: torch.as_tensor(y) for t, y in sub.targets.items()}
+            targets = {t: torch.from_numpy(np.array(y)) for t, y in sub.targets.items()}  # own, writable copy
             enc_splits[split_name] = EncodedSplit(enc, targets, pre.lengths(enc))
         shared[key] = enc_splits
         out[name] = enc_splits
