@@ -6,7 +6,6 @@ Bad input prints one line and exits with code 2 (no traceback); a failed cell ex
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from bench.errors import BenchError

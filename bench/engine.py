@@ -438,7 +438,8 @@ class Trainer:
     def _check_finite(self, losses: dict[str, torch.Tensor], step: int) -> None:
         for t, l in losses.items():
             if not torch.isfinite(l):
-                raise CellFailed(f"loss of task {t!r} became {l.item()} at step {step}; lower train.lr or check the data")
+                raise CellFailed(f"loss of task {t!r} became {l.item()} at step {step}; "
+                                 "lower train.lr or check the data")
 
     def _log(self, state, loss_acc, loss_cnt, mem) -> None:
         traj = state["traj"]

@@ -327,6 +327,7 @@ def _summary(records: list[dict[str, Any]], out) -> None:
         cells = []
         for t in tasks:
             v = per.get(t, [])
-            cells.append(f"{np.mean(v):.4f} ± {(np.std(v, ddof=1) if len(v) > 1 else 0.0):.4f} (n={len(v)})" if v else "-")
+            sd = np.std(v, ddof=1) if len(v) > 1 else 0.0
+            cells.append(f"{np.mean(v):.4f} ± {sd:.4f} (n={len(v)})" if v else "-")
         table.add_row(escape(name), *cells)
     Console(file=out, width=200).print(table)

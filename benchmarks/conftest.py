@@ -12,7 +12,8 @@ from collections.abc import Callable
 import pytest
 
 
-def paired(fa: Callable[[], object], fb: Callable[[], object], rounds: int = 15, warmup: int = 3) -> tuple[float, float]:
+def paired(fa: Callable[[], object], fb: Callable[[], object], rounds: int = 15,
+           warmup: int = 3) -> tuple[float, float]:
     """Median seconds of ``fa`` and ``fb``, run alternately (drift and noise hit both alike)."""
     for _ in range(warmup):
         fa()

@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.conftest import paired, report
 from bench.backbones.simple import MLP, ArrayPreprocessor
 from bench.config import TaskConfig, TrainConfig
 from bench.encode import EncodedSplit
 from bench.engine import Trainer
 from bench.model import MultiTaskModel
 from bench.weighting import build_weighting
+from benchmarks.conftest import paired, report
 
 torch.set_num_threads(2)
 DIM, HIDDEN, DEPTH, BATCH, N = 256, 1024, 4, 128, 4096

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from benchmarks.conftest import paired, report
 from bench.runner import execute, make_plan
+from benchmarks.conftest import paired, report
 
 FAST = ["suite=synthetic", "train.epochs=2", "train.max_train_samples=600", "report=false"]
 
@@ -36,7 +36,8 @@ def test_fusion_time_and_memory(benchmark, tmp_path, n, method):
             save_state({{n: t + 0.01 * torch.randn_like(t) for n, t in base.items()}}, d / f"t{{k}}.safetensors")
         del base
         m = build_fusion({method!r}, {{}}, {n})
-        st = fuse_files(d / "base.safetensors", [d / f"t{{k}}.safetensors" for k in range({n})], m, d / "out.safetensors")
+        parts = [d / f"t{{k}}.safetensors" for k in range({n})]
+        st = fuse_files(d / "base.safetensors", parts, m, d / "out.safetensors")
         print(json.dumps(st))
     """)
     out = {}

@@ -4,8 +4,8 @@
 features of size ``module.out_dim``; the preprocessor turns raw inputs into model-ready tensors.
 """
 
+# importing a backbone module registers its factories
+from bench.backbones import hf, simple, timm_  # noqa: E402,F401,I001
 from bench.backbones.base import BACKBONES, Backbone, Preprocessor, build_backbone, register_backbone
-from bench.backbones import simple  # noqa: F401  (registers mlp and cnn)
 
 __all__ = ["BACKBONES", "Backbone", "Preprocessor", "build_backbone", "register_backbone"]
-from bench.backbones import hf, timm_  # noqa: E402,F401  (register transformers, timm)

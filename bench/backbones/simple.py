@@ -71,7 +71,8 @@ class SmallCNN(Backbone):
 def build_mlp(cfg: BackboneConfig, input_kind: str, sample: Any) -> tuple[Backbone, Preprocessor]:
     """A ReLU MLP over vector inputs (options: hidden=64, depth=2)."""
     if input_kind != "vector":
-        raise BenchError(f"backbone 'mlp' takes vector inputs, not {input_kind!r}; use source: cnn, timm or transformers")
+        raise BenchError(f"backbone 'mlp' takes vector inputs, not {input_kind!r}; "
+                         "use source: cnn, timm or transformers")
     in_dim = int(np.asarray(sample).reshape(len(sample), -1).shape[1])
     hidden, depth = int(cfg.options.get("hidden", 64)), int(cfg.options.get("depth", 2))
     return MLP(in_dim, hidden, depth), ArrayPreprocessor(f"array:{in_dim}")
