@@ -275,7 +275,7 @@ def execute(plan: Plan, out=None) -> int:
         durations.append(dt)
         computed += 1
         records.append(rec)
-        remaining = sum(1 for v, s in cells[i:] if not store.done(
+        remaining = sum(1 for v, s in cells[i:] if plan.force or not store.done(
             stores.get(v.suite.name, store).cell_dir(v.strategy.name, v.cell_hash(s)), RECORD))
         eta = f", ETA {_fmt_time(remaining * sum(durations) / len(durations))}" if remaining else ""
         print(f"{tag}: done in {_fmt_time(dt)}{eta}", file=out, flush=True)
