@@ -44,7 +44,9 @@ class Variant:
     label: str
 
     def cell_hash(self, seed: int) -> str:
-        return content_hash({"suite": self.suite.model_dump(mode="json"), "strategy": self.strategy.name,
+        # prose (description, budget note) does not change results, so editing it must not orphan finished cells
+        suite = self.suite.model_dump(mode="json", exclude={"description", "budget_note"})
+        return content_hash({"suite": suite, "strategy": self.strategy.name,
                              "params": self.params.model_dump(mode="json"), "seed": seed, "v": STAGE_VERSION})
 
 
