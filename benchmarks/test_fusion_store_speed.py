@@ -75,20 +75,17 @@ def test_store_second_run(benchmark, tmp_path):
 
 
 def test_fusion_trial_vs_evaluation_pass(benchmark, tmp_path):
-    """A fusion-weight trial (re-fuse cached fine-tunes + validation pass) vs one validation pass (target ≤ 1.2×).
-
-    A larger MLP and the full validation split make the evaluation cost realistic for a small backbone."""
+    """A fusion-weight trial (re-fuse the cached MiniLM fine-tunes + one validation pass) vs one validation pass of
+    a stored model, on the default text suite (target ≤ 1.2×). Tiny budgets: only the ratio matters here."""
     import numpy as np
 
-    from bench.runner import make_plan as plan_of
     from bench.stages import Stages, SuiteContext
     from bench.store import Store
 
-    args = ["suite=synthetic", "train.epochs=1", "train.max_train_samples=300", "backbone.options.hidden=512",
-            "backbone.options.depth=4", "split.validation=0.5",
-            "strategy=separate", f"results_dir={tmp_path}", "report=false"]
-    plan = plan_of(args)
-    execute(plan, out=io.StringIO())
+    args = ["suite=text", "train.max_train_samples=16", "train.epochs=1", "strategy=separate",
+            f"results_dir={tmp_path}", "report=false"]
+    plan = make_plan(args)
+    assert execute(plan, out=io.StringIO()) == 0
     suite = plan.variants[0].suite
     store = Store(tmp_path, suite.name)
     ctx = SuiteContext.load(suite, store)
@@ -103,13 +100,15 @@ def test_fusion_trial_vs_evaluation_pass(benchmark, tmp_path):
         stages.evaluate(fused.ckpt)
 
     def eval_pass():
-        stages._evaluate_ckpt(tunes[0], ("validation",))
+        stages._evaluate_ckpt(tunes[0].__class__("fuse", "x", tunes[0].path, tuple(stages.task_names)),
+                              ("validation",))
 
-    t_eval, t_trial = paired(eval_pass, trial, rounds=8, warmup=1)
-    benchmark.pedantic(trial, rounds=3, iterations=1)
+    t_eval, t_trial = paired(eval_pass, trial, rounds=3, warmup=1)
+    benchmark.pedantic(trial, rounds=1, iterations=1)
     new_training = [k for k in store.computed[before:] if k.startswith(("finetune", "joint"))]
     assert not new_training
     ratio = t_trial / t_eval
-    report(benchmark, "fusion trial / evaluation pass", ratio, "<= 1.2", eval_ms=round(1000 * t_eval, 1),
-           trial_ms=round(1000 * t_trial, 1), validation_examples=len(ctx.encoded[tunes[0].tasks[0]]["validation"]))
-    assert ratio <= 2.0
+    n = sum(len(ctx.encoded[t]["validation"]) for t in stages.task_names)
+    report(benchmark, "fusion trial / evaluation pass (MiniLM)", ratio, "<= 1.2", eval_ms=round(1000 * t_eval, 1),
+           trial_ms=round(1000 * t_trial, 1), validation_examples=n)
+    assert ratio <= 1.5
