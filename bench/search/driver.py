@@ -40,6 +40,13 @@ def quiet_optuna() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own progress lines replace Optuna's per-trial log
+    # a Ctrl-C that lands inside a storage query makes SQLAlchemy's pool log a traceback while it closes the cursor;
+    # the interrupt itself is handled (the trial is marked failed, the command says how to resume), so that log is
+    # noise on the one-line contract. Real storage errors still raise.
+    import logging
+
+    logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
