@@ -1,9 +1,12 @@
 """Prepare the device check (docs/performance.md): the offline text suite as local files + MiniLM in fp16.
 
 The GPU machine has no network and none of the offline data packages, so this exports the fixed splits of the
-`text` suite (texts truncated to 1,500 characters; max_length is 64 tokens anyway) through the no-code `files`
-source, and MiniLM's weights in fp16 (half the size; converted back to fp32 there before loading).
-Run from the repo root: python scripts/gpu_prep.py .gpu
+`text` suite (texts truncated to 500 characters; max_length is 64 tokens anyway) through the no-code `files`
+source, and MiniLM's weights in fp16 (half the size; converted back to fp32 there before loading). It also copies
+the pure-Python packages the GPU image lacks (hydra, omegaconf, antlr4, pydantic) into OUT/site and downloads the
+compiled pydantic-core wheel for its Python 3.12 into OUT/wheels. Keep hydra whole: its pytest plugin imports
+hydra.test_utils. Everything must stay under the 64 MiB the device tool carries (about 56 MiB).
+Run from the repo root: python scripts/gpu_prep.py .gpu   (and add /.gpu/ to .git/info/exclude)
 """
 
 from __future__ import annotations
@@ -55,4 +58,17 @@ for f in src.iterdir():
 state = load_file(str(src / "model.safetensors"))
 save_file({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in state.items()},
           str(dst / "model.safetensors"))
+import subprocess  # noqa: E402
+import sysconfig  # noqa: E402
+from importlib.metadata import version  # noqa: E402
+
+site = Path(sysconfig.get_paths()["purelib"])
+(out / "site").mkdir(exist_ok=True)
+for pkg in ("hydra", "omegaconf", "antlr4", "pydantic", "annotated_types", "typing_inspection"):
+    shutil.copytree(site / pkg, out / "site" / pkg, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "v1"))
+subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_17_x86_64",
+                "--platform", "manylinux2014_x86_64", "-d", str(out / "wheels"),
+                f"pydantic-core=={version('pydantic-core')}"], check=True)
 print("wrote", out)
