@@ -6,7 +6,6 @@ milliseconds with a one-line message instead of an hour into training.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -147,14 +146,12 @@ class SuiteConfig(Frozen):
         return [t.name for t in self.tasks]
 
 
-class RunConfig(Frozen):
-    """One invocation: which suite, which strategies (each with its params), which seeds, where results go."""
-
-    suite: SuiteConfig
-    strategies: list[tuple[str, dict[str, Any]]]  # (strategy name, validated params as a plain dict)
-    seeds: list[int]
-    results_dir: Path = Path("results")
-    force: bool = False
+def validated(model: type[BaseModel], params: dict[str, Any] | None, where: str) -> Any:
+    """``model(**params)``, or a one-line BenchError naming ``where``, the key and the fix."""
+    try:
+        return model(**(params or {}))
+    except ValidationError as e:
+        raise explain(e, model, where) from None
 
 
 def explain(err: ValidationError, model: type[BaseModel], where: str = "") -> BenchError:

@@ -399,8 +399,7 @@ class Trainer:
                 self.on_epoch(state["epoch"], score)
             stop = cfg.patience is not None and state["bad_epochs"] >= cfg.patience
             if self.resume is not None and state["epoch"] < cfg.epochs and not stop:
-                self._save_resume(self.resume, model, self.opt, self.sched, self.rng, self.streams, self.sampler,
-                                  state)
+                self._save_resume()
             if stop:
                 break
         bar.close()
@@ -460,10 +459,12 @@ class Trainer:
         traj["step"].append(state["step"])
         mem.sample()
 
-    def _save_resume(self, path, model, opt, sched, rng, streams, sampler, state) -> None:
-        ck = {"model": model.state_dict(), "weighting": self.w.state_dict(), "opt": opt.state_dict(),
-              "sched": sched.state_dict(), "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-              "streams": {k: (s.perm, s.pos) for k, s in streams.items()}, "sampler_i": sampler.i, "state": state}
+    def _save_resume(self) -> None:
+        ck = {"model": self.model.state_dict(), "weighting": self.w.state_dict(), "opt": self.opt.state_dict(),
+              "sched": self.sched.state_dict(), "rng": self.rng.bit_generator.state,
+              "torch_rng": torch.get_rng_state(), "streams": {k: (s.perm, s.pos) for k, s in self.streams.items()},
+              "sampler_i": self.sampler.i, "state": self.state}
+        path = self.resume
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         torch.save(ck, tmp)
         os.replace(tmp, path)

@@ -241,15 +241,16 @@ def execute(plan: Plan, out=None) -> int:
     out = out or sys.stdout
     cells = plan.cells
     contexts: dict[str, SuiteContext] = {}
-    stores: dict[str, Store] = {}
+    stores = {v.suite.name: Store(plan.results_dir, v.suite.name) for v in plan.variants}
+    folders = [stores[v.suite.name].cell_dir(v.strategy.name, v.cell_hash(s)) for v, s in cells]
+    todo = sum(1 for f in folders if plan.force or not Store.done(f, RECORD))  # for the ETA
     failures, from_store, computed, durations = [], 0, 0, []
     records: list[dict[str, Any]] = []
     print(f"bench run: {len(cells)} cell(s) on {len({v.suite.name for v in plan.variants})} suite(s), "
           f"results in {plan.results_dir}/", file=out, flush=True)
-    for i, (variant, seed) in enumerate(cells, 1):
+    for i, ((variant, seed), folder) in enumerate(zip(cells, folders), 1):
         suite = variant.suite
-        store = stores.setdefault(suite.name, Store(plan.results_dir, suite.name))
-        folder = store.cell_dir(variant.strategy.name, variant.cell_hash(seed))
+        store = stores[suite.name]
         tag = f"[{i}/{len(cells)}] {suite.name} {variant.label} seed={seed}"
         if store.done(folder, RECORD) and not plan.force:
             records.append(read_json(folder / RECORD))
@@ -277,8 +278,7 @@ def execute(plan: Plan, out=None) -> int:
         durations.append(dt)
         computed += 1
         records.append(rec)
-        remaining = sum(1 for v, s in cells[i:] if plan.force or not store.done(
-            stores.get(v.suite.name, store).cell_dir(v.strategy.name, v.cell_hash(s)), RECORD))
+        remaining = todo - computed - len(failures)
         eta = f", ETA {_fmt_time(remaining * sum(durations) / len(durations))}" if remaining else ""
         print(f"{tag}: done in {_fmt_time(dt)}{eta}", file=out, flush=True)
     print(f"{computed} cell(s) computed, {from_store} from the store, {len(failures)} failed", file=out)

@@ -8,7 +8,6 @@ fusion-weight search re-fuses cached checkpoints instead of re-training them.
 from __future__ import annotations
 
 import copy
-import sys
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from bench.config import SuiteConfig, TaskConfig, TrainConfig
 from bench.data.base import SuiteData, load_suite_data
 from bench.encode import encode_suite
 from bench.engine import Data, Trainer, evaluate, resolve_device, seed_everything
-from bench.errors import BenchError
 from bench.model import MultiTaskModel
 from bench.store import STAGE_MARKER, Store, content_hash, now_iso, read_json, write_json
 from bench.weighting import build_weighting
@@ -86,12 +84,11 @@ def _train_key(train: TrainConfig) -> dict[str, Any]:
 class Stages:
     """The stage functions a strategy composes, bound to one suite, store and seed."""
 
-    def __init__(self, ctx: SuiteContext, store: Store, seed: int, force: bool = False, log=None,
+    def __init__(self, ctx: SuiteContext, store: Store, seed: int, force: bool = False,
                  eval_splits: tuple[str, ...] = ("validation", "test"), on_epoch=None):
         """``eval_splits``: the splits stages evaluate (a search passes ("validation",) so test is never read).
         ``on_epoch(epoch, validation_score)``: called after every training epoch (a search prunes from here)."""
         self.ctx, self.store, self.seed, self.force = ctx, store, seed, force
-        self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.eval_splits = tuple(eval_splits)
         self.on_epoch = on_epoch
 
@@ -104,24 +101,27 @@ class Stages:
         key = content_hash({"stage": stage, "v": STAGE_VERSION, **key_obj})
         folder = self.store.stage_dir(stage, key)
         ckpt = Checkpoint(stage, key, folder, tasks)
-        if self.store.done(folder) and not self.force:
-            self.store.reused.append(f"{stage}/{key}")
-            return self._complete(Outcome(ckpt, read_json(folder / STAGE_MARKER), reused=True))
-        with self.store.lock(folder):
-            if self.store.done(folder) and not self.force:  # another process finished it while we waited
-                self.store.reused.append(f"{stage}/{key}")
-                return self._complete(Outcome(ckpt, read_json(folder / STAGE_MARKER), reused=True))
-            if self.force and self.store.done(folder):
-                Store.reset(folder)
-            t0 = time.perf_counter()
-            info = compute(folder)
-            info.setdefault("telemetry", {})["wall_time_s"] = time.perf_counter() - t0
-            info.update({"stage": stage, "key": key, "key_inputs": key_obj, "tasks": list(tasks), "seed": self.seed,
-                         "created": now_iso()})
-            (folder / "resume.pt").unlink(missing_ok=True)
-            write_json(folder / STAGE_MARKER, info)
+        reusable = lambda: self.store.done(folder) and not self.force
+        if not reusable():
+            with self.store.lock(folder):
+                if not reusable():  # else another process finished it while we waited
+                    return Outcome(ckpt, self._compute(stage, key, key_obj, tasks, folder, compute))
+        self.store.reused.append(f"{stage}/{key}")
+        return self._complete(Outcome(ckpt, read_json(folder / STAGE_MARKER), reused=True))
+
+    def _compute(self, stage, key, key_obj, tasks, folder: Path, compute) -> dict[str, Any]:
+        """Run ``compute`` into ``folder`` (locked by the caller) and write the completion marker last."""
+        if self.force and self.store.done(folder):
+            Store.reset(folder)
+        t0 = time.perf_counter()
+        info = compute(folder)
+        info.setdefault("telemetry", {})["wall_time_s"] = time.perf_counter() - t0
+        info.update({"stage": stage, "key": key, "key_inputs": key_obj, "tasks": list(tasks), "seed": self.seed,
+                     "created": now_iso()})
+        (folder / "resume.pt").unlink(missing_ok=True)
+        write_json(folder / STAGE_MARKER, info)
         self.store.computed.append(f"{stage}/{key}")
-        return Outcome(ckpt, info)
+        return info
 
     def _complete(self, out: Outcome) -> Outcome:
         """A cached stage evaluated on fewer splits than asked (e.g. made by a search, which never reads test):
@@ -324,7 +324,3 @@ def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> d
             if o.ckpt and "best_epoch" in o.info}
     traj = next((o.info["trajectories"] for o in reversed(outcomes) if o.info.get("trajectories")), {})
     return {"metrics": metrics, "best_epoch": best, "telemetry": tel, "trajectories": traj}
-
-
-def missing_checkpoint(what: str) -> BenchError:  # pragma: no cover - guard for plugin authors
-    return BenchError(f"{what} produced no checkpoint")

@@ -32,9 +32,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import ValidationError
-
-from bench.config import Frozen, explain
+from bench.config import Frozen, validated
 from bench.errors import BenchError
 from bench.registry import Registry
 from bench.stages import Stages
@@ -56,10 +54,7 @@ class Strategy(ABC):
 
     @classmethod
     def parse_params(cls, params: dict[str, Any]) -> Frozen:
-        try:
-            return cls.Params(**params)
-        except ValidationError as e:
-            raise explain(e, cls.Params, f"strategy {cls.name!r}") from None
+        return validated(cls.Params, params, f"strategy {cls.name!r}")
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")

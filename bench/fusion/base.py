@@ -40,11 +40,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from pydantic import ValidationError
 from safetensors import safe_open
 
 from bench.checkpoint import save_state
-from bench.config import Frozen, explain
+from bench.config import Frozen, validated
 from bench.errors import BenchError
 from bench.registry import Registry
 
@@ -101,11 +100,7 @@ def _name_of(cls: type[FusionMethod]) -> str:
 def build_fusion(name: str, params: dict[str, Any] | None, n: int) -> FusionMethod:
     """Validate ``params`` for fusing ``n`` checkpoints and build the method (unknown names list the valid ones)."""
     cls = FUSIONS.get(name)
-    try:
-        p = cls.Params(**(params or {}))
-    except ValidationError as e:
-        raise explain(e, cls.Params, f"fusion {name!r}") from None
-    return cls(p, n)
+    return cls(validated(cls.Params, params, f"fusion {name!r}"), n)
 
 
 # ---------------------------------------------------------------------------------------------- streaming

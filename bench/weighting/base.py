@@ -27,10 +27,9 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
-from pydantic import ValidationError
 from torch import nn
 
-from bench.config import Frozen, TaskConfig, explain
+from bench.config import Frozen, TaskConfig, validated
 from bench.registry import Registry
 
 
@@ -81,8 +80,4 @@ def register_weighting(name: str) -> Callable[[type[Weighting]], type[Weighting]
 def build_weighting(name: str, tasks: list[TaskConfig], params: dict[str, Any] | None = None) -> Weighting:
     """Validate ``params`` against the weighting's ``Params`` and build it."""
     cls = WEIGHTINGS.get(name)
-    try:
-        p = cls.Params(**(params or {}))
-    except ValidationError as e:
-        raise explain(e, cls.Params, f"weighting {name!r}") from None
-    return cls(tasks, p)
+    return cls(tasks, validated(cls.Params, params, f"weighting {name!r}"))
