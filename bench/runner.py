@@ -123,7 +123,16 @@ def build_suite(combo: dict[str, Any]) -> SuiteConfig:
         for k in ("max_train_samples", "max_eval_samples"):
             if train.get(k):
                 train[k] = max(1, int(round(train[k] * b)))
-    return validate_suite(raw, f"suite {name!r} ({path})")
+    suite = validate_suite(raw, f"suite {name!r} ({path})")
+    # registry names are checked here too, so a typo fails before any data or model is loaded
+    from bench.backbones import BACKBONES
+    from bench.data import SOURCES
+
+    BACKBONES.get(suite.backbone.source)
+    for spec in [suite.data, *(t.data for t in suite.tasks)]:
+        if spec is not None:
+            SOURCES.get(spec.source)
+    return suite
 
 
 def make_plan(args: list[str]) -> Plan:
