@@ -96,7 +96,7 @@ class TrainConfig(Frozen):
     device: str = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
-    num_workers: int = Field(0, ge=0)
+    num_workers: int | None = Field(None, ge=0)  # batch-collating processes; None: 0 on the CPU, up to 4 on a GPU
     log_every: int = Field(50, ge=1)
 
 

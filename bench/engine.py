@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench import metrics as M
+from bench.batches import BatchSpec, Feeder, auto_workers
 from bench.config import TaskConfig, TrainConfig
 from bench.encode import EncodedSplit
 from bench.errors import BenchError, CellFailed
@@ -195,26 +196,42 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def make_feeder(data: Data, collate, device: torch.device, workers: int | None) -> Feeder:
+    """Workers as configured (``None``: :func:`~bench.batches.auto_workers`); pinned host memory when they feed a
+    GPU, so the copy to the device overlaps the previous step."""
+    n = auto_workers(device) if workers is None else workers
+    return Feeder(data, collate, workers=n, pin=n > 0 and device.type == "cuda")
+
+
 @torch.no_grad()
 def evaluate(model: MultiTaskModel, tasks: list[TaskConfig], data: Data, split: str, batch_size: int,
-             device: torch.device, precision: str = "fp32", collate=None) -> tuple[dict[str, dict[str, float]], int]:
+             device: torch.device, precision: str = "fp32", collate=None, feeder: Feeder | None = None,
+             ) -> tuple[dict[str, dict[str, float]], int]:
     """Per-task metrics on ``split``; batches sorted by length so padding is minimal. Returns (metrics, samples)."""
     model.eval()
+    own = feeder is None
+    feeder = Feeder(data, collate) if own else feeder
     out, seen = {}, 0
-    for task in tasks:
-        es = data[task.name].get(split)
-        if es is None:
-            continue
-        n = len(es)
-        order = np.argsort(es.lengths, kind="stable") if es.lengths is not None else np.arange(n)
-        preds = np.empty(n, dtype=np.float64 if task.target == "regression" else np.int64)
-        for s in range(0, n, batch_size):
-            idx = order[s:s + batch_size]
-            with _autocast(device, precision):
-                y = model(_to(collate(es.encoded, idx), device), [task.name])[task.name]
-            preds[idx] = predict(task, y).cpu().numpy()
-        seen += n
-        out[task.name] = M.compute(task.metric_names, es.targets[task.name].numpy(), preds)
+    try:
+        for task in tasks:
+            es = data[task.name].get(split)
+            if es is None:
+                continue
+            n = len(es)
+            order = np.argsort(es.lengths, kind="stable") if es.lengths is not None else np.arange(n)
+            # predictions stay on the device until the task is done: no host sync per batch
+            preds = torch.empty(n, dtype=torch.float32 if task.target == "regression" else torch.int64, device=device)
+            specs = [BatchSpec(task.name, split, order[s:s + batch_size]) for s in range(0, n, batch_size)]
+            for spec, batch in feeder.run(specs):
+                with _autocast(device, precision):
+                    y = model(_to(batch["inputs"], device), [task.name])[task.name]
+                preds[torch.from_numpy(spec.idx).to(device)] = predict(task, y).to(preds.dtype)
+            seen += n
+            p = preds.cpu().numpy().astype(np.float64 if task.target == "regression" else np.int64)
+            out[task.name] = M.compute(task.metric_names, es.targets[task.name].numpy(), p)
+    finally:
+        if own:
+            feeder.close()
     return out, seen
 
 
@@ -291,6 +308,8 @@ class Trainer:
                                    cfg.temperature, self.rng)
         # dynamic=True: text batches are padded to their longest row, so every new length would recompile
         self.fwd = torch.compile(model, dynamic=True) if cfg.compile else model
+        self.feeder = make_feeder(self.data, self.collate, device, cfg.num_workers)
+        self.batches = self._batches()
         self.state = {"epoch": 0, "step": 0, "best_score": -math.inf, "best_epoch": -1, "best_state": None,
                       "history": [], "traj": {"step": [], "weights": {t: [] for t in names},
                                               "loss": {t: [] for t in names}},
@@ -315,28 +334,38 @@ class Trainer:
         self.loss_acc = {t: torch.zeros((), device=device) for t in names}
         self.loss_cnt = dict.fromkeys(names, 0)
 
+    def _draw(self) -> list[BatchSpec]:
+        """The batches of one step, from the seeded task sampler and index streams."""
+        b = self.cfg.batch_size
+        if self.single_input:
+            return [BatchSpec(self.names[0], "train", self.streams["*"].next(b), tuple(self.names))]
+        return [BatchSpec(t, "train", self.streams[t].next(b), (t,)) for t in self.sampler.next()]
+
+    def _batches(self):
+        """Endless ``[(spec, batch), ...]`` per step. A whole epoch is drawn before its first step, so the
+        generators' state saved at an epoch boundary does not depend on how far the workers read ahead."""
+        while True:
+            plan = [self._draw() for _ in range(self.steps_per_epoch)]
+            stream = self.feeder.run([spec for step in plan for spec in step])
+            for step in plan:
+                yield [next(stream) for _ in step]
+
     def step(self) -> None:
-        """One optimisation step: draw batches, forward, combine losses, backward, update."""
+        """One optimisation step: next batches, forward, combine losses, backward, update."""
         cfg, device, state, timer = self.cfg, self.device, self.state, self.timer
         timer.start()
-        batches = []
-        if self.single_input:
-            es = self.data[self.names[0]]["train"]
-            batches.append((self.names, es, self.streams["*"].next(cfg.batch_size)))
-        else:
-            for t in self.sampler.next():
-                batches.append(([t], self.data[t]["train"], self.streams[t].next(cfg.batch_size)))
+        batches = [(spec, _to(b["inputs"], device), _to(b["targets"], device)) for spec, b in next(self.batches)]
         timer.mark("data")
         losses: dict[str, torch.Tensor] = {}
-        for ts, es, idx in batches:
-            b = _to(self.collate(es.encoded, idx), device)
+        for spec, x, ys in batches:
             with _autocast(device, cfg.precision):
-                out = self.fwd(b, ts)
-            for t in ts:
-                losses[t] = task_loss(self.task_cfgs[t], out[t], es.targets[t][idx].to(device, non_blocking=True))
-            state["samples"] += len(idx)
-            if es.lengths is not None:
-                state["tokens"] += int(es.lengths[idx].sum())
+                out = self.fwd(x, list(spec.targets))
+            for t in spec.targets:
+                losses[t] = task_loss(self.task_cfgs[t], out[t], ys[t])
+            state["samples"] += len(spec.idx)
+            lengths = self.data[spec.task]["train"].lengths
+            if lengths is not None:
+                state["tokens"] += int(lengths[spec.idx].sum())
         timer.mark("forward")
         if device.type == "cpu":  # free on the CPU; on a GPU the check waits for the logging interval
             self._check_finite(losses, state["step"])
@@ -368,6 +397,12 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         self.prepare()
+        try:
+            return self._fit()
+        finally:  # also when pruned, interrupted or failed: no worker outlives its trainer
+            self.close()
+
+    def _fit(self) -> TrainResult:
         cfg, device, model, state = self.cfg, self.device, self.model, self.state
         interactive = sys.stderr.isatty()
         bar = tqdm(total=self.steps_per_epoch * cfg.epochs, initial=state["step"], desc=self.desc, unit="step",
@@ -385,7 +420,7 @@ class Trainer:
             state["train_time"] += time.perf_counter() - t_epoch
             state["epoch"] += 1
             val, _ = evaluate(model, self.tasks, self.data, "validation", cfg.eval_batch_size, device,
-                              cfg.precision, self.collate)
+                              cfg.precision, self.collate, self.feeder)
             score = selection_score(self.task_cfgs, val)
             state["history"].append({"epoch": state["epoch"], "score": score, "validation": val})
             if score > state["best_score"]:
@@ -432,6 +467,11 @@ class Trainer:
                 n = sum(p.numel() for p in self.model.backbone.parameters())
                 tel["mfu"] = 6 * n * tel["train_tokens_per_s"] / peak
         return tel
+
+    def close(self) -> None:
+        """Stop the batch workers (``fit`` does this itself; call it after driving :meth:`step` by hand)."""
+        self.batches.close()
+        self.feeder.close()
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def _check_finite(self, losses: dict[str, torch.Tensor], step: int) -> None:

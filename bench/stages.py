@@ -21,7 +21,7 @@ from bench.backbones import Preprocessor, build_backbone
 from bench.config import SuiteConfig, TaskConfig, TrainConfig
 from bench.data.base import SuiteData, load_suite_data
 from bench.encode import encode_suite
-from bench.engine import Data, Trainer, evaluate, resolve_device, seed_everything
+from bench.engine import Data, Trainer, evaluate, make_feeder, resolve_device, seed_everything
 from bench.model import MultiTaskModel
 from bench.store import STAGE_MARKER, Store, content_hash, now_iso, read_json, write_json
 from bench.weighting import build_weighting
@@ -109,6 +109,11 @@ class Stages:
         self.store.reused.append(f"{stage}/{key}")
         return self._complete(Outcome(ckpt, read_json(folder / STAGE_MARKER), reused=True))
 
+    def discard(self, ckpt: Checkpoint) -> None:
+        """Delete a finished stage's files (a later request recomputes it). Waits for anyone computing it."""
+        with self.store.lock(ckpt.path):
+            Store.reset(ckpt.path)
+
     def _compute(self, stage, key, key_obj, tasks, folder: Path, compute) -> dict[str, Any]:
         """Run ``compute`` into ``folder`` (locked by the caller) and write the completion marker last."""
         if self.force and self.store.done(folder):
@@ -144,12 +149,18 @@ class Stages:
         device = resolve_device(self.ctx.train.device)
         model.to(device)
         cfgs = [self.ctx.task(t) for t in tasks]
+        return self._evaluate_splits(model, cfgs, splits, device)
+
+    def _evaluate_splits(self, model: MultiTaskModel, cfgs: list[TaskConfig], splits, device) -> tuple[dict, float]:
+        """Metrics per split and the evaluation throughput (samples/s) over all of them."""
+        train = self.ctx.train
         t0 = time.perf_counter()
         metrics, n = {}, 0
-        for split in splits:
-            metrics[split], k = evaluate(model, cfgs, self.ctx.encoded, split, self.ctx.train.eval_batch_size,
-                                         device, self.ctx.train.precision, self.ctx.pre.collate)
-            n += k
+        with make_feeder(self.ctx.encoded, self.ctx.pre.collate, device, train.num_workers) as feeder:
+            for split in splits:
+                metrics[split], k = evaluate(model, cfgs, self.ctx.encoded, split, train.eval_batch_size, device,
+                                             train.precision, feeder=feeder)
+                n += k
         return metrics, n / max(time.perf_counter() - t0, 1e-9)
 
     def _model(self, tasks: list[str], init: Checkpoint | None, seed: int) -> MultiTaskModel:
@@ -176,13 +187,8 @@ class Stages:
                           self.ctx.suite.kind == "single_input", work_dir=folder, desc=desc,
                           on_epoch=self.on_epoch)
         res = trainer.fit()
-        t0 = time.perf_counter()
-        metrics, n = {}, 0
-        for split in self.eval_splits:
-            metrics[split], k = evaluate(model, cfgs, self.ctx.encoded, split, self.ctx.train.eval_batch_size,
-                                         trainer.device, self.ctx.train.precision, self.ctx.pre.collate)
-            n += k
-        res.telemetry["eval_samples_per_s"] = n / max(time.perf_counter() - t0, 1e-9)
+        metrics, res.telemetry["eval_samples_per_s"] = self._evaluate_splits(model, cfgs, self.eval_splits,
+                                                                             trainer.device)
         C.save_model(model.cpu(), folder)
         return {"metrics": metrics, "best_epoch": res.best_epoch, "history": res.history,
                 "trajectories": res.trajectories, "telemetry": res.telemetry}

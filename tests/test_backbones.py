@@ -31,7 +31,7 @@ def _features(model, pre, inputs):
 
 def test_minilm_loads_offline_and_separates_meanings(minilm):
     model, pre = minilm
-    assert model.out_dim == 384 and pre.key == "hf:minilm:BertTokenizer:v30522:L24"
+    assert model.out_dim == 384 and pre.key == "hf:minilm:BertTokenizer:v30522:L24:packed"
     f = torch.nn.functional.normalize(_features(model, pre, [
         "A man is playing a guitar.", "Someone plays the guitar.", "Stock markets fell sharply on Monday."]), dim=-1)
     same, other = float(f[0] @ f[1]), float(f[0] @ f[2])
@@ -52,6 +52,20 @@ def test_minilm_pairs_get_token_type_ids_and_dynamic_padding(minilm):
     assert _features(model, pre, [("a cat", "sat on the mat")]).shape == (1, 384)
     long = pre.encode(["word " * 100])
     assert pre.lengths(long).tolist() == [24]  # truncated to max_length
+
+
+def test_minilm_collate_matches_the_tokenizers_own_padding(minilm):
+    # the vectorised cut-and-pad of the packed ids equals the tokenizer padding the same rows itself
+    _, pre = minilm
+    pairs = [("a cat", "sat on the mat"), ("one", "two three four five six"), ("x " * 30, "y"), ("", "empty first")]
+    enc = pre.encode(pairs)
+    idx = np.array([2, 0, 3, 1, 0])
+    got = pre.collate(enc, idx)
+    want = pre.tokenizer([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], truncation=True,
+                         max_length=pre.max_length, padding="longest", return_tensors="pt")
+    for k in ("input_ids", "attention_mask", "token_type_ids"):
+        assert torch.equal(got[k], want[k].long()), k
+    assert pre.lengths(enc).tolist() == want["attention_mask"][[1, 3, 0, 2]].sum(1).tolist()
 
 
 def test_minilm_padding_does_not_change_mean_pooled_features(minilm):

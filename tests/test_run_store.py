@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -39,6 +40,20 @@ def test_same_seed_same_numbers(tmp_path):
     _run(a, "strategy=naive_mtl", "seed=5")
     m5 = [r for r in records(a) if r["seed"] == 5][0]["rows"]["naive_mtl"]["metrics"]
     assert m5 != ma[("naive_mtl", 0)]["naive_mtl"]["metrics"]
+
+
+def test_batch_workers_change_speed_not_results(tmp_path):
+    # batches are chosen in the main process and only gathered by the workers: the same numbers, the same cell
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _run(a, "strategy=naive_mtl", "train.num_workers=0")[0] == 0
+    assert _run(b, "strategy=naive_mtl", "train.num_workers=2")[0] == 0
+    assert not multiprocessing.active_children()  # the workers ended with their trainer and evaluations
+    ra, rb = records(a)[0], records(b)[0]
+    assert ra["cell"] == rb["cell"]
+    assert ra["rows"]["naive_mtl"]["metrics"] == rb["rows"]["naive_mtl"]["metrics"]
+    assert ra["rows"]["naive_mtl"]["trajectories"] == rb["rows"]["naive_mtl"]["trajectories"]  # losses, every step logged
+    code, out = _run(a, "strategy=naive_mtl", "train.num_workers=2")
+    assert code == 0 and "0 cell(s) computed, 1 from the store" in out
 
 
 def test_second_run_trains_nothing_and_shares_finetunes(results):

@@ -148,12 +148,18 @@ def test_fusion_search_trains_nothing(store, capsys):
         assert set(json.loads(stage.read_text())["metrics"]) == {"validation"}  # the test split is never read
     best = yaml.safe_load((folder / "best.yaml").read_text())["overrides"]
     assert best["strategy.fusion"] == "weighted" and len(best["strategy.fusion_params.weights"]) == 5
+    # each trial's fused backbone was deleted once evaluated (its metrics stay with its evaluate stage)
+    fused = list((store / "synthetic" / "stages" / "fuse").glob("*"))
+    assert len(fused) == 8 and not any(any(f.glob("*.safetensors")) for f in fused)
 
 
 def test_multi_objective_returns_the_pareto_set(store, capsys):
     assert search("strategy=fuse_then_joint", "space=task_arithmetic", "trials=6", f"results_dir={store}",
-                  "objective=[delta_m,task:clean:mse]", "plots=false") == 0
+                  "objective=[delta_m,task:clean:mse]", "plots=false", "keep_checkpoints=true") == 0
     folder = store / "synthetic" / "search" / "synthetic-fuse_then_joint-task_arithmetic-delta_m+task_clean_mse"
+    study = load(f"sqlite:///{store}/synthetic/search/optuna.db", folder.name)
+    kept = [f for f in (store / "synthetic" / "stages" / "fuse").glob("*/stage.json")]
+    assert len(kept) == len({json.dumps(t.user_attrs["overrides"], sort_keys=True) for t in study.trials}) >= 5
     pareto = (folder / "pareto.csv").read_text().splitlines()
     assert pareto[0].startswith("trial,delta_m,task:clean:mse") and len(pareto) >= 2
     assert len(list((folder / "pareto").glob("trial_*.yaml"))) == len(pareto) - 1

@@ -104,12 +104,13 @@ def last_linear(module: nn.Module, skip: tuple[str, ...] = ()) -> str:
 
 
 class TokenPreprocessor(Preprocessor):
-    """Tokenises once into ragged id arrays; batches are padded to their longest row (dynamic padding)."""
+    """Tokenises once into one flat id array with row offsets; a batch is cut and padded to its longest row by array
+    indexing alone (no Python loop over rows in the training loop)."""
 
     def __init__(self, tokenizer, max_length: int, key: str):
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.key = key
+        self.key = key + ":packed"  # the cached layout: flat ids + offsets
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
     def encode(self, inputs: Any) -> dict[str, Any]:
@@ -120,30 +121,33 @@ class TokenPreprocessor(Preprocessor):
             enc = self.tokenizer([a for a, _ in inputs], [b for _, b in inputs], **kw)
         else:
             enc = self.tokenizer([str(t) for t in inputs], **kw)
-        out = {"input_ids": [np.asarray(r, dtype=np.int32) for r in enc["input_ids"]]}
+        rows = enc["input_ids"]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum([len(r) for r in rows], out=offsets[1:])
+        out = {"ids": np.fromiter((i for r in rows for i in r), dtype=np.int32, count=int(offsets[-1])),
+               "offsets": offsets}
         if pairs and "token_type_ids" in enc:
-            out["token_type_ids"] = [np.asarray(r, dtype=np.int8) for r in enc["token_type_ids"]]
+            out["token_type_ids"] = np.fromiter((i for r in enc["token_type_ids"] for i in r), dtype=np.int8,
+                                                count=int(offsets[-1]))
         return out
 
     def collate(self, encoded: dict[str, Any], idx: np.ndarray) -> dict[str, torch.Tensor]:
-        rows = [encoded["input_ids"][i] for i in idx]
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for j, r in enumerate(rows):
-            ids[j, : len(r)] = r
-            mask[j, : len(r)] = 1
-        batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+        offsets = encoded["offsets"]
+        start = offsets[idx]
+        lens = offsets[np.asarray(idx) + 1] - start
+        cols = np.arange(int(lens.max()))
+        mask = cols[None, :] < lens[:, None]
+        # positions past a row's end are masked out; clip them so the last row cannot read past the array
+        pos = np.minimum(start[:, None] + cols[None, :], max(0, len(encoded["ids"]) - 1))
+        batch = {"input_ids": torch.from_numpy(np.where(mask, encoded["ids"][pos], self.pad_id).astype(np.int64)),
+                 "attention_mask": torch.from_numpy(mask.astype(np.int64))}
         if "token_type_ids" in encoded:
-            tt = np.zeros((len(rows), width), dtype=np.int64)
-            for j, i in enumerate(idx):
-                r = encoded["token_type_ids"][i]
-                tt[j, : len(r)] = r
-            batch["token_type_ids"] = torch.from_numpy(tt)
+            batch["token_type_ids"] = torch.from_numpy(np.where(mask, encoded["token_type_ids"][pos], 0)
+                                                       .astype(np.int64))
         return batch
 
     def lengths(self, encoded: dict[str, Any]) -> np.ndarray:
-        return np.array([len(r) for r in encoded["input_ids"]], dtype=np.int64)
+        return np.diff(encoded["offsets"])
 
 
 @register_backbone("transformers")

@@ -1,9 +1,9 @@
 """``bench search`` options: parsed and validated completely before any storage is opened or trial is run.
 
 Search keys: ``space trials workers study storage objective pruner sampler_seed startup seed heartbeat plots label
-threads``. Every other key is a ``bench run`` override (``suite strategy results_dir tasks budget data_dir
-strategy_dirs``, ``train.* backbone.* split.* strategy.*``) and is validated by ``bench run``'s own planner, so a
-typo fails the same way in both commands.
+threads keep_checkpoints``. Every other key is a ``bench run`` override (``suite strategy results_dir tasks budget
+data_dir strategy_dirs``, ``train.* backbone.* split.* strategy.*``) and is validated by ``bench run``'s own
+planner, so a typo fails the same way in both commands.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from bench.store import content_hash
 from bench.strategy import Strategy, default_dirs
 
 SEARCH_KEYS = {"space", "trials", "workers", "study", "storage", "objective", "pruner", "sampler_seed", "startup",
-               "seed", "heartbeat", "plots", "label", "threads", "_worker"}
+               "seed", "heartbeat", "plots", "label", "threads", "keep_checkpoints", "_worker"}
 RUN_KEYS = {"suite", "strategy", "results_dir", "tasks", "budget", "data_dir", "strategy_dirs"}
 PRUNERS = ("median", "hyperband", "none")
 
@@ -60,6 +60,7 @@ class SearchConfig:
     seed: int
     heartbeat: int
     plots: bool
+    keep_checkpoints: bool  # fusion trials: keep every fused model (default: drop them once evaluated)
     label: str
     threads: int | None
     worker: int | None
@@ -159,7 +160,8 @@ def load_config(args: list[str]) -> SearchConfig:
         objectives=parse_objectives(opts.get("objective", "mean"), base.suite, space.mode == "fuse"),
         trials=trials, workers=workers, study="", storage="", pruner=pruner,
         sampler_seed=_int(opts, "sampler_seed", 0, 0), startup=_int(opts, "startup", min(10, max(2, trials // 3)), 0),
-        seed=seed, heartbeat=_int(opts, "heartbeat", 10, 1), plots=bool(opts.get("plots", True)), label=label,
+        seed=seed, heartbeat=_int(opts, "heartbeat", 10, 1), plots=bool(opts.get("plots", True)),
+        keep_checkpoints=bool(opts.get("keep_checkpoints", False)), label=label,
         threads=threads, worker=opts.get("_worker"), results_dir=results_dir)
     cfg.suite = _with_fixed_suite(cfg)
     _probe(cfg)
