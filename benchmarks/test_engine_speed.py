@@ -78,6 +78,19 @@ def test_harness_step_vs_plain_loop(benchmark):
     assert ratio >= 0.90, f"harness step is {1 / ratio:.2f}x the plain loop"
 
 
+def test_noise_floor(benchmark):
+    """Two identical equal-weighting trainers (A/A): how far from 1.0 a ratio strays on this machine by noise alone.
+    Read the weighting ratios below against it."""
+    tasks = _tasks(4)
+    a, b = _trainer(tasks, "equal", True), _trainer(tasks, "equal", True)
+    t_a, t_b = paired(a.step, b.step, rounds=30)
+    benchmark.pedantic(b.step, rounds=5, iterations=1)
+    ratio = t_b / t_a
+    report(benchmark, "noise floor: equal/equal (A/A) T=4 single-input", ratio, "== 1 +- noise",
+           a_ms=1000 * t_a, b_ms=1000 * t_b)
+    assert 0.8 <= ratio <= 1.25, f"two identical trainers differ by {ratio:.2f}x: the machine is too noisy to benchmark"
+
+
 @pytest.mark.parametrize("single_input", [True, False], ids=["single", "multi"])
 @pytest.mark.parametrize("T", [2, 4, 8])
 @pytest.mark.parametrize("weighting,target", [("uncertainty", 1.03), ("gradnorm", 1.25)])
@@ -86,7 +99,7 @@ def test_weighting_overhead(benchmark, weighting, target, T, single_input):
     tasks = _tasks(T)
     eq = _trainer(tasks, "equal", single_input)
     other = _trainer(tasks, weighting, single_input)
-    t_eq, t_w = paired(eq.step, other.step, rounds=15)
+    t_eq, t_w = paired(eq.step, other.step, rounds=30)
     benchmark.pedantic(other.step, rounds=10, iterations=1)
     ratio = t_w / t_eq
     report(benchmark, f"{weighting}/equal T={T} {'single' if single_input else 'multi'}-input", ratio,

@@ -75,12 +75,15 @@ def test_store_second_run(benchmark, tmp_path):
 
 
 def test_fusion_trial_vs_evaluation_pass(benchmark, tmp_path):
-    """A fusion-weight trial (re-fuse the cached MiniLM fine-tunes + one validation pass) vs one validation pass of
-    a stored model, on the default text suite (target ≤ 1.2×). Tiny budgets: only the ratio matters here."""
+    """A fusion-weight trial (re-fuse the cached MiniLM fine-tunes, one validation pass, delete the fused weights) vs
+    one validation pass of a stored model, on the default text suite (target ≤ 1.2×). Tiny budgets: only the ratio
+    matters here."""
     import numpy as np
 
+    from bench.search.objective import TrialRunner
     from bench.stages import Stages, SuiteContext
     from bench.store import Store
+    from bench.strategy import STRATEGIES
 
     args = ["suite=text", "train.max_train_samples=16", "train.epochs=1", "strategy=separate",
             f"results_dir={tmp_path}", "report=false"]
@@ -94,10 +97,11 @@ def test_fusion_trial_vs_evaluation_pass(benchmark, tmp_path):
     rng = np.random.default_rng(0)
     before = len(store.computed)
 
-    def trial():
+    params = STRATEGIES.get("fuse_then_joint").Params
+
+    def trial():  # what a search trial runs: fuse, evaluate, delete the fused weights
         w = rng.dirichlet(np.ones(len(tunes))).tolist()
-        fused = stages.fuse(tunes, "weighted", {"weights": w})
-        stages.evaluate(fused.ckpt)
+        TrialRunner._fuse_row(stages, params(fusion="weighted", fusion_params={"weights": w}), {}, keep=False)
 
     def eval_pass():
         stages._evaluate_ckpt(tunes[0].__class__("fuse", "x", tunes[0].path, tuple(stages.task_names)),

@@ -29,17 +29,23 @@ S=suite=.gpu/text_gpu.yaml
       results_dir=$R report=false
   timeout 150 python3 -m bench run $S strategy=naive_mtl train.precision=bf16 train.compile=true \
       label=naive_mtl_bf16_compile results_dir=$R
+  # batch workers are a speed knob (same cell): force a rerun without them to compare the data phase
+  timeout 90 python3 -m bench run $S strategy=naive_mtl train.precision=bf16 train.num_workers=0 force=true \
+      results_dir=$OUT/results_w0 report=false
 } 2>&1 | tee "$OUT/run.log" | grep -v "^\s*$" | tail -60
+# hydra's pytest plugin imports a module the carried site packages leave out
 timeout 150 python3 -m pytest benchmarks/test_engine_speed.py -q -s --benchmark-only -p no:cacheprovider \
+    -p no:hydra_pytest \
     2>&1 | tee "$OUT/bench.log" | grep -E "ratio|passed|failed" | tail -20
 python3 - <<'PY' > "$OUT/telemetry.txt"
 import json, glob, os
-for p in sorted(glob.glob(os.environ["OUT"] + "/results/*/cells/*/*/record.json")):
+for p in sorted(glob.glob(os.environ["OUT"] + "/results*/*/cells/*/*/record.json")):
     r = json.load(open(p))
     for v, row in r["rows"].items():
         t = row["telemetry"]
         print(r["label"], v, {k: t.get(k) for k in ("train_samples_per_s", "train_tokens_per_s", "mfu",
-              "peak_memory_mb", "peak_reserved_mb", "memory_kind", "step_time_ms", "wall_time_s")},
+              "peak_memory_mb", "peak_reserved_mb", "memory_kind", "step_time_ms", "step_breakdown_ms",
+              "wall_time_s")},
               {task: round(m[r["tasks"][task]["primary"]], 4) for task, m in row["metrics"].get("test", {}).items()})
 PY
 cat "$OUT/telemetry.txt"

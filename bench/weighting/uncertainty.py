@@ -57,6 +57,7 @@ class Uncertainty(Weighting):
         self._index = {t: i for i, t in enumerate(self.task_names)}
         # ½ for regression (Gaussian), 1 for classification (Boltzmann/softmax with temperature σ²)
         self._scale = {t.name: (0.5 if t.target == "regression" else 1.0) for t in self.tasks}
+        self._scale_cache: dict[tuple, torch.Tensor] = {}
 
     def setup(self, model: nn.Module) -> None:
         # live on the model's device; Module.to keeps the Parameter objects, so optimiser groups stay valid
@@ -66,11 +67,17 @@ class Uncertainty(Weighting):
 
     def combine(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         """Σ over the tasks present in this step (any subset) of scale_i·e^{−s_i}·L_i + ½·s_i."""
-        terms = []
-        for task, loss in losses.items():
-            s = self.log_vars[self._index[task]]
-            terms.append(self._scale[task] * torch.exp(-s) * loss + 0.5 * s)
-        return torch.stack(terms).sum()
+        names = tuple(losses)
+        s = torch.stack([self.log_vars[self._index[t]] for t in names])
+        # one vector expression, not a handful of scalar ops per task: the cost must not grow with T
+        return (self._scales(names, s) * torch.exp(-s) * torch.stack(list(losses.values())) + 0.5 * s).sum()
+
+    def _scales(self, names: tuple[str, ...], like: torch.Tensor) -> torch.Tensor:
+        """The per-task scales of ``names`` as a tensor on ``like``'s device, made once per task subset."""
+        key = (names, like.device)
+        if key not in self._scale_cache:
+            self._scale_cache[key] = torch.tensor([self._scale[t] for t in names], dtype=like.dtype, device=like.device)
+        return self._scale_cache[key]
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         # weight decay would pull s towards 0 (σ² towards 1), biasing every learned variance: always off
