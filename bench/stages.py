@@ -143,7 +143,7 @@ class Stages:
             write_json(out.ckpt.path / STAGE_MARKER, info)
         return Outcome(out.ckpt, info, reused=True)
 
-    def _evaluate_ckpt(self, ckpt: Checkpoint, splits) -> tuple[dict[str, Any], float]:
+    def _evaluate_ckpt(self, ckpt: Checkpoint, splits) -> tuple[dict[str, Any], dict[str, float]]:
         tasks = list(ckpt.tasks)
         model = self._model(tasks, ckpt, self._sub_seed("eval"))
         device = resolve_device(self.ctx.train.device)
@@ -151,8 +151,9 @@ class Stages:
         cfgs = [self.ctx.task(t) for t in tasks]
         return self._evaluate_splits(model, cfgs, splits, device)
 
-    def _evaluate_splits(self, model: MultiTaskModel, cfgs: list[TaskConfig], splits, device) -> tuple[dict, float]:
-        """Metrics per split and the evaluation throughput (samples/s) over all of them."""
+    def _evaluate_splits(self, model: MultiTaskModel, cfgs: list[TaskConfig], splits, device,
+                         ) -> tuple[dict[str, Any], dict[str, float]]:
+        """Metrics per split and the evaluation throughput over all of them (samples/s; tokens/s for text)."""
         train = self.ctx.train
         t0 = time.perf_counter()
         metrics, n = {}, 0
@@ -161,7 +162,14 @@ class Stages:
                 metrics[split], k = evaluate(model, cfgs, self.ctx.encoded, split, train.eval_batch_size, device,
                                              train.precision, feeder=feeder)
                 n += k
-        return metrics, n / max(time.perf_counter() - t0, 1e-9)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = max(time.perf_counter() - t0, 1e-9)
+        rate = {"eval_samples_per_s": n / seconds}
+        lengths = [self.ctx.encoded[t.name][s].lengths for t in cfgs for s in splits if s in self.ctx.encoded[t.name]]
+        if lengths and all(x is not None for x in lengths):
+            rate["eval_tokens_per_s"] = sum(int(x.sum()) for x in lengths) / seconds
+        return metrics, rate
 
     def _model(self, tasks: list[str], init: Checkpoint | None, seed: int) -> MultiTaskModel:
         seed_everything(seed)  # heads (and random backbones) start from the same weights for the same seed
@@ -187,8 +195,8 @@ class Stages:
                           self.ctx.suite.kind == "single_input", work_dir=folder, desc=desc,
                           on_epoch=self.on_epoch)
         res = trainer.fit()
-        metrics, res.telemetry["eval_samples_per_s"] = self._evaluate_splits(model, cfgs, self.eval_splits,
-                                                                             trainer.device)
+        metrics, rate = self._evaluate_splits(model, cfgs, self.eval_splits, trainer.device)
+        res.telemetry.update(rate)
         C.save_model(model.cpu(), folder)
         return {"metrics": metrics, "best_epoch": res.best_epoch, "history": res.history,
                 "trajectories": res.trajectories, "telemetry": res.telemetry}
@@ -273,7 +281,7 @@ class Stages:
 
         def compute(folder: Path) -> dict[str, Any]:
             metrics, rate = self._evaluate_ckpt(ckpt, self.eval_splits)
-            return {"metrics": metrics, "telemetry": {"eval_samples_per_s": rate}}
+            return {"metrics": metrics, "telemetry": rate}
 
         key = {"ckpt": ckpt.key, "precision": self.ctx.train.precision,
                "max_eval_samples": self.ctx.train.max_eval_samples}
@@ -308,6 +316,11 @@ def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> d
             "step_time_ms": sum(o.info["telemetry"]["step_time_ms"] * o.info["telemetry"]["steps"] for o in trained)
             / max(1, sum(o.info["telemetry"]["steps"] for o in trained)),
         })
+        breakdowns = [o.info["telemetry"].get("step_breakdown_ms") for o in trained]
+        if all(breakdowns):  # step-weighted over the training stages, like step_time_ms
+            steps = [o.info["telemetry"]["steps"] for o in trained]
+            tel["step_breakdown_ms"] = {k: sum(b[k] * n for b, n in zip(breakdowns, steps)) / max(1, sum(steps))
+                                        for k in breakdowns[0]}
         reserved = [o.info["telemetry"].get("peak_reserved_mb") for o in trained]
         if all(r is not None for r in reserved):
             tel["peak_reserved_mb"] = max(reserved)
@@ -318,10 +331,10 @@ def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> d
         if all(tok):
             tel["train_tokens_per_s"] = sum(t * o.info["telemetry"]["train_time_s"]
                                             for t, o in zip(tok, trained)) / max(ttime, 1e-9)
-    evals = [o.info["telemetry"]["eval_samples_per_s"] for o in outcomes if "eval_samples_per_s" in o.info.get(
-        "telemetry", {})]
-    if evals:
-        tel["eval_samples_per_s"] = sum(evals) / len(evals)
+    for key in ("eval_samples_per_s", "eval_tokens_per_s"):
+        evals = [o.info["telemetry"][key] for o in outcomes if key in o.info.get("telemetry", {})]
+        if evals:
+            tel[key] = sum(evals) / len(evals)
     tel["stages"] = [{"stage": o.ckpt.stage if o.ckpt else "?", "key": o.ckpt.key if o.ckpt else "?",
                       "reused": o.reused, **{k: v for k, v in o.info.get("telemetry", {}).items()
                                              if k in ("wall_time_s", "train_samples_per_s", "peak_memory_mb")}}

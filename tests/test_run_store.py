@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bench.runner import execute, make_plan
 from tests.conftest import FAST, REPO, records, run_cli
 
@@ -84,6 +86,24 @@ def test_record_has_provenance(results):
     assert tel["train_samples_per_s"] > 0 and tel["peak_memory_mb"] > 0 and tel["memory_kind"] == "host_rss"
     assert rec["rows"]["naive_mtl"]["best_epoch"]
     assert set(rec["rows"]["naive_mtl"]["metrics"]) == {"validation", "test"}
+
+
+def test_text_record_counts_tokens(tmp_path):
+    # the default suite on MiniLM, at a toy budget: tokens are the non-padding ones, so tokens per sample is a mean
+    # example length, between 2 ([CLS] [SEP]) and max_length, in training and in evaluation alike
+    import io
+
+    plan = make_plan(["suite=text", "strategy=naive_mtl", "train.epochs=1", "train.max_train_samples=24",
+                      "train.max_eval_samples=24", "report=false", f"results_dir={tmp_path}"])
+    assert execute(plan, out=io.StringIO()) == 0
+    (rec,) = records(tmp_path)
+    tel = rec["rows"]["naive_mtl"]["telemetry"]
+    max_length = plan.variants[0].suite.backbone.max_length
+    for kind in ("train", "eval"):
+        per_sample = tel[f"{kind}_tokens_per_s"] / tel[f"{kind}_samples_per_s"]
+        assert 2 < per_sample <= max_length, (kind, per_sample)
+    assert set(tel["step_breakdown_ms"]) == {"data", "forward", "weighting", "backward", "optimizer"}
+    assert sum(tel["step_breakdown_ms"].values()) == pytest.approx(tel["step_time_ms"], rel=0.05)
 
 
 def _kill_when(results: Path, pattern: str, *args: str, grace: float) -> None:
