@@ -101,7 +101,9 @@ class Stages:
         key = content_hash({"stage": stage, "v": STAGE_VERSION, **key_obj})
         folder = self.store.stage_dir(stage, key)
         ckpt = Checkpoint(stage, key, folder, tasks)
-        reusable = lambda: self.store.done(folder) and not self.force
+        # force=true recomputes a stage once per run: a fine-tune that separate just retrained serves fuse_then_joint
+        fresh = f"{stage}/{key}" in self.store.computed
+        reusable = lambda: self.store.done(folder) and (not self.force or fresh)
         if not reusable():
             with self.store.lock(folder):
                 if not reusable():  # else another process finished it while we waited

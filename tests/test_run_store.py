@@ -77,6 +77,18 @@ def test_second_run_trains_nothing_and_shares_finetunes(results):
     assert len(reused) == 5  # the five per-task fine-tunes
 
 
+def test_force_recomputes_each_shared_stage_once(results):
+    assert _run(results, "strategy=separate")[0] == 0
+    before = {p: p.stat().st_mtime_ns for p in (results / "synthetic/stages/finetune").glob("*/stage.json")}
+    code, out = _run(results, "strategy=separate,fuse_then_joint", "force=true")
+    assert code == 0 and "2 cell(s) computed" in out
+    after = {p: p.stat().st_mtime_ns for p in (results / "synthetic/stages/finetune").glob("*/stage.json")}
+    assert after.keys() == before.keys() and all(after[p] != before[p] for p in before)  # retrained...
+    ftj = [r for r in records(results) if r["strategy"] == "fuse_then_joint"][0]
+    stages = ftj["rows"]["fuse_then_joint"]["telemetry"]["stages"]
+    assert [s["reused"] for s in stages if s["stage"] == "finetune"] == [True] * 5  # ...once, by separate
+
+
 def test_record_has_provenance(results):
     _run(results, "strategy=naive_mtl")
     (rec,) = records(results)
