@@ -14,6 +14,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from bench.store import atomic_write
+
 BACKBONE_FILE = "backbone.safetensors"
 HEADS_FILE = "heads.safetensors"
 
@@ -24,13 +26,11 @@ def buffer_names(module: nn.Module) -> list[str]:
 
 def save_state(state: dict[str, torch.Tensor], path: Path, buffers: list[str] | None = None) -> None:
     """Atomically write a safetensors file (write to a temp name, fsync, rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     meta = {"buffers": json.dumps(sorted(buffers or []))}
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=meta)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=meta)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
 
 
 def load_state(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:

@@ -7,7 +7,6 @@ cell and later run; text is stored ragged and padded per batch, images at their 
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 from bench.backbones.base import Preprocessor
 from bench.config import SuiteConfig, TrainConfig
 from bench.data.base import Split, SuiteData, subsample
+from bench.store import atomic_write, sweep_partial
 
 
 @dataclass
@@ -44,9 +44,9 @@ def _encode_cached(pre: Preprocessor, split: Split, cache: Path | None, tag: str
             path.unlink(missing_ok=True)
     enc = pre.encode(split.inputs)
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(enc, tmp)
-    os.replace(tmp, path)
+    sweep_partial(cache)  # encodings a killed run left half-written
+    with atomic_write(path) as tmp:
+        torch.save(enc, tmp)
     return enc
 
 

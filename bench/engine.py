@@ -28,6 +28,7 @@ from bench.config import TaskConfig, TrainConfig
 from bench.encode import EncodedSplit
 from bench.errors import BenchError, CellFailed
 from bench.model import MultiTaskModel, predict, task_loss
+from bench.store import atomic_write
 from bench.weighting.base import Weighting
 
 Data = dict[str, dict[str, EncodedSplit]]  # task -> split -> encoded
@@ -504,7 +505,5 @@ class Trainer:
               "sched": self.sched.state_dict(), "rng": self.rng.bit_generator.state,
               "torch_rng": torch.get_rng_state(), "streams": {k: (s.perm, s.pos) for k, s in self.streams.items()},
               "sampler_i": self.sampler.i, "state": self.state}
-        path = self.resume
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        torch.save(ck, tmp)
-        os.replace(tmp, path)
+        with atomic_write(self.resume) as tmp:
+            torch.save(ck, tmp)

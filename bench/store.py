@@ -12,12 +12,14 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import psutil
 from filelock import FileLock
 
 STAGE_MARKER = "stage.json"
@@ -31,16 +33,39 @@ def content_hash(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
 
+@contextmanager
+def atomic_write(path: Path) -> Iterator[Path]:
+    """Yield a temporary name next to ``path`` to write; on success it replaces ``path``, so readers see the old
+    file or the whole new one, never a torn one. A process killed in between leaves ``<name>.tmp<pid>`` behind,
+    which :func:`sweep_partial` removes."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def sweep_partial(folder: Path) -> list[Path]:
+    """Delete the half-written ``*.tmp<pid>`` files in ``folder`` whose writing process no longer runs."""
+    removed = []
+    for p in Path(folder).glob("*.tmp*"):
+        pid = p.name.rsplit(".tmp", 1)[1]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write: readers see the old file or the whole new one, never a torn one."""
+    """Atomic JSON write (see :func:`atomic_write`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w") as f:
+    with atomic_write(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=1, default=str, allow_nan=True)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> Any:
@@ -98,9 +123,11 @@ class Store:
 
     @contextmanager
     def lock(self, folder: Path):
-        """An exclusive lock on one entry: a second process waits, then finds the entry complete and reuses it."""
+        """An exclusive lock on one entry: a second process waits, then finds the entry complete and reuses it.
+        Taking it also clears what a killed holder left half-written."""
         folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(folder / ".lock")):
+            sweep_partial(folder)
             yield
 
     @staticmethod

@@ -89,6 +89,19 @@ def test_force_recomputes_each_shared_stage_once(results):
     assert [s["reused"] for s in stages if s["stage"] == "finetune"] == [True] * 5  # ...once, by separate
 
 
+def test_a_lock_sweeps_what_killed_writers_left(tmp_path):
+    from bench.store import Store
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    entry = tmp_path / "suite" / "stages" / "finetune" / "k"
+    entry.mkdir(parents=True)
+    (entry / f"backbone.safetensors.tmp{dead.pid}").write_bytes(b"torn")
+    (entry / f"stage.json.tmp{os.getpid()}").write_text("{")  # a live writer's file is never touched
+    with Store(tmp_path, "suite").lock(entry):
+        assert sorted(p.name for p in entry.iterdir()) == [".lock", f"stage.json.tmp{os.getpid()}"]
+
+
 def test_record_has_provenance(results):
     _run(results, "strategy=naive_mtl")
     (rec,) = records(results)
