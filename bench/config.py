@@ -100,6 +100,9 @@ class TrainConfig(Frozen):
     log_every: int = Field(50, ge=1)
 
 
+SPEED_KNOBS = ("num_workers", "log_every")  # TrainConfig fields that change how fast, never what is computed
+
+
 class SplitConfig(Frozen):
     """How the fixed train/validation/test split is carved when a source lacks one (seeded, stratified)."""
 
@@ -144,6 +147,12 @@ class SuiteConfig(Frozen):
     @property
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
+
+    def results_dump(self) -> dict[str, Any]:
+        """The configuration that decides results: without prose (description, budget note) and speed knobs
+        (``train.num_workers``, ``train.log_every``), so editing those never orphans finished work."""
+        return self.model_dump(mode="json", exclude={"description": True, "budget_note": True,
+                                                     "train": set(SPEED_KNOBS)})
 
 
 def validated(model: type[BaseModel], params: dict[str, Any] | None, where: str) -> Any:

@@ -44,11 +44,7 @@ class Variant:
     label: str
 
     def cell_hash(self, seed: int) -> str:
-        # prose (description, budget note) and pure speed knobs do not change results, so editing them must not
-        # orphan finished cells
-        suite = self.suite.model_dump(mode="json", exclude={"description": True, "budget_note": True,
-                                                            "train": {"num_workers", "log_every"}})
-        return content_hash({"suite": suite, "strategy": self.strategy.name,
+        return content_hash({"suite": self.suite.results_dump(), "strategy": self.strategy.name,
                              "params": self.params.model_dump(mode="json"), "seed": seed, "v": STAGE_VERSION})
 
 

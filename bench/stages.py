@@ -18,7 +18,7 @@ import torch
 
 from bench import checkpoint as C
 from bench.backbones import Preprocessor, build_backbone
-from bench.config import SuiteConfig, TaskConfig, TrainConfig
+from bench.config import SPEED_KNOBS, SuiteConfig, TaskConfig, TrainConfig
 from bench.data.base import SuiteData, load_suite_data
 from bench.encode import encode_suite
 from bench.engine import Data, Trainer, evaluate, make_feeder, resolve_device, seed_everything
@@ -27,7 +27,7 @@ from bench.store import STAGE_MARKER, Store, content_hash, now_iso, read_json, w
 from bench.weighting import build_weighting
 
 STAGE_VERSION = 1  # bump when a stage's semantics change, so old cache entries are not reused
-_NOT_IN_KEY = {"log_every", "num_workers", "eval_batch_size", "device"}
+_NOT_IN_KEY = {*SPEED_KNOBS, "eval_batch_size", "device"}  # changes speed or placement, not the result
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.config import SuiteConfig, TrainConfig
+from bench.config import SPEED_KNOBS, SuiteConfig, TrainConfig
 from bench.errors import BenchError, did_you_mean
 from bench.overrides import expand, parse
 from bench.runner import PREFIXES, Variant, build_suite, default_suite, make_plan
@@ -100,9 +100,10 @@ class SearchConfig:
 
     def fingerprint(self) -> dict[str, Any]:
         """What makes two invocations the same search (a rerun must match it to resume the study)."""
-        return {"suite": content_hash(self.suite.model_dump(mode="json")), "strategy": self.strategy.name,
+        speed = {f"train.{k}" for k in SPEED_KNOBS}  # a resumed study may use other workers or log intervals
+        return {"suite": content_hash(self.suite.results_dump()), "strategy": self.strategy.name,
                 "fixed": {k: v for k, v in sorted(self.fixed_overrides().items())
-                          if k not in ("results_dir", "suite")},
+                          if k not in ("results_dir", "suite", *speed)},
                 "space": self.space.describe(), "objectives": [o.spec for o in self.objectives], "seed": self.seed}
 
 
