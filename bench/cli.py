@@ -67,9 +67,10 @@ def cmd_report(args: list[str]) -> int:
 
 def cmd_check(args: list[str], update: bool) -> int:
     from bench.check import check_command
+    from bench.overrides import as_bool
 
     opts = _opts(args)
-    opts["update"] = update or bool(opts.get("update", False))
+    opts["update"] = update or as_bool(opts, "update", False)
     return check_command(opts)
 
 

@@ -16,6 +16,14 @@ import yaml
 from bench.errors import BenchError
 
 
+def as_bool(opts: dict[str, Any], key: str, default: bool) -> bool:
+    """A switch (``force=true``). The grammar types true/false; anything else is a typo, not a truthy string."""
+    v = opts.get(key, default)
+    if not isinstance(v, bool):
+        raise BenchError(f"{key}={v!r} must be true or false, e.g. {key}={str(not default).lower()}")
+    return v
+
+
 def parse(args: list[str]) -> list[tuple[str, Any, bool]]:
     """``["strategy=a,b", "seeds=2"]`` -> ``[("strategy", ["a", "b"], True), ("seeds", 2, False)]``."""
     from hydra.core.override_parser.overrides_parser import OverridesParser

@@ -20,7 +20,7 @@ import torch
 from bench import metrics as M
 from bench.config import Frozen, SuiteConfig
 from bench.errors import BenchError, CellFailed, did_you_mean
-from bench.overrides import expand, load_params_file, parse
+from bench.overrides import as_bool, expand, load_params_file, parse
 from bench.stages import STAGE_VERSION, Stages, SuiteContext
 from bench.store import RECORD, SCHEMA_VERSION, Store, code_version, content_hash, now_iso, read_json, write_json
 from bench.strategy import STRATEGIES, Strategy, discover
@@ -183,7 +183,7 @@ def make_plan(args: list[str]) -> Plan:
         if unused and len(names) > 1:
             raise BenchError(f"strategy.{unused[0]} is a parameter of none of {', '.join(map(str, names))}")
     results_dir = Path(first.get("results_dir", "results"))
-    return Plan(variants, seeds, results_dir, bool(first.get("force", False)), bool(first.get("report", True)))
+    return Plan(variants, seeds, results_dir, as_bool(first, "force", False), as_bool(first, "report", True))
 
 
 def _versions() -> dict[str, str]:

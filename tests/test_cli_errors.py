@@ -40,7 +40,8 @@ def test_unknown_top_level_key(capsys):
 
 @pytest.mark.parametrize("arg,needle", [("seeds=abc", "seeds='abc' must be a positive integer"),
                                         ("train.epochs=zero", "train.epochs='zero'"),
-                                        ("train.lr=-1", "train.lr=-1")])
+                                        ("train.lr=-1", "train.lr=-1"),
+                                        ("report=maybe", "report='maybe' must be true or false, e.g. report=false")])
 def test_wrong_types(capsys, arg, needle):
     assert needle in _err(capsys, "suite=synthetic", arg)
 

@@ -264,7 +264,7 @@ def _space_file(tmp_path: Path, params: dict, **extra) -> str:
 
 
 @pytest.mark.parametrize("case", ["no_such_param", "empty_range", "wrong_fusion_param", "unreachable_storage",
-                                  "other_search_same_study", "bad_objective"])
+                                  "other_search_same_study", "bad_objective", "not_a_bool"])
 def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(existing, capsys, case):
     tmp_path, args = existing
     storage = f"sqlite:///{tmp_path}/r/synthetic/search/optuna.db"
@@ -283,6 +283,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(existing, capsy
         "unreachable_storage": [*args, "storage=postgresql://nohost/db"],
         "other_search_same_study": [*base, "strategy=naive_mtl", "space=lr"],
         "bad_objective": [*args, "objective=task:nope"],
+        "not_a_bool": [*args, "keep_checkpoints=yes"],
     }[case]
     code = search(*bad)
     err = capsys.readouterr().err
@@ -290,9 +291,11 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(existing, capsy
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     expect = {"no_such_param": "has no parameter 'wieghts' (did you mean 'weights'?)", "empty_range": "empty range",
               "wrong_fusion_param": "unknown key 'k'", "unreachable_storage": "cannot open storage postgresql://nohost",
-              "other_search_same_study": "created by a different search", "bad_objective": "has no task 'nope'"}[case]
+              "other_search_same_study": "created by a different search", "bad_objective": "has no task 'nope'",
+              "not_a_bool": "keep_checkpoints='yes' must be true or false"}[case]
     assert expect in lines[0], lines[0]
-    assert "space 'bad" in lines[0] or case in ("unreachable_storage", "other_search_same_study", "bad_objective")
+    assert "space 'bad" in lines[0] or case in ("unreachable_storage", "other_search_same_study", "bad_objective",
+                                                      "not_a_bool")
     after = load(storage, "keep")
     assert (len(after.trials), after.user_attrs, after.trials[0].params) == snapshot
     assert not math.isnan(after.best_value)

@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.config import SPEED_KNOBS, SuiteConfig, TrainConfig
 from bench.errors import BenchError, did_you_mean
-from bench.overrides import expand, parse
+from bench.overrides import as_bool, expand, parse
 from bench.runner import PREFIXES, Variant, build_suite, default_suite, make_plan
 from bench.search.objective import Objective, parse_objectives
 from bench.search.space import Space, load_space
@@ -161,8 +161,8 @@ def load_config(args: list[str]) -> SearchConfig:
         objectives=parse_objectives(opts.get("objective", "mean"), base.suite, space.mode == "fuse"),
         trials=trials, workers=workers, study="", storage="", pruner=pruner,
         sampler_seed=_int(opts, "sampler_seed", 0, 0), startup=_int(opts, "startup", min(10, max(2, trials // 3)), 0),
-        seed=seed, heartbeat=_int(opts, "heartbeat", 10, 1), plots=bool(opts.get("plots", True)),
-        keep_checkpoints=bool(opts.get("keep_checkpoints", False)), label=label,
+        seed=seed, heartbeat=_int(opts, "heartbeat", 10, 1), plots=as_bool(opts, "plots", True),
+        keep_checkpoints=as_bool(opts, "keep_checkpoints", False), label=label,
         threads=threads, worker=opts.get("_worker"), results_dir=results_dir)
     cfg.suite = _with_fixed_suite(cfg)
     _probe(cfg)
