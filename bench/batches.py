@@ -76,7 +76,7 @@ class Feeder:
     """Turns lists of :class:`BatchSpec` into collated batches, in order, optionally in worker processes."""
 
     def __init__(self, data: dict[str, dict[str, Any]], collate: Collate, workers: int = 0, pin: bool = False):
-        self.rows, self.workers = _Rows(data, collate), workers
+        self.rows = _Rows(data, collate)
         self.plan = _Plan()
         self.loader = None
         if workers:

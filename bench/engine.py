@@ -206,33 +206,26 @@ def make_feeder(data: Data, collate, device: torch.device, workers: int | None) 
 
 @torch.no_grad()
 def evaluate(model: MultiTaskModel, tasks: list[TaskConfig], data: Data, split: str, batch_size: int,
-             device: torch.device, precision: str = "fp32", collate=None, feeder: Feeder | None = None,
-             ) -> tuple[dict[str, dict[str, float]], int]:
+             device: torch.device, precision: str, feeder: Feeder) -> tuple[dict[str, dict[str, float]], int]:
     """Per-task metrics on ``split``; batches sorted by length so padding is minimal. Returns (metrics, samples)."""
     model.eval()
-    own = feeder is None
-    feeder = Feeder(data, collate) if own else feeder
     out, seen = {}, 0
-    try:
-        for task in tasks:
-            es = data[task.name].get(split)
-            if es is None:
-                continue
-            n = len(es)
-            order = np.argsort(es.lengths, kind="stable") if es.lengths is not None else np.arange(n)
-            # predictions stay on the device until the task is done: no host sync per batch
-            preds = torch.empty(n, dtype=torch.float32 if task.target == "regression" else torch.int64, device=device)
-            specs = [BatchSpec(task.name, split, order[s:s + batch_size]) for s in range(0, n, batch_size)]
-            for spec, batch in feeder.run(specs):
-                with _autocast(device, precision):
-                    y = model(_to(batch["inputs"], device), [task.name])[task.name]
-                preds[torch.from_numpy(spec.idx).to(device)] = predict(task, y).to(preds.dtype)
-            seen += n
-            p = preds.cpu().numpy().astype(np.float64 if task.target == "regression" else np.int64)
-            out[task.name] = M.compute(task.metric_names, es.targets[task.name].numpy(), p)
-    finally:
-        if own:
-            feeder.close()
+    for task in tasks:
+        es = data[task.name].get(split)
+        if es is None:
+            continue
+        n = len(es)
+        order = np.argsort(es.lengths, kind="stable") if es.lengths is not None else np.arange(n)
+        # predictions stay on the device until the task is done: no host sync per batch
+        preds = torch.empty(n, dtype=torch.float32 if task.target == "regression" else torch.int64, device=device)
+        specs = [BatchSpec(task.name, split, order[s:s + batch_size]) for s in range(0, n, batch_size)]
+        for spec, batch in feeder.run(specs):
+            with _autocast(device, precision):
+                y = model(_to(batch["inputs"], device), [task.name])[task.name]
+            preds[torch.from_numpy(spec.idx).to(device)] = predict(task, y).to(preds.dtype)
+        seen += n
+        p = preds.cpu().numpy().astype(np.float64 if task.target == "regression" else np.int64)
+        out[task.name] = M.compute(task.metric_names, es.targets[task.name].numpy(), p)
     return out, seen
 
 
@@ -364,7 +357,7 @@ class Trainer:
             for t in spec.targets:
                 losses[t] = task_loss(self.task_cfgs[t], out[t], ys[t])
             state["samples"] += len(spec.idx)
-            lengths = self.data[spec.task]["train"].lengths
+            lengths = self.data[spec.task][spec.split].lengths
             if lengths is not None:
                 state["tokens"] += int(lengths[spec.idx].sum())
         timer.mark("forward")
@@ -421,7 +414,7 @@ class Trainer:
             state["train_time"] += time.perf_counter() - t_epoch
             state["epoch"] += 1
             val, _ = evaluate(model, self.tasks, self.data, "validation", cfg.eval_batch_size, device,
-                              cfg.precision, self.collate, self.feeder)
+                              cfg.precision, self.feeder)
             score = selection_score(self.task_cfgs, val)
             state["history"].append({"epoch": state["epoch"], "score": score, "validation": val})
             if score > state["best_score"]:

@@ -162,7 +162,7 @@ class Stages:
         with make_feeder(self.ctx.encoded, self.ctx.pre.collate, device, train.num_workers) as feeder:
             for split in splits:
                 metrics[split], k = evaluate(model, cfgs, self.ctx.encoded, split, train.eval_batch_size, device,
-                                             train.precision, feeder=feeder)
+                                             train.precision, feeder)
                 n += k
         if device.type == "cuda":
             torch.cuda.synchronize(device)
