@@ -111,6 +111,17 @@ class SplitConfig(Frozen):
     test: float = Field(0.2, gt=0, lt=1)
 
 
+class BudgetConfig(Frozen):
+    """How strategies' training budgets compare (``budget.match=`` on the command line, ``budget:`` in a suite).
+
+    ``none``: every training stage runs ``train.epochs`` epochs over its tasks' data, so strategies with more stages
+    (fuse-then-joint: fine-tunes *and* joint training) see more samples, and the leaderboard shows how many.
+    ``samples`` / ``steps``: every row gets the total of one joint training over all tasks (``naive_mtl``'s), in
+    training samples or optimiser steps; each strategy says how it spends it (docs/budgets.md)."""
+
+    match: Literal["none", "samples", "steps"] = "none"
+
+
 class SuiteConfig(Frozen):
     """A named task group plus backbone and default budgets (one YAML file under ``suites/``)."""
 
@@ -122,6 +133,7 @@ class SuiteConfig(Frozen):
     tasks: list[TaskConfig]
     train: TrainConfig = Field(default_factory=TrainConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
     budget_note: str = ""
 
     @model_validator(mode="after")

@@ -206,8 +206,12 @@ def make_feeder(data: Data, collate, device: torch.device, workers: int | None) 
 
 @torch.no_grad()
 def evaluate(model: MultiTaskModel, tasks: list[TaskConfig], data: Data, split: str, batch_size: int,
-             device: torch.device, precision: str, feeder: Feeder) -> tuple[dict[str, dict[str, float]], int]:
-    """Per-task metrics on ``split``; batches sorted by length so padding is minimal. Returns (metrics, samples)."""
+             device: torch.device, precision: str, feeder: Feeder, keep: dict[str, dict[str, np.ndarray]] | None = None,
+             ) -> tuple[dict[str, dict[str, float]], int]:
+    """Per-task metrics on ``split``; batches sorted by length so padding is minimal. Returns (metrics, samples).
+
+    ``keep`` (optional) receives the per-example predictions and targets, ``keep[task] = {"pred", "target", "id"}``
+    in the split's fixed order, so that intervals and paired tests can be computed later."""
     model.eval()
     out, seen = {}, 0
     for task in tasks:
@@ -225,7 +229,10 @@ def evaluate(model: MultiTaskModel, tasks: list[TaskConfig], data: Data, split: 
             preds[torch.from_numpy(spec.idx).to(device)] = predict(task, y).to(preds.dtype)
         seen += n
         p = preds.cpu().numpy().astype(np.float64 if task.target == "regression" else np.int64)
-        out[task.name] = M.compute(task.metric_names, es.targets[task.name].numpy(), p)
+        y = es.targets[task.name].numpy()
+        out[task.name] = M.compute(task.metric_names, y, p)
+        if keep is not None:
+            keep[task.name] = {"pred": p, "target": y, "id": np.arange(n, dtype=np.int64)}
     return out, seen
 
 
@@ -237,8 +244,11 @@ class Trainer:
 
     def __init__(self, model: MultiTaskModel, tasks: list[TaskConfig], data: Data, weighting: Weighting,
                  cfg: TrainConfig, seed: int, collate, single_input: bool, work_dir: Path | None = None,
-                 desc: str = "train", on_epoch=None):
+                 desc: str = "train", on_epoch=None, max_steps: int | None = None):
+        """``max_steps``: train for exactly this many optimiser steps instead of ``cfg.epochs`` epochs (a matched
+        budget); the last epoch is then cut short, and validation still runs at every epoch's end."""
         self.model, self.tasks, self.data, self.w, self.cfg = model, tasks, data, weighting, cfg
+        self.max_steps = max_steps
         self.task_cfgs = {t.name: t for t in tasks}
         self.seed, self.collate, self.single_input = seed, collate, single_input
         self.work_dir, self.desc = work_dir, desc
@@ -280,7 +290,8 @@ class Trainer:
         self.w.setup(model)
         self.opt = self._optimizer()
         self.steps_per_epoch = self._steps_per_epoch()
-        total = self.steps_per_epoch * cfg.epochs
+        total = self.total_steps = self.max_steps or self.steps_per_epoch * cfg.epochs
+        self.n_epochs = math.ceil(total / self.steps_per_epoch)
         warm = int(cfg.warmup_ratio * total)
 
         def lr_lambda(step: int) -> float:
@@ -399,13 +410,13 @@ class Trainer:
     def _fit(self) -> TrainResult:
         cfg, device, model, state = self.cfg, self.device, self.model, self.state
         interactive = sys.stderr.isatty()
-        bar = tqdm(total=self.steps_per_epoch * cfg.epochs, initial=state["step"], desc=self.desc, unit="step",
+        bar = tqdm(total=self.total_steps, initial=state["step"], desc=self.desc, unit="step",
                    leave=False, mininterval=0.5,
                    disable=not interactive or os.environ.get("BENCH_PROGRESS") == "0")
-        while state["epoch"] < cfg.epochs:
+        while state["epoch"] < self.n_epochs:
             model.train()
             t_epoch = time.perf_counter()
-            for _ in range(self.steps_per_epoch):
+            for _ in range(min(self.steps_per_epoch, self.total_steps - state["step"])):
                 self.step()
                 bar.update(1)
             self.timer.flush()
@@ -427,7 +438,7 @@ class Trainer:
             if self.on_epoch is not None:
                 self.on_epoch(state["epoch"], score)
             stop = cfg.patience is not None and state["bad_epochs"] >= cfg.patience
-            if self.resume is not None and state["epoch"] < cfg.epochs and not stop:
+            if self.resume is not None and state["epoch"] < self.n_epochs and not stop:
                 self._save_resume()
             if stop:
                 break
@@ -445,6 +456,8 @@ class Trainer:
             "train_samples_per_s": state["samples"] / max(state["train_time"], 1e-9),
             "steps": state["step"],
             "epochs_run": state["epoch"],
+            # fractional when a matched budget cuts the last epoch short
+            "epochs": state["step"] / self.steps_per_epoch,
             "step_time_ms": 1000 * state["train_time"] / max(1, state["step"]),
             "step_breakdown_ms": {k: 1000 * v / max(1, state["step"]) for k, v in timers.items()},
             "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),

@@ -22,15 +22,25 @@ from bench.config import Frozen, SuiteConfig
 from bench.errors import BenchError, CellFailed, did_you_mean
 from bench.overrides import as_bool, expand, load_params_file, parse
 from bench.stages import STAGE_VERSION, Stages, SuiteContext
-from bench.store import RECORD, SCHEMA_VERSION, Store, code_version, content_hash, now_iso, read_json, write_json
+from bench.store import (
+    RECORD,
+    SCHEMA_VERSION,
+    Store,
+    code_version,
+    content_hash,
+    library_versions,
+    now_iso,
+    read_json,
+    write_json,
+)
 from bench.strategy import STRATEGIES, Strategy, discover
 from bench.suites import find_suite, read_suite_yaml, validate_suite
 
 DEFAULT_SUITE = "text"
 FALLBACK_SUITE = "synthetic"
 DEFAULT_STRATEGIES = ["separate", "naive_mtl", "fuse_then_joint", "uncertainty", "gradnorm"]
-TOP_KEYS = {"suite", "strategy", "seeds", "seed", "tasks", "results_dir", "force", "budget", "strategy_dirs", "params",
-            "label", "report", "data_dir"}
+TOP_KEYS = {"suite", "strategy", "seeds", "seed", "tasks", "results_dir", "force", "budget", "budget.match",
+            "strategy_dirs", "params", "label", "report", "data_dir"}
 PREFIXES = ("train.", "backbone.", "split.", "strategy.")
 
 
@@ -43,9 +53,19 @@ class Variant:
     params: Frozen
     label: str
 
+    def config(self) -> dict[str, Any]:
+        """Everything that decides this variant's results except the seed: what a leaderboard row must share."""
+        return {"suite": self.suite.results_dump(), "strategy": self.strategy.name,
+                "params": self.params.model_dump(mode="json"), "budget_match": self.suite.budget.match}
+
+    def budget_fingerprint(self) -> str:
+        """What a Δm% baseline must share with a row: the training budget and how budgets are matched."""
+        return content_hash({"train": self.suite.results_dump()["train"], "budget_match": self.suite.budget.match})
+
     def cell_hash(self, seed: int) -> str:
-        return content_hash({"suite": self.suite.results_dump(), "strategy": self.strategy.name,
-                             "params": self.params.model_dump(mode="json"), "seed": seed, "v": STAGE_VERSION})
+        # the label is part of the cell: two labels of one configuration are two records (an A/A control), whose
+        # stages still come from one cache
+        return content_hash({**self.config(), "label": self.label, "seed": seed, "v": STAGE_VERSION})
 
 
 @dataclass
@@ -99,7 +119,7 @@ def build_suite(combo: dict[str, Any]) -> SuiteConfig:
     path = find_suite(name)
     raw = copy.deepcopy(read_suite_yaml(path))
     for key, value in combo.items():
-        if key.startswith(("train.", "backbone.", "split.")):
+        if key.startswith(("train.", "backbone.", "split.", "budget.")):
             _set(raw, key, value)
     if "data_dir" in combo:  # point file-backed sources (e.g. GLUE) at a local copy
         for spec in [raw.get("data")] + [t.get("data") for t in raw.get("tasks", []) if isinstance(t, dict)]:
@@ -187,11 +207,8 @@ def make_plan(args: list[str]) -> Plan:
 
 
 def _versions() -> dict[str, str]:
-    import numpy
-
-    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-           "platform": platform.platform(), "cpu_count": str(__import__("os").cpu_count())}
-    for mod in ("transformers", "timm", "optuna"):
+    out = {**library_versions(), "platform": platform.platform(), "cpu_count": str(__import__("os").cpu_count())}
+    for mod in ("optuna",):
         try:
             out[mod] = __import__(mod).__version__
         except Exception:
@@ -218,10 +235,14 @@ def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force
         t0 = time.perf_counter()
         rows = variant.strategy().run(stages, variant.params)
         suite = variant.suite
+        config = variant.config()
         record = {
             "schema_version": SCHEMA_VERSION, "suite": suite.name, "strategy": variant.strategy.name,
             "label": variant.label, "params": variant.params.model_dump(mode="json"), "seed": seed, "cell": cell,
+            "config": config, "config_fingerprint": content_hash(config),
+            "budget_fingerprint": variant.budget_fingerprint(), "budget_match": suite.budget.match,
             "data_fingerprint": ctx.data.fingerprint, "task_fingerprints": ctx.data.task_fingerprints,
+            "backbone_weights": ctx.weights_hash,
             "code_version": code_version(), "backbone": suite.backbone.name or suite.backbone.source,
             "tasks": _task_info(suite, ctx.data.task_names), "rows": rows,
             "budget": suite.train.model_dump(mode="json"), "notes": ctx.data.notes,

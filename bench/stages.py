@@ -1,19 +1,27 @@
 """The four stages strategies are made of: ``finetune``, ``fuse``, ``joint``, ``evaluate`` (plus ``init``, θ0).
 
 Each stage is cached in the store under a hash of everything that changes its output (its config, the keys of its
-inputs, the data fingerprint, the seed), so ``separate`` and ``fuse_then_joint`` share their fine-tunes and a
-fusion-weight search re-fuses cached checkpoints instead of re-training them.
+inputs, the data fingerprint, the content hash of the pre-trained weights, the seed, the stage's implementation
+version), so ``separate`` and ``fuse_then_joint`` share their fine-tunes and a fusion-weight search re-fuses cached
+checkpoints instead of re-training them. Every stage that evaluates keeps its per-example predictions
+(``predictions.npz``) and every ``stage.json`` records the code and library versions that produced it.
+
+Seeds are *paired*: seed s gives every joint training the same head initialisation and batch order whatever its
+weighting, so two strategies differ at one seed only by what they do differently.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import math
 import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from bench import checkpoint as C
@@ -23,10 +31,14 @@ from bench.data.base import SuiteData, load_suite_data
 from bench.encode import encode_suite
 from bench.engine import Data, Trainer, evaluate, make_feeder, resolve_device, seed_everything
 from bench.model import MultiTaskModel
-from bench.store import STAGE_MARKER, Store, content_hash, now_iso, read_json, write_json
+from bench.store import STAGE_MARKER, Store, atomic_write, content_hash, now_iso, provenance, read_json, write_json
 from bench.weighting import build_weighting
 
-STAGE_VERSION = 1  # bump when a stage's semantics change, so old cache entries are not reused
+# Bump a stage's number when its semantics change, so old cache entries are not reused (and records say which
+# implementation made each stage). 2: paired seeds, kept predictions, matched budgets, weights hash in init's key.
+STAGE_VERSIONS = {"init": 2, "finetune": 2, "fuse": 2, "joint": 2, "evaluate": 2}
+STAGE_VERSION = max(STAGE_VERSIONS.values())  # part of a cell's hash
+PREDICTIONS = "predictions.npz"
 _NOT_IN_KEY = {*SPEED_KNOBS, "eval_batch_size", "device"}  # changes speed or placement, not the result
 
 
@@ -61,6 +73,7 @@ class SuiteContext:
     train: TrainConfig
     tasks: list[TaskConfig] = field(default_factory=list)
     sample: Any = None  # a few raw training inputs: the factory sizes the backbone from them
+    weights_hash: str = ""  # content hash of the backbone's weights as built (pre-trained files or seeded init)
 
     @classmethod
     def load(cls, suite: SuiteConfig, store: Store | None = None) -> SuiteContext:
@@ -68,10 +81,11 @@ class SuiteContext:
         tasks = [suite.task(n) for n in data.task_names]
         first = data.splits[tasks[0].name]["train"]
         sample = first.inputs[:8]
+        torch.manual_seed(0)  # a randomly initialised template is then the same in every process (and its hash)
         template, pre = build_backbone(suite.backbone, tasks[0].input, sample)
         cache = store.cache_dir if store is not None else None
         encoded = encode_suite(suite, data, pre, suite.train, cache)
-        return cls(suite, data, pre, template, encoded, suite.train, tasks, sample)
+        return cls(suite, data, pre, template, encoded, suite.train, tasks, sample, weights_hash(template))
 
     def task(self, name: str) -> TaskConfig:
         return self.suite.task(name)
@@ -81,14 +95,51 @@ def _train_key(train: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in train.model_dump().items() if k not in _NOT_IN_KEY}
 
 
+def weights_hash(module: torch.nn.Module) -> str:
+    """A content hash of a module's parameters and buffers (names, shapes, dtypes, bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_predictions(folder: Path, kept: dict[str, dict[str, dict[str, np.ndarray]]]) -> dict[str, list[str]]:
+    """Write (or extend) ``folder/predictions.npz`` with ``kept[split][task] = {pred, target, id}``; returns which
+    splits and tasks the file holds."""
+    path = folder / PREDICTIONS
+    arrays: dict[str, np.ndarray] = {}
+    if path.exists():
+        with np.load(path) as old:
+            arrays.update({k: old[k] for k in old.files})
+    for split, per_task in kept.items():
+        for task, parts in per_task.items():
+            for part, values in parts.items():
+                arrays[f"{split}/{task}/{part}"] = values
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    held: dict[str, list[str]] = {}
+    for k in sorted(arrays):
+        split, task, _ = k.split("/")
+        if task not in held.setdefault(split, []):
+            held[split].append(task)
+    return held
+
+
 class Stages:
     """The stage functions a strategy composes, bound to one suite, store and seed."""
 
     def __init__(self, ctx: SuiteContext, store: Store, seed: int, force: bool = False,
-                 eval_splits: tuple[str, ...] = ("validation", "test"), on_epoch=None):
-        """``eval_splits``: the splits stages evaluate (a search passes ("validation",) so test is never read).
-        ``on_epoch(epoch, validation_score)``: called after every training epoch (a search prunes from here)."""
+                 eval_splits: tuple[str, ...] | None = None, on_epoch=None):
+        """``eval_splits``: the splits stages evaluate; by default every split the data has besides train
+        (validation, test, and extra ones such as MNLI's ``test_mismatched``); a search passes ("validation",) so
+        test is never read. ``on_epoch(epoch, validation_score)``: called after every training epoch (a search
+        prunes from here)."""
         self.ctx, self.store, self.seed, self.force = ctx, store, seed, force
+        if eval_splits is None:
+            present = {s for per_task in ctx.encoded.values() for s in per_task if s != "train"}
+            eval_splits = ("validation", "test", *sorted(present - {"validation", "test"}))
         self.eval_splits = tuple(eval_splits)
         self.on_epoch = on_epoch
 
@@ -98,7 +149,7 @@ class Stages:
 
     # -- cache plumbing ----------------------------------------------------------------------------------------
     def _run(self, stage: str, key_obj: dict[str, Any], tasks: tuple[str, ...], compute) -> Outcome:
-        key = content_hash({"stage": stage, "v": STAGE_VERSION, **key_obj})
+        key = content_hash({"stage": stage, "v": STAGE_VERSIONS.get(stage, STAGE_VERSION), **key_obj})
         folder = self.store.stage_dir(stage, key)
         ckpt = Checkpoint(stage, key, folder, tasks)
         # force=true recomputes a stage once per run: a fine-tune that separate just retrained serves fuse_then_joint
@@ -124,7 +175,8 @@ class Stages:
         info = compute(folder)
         info.setdefault("telemetry", {})["wall_time_s"] = time.perf_counter() - t0
         info.update({"stage": stage, "key": key, "key_inputs": key_obj, "tasks": list(tasks), "seed": self.seed,
-                     "created": now_iso()})
+                     "created": now_iso(),
+                     "provenance": {**provenance(), "impl_version": STAGE_VERSIONS.get(stage, STAGE_VERSION)}})
         (folder / "resume.pt").unlink(missing_ok=True)
         write_json(folder / STAGE_MARKER, info)
         self.store.computed.append(f"{stage}/{key}")
@@ -138,14 +190,15 @@ class Stages:
         missing = [s for s in self.eval_splits if s not in out.info["metrics"]]
         if not missing:
             return out
-        metrics, _ = self._evaluate_ckpt(out.ckpt, missing)
+        metrics, _, kept = self._evaluate_ckpt(out.ckpt, missing)
         with self.store.lock(out.ckpt.path):
             info = read_json(out.ckpt.path / STAGE_MARKER)
             info["metrics"].update(metrics)
+            info["predictions"] = save_predictions(out.ckpt.path, kept)
             write_json(out.ckpt.path / STAGE_MARKER, info)
         return Outcome(out.ckpt, info, reused=True)
 
-    def _evaluate_ckpt(self, ckpt: Checkpoint, splits) -> tuple[dict[str, Any], dict[str, float]]:
+    def _evaluate_ckpt(self, ckpt: Checkpoint, splits) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
         tasks = list(ckpt.tasks)
         model = self._model(tasks, ckpt, self._sub_seed("eval"))
         device = resolve_device(self.ctx.train.device)
@@ -154,15 +207,17 @@ class Stages:
         return self._evaluate_splits(model, cfgs, splits, device)
 
     def _evaluate_splits(self, model: MultiTaskModel, cfgs: list[TaskConfig], splits, device,
-                         ) -> tuple[dict[str, Any], dict[str, float]]:
-        """Metrics per split and the evaluation throughput over all of them (samples/s; tokens/s for text)."""
+                         ) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
+        """Metrics per split, the evaluation throughput over all of them (samples/s; tokens/s for text), and the
+        per-example predictions ``[split][task] = {pred, target, id}``."""
         train = self.ctx.train
         t0 = time.perf_counter()
-        metrics, n = {}, 0
+        metrics, kept, n = {}, {}, 0
         with make_feeder(self.ctx.encoded, self.ctx.pre.collate, device, train.num_workers) as feeder:
             for split in splits:
+                kept[split] = {}
                 metrics[split], k = evaluate(model, cfgs, self.ctx.encoded, split, train.eval_batch_size, device,
-                                             train.precision, feeder)
+                                             train.precision, feeder, keep=kept[split])
                 n += k
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -171,7 +226,7 @@ class Stages:
         lengths = [self.ctx.encoded[t.name][s].lengths for t in cfgs for s in splits if s in self.ctx.encoded[t.name]]
         if lengths and all(x is not None for x in lengths):
             rate["eval_tokens_per_s"] = sum(int(x.sum()) for x in lengths) / seconds
-        return metrics, rate
+        return metrics, rate, kept
 
     def _model(self, tasks: list[str], init: Checkpoint | None, seed: int) -> MultiTaskModel:
         seed_everything(seed)  # heads (and random backbones) start from the same weights for the same seed
@@ -190,18 +245,45 @@ class Stages:
         return zlib.crc32("/".join([str(self.seed), *parts]).encode()) % 2**31
 
     def _train(self, folder: Path, model: MultiTaskModel, tasks: list[str], weighting: str,
-               weighting_params: dict[str, Any], seed: int, desc: str) -> dict[str, Any]:
+               weighting_params: dict[str, Any], seed: int, desc: str, train: TrainConfig | None = None,
+               max_steps: int | None = None) -> dict[str, Any]:
         cfgs = [self.ctx.task(t) for t in tasks]
         w = build_weighting(weighting, cfgs, weighting_params)
-        trainer = Trainer(model, cfgs, self.ctx.encoded, w, self.ctx.train, seed, self.ctx.pre.collate,
+        trainer = Trainer(model, cfgs, self.ctx.encoded, w, train or self.ctx.train, seed, self.ctx.pre.collate,
                           self.ctx.suite.kind == "single_input", work_dir=folder, desc=desc,
-                          on_epoch=self.on_epoch)
+                          on_epoch=self.on_epoch, max_steps=max_steps)
         res = trainer.fit()
-        metrics, rate = self._evaluate_splits(model, cfgs, self.eval_splits, trainer.device)
+        metrics, rate, kept = self._evaluate_splits(model, cfgs, self.eval_splits, trainer.device)
         res.telemetry.update(rate)
         C.save_model(model.cpu(), folder)
         return {"metrics": metrics, "best_epoch": res.best_epoch, "history": res.history,
-                "trajectories": res.trajectories, "telemetry": res.telemetry}
+                "trajectories": res.trajectories, "telemetry": res.telemetry,
+                "predictions": save_predictions(folder, kept)}
+
+    def _budget_steps(self, tasks: list[str], share: float, per_step_tasks: int, epochs: int) -> int | None:
+        """Optimiser steps of a training stage under ``budget.match`` (None: train ``epochs`` epochs as usual).
+
+        The reference is what naive MTL spends: one joint training over every task for ``train.epochs`` epochs,
+        R steps of one batch. A stage on ``tasks`` receives ``share`` × R × the tasks' part of the data (their share
+        of the training examples on multi-input suites, |tasks|/T on single-input ones), in samples (R × batch) or in
+        steps, so T fine-tunes at share 1 add up to the reference, up to one batch per stage. ``per_step_tasks``:
+        batches drawn per step (T when every task is in every step). A stage whose matched budget equals its own
+        natural one keeps its natural cache entry."""
+        match = self.ctx.suite.budget.match
+        cfg, enc, b = self.ctx.train, self.ctx.encoded, self.ctx.train.batch_size
+        sizes = {t: len(enc[t]["train"]) for t in self.task_names}
+        if self.ctx.suite.kind == "single_input":
+            total, part, per_step = sizes[self.task_names[0]], len(tasks) / len(sizes), 1
+            natural = epochs * math.ceil(total / b)
+        else:
+            total, part, per_step = sum(sizes.values()), sum(sizes[t] for t in tasks) / sum(sizes.values()), \
+                per_step_tasks
+            natural = epochs * math.ceil(sum(sizes[t] for t in tasks) / (b * per_step))
+        if match == "none":
+            return None
+        reference = cfg.epochs * math.ceil(total / b)  # steps of one batch each
+        steps = max(1, round(share * part * reference / (per_step if match == "samples" else 1)))
+        return None if steps == natural else steps
 
     # -- stages ------------------------------------------------------------------------------------------------
     def init(self) -> Checkpoint:
@@ -216,23 +298,30 @@ class Stages:
             return {"telemetry": {"trainable_params": sum(p.numel() for p in model.backbone.parameters())}}
 
         key = {"backbone": self.ctx.suite.backbone.model_dump(), "seed": self.seed,
-               "input": self.ctx.tasks[0].input}
+               "input": self.ctx.tasks[0].input, "weights": self.ctx.weights_hash}
         out = self._run("init", key, (), compute)
         assert out.ckpt is not None
         return out.ckpt
 
-    def finetune(self, task: str, init: Checkpoint | None = None) -> Outcome:
-        """Fine-tune one copy of ``init`` (θ0 by default) on ``task`` alone."""
+    def finetune(self, task: str, init: Checkpoint | None = None, share: float = 1.0) -> Outcome:
+        """Fine-tune one copy of ``init`` (θ0 by default) on ``task`` alone.
+
+        ``share``: the part of the reference budget this fine-tune may spend under ``budget.match`` (ignored
+        otherwise; see :meth:`_budget_steps`)."""
         init = init or self.init()
         self.ctx.task(task)
+        steps = self._budget_steps([task], share, 1, self.ctx.train.epochs)
 
         def compute(folder: Path) -> dict[str, Any]:
             seed = self._sub_seed("finetune", task)
             model = self._model([task], init, seed)
-            return self._train(folder, model, [task], "equal", {}, seed, f"finetune {task} s{self.seed}")
+            return self._train(folder, model, [task], "equal", {}, seed, f"finetune {task} s{self.seed}",
+                               max_steps=steps)
 
         key = {"task": task, "init": init.key, "train": _train_key(self.ctx.train),
                "data": self.ctx.data.task_fingerprints[task], "seed": self.seed}
+        if steps is not None:
+            key["steps"] = steps
         return self._run("finetune", key, (task,), compute)
 
     def fuse(self, parts: list[Checkpoint], method: str = "mean", params: dict[str, Any] | None = None,
@@ -261,29 +350,43 @@ class Stages:
         return self._run("fuse", key, tasks, compute)
 
     def joint(self, init: Checkpoint | None = None, tasks: list[str] | None = None, weighting: str = "equal",
-              weighting_params: dict[str, Any] | None = None) -> Outcome:
-        """Train every task at once from ``init`` (θ0 by default) with ``weighting``."""
+              weighting_params: dict[str, Any] | None = None, share: float = 1.0, sampling: str | None = None,
+              epochs: int | None = None) -> Outcome:
+        """Train every task at once from ``init`` (θ0 by default) with ``weighting``.
+
+        ``sampling`` / ``epochs`` override the suite's ``train.sampling`` / ``train.epochs`` for this stage (the
+        controls of a matched comparison); ``share``: the part of the reference budget this stage may spend under
+        ``budget.match`` (which then decides the number of steps, and ``epochs`` is ignored)."""
         init = init or self.init()
         tasks = list(tasks or self.task_names)
         wp = dict(weighting_params or {})
-        build_weighting(weighting, [self.ctx.task(t) for t in tasks], wp)  # fail before any work
+        w = build_weighting(weighting, [self.ctx.task(t) for t in tasks], wp)  # fail before any work
+        overrides = {k: v for k, v in (("sampling", sampling), ("epochs", epochs)) if v is not None}
+        train = TrainConfig(**{**self.ctx.train.model_dump(), **overrides}) if overrides else self.ctx.train
+        all_tasks = w.needs_all_tasks or train.sampling == "all"
+        steps = self._budget_steps(tasks, share, len(tasks) if all_tasks else 1, train.epochs)
 
         def compute(folder: Path) -> dict[str, Any]:
-            seed = self._sub_seed("joint", weighting)
+            # the weighting's name stays out of the seed: seed s gives every weighting the same heads and batches
+            seed = self._sub_seed("joint")
             model = self._model(tasks, init, seed)
-            return self._train(folder, model, tasks, weighting, wp, seed, f"joint[{weighting}] s{self.seed}")
+            return self._train(folder, model, tasks, weighting, wp, seed, f"joint[{weighting}] s{self.seed}",
+                               train=train, max_steps=steps)
 
         key = {"tasks": tasks, "init": init.key, "weighting": weighting, "weighting_params": wp,
-               "train": _train_key(self.ctx.train), "data": {t: self.ctx.data.task_fingerprints[t] for t in tasks},
+               "train": _train_key(train), "data": {t: self.ctx.data.task_fingerprints[t] for t in tasks},
                "seed": self.seed}
+        if steps is not None:
+            key["steps"] = steps
         return self._run("joint", key, tuple(tasks), compute)
 
     def evaluate(self, ckpt: Checkpoint) -> Outcome:
         """Validation and test metrics of a stored model (e.g. the fused one, before joint training)."""
 
         def compute(folder: Path) -> dict[str, Any]:
-            metrics, rate = self._evaluate_ckpt(ckpt, self.eval_splits)
-            return {"metrics": metrics, "telemetry": rate}
+            metrics, rate, kept = self._evaluate_ckpt(ckpt, self.eval_splits)
+            folder.mkdir(parents=True, exist_ok=True)
+            return {"metrics": metrics, "telemetry": rate, "predictions": save_predictions(folder, kept)}
 
         key = {"ckpt": ckpt.key, "precision": self.ctx.train.precision,
                "max_eval_samples": self.ctx.train.max_eval_samples}
@@ -344,4 +447,37 @@ def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> d
     best = {f"{o.ckpt.stage}:{','.join(o.ckpt.tasks)}": o.info["best_epoch"] for o in outcomes
             if o.ckpt and "best_epoch" in o.info}
     traj = next((o.info["trajectories"] for o in reversed(outcomes) if o.info.get("trajectories")), {})
-    return {"metrics": metrics, "best_epoch": best, "telemetry": tel, "trajectories": traj}
+    stages = [_stage_provenance(o) for o in outcomes if o.ckpt is not None]
+    return {"metrics": metrics, "best_epoch": best, "telemetry": tel, "trajectories": traj,
+            "budget": _budget(trained), "predictions": _predictions(src), "stages": stages,
+            "code_versions": sorted({s["code_version"] for s in stages})}
+
+
+def _budget(trained: list[Outcome]) -> dict[str, Any]:
+    """What a row's training cost in data and updates, summed over every training stage it used (a ``separate``
+    row trains T models; ``fuse_then_joint`` pays for its fine-tunes too)."""
+    tels = [o.info["telemetry"] for o in trained]
+    return {"train_samples_seen": sum(int(t.get("train_samples", 0)) for t in tels),
+            "optimizer_steps": sum(int(t.get("steps", 0)) for t in tels),
+            "epochs": sum(float(t.get("epochs", t.get("epochs_run", 0))) for t in tels)}
+
+
+def _predictions(src: list[Outcome]) -> dict[str, dict[str, str]]:
+    """``[split][task]`` -> the predictions file (relative to the suite's store) behind each reported metric; the
+    same precedence as the metrics (a later outcome wins)."""
+    out: dict[str, dict[str, str]] = {}
+    for o in src:
+        if o.ckpt is None:
+            continue
+        for split, tasks in o.info.get("predictions", {}).items():
+            for task in tasks:
+                out.setdefault(split, {})[task] = f"stages/{o.ckpt.stage}/{o.ckpt.key}/{PREDICTIONS}"
+    return out
+
+
+def _stage_provenance(o: Outcome) -> dict[str, Any]:
+    assert o.ckpt is not None
+    prov = o.info.get("provenance", {})
+    return {"stage": o.ckpt.stage, "key": o.ckpt.key, "reused": o.reused,
+            "code_version": prov.get("code_version", "unknown"), "impl_version": prov.get("impl_version"),
+            "versions": prov.get("versions", {})}

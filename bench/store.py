@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from filelock import FileLock
 
 STAGE_MARKER = "stage.json"
 RECORD = "record.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: per-example predictions, config and budget fingerprints, stage provenance
 
 
 def content_hash(obj: Any, n: int = 16) -> str:
@@ -97,6 +98,28 @@ def code_version() -> str:
     except Exception:
         pass
     return v
+
+
+PROVENANCE_LIBRARIES = ("torch", "transformers", "timm", "numpy", "scikit-learn", "scipy", "tokenizers", "safetensors")
+
+
+@lru_cache(maxsize=1)
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries whose behaviour can change a result (absent ones are left out)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in PROVENANCE_LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def provenance() -> dict[str, Any]:
+    """What produced a stage or a record: the code version and the library versions."""
+    return {"code_version": code_version(), "versions": library_versions()}
 
 
 class Store:

@@ -4,6 +4,11 @@ The method bench was founded on (DESIGN.md §1). The per-task fine-tunes are the
 after ``separate`` they come from the store. Each task keeps its head from its own fine-tune. Two rows come out:
 ``fused`` (the fused model evaluated before any joint training) and ``fuse_then_joint`` (after joint training with
 L = Σ λ_i L_i under any weighting: ``strategy.weighting=uncertainty`` etc. makes the ablation grid).
+
+Budget: without ``budget.match`` the fine-tunes and the joint phase each run ``train.epochs``, so the row sees about
+twice the samples of ``naive_mtl`` (the leaderboard shows it). Under ``budget.match=samples|steps`` the fine-tunes
+together spend ``finetune_share`` of naive MTL's budget (each task in proportion to its data) and the joint phase
+the rest, so the row's total equals ``naive_mtl``'s; those fine-tunes are then not the ones ``separate`` trains.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class Params(Frozen):
     fusion_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {weights: [...]}, {lam: 0.3}, {k: 20}
     weighting: str = "equal"
     weighting_params: dict[str, Any] = Field(default_factory=dict)
+    finetune_share: float = Field(0.5, gt=0, lt=1)  # under budget.match: the fine-tunes' part of the budget
 
 
 @register_strategy("fuse_then_joint")
@@ -43,10 +49,10 @@ class FuseThenJoint(Strategy):
             build_weighting(params.weighting, dummy, dict(params.weighting_params))
 
     def run(self, stages: Stages, params: Params) -> dict:
-        tunes = [stages.finetune(task) for task in stages.task_names]
+        tunes = [stages.finetune(task, share=params.finetune_share) for task in stages.task_names]
         fused = stages.fuse([t.ckpt for t in tunes], params.fusion, dict(params.fusion_params))
         fused_eval = stages.evaluate(fused.ckpt)
-        joint = stages.joint(init=fused.ckpt, weighting=params.weighting,
+        joint = stages.joint(init=fused.ckpt, weighting=params.weighting, share=1 - params.finetune_share,
                              weighting_params=dict(params.weighting_params))
         return {
             "fused": make_row(*tunes, fused, fused_eval, metrics_from=[fused_eval]),

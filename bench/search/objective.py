@@ -143,9 +143,9 @@ class SearchStages(Stages):
         finally:
             self.on_epoch = None
 
-    def finetune(self, task, init=None):
+    def finetune(self, *args: Any, **kwargs: Any):
         with self._watch("finetune"):
-            return super().finetune(task, init)
+            return super().finetune(*args, **kwargs)
 
     def joint(self, *args: Any, **kwargs: Any):
         with self._watch("joint"):
