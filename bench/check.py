@@ -1,6 +1,8 @@
 """`python -m bench check`: the regression gate. Compare a suite's latest records with a committed baseline.
 
-* Records: the newest per (label, seed); per variant, the seed mean of every test metric and of training throughput.
+* Records (schema 1 or 2): the newest per (label, configuration, seed), one row per configuration as in the
+  leaderboard (:mod:`bench.report.records`); per variant, the seed mean of every test metric and of training
+  throughput.
 * A score regresses when it is worse than the baseline by more than ``tolerance``: in points (×100) for fractions
   (``max`` metrics); for raw lower-is-better metrics (mse) the same number is read as a percentage of the baseline.
 * Throughput regresses when it falls below ``baseline × (1 − throughput_tolerance)``.
@@ -25,9 +27,10 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.report.records import SCHEMA_VERSION, load_records, metrics_frame, task_specs, telemetry_frame
+from bench.report.records import load_records, metrics_frame, task_specs, telemetry_frame
 
 SPLIT = "test"
+BASELINE_SCHEMA_VERSION = 1  # of the baseline file below, independent of the record schema
 DEFAULT_TOLERANCE = 1.0
 DEFAULT_THROUGHPUT_TOLERANCE = 0.5
 
@@ -41,7 +44,7 @@ def _none_if_nan(value: float) -> float | None:
 
 
 def build_baseline(records: list[dict], suite: str) -> dict:
-    """The baseline of ``records`` (already the newest per (label, seed))."""
+    """The baseline of ``records`` (already the newest per (label, configuration, seed))."""
     metrics = metrics_frame(records)
     metrics = metrics[metrics["split"] == SPLIT]
     means = metrics.groupby(["variant", "task", "metric"])["value"].mean()
@@ -54,7 +57,7 @@ def build_baseline(records: list[dict], suite: str) -> dict:
         entry["metrics"].setdefault(task, {})[metric] = round(float(value), 10)
     versions = Counter(str(r.get("code_version", "")) for r in records)
     return {
-        "schema_version": SCHEMA_VERSION, "suite": suite,
+        "schema_version": BASELINE_SCHEMA_VERSION, "suite": suite,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "code_version": versions.most_common(1)[0][0], "split": SPLIT,
         "directions": {t: dict(spec["metrics"]) for t, spec in task_specs(records).items()},

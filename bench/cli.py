@@ -16,6 +16,7 @@ EPILOG = """examples:
   python -m bench run suite=text strategy=fuse_then_joint strategy.fusion=ties train.epochs=2
   python -m bench search suite=synthetic strategy=naive_mtl space=lambda trials=30
   python -m bench report suite=synthetic
+  python -m bench report suite=text level=0.9 interval=pm delta_m=all correction=bh compare=naive_mtl,separate
   python -m bench check suite=synthetic [--update]
   python -m bench list
 """
@@ -59,10 +60,21 @@ def cmd_list(args: list[str]) -> int:
     return 0
 
 
+REPORT_LISTS = ("compare", "strategy")  # report options whose comma list names several rows, not a sweep
+
+
 def cmd_report(args: list[str]) -> int:
+    """``report`` options: suite, results_dir, out, split, strategy=a,b, level, interval, delta_m, correction,
+    bootstrap, compare=a,b (a row name with brackets needs quotes: compare="'naive_mtl[train.epochs=3]',separate")."""
+    from bench.overrides import parse
     from bench.report import report_command
 
-    return report_command(_opts(args))
+    opts = {}
+    for key, value, is_sweep in parse(args):
+        if is_sweep and key not in REPORT_LISTS:
+            raise BenchError(f"{key}: a comma list is not allowed here; give one value")
+        opts[key] = [getattr(v, "text", v) for v in value] if is_sweep else value  # unquote 'a[x=1]' items
+    return report_command(opts)
 
 
 def cmd_check(args: list[str], update: bool) -> int:

@@ -312,17 +312,21 @@ def execute(plan: Plan, out=None) -> int:
     print(f"{computed} cell(s) computed, {from_store} from the store, {len(failures)} failed", file=out)
     if computed == 0 and from_store == len(cells):
         print("every cell came from the store; nothing was trained (force=true recomputes)", file=out)
-    _summary(records, out)
+    if not plan.report:
+        _summary(records, out)
     for suite_name, store in stores.items():
         print(f"records: {store.root / 'cells'}", file=out)
         if plan.report and records:
             try:
-                from bench.report import write_report
+                from rich.console import Console
 
-                paths = write_report(plan.results_dir, suite_name)
+                from bench.report import build_leaderboards, to_rich, write_boards
+
+                # the suite's leaderboard (every record in the store, not only this run's), with its intervals
+                boards, recs = build_leaderboards(plan.results_dir, suite_name)
+                paths = write_boards(boards, recs, store.root / "report")
+                Console(file=out, width=max(200, Console().width)).print(to_rich(boards[0], compact=True))
                 print(f"leaderboard: {', '.join(str(p) for p in paths.values())}", file=out)
-            except ImportError:
-                pass
             except BenchError as e:
                 print(f"report skipped: {e}", file=out)
     for tag, err in failures:
@@ -331,7 +335,8 @@ def execute(plan: Plan, out=None) -> int:
 
 
 def _summary(records: list[dict[str, Any]], out) -> None:
-    """A compact on-screen table: primary test metric per task, mean ± std over seeds."""
+    """With ``report=false``: a compact on-screen table of this run's cells, primary test metric per task, mean ± std
+    over seeds (no intervals: ``bench report`` computes them from the kept predictions)."""
     import numpy as np
     from rich.console import Console
     from rich.markup import escape

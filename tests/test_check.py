@@ -1,4 +1,5 @@
-"""`bench check`: the regression gate against a baseline written from the fixture records."""
+"""`bench check`: the regression gate against a baseline written from the fixture records (schema 1) and from
+schema-2 records with per-example predictions."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def edit(results: Path, cell: str, change) -> None:
 
 def test_update_writes_baseline(baselined):
     baseline = json.loads((baselined / "baselines" / "synthetic.json").read_text())
+    assert baseline["schema_version"] == 1  # the baseline file's own format, whatever the records' schema
     assert baseline["suite"] == "synthetic" and baseline["code_version"] == "0.1.0+gfixture"
     assert baseline["variants"]["naive_mtl"]["metrics"]["t0"]["accuracy"] == pytest.approx(0.84)  # newest records
     assert baseline["variants"][FTJ]["train_samples_per_s"] == pytest.approx(1550.0)
@@ -127,3 +129,42 @@ def test_bad_input(results, tmp_path):
         check_command(opts(results, tolerance="abc"))
     with pytest.raises(BenchError, match=r"`python -m bench run suite=nothing`"):
         check_command({"suite": "nothing", "results_dir": str(tmp_path), "update": True})
+
+
+def test_schema_2_records_baseline_pass_and_regress(tmp_path, capsys):
+    from tests.test_report_stats import labels, with_correct, write_record
+
+    results = tmp_path / "v2"
+    target = {"a": labels(100)}
+    for seed in (0, 1):
+        for label, right in (("separate", 70), ("naive_mtl", 75)):
+            write_record(results, label=label, seed=seed, preds={"a": with_correct(target["a"], right, seed)},
+                         targets=target)
+    toy = {"suite": "toy", "results_dir": str(results)}
+    assert check_command({**toy, "update": True}) == 0
+    baseline = json.loads((results / "baselines" / "toy.json").read_text())
+    assert baseline["variants"]["naive_mtl"]["n"] == 2
+    assert baseline["variants"]["naive_mtl"]["metrics"]["a"]["accuracy"] == pytest.approx(0.75)
+    assert check_command(toy) == 0
+    capsys.readouterr()
+    # a newer re-run of one cell at 60% replaces the older record of that (label, configuration, seed)
+    write_record(results, label="naive_mtl", seed=1, preds={"a": with_correct(target["a"], 60)}, targets=target,
+                 created="2026-12-02T00:00:00Z")
+    assert check_command(toy) == 1
+    assert "naive_mtl" in capsys.readouterr().out
+
+
+def test_schema_2_records_of_another_budget_are_another_variant(tmp_path, capsys):
+    from tests.test_report_stats import labels, with_correct, write_record
+
+    results = tmp_path / "v2"
+    target = {"a": labels(100)}
+    write_record(results, label="naive_mtl", seed=0, preds={"a": with_correct(target["a"], 75)}, targets=target)
+    toy = {"suite": "toy", "results_dir": str(results)}
+    assert check_command({**toy, "update": True}) == 0
+    capsys.readouterr()
+    write_record(results, label="naive_mtl", seed=0, preds={"a": with_correct(target["a"], 90)}, targets=target,
+                 train={"epochs": 3})
+    assert check_command(toy) == 1  # the baseline's plain naive_mtl is now two rows: neither is silently compared
+    out = capsys.readouterr().out
+    assert "missing" in out and "naive_mtl[train.epochs=2]" in out and "naive_mtl[train.epochs=3]" in out

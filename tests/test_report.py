@@ -8,7 +8,9 @@ Fixture (test split; validation = test + 0.01 for max metrics, − 0.01 for mse)
     fused[weighting=gradnorm]            .75 / .77    .49 / .51    .49 / .51   .42 / .46
     fuse_then_joint[weighting=gradnorm]  .87 / .89    .58 / .62    .53 / .57   .28 / .32
 
-plus an *older* naive_mtl seed-0 record with garbage scores that the newer one must replace.
+plus an *older* naive_mtl seed-0 record with garbage scores that the newer one must replace. These are schema-1
+records ("old records": no per-example predictions), so the tables have no intervals, tests or winner marks;
+tests/test_report_stats.py covers schema 2.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pytest
 
 from bench.errors import BenchError
 from bench.report import build_leaderboards, report_command, write_report
-from bench.report.leaderboard import build_leaderboard, to_latex, to_markdown
+from bench.report.leaderboard import build_leaderboard, caption, report_options, to_latex, to_markdown
 from bench.report.plots import colour, pareto_front
 from bench.report.records import RecordWarning, load_records, variant_name
 
@@ -73,8 +75,18 @@ def test_mean_and_std_by_hand(test_board):
     assert math.isnan(t.loc[FUSED, "train_samples_per_s"])
 
 
-def test_delta_m_by_hand_including_lower_is_better(test_board):
+def test_delta_m_over_the_primary_metrics_by_hand(test_board):
+    # default delta_m=primary: Δm% over exactly the metrics the table shows (t0 accuracy, r0 pearson)
     dm = test_board.table["delta_m"]
+    assert dm["naive_mtl"] == pytest.approx(100 / 2 * ((0.84 - 0.80) / 0.80 + (0.45 - 0.50) / 0.50))  # -2.5
+    assert dm[FTJ] == pytest.approx(100 / 2 * ((0.88 - 0.80) / 0.80 + (0.55 - 0.50) / 0.50))  # +10
+    assert dm[FUSED] == pytest.approx(100 / 2 * ((0.76 - 0.80) / 0.80 + 0))  # -2.5
+    assert "over: t0 accuracy, r0 pearson." in caption(test_board)
+
+
+def test_delta_m_by_hand_including_lower_is_better(results):
+    board = build_leaderboard(load_records(results, "synthetic"), "test", report_options(delta_m="all"))
+    dm = board.table["delta_m"]
     # B (separate means): accuracy .80, macro_f1 .50, pearson .50, mse .40
     # Δm = (100/T) Σ_t (1/M_t) Σ_m (−1)^l (N − B)/B, l = 1 for mse
     naive = 100 / 2 * ((0.84 - 0.80) / 0.80 + (0.55 - 0.50) / 0.50) / 2 \
@@ -90,7 +102,7 @@ def test_delta_m_by_hand_including_lower_is_better(test_board):
 
 
 def test_validation_table_is_second_and_has_its_own_baseline(results):
-    boards, _ = build_leaderboards(results, "synthetic")
+    boards, _ = build_leaderboards(results, "synthetic", options=report_options(delta_m="all"))
     assert [b.split for b in boards] == ["test", "validation"]
     val = boards[1].table
     assert val.loc["separate", "t0/accuracy"] == pytest.approx(81.0)
@@ -107,17 +119,17 @@ def test_no_separate_means_no_delta_m(results):
     assert board.score_column == "avg"
 
 
-def test_latex_booktabs_best_bold_second_underlined(test_board):
+def test_latex_booktabs_no_untested_winners_best_cost_bold(test_board):
     tex = to_latex(test_board)
     for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
         assert tex.count(rule) == 1
     lines = {line.split(" & ")[0]: line for line in tex.splitlines() if " & " in line}
     ftj, naive, fused = lines[r"fuse\_then\_joint[weighting=gradnorm]"], lines[r"naive\_mtl"], lines[FUSED]
-    assert r"\bfseries 88.0{\scriptsize\,$\pm$\,1.4}" in ftj  # best accuracy
-    assert r"\underline{84.0{\scriptsize\,$\pm$\,1.4}}" in naive  # second accuracy
-    assert r"\bfseries +16.25" in ftj and r"\underline{+0.00}" in lines["separate"]  # Δm%
-    assert r"\bfseries 150" in fused and r"\underline{200}" in naive  # peak memory: lower is better
-    assert r"$-$5.00" in naive
+    # old records have no predictions: the best score is not a tested winner, so nothing is bold or underlined
+    assert r"88.0{\scriptsize\,$\pm$\,1.4}" in ftj and r"\bfseries 88.0" not in ftj
+    assert r"+10.00" in ftj and r"\bfseries +10.00" not in ftj and r"\underline" not in tex
+    assert r"\bfseries 150" in fused and r"\bfseries 200" not in naive  # peak memory: lower is better
+    assert r"$-$2.50" in naive
     assert r"\caption{Suite \texttt{synthetic}, backbone \texttt{mlp}, seeds \{0, 1\}" in tex
     assert r"budget epochs=3, max\_train\_samples=400" in tex
     assert "Peak mem (MB, host RSS)" in tex
@@ -125,10 +137,12 @@ def test_latex_booktabs_best_bold_second_underlined(test_board):
 
 def test_markdown_table(test_board):
     md = to_markdown(test_board).splitlines()
-    assert md[0].startswith("| variant | n | t0 accuracy (%) | r0 pearson (%) | Avg (%) | Δm% |")
+    assert md[0].startswith("| variant | n | t0 accuracy (%) | r0 pearson (%) | Avg (%) | Δm% | Samples seen |")
     assert md[1].startswith("|---|---:|")
-    assert md[2] == "| `separate` | 2 | 80.0 ± 2.8 | 50.0 ± 7.1 | 65.0 ± 4.9 | +0.00 | 1,100 ± 141 | 310 | 21.0 | 20.0k |"
-    assert "**88.0 ± 1.4**" in md[5]
+    assert md[2] == ("| `separate` | 2 | 80.0 ± 2.8 | 50.0 ± 7.1 | 65.0 ± 4.9 | +0.00 | — | 1,100 ± 141 | 310 | 21.0 "
+                     "| 20.0k |")
+    assert "| 88.0 ± 1.4 |" in md[5] and "**88.0" not in md[5]  # no predictions: no significant winner
+    assert "| **2,000 ± 283** |" in md[3]  # cost columns keep plain best-in-bold
 
 
 def test_write_report_files(results, tmp_path):
@@ -142,7 +156,9 @@ def test_write_report_files(results, tmp_path):
         if name.endswith("_pdf"):
             assert path.read_bytes()[:5] == b"%PDF-"
     payload = json.loads(paths["json"].read_text())
-    assert payload["schema_version"] == 1 and payload["suite"] == "synthetic"
+    assert payload["schema_version"] == 2 and payload["suite"] == "synthetic"
+    assert payload["options"] == {"level": 0.95, "interval": "brackets", "delta_m": "primary", "correction": "holm",
+                                  "correction_name": "Holm–Bonferroni", "bootstrap": 2000, "power": 0.8}
     first = payload["splits"]["test"][0]
     assert first["variant"] == "separate" and first["delta_m"] == 0.0
     csv = pd.read_csv(paths["csv"])
@@ -156,7 +172,7 @@ def test_report_command_default_out_and_strategy_filter(results, capsys):
     assert "naive_mtl" in out and "leaderboard.md" in out
     md = (results / "synthetic" / "report" / "leaderboard.md").read_text()
     assert "`naive_mtl`" in md and "`separate`" not in md
-    assert "| -5.00 |" in md  # Δm% still measured against separate, though separate is not shown
+    assert "| -2.50 |" in md  # Δm% still measured against separate, though separate is not shown
 
 
 def test_unknown_strategy_filter(results):
@@ -193,3 +209,33 @@ def test_colours_fixed_per_strategy_and_pareto_front():
     ys = pd.Series([0.0, -5.0, 16.25, -1.0]).to_numpy()
     assert pareto_front(xs, ys, "max").tolist() == [False, True, True, False]
     assert pareto_front(xs, ys, "min").tolist() == [True, False, True, True]
+
+
+def test_old_schema_1_records_report_without_intervals_and_say_why(results, tmp_path):
+    paths = write_report(results, "synthetic", tmp_path / "out")
+    note = (f"rows separate, naive_mtl, {FUSED}, {FTJ}: no per-example predictions (records older than schema 2): "
+            "no intervals")
+    md = paths["md"].read_text()
+    assert note in md and note in json.loads(paths["json"].read_text())["notes"]
+    assert "Mean ± std over seeds (n per row); fractions ×100, mse raw; no intervals, tests or significance marks" in md
+    assert "*:" not in md and "MDE" not in md
+    csv = pd.read_csv(paths["csv"])
+    for column in ("t0/accuracy:lo", "t0/accuracy:hi", "t0/accuracy:p", "t0/accuracy:p_adj", "avg:p", "delta_m:lo"):
+        assert csv[column].isna().all(), column  # the same columns as with predictions, empty
+    assert csv["train_samples_seen"].isna().all()  # schema 1 has no per-row budget
+
+
+def test_schema_1_rows_of_one_label_with_two_budgets_are_two_rows(results):
+    path = results / "synthetic" / "cells" / "naive_mtl" / "nmtl1" / "record.json"
+    record = json.loads(path.read_text())
+    record["budget"]["epochs"] = 5
+    path.write_text(json.dumps(record))
+    board = build_leaderboard(load_records(results, "synthetic"), "test")
+    assert {"naive_mtl[train.epochs=3]", "naive_mtl[train.epochs=5]"} <= set(board.table.index)
+    assert "naive_mtl" not in board.table.index
+    assert board.table.loc["naive_mtl[train.epochs=3]", "n"] == 1
+    assert board.table.loc["naive_mtl[train.epochs=3]", "t0/accuracy"] == pytest.approx(83.0)  # seed 0 alone, not mixed
+    assert board.table.loc["naive_mtl[train.epochs=3]", "baseline"] == "separate"  # same budget and data as separate
+    assert math.isnan(board.table.loc["naive_mtl[train.epochs=5]", "delta_m"])
+    assert any(n.startswith("Δm% empty for naive_mtl[train.epochs=5]: no separate row with the same budget (train.epochs=5)")
+               for n in board.notes)

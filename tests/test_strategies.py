@@ -19,18 +19,19 @@ def _run(results, *extra):
 
 def test_uncertainty_recovers_the_noise_variance_of_the_synthetic_suite(results):
     """The synthetic regression tasks have noise variance 0.01, 0.25 and 1.0. Uncertainty weighting's optimum is
-    σ_i² = the task's mean squared error, so the learned σ² of the noisy task must approach 1.0 and every σ² must
-    match the model's own validation MSE."""
+    σ_i² = the task's mean squared error *on the batches it trains on*, so the learned σ² of the noisy task must
+    approach 1.0 and every σ² must track the task's own recent training loss (the validation MSE of the clean task
+    is higher: it overfits a little, which σ² cannot see)."""
     code, _ = _run(results, "strategy=uncertainty", "train.epochs=12", "train.max_train_samples=null",
                    "strategy.lr=0.05")
     assert code == 0
     (rec,) = records(results)
     row = rec["rows"]["uncertainty"]
     sigma2 = {t: w[-1] for t, w in row["trajectories"]["weights"].items()}
-    mse = {t: m["mse"] for t, m in row["metrics"]["validation"].items() if "mse" in m}
+    mse = {t: float(np.mean(row["trajectories"]["loss"][t][-3:])) for t in ("clean", "medium", "noisy")}
     assert abs(sigma2["noisy"] - 1.0) / 1.0 < 0.25, sigma2
     for t in ("clean", "medium", "noisy"):
-        assert abs(sigma2[t] - mse[t]) / mse[t] < 0.35, (t, sigma2[t], mse[t])
+        assert abs(sigma2[t] - mse[t]) / mse[t] < 0.25, (t, sigma2[t], mse[t])
     assert sigma2["clean"] < sigma2["medium"] < sigma2["noisy"]
 
 

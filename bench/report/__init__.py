@@ -1,25 +1,40 @@
 """`python -m bench report`: a suite's records -> leaderboards (md, tex, csv, json) and plots (png, pdf).
 
-See :mod:`bench.report.records` for the row-naming rule and :mod:`bench.report.leaderboard` for units, mean ± std
-and Δm%.
+See :mod:`bench.report.records` for the row-naming rule (one row per configuration),
+:mod:`bench.report.leaderboard` for units, Δm%, intervals, tests and marks, and docs/statistics.md for the
+statistics and the report options (``level``, ``interval``, ``delta_m``, ``correction``, ``bootstrap``,
+``compare``).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from bench.errors import BenchError, did_you_mean
-from bench.report.leaderboard import Leaderboard, build_leaderboard, to_rich, write_tables
+from bench.report.leaderboard import (
+    Leaderboard,
+    ReportOptions,
+    build_leaderboard,
+    compare_markdown,
+    compare_rows,
+    report_options,
+    to_rich,
+    write_tables,
+)
 from bench.report.plots import write_plots
-from bench.report.records import load_records, trajectories, variant_name
+from bench.report.records import load_records, row_name, trajectories
 
 SPLITS = ("test", "validation")
+OPTION_KEYS = ("level", "interval", "delta_m", "correction", "bootstrap")
 
-__all__ = ["build_leaderboards", "report_command", "write_report"]
+__all__ = ["ReportOptions", "build_leaderboards", "compare_names", "report_command", "report_options",
+           "write_boards", "write_report"]
 
 
 def _selected(records: list[dict], strategies: list[str] | None) -> list[str] | None:
-    """Variants chosen by ``strategy=`` names: a record label, a strategy name, or a variant name."""
+    """Rows chosen by ``strategy=`` names: a record label, a strategy name, a row name, or a row name without its
+    configuration suffix (``naive_mtl`` picks ``naive_mtl[train.epochs=3]`` too)."""
     if not strategies:
         return None
     chosen: list[str] = []
@@ -27,11 +42,12 @@ def _selected(records: list[dict], strategies: list[str] | None) -> list[str] | 
     for wanted in strategies:
         hits = []
         for record in records:
-            names = [variant_name(row, record["label"], record["strategy"]) for row in record["rows"]]
+            names = [row_name(record, row) for row in record["rows"]]
+            origins = [record.get("_origins", {}).get(row, n) for row, n in zip(record["rows"], names)]
             known |= {record["label"], record["strategy"], *names}
             if wanted in (record["label"], record["strategy"]):
                 hits += names
-            hits += [n for n in names if n == wanted]
+            hits += [n for n, o in zip(names, origins) if wanted in (n, o)]
         if not hits:
             raise BenchError(f"no records of strategy {wanted!r}{did_you_mean(wanted, known)}; "
                              f"present: {', '.join(sorted(known))}")
@@ -40,10 +56,12 @@ def _selected(records: list[dict], strategies: list[str] | None) -> list[str] | 
 
 
 def build_leaderboards(results_dir: Path | str, suite: str, strategies: list[str] | None = None,
-                       main_split: str = "test") -> tuple[list[Leaderboard], list[dict]]:
+                       main_split: str = "test", options: ReportOptions | None = None,
+                       ) -> tuple[list[Leaderboard], list[dict]]:
     """The leaderboards of every split (``main_split`` first) and the records they came from.
 
-    Δm% is always computed against the suite's ``separate`` row, even when ``strategies`` leaves it out.
+    Δm% is always computed against the separate row of the same budget and data, even when ``strategies`` leaves
+    it out; tests, marks and the MDE are computed over the rows shown.
     """
     if main_split not in SPLITS:
         raise BenchError(f"unknown split {main_split!r}{did_you_mean(main_split, SPLITS)}; valid: test, validation")
@@ -52,35 +70,75 @@ def build_leaderboards(results_dir: Path | str, suite: str, strategies: list[str
     splits = [main_split, *(s for s in SPLITS if s != main_split)]
     boards = []
     for split in splits:
-        board = build_leaderboard(records, split)
+        board = build_leaderboard(records, split, options, variants=chosen)
         if board.table.empty:
             continue
-        boards.append(board.select(chosen) if chosen else board)
+        boards.append(board)
     if not boards:
         raise BenchError(f"records of suite {suite!r} have no {main_split} metrics")
     return boards, records
 
 
-def write_report(results_dir: Path, suite: str, out_dir: Path | None = None,
-                 strategies: list[str] | None = None, main_split: str = "test") -> dict[str, Path]:
-    """Write leaderboard.{md,tex,csv,json} and the plots; returns name -> path."""
-    boards, records = build_leaderboards(results_dir, suite, strategies, main_split)
-    return _write(boards, records, Path(out_dir) if out_dir is not None else Path(results_dir) / suite / "report")
+def compare_names(value) -> list[str] | None:
+    """``compare=a,b`` (a list from the CLI grammar, or one string split at commas outside brackets)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        names = [n.strip() for n in re.split(r",(?![^\[]*\])", value) if n.strip()]
+    else:
+        names = [str(n).strip() for n in value]
+    if len(names) != 2:
+        raise BenchError(f"compare={value!r} needs exactly two rows, e.g. compare=naive_mtl,separate")
+    return names
 
 
-def _write(boards: list[Leaderboard], records: list[dict], out_dir: Path) -> dict[str, Path]:
+def write_report(results_dir: Path, suite: str, out_dir: Path | None = None, strategies: list[str] | None = None,
+                 main_split: str = "test", *, level: float | None = None, interval: str | None = None,
+                 delta_m: str | None = None, correction: str | None = None, bootstrap: int | None = None,
+                 compare=None) -> dict[str, Path]:
+    """Write leaderboard.{md,tex,csv,json}, the plots and, with ``compare=(a, b)``, ``compare_<a>_vs_<b>.md``;
+    returns name -> path. Options are validated first (a bad one raises BenchError before any work)."""
+    options = report_options(level, interval, delta_m, correction, bootstrap)
+    pair = compare_names(compare)
+    boards, records = build_leaderboards(results_dir, suite, strategies, main_split, options)
+    out = Path(out_dir) if out_dir is not None else Path(results_dir) / suite / "report"
+    compared = _write_compare(boards[0], *pair, out) if pair else None  # a bad row name fails before writing
+    paths = write_boards(boards, records, out)
+    if compared:
+        paths["compare"] = compared[0]
+    return paths
+
+
+def write_boards(boards: list[Leaderboard], records: list[dict], out_dir: Path) -> dict[str, Path]:
     paths = write_tables(boards, out_dir)
     paths |= write_plots(boards[0], trajectories(records), out_dir)
     return paths
 
 
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_")
+
+
+def _write_compare(board: Leaderboard, a: str, b: str, out_dir: Path) -> tuple[Path, str]:
+    frame = compare_rows(board, a, b)
+    text = compare_markdown(board, frame, a, b)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"compare_{_safe(a)}_vs_{_safe(b)}.md"
+    path.write_text(text)
+    return path, text
+
+
 def report_command(opts: dict) -> int:
-    """CLI entry: opts ``suite`` (required), ``results_dir``, ``strategy`` (list), ``out``, ``split``."""
+    """CLI entry: opts ``suite`` (required), ``results_dir``, ``strategy`` (list), ``out``, ``split``, ``level``,
+    ``interval``, ``delta_m``, ``correction``, ``bootstrap``, ``compare`` (two row names)."""
     from rich.console import Console
+    from rich.markdown import Markdown
 
     suite = opts.get("suite")
     if not suite:
         raise BenchError("report needs a suite: `python -m bench report suite=<name>`")
+    options = report_options(*(opts.get(k) for k in OPTION_KEYS))
+    pair = compare_names(opts.get("compare"))
     results_dir = Path(opts.get("results_dir") or "results")
     strategies = opts.get("strategy")
     if isinstance(strategies, str):
@@ -88,13 +146,18 @@ def report_command(opts: dict) -> int:
     elif strategies is not None:
         strategies = [str(s) for s in strategies]
     out_dir = Path(opts["out"]) if opts.get("out") else results_dir / str(suite) / "report"
-    boards, records = build_leaderboards(results_dir, str(suite), strategies, str(opts.get("split") or "test"))
-    paths = _write(boards, records, out_dir)
+    boards, records = build_leaderboards(results_dir, str(suite), strategies, str(opts.get("split") or "test"),
+                                         options)
+    compared = _write_compare(boards[0], *pair, out_dir) if pair else None  # a bad row name fails before writing
+    paths = write_boards(boards, records, out_dir)
     console = Console()
     compact = console.width < 150
     console.print(to_rich(boards[0], compact=compact))
     if compact:
-        console.print("(narrow terminal: throughput, memory, wall time and params are in the files)")
+        console.print("(narrow terminal: samples seen, throughput, memory, wall time and params are in the files)")
+    if compared:
+        paths["compare"] = compared[0]
+        console.print(Markdown(compared[1]))
     console.print(f"wrote {len(paths)} files:")
     for path in paths.values():
         console.print(f"  {path}", highlight=False, markup=False)

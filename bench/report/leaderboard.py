@@ -1,30 +1,53 @@
 """Leaderboards: records -> one pandas table per split -> Markdown, LaTeX, rich, CSV and JSON.
 
-Units and statistics (all documented in the outputs' captions):
+Units and statistics (all documented in the outputs' captions; the protocol is in docs/statistics.md):
 
 * scores are in *points*: metrics whose direction is ``max`` (fractions: accuracy, F1, correlations) are multiplied
   by 100; ``min`` metrics (mse) stay raw;
-* mean ± std over seeds, std with ddof=1 (none for a single seed); ``n`` is the number of seeds of the row;
-* ``Avg`` is, per seed, the mean of the tasks' primary scores, then mean ± std over seeds; it is left empty when a
+* point estimates are means over seeds; ``n`` is the number of seeds of the row; ``:std`` (ddof=1) is kept in the
+  CSV/JSON and shown for rows without predictions;
+* rows with per-example predictions (schema-2 records) get a ``level`` percentile bootstrap interval per column,
+  from one set of draws shared by the table ("resample seeds, then examples"), and a paired test against their
+  Δm% baseline, corrected over the table (Holm by default): ``*`` marks a significant difference;
+* ``Avg`` is, per seed, the mean of the tasks' primary scores, then the mean over seeds; it is left empty when a
   primary metric is lower-is-better (points and raw units do not average);
-* ``Δm%`` (Maninis et al., 2019) uses *all* metrics of each task on the seed means:
-  Δm = (100/T) Σ_t (1/M_t) Σ_m (−1)^{l_tm} (N_tm − B_tm) / |B_tm|, B = the ``separate`` row, l = 1 for ``min``
-  metrics; metrics with B = 0 are left out; positive = better than separate; separate itself is 0.
+* ``Δm%`` (Maninis et al., 2019) over the metrics ``delta_m`` selects (``primary``: the primary metrics the table
+  shows; ``all``: every metric, all shown): Δm = (100/T) Σ_t (1/M_t) Σ_m (−1)^{l_tm} (N_tm − B_tm) / |B_tm| on the
+  seed means, B = the row's baseline: the ``separate`` row with the same data and budget fingerprints (none: empty,
+  with a note), l = 1 for ``min`` metrics; metrics with B = 0 are left out; positive = better; separate itself is 0;
+* winners: the best of a score column is bold only when a paired bootstrap test says it beats every other row;
+  rows it does not beat are marked tied (≈ / underlined); cost columns keep plain best-in-bold.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from bench import stats
+from bench.errors import BenchError, did_you_mean, unknown
+from bench.report.inference import (
+    OLD_RECORDS,
+    BoardTask,
+    Inference,
+    RowInfo,
+    budget_means,
+    group_rows,
+    row_infos,
+    scale,
+)
 from bench.report.records import (
     BASELINE_VARIANT,
-    SCHEMA_VERSION,
+    BUDGET_FIELDS,
     base_strategy,
+    config_differences,
+    config_fingerprint,
     metrics_frame,
     task_specs,
     telemetry_frame,
@@ -33,11 +56,14 @@ from bench.report.records import (
 STRATEGY_ORDER = ("separate", "naive_mtl", "fused", "fuse_then_joint", "uncertainty", "gradnorm")
 MEMORY_KINDS = {"host_rss": "host RSS", "cuda_max_allocated": "GPU"}
 TELEMETRY_COLUMNS = ("train_samples_per_s", "peak_memory_mb", "wall_time_s", "trainable_params")
+LEADERBOARD_SCHEMA = 2  # leaderboard.json: 2 adds intervals, tests, marks, notes and the report options
+INTERVAL_STYLES = ("brackets", "pm")
+DELTA_M_MODES = ("primary", "all")
+MIN_BOOTSTRAP = 100
+POWER = 0.8
 
-
-def scale(direction: str) -> float:
-    """Reported units: fractions (``max`` metrics) ×100, raw ``min`` metrics (mse) unchanged."""
-    return 100.0 if direction == "max" else 1.0
+__all__ = ["Leaderboard", "ReportOptions", "build_leaderboard", "caption", "compare_rows", "report_options",
+           "to_json", "to_latex", "to_markdown", "to_rich", "write_tables"]
 
 
 def sort_key(variant: str) -> tuple:
@@ -46,21 +72,75 @@ def sort_key(variant: str) -> tuple:
     return (position, base, variant != base, variant)
 
 
+# ----------------------------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """How a report computes and shows its statistics (``bench report level=… interval=… …``)."""
+
+    level: float = stats.LEVEL
+    interval: str = "brackets"  # brackets: 95.3 [92.0, 97.9]; pm: 95.3 ± 3.0 (half the interval's width)
+    delta_m: str = "primary"  # primary | all: the metrics entering Δm% (all of them are shown with "all")
+    correction: str = "holm"  # holm | bh | none, over every test of a table
+    bootstrap: int = 2000  # replicates B
+    seed: int = 0  # of the draws
+
+    @property
+    def alpha(self) -> float:
+        return round(1.0 - self.level, 12)  # 1 - 0.95 = 0.050000000000000044 would let p = 0.05 pass
+
+
+def report_options(level=None, interval=None, delta_m=None, correction=None, bootstrap=None) -> ReportOptions:
+    """Validated :class:`ReportOptions` (None keeps a default); bad values raise a one-line BenchError."""
+    defaults = ReportOptions()
+    level = defaults.level if level is None else stats.check_level(level)
+    interval = defaults.interval if interval is None else str(interval)
+    if interval not in INTERVAL_STYLES:
+        raise unknown("interval display", interval, INTERVAL_STYLES)
+    delta_m = defaults.delta_m if delta_m is None else str(delta_m)
+    if delta_m not in DELTA_M_MODES:
+        raise unknown("delta_m mode", delta_m, DELTA_M_MODES)
+    correction = defaults.correction if correction is None else str(correction)
+    if correction not in stats.CORRECTIONS:
+        raise unknown("p-value correction", correction, stats.CORRECTIONS)
+    if bootstrap is None:
+        bootstrap = defaults.bootstrap
+    elif isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < MIN_BOOTSTRAP:
+        raise BenchError(f"bootstrap={bootstrap!r} must be a whole number of replicates >= {MIN_BOOTSTRAP}, "
+                         f"e.g. bootstrap=2000")
+    return ReportOptions(level=level, interval=interval, delta_m=delta_m, correction=correction, bootstrap=bootstrap)
+
+
+# ----------------------------------------------------------------------------------------------- the board
+
+
 @dataclass(frozen=True)
 class Leaderboard:
     """One split's numeric table (index: variant, in points) plus what captions need."""
 
     suite: str
     split: str
-    tasks: dict[str, dict]
+    tasks: dict[str, dict]  # board tasks: the split's tasks, then extra splits' (``mnli_mismatched``)
     table: pd.DataFrame
     backbone: str = ""
     seeds: tuple[int, ...] = ()
     budget: str = ""
     memory_kind: str = "host RSS"
     notes: list[str] = field(default_factory=list)
+    options: ReportOptions = field(default_factory=ReportOptions)
+    delta_metrics: tuple[tuple[str, str], ...] = ()  # (task, metric) entering Δm%
+    examples: dict[str, int] = field(default_factory=dict)  # board task -> test examples (rows with predictions)
+    n_tests: int = 0
+    tests_used: tuple[str, ...] = ()
+    mde: float = math.nan
+    baselines: dict[str, str | None] = field(default_factory=dict)
+    inference: Inference | None = field(default=None, compare=False, repr=False)
+    full_table: pd.DataFrame | None = field(default=None, compare=False, repr=False)  # every row, shown or not
 
     def select(self, variants: list[str]) -> Leaderboard:
+        """The same board with fewer rows (tests and marks stay those of the full board: prefer
+        ``build_leaderboard(..., variants=...)``, which computes them over the shown rows)."""
         return replace(self, table=self.table.loc[[v for v in self.table.index if v in variants]])
 
     @property
@@ -68,8 +148,22 @@ class Leaderboard:
         """The single-number score of a row: Δm% when a separate baseline exists, else Avg."""
         return "delta_m" if self.table["delta_m"].notna().any() else "avg"
 
+    @property
+    def has_intervals(self) -> bool:
+        return any(c.endswith(":lo") and self.table[c].notna().any() for c in self.table.columns)
 
-# ----------------------------------------------------------------------------------------------- numbers
+    def shown_metrics(self, task: str) -> list[str]:
+        """The metrics of ``task`` the md/tex/rich tables show: its primary, or every Δm% metric with ``all``."""
+        spec = self.tasks[task]
+        listed = [m for t, m in self.delta_metrics if t == task]
+        if spec.get("extra") or self.options.delta_m == "primary" or not listed:
+            return [spec["primary"]]
+        return listed
+
+    def score_keys(self) -> list[str]:
+        """The table's score columns (shown, ranked with tests): task metrics, Avg, Δm%."""
+        keys = [f"{t}/{m}" for t in self.tasks for m in self.shown_metrics(t) if f"{t}/{m}" in self.table]
+        return keys + ["avg", "delta_m"]
 
 
 def seed_stats(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -77,26 +171,25 @@ def seed_stats(metrics: pd.DataFrame) -> pd.DataFrame:
     return metrics.groupby(["variant", "task", "metric"])["value"].agg(mean="mean", std="std", n="count")
 
 
-def delta_m(means: pd.Series, tasks: dict[str, dict], baseline: str = BASELINE_VARIANT) -> pd.Series:
-    """Δm% per variant from seed means indexed by (variant, task, metric); NaN without a baseline row."""
-    variants = list(dict.fromkeys(means.index.get_level_values("variant")))
-    if baseline not in variants:
-        return pd.Series(math.nan, index=variants, dtype=float)
-    base = means.loc[baseline]
-    out = {}
-    for variant in variants:
-        values = means.loc[variant]
-        per_task = []
-        for task in dict.fromkeys(base.index.get_level_values("task")):
-            terms = []
-            for metric, b in base.loc[task].items():
-                if (task, metric) not in values.index or b == 0:
-                    continue
-                sign = -1.0 if tasks[task]["metrics"].get(metric) == "min" else 1.0
-                terms.append(sign * (values[(task, metric)] - b) / abs(b))
-            per_task.append(sum(terms) / len(terms) if terms else math.nan)
-        out[variant] = 100.0 * sum(per_task) / len(per_task) if per_task else math.nan
-    return pd.Series(out, dtype=float)
+def delta_m_value(values: dict, base: dict, metrics: list[tuple[str, str]], directions: dict) -> float:
+    """Δm% of ``values`` against ``base`` (both ``{(task, metric): raw value}``) over ``metrics``.
+
+    Tasks are those with a baseline value; a baseline value of 0 leaves its metric out; a task without any usable
+    metric makes Δm% NaN."""
+    per_task: dict[str, list[float]] = {}
+    for task, metric in metrics:
+        if (task, metric) not in base:
+            continue
+        terms = per_task.setdefault(task, [])
+        b, v = base[(task, metric)], values.get((task, metric), math.nan)
+        if b == 0 or math.isnan(b) or math.isnan(v):
+            continue
+        sign = -1.0 if directions.get((task, metric)) == "min" else 1.0
+        terms.append(sign * (v - b) / abs(b))
+    if not per_task:
+        return math.nan
+    means = [sum(t) / len(t) if t else math.nan for t in per_task.values()]
+    return 100.0 * sum(means) / len(means)
 
 
 BUDGET_KEYS = ("epochs", "max_steps", "max_train_samples", "batch_size", "lr")
@@ -114,55 +207,325 @@ def _caption_facts(records: list[dict]) -> dict:
     if len(budgets) == 1:
         budget = ", ".join(f"{k}={v}" for k, v in json.loads(budgets.pop()).items()) or "default"
     else:
-        budget = "varies by strategy"
+        budget = "varies by row (see the row names)"
     return {"backbone": ", ".join(backbones), "seeds": tuple(sorted({r["seed"] for r in records})),
             "budget": budget}
 
 
-def build_leaderboard(records: list[dict], split: str = "test") -> Leaderboard:
-    """The numeric leaderboard of ``split`` (see module docstring for units and statistics)."""
-    tasks = task_specs(records)
-    metrics = metrics_frame(records)
-    metrics = metrics[metrics["split"] == split]
-    if metrics.empty:  # e.g. no record reports this split: an empty board, which callers skip
-        return Leaderboard(suite=records[0]["suite"], split=split, tasks=tasks,
+def _board_tasks(records: list[dict], metrics: pd.DataFrame, split: str) -> tuple[dict[str, BoardTask], pd.DataFrame]:
+    """The board's tasks (each task of ``split``, followed by its extra splits such as ``test_mismatched``) and the
+    long metrics frame of exactly those, extra-split tasks renamed ``<task>_<suffix>``."""
+    specs = task_specs(records)
+    frames = [metrics[metrics["split"] == split]]
+    extras: dict[str, list[BoardTask]] = {}
+    for extra in sorted(s for s in metrics["split"].unique() if s.startswith(split + "_")):
+        part = metrics[metrics["split"] == extra].copy()
+        suffix = extra[len(split):]
+        for task in dict.fromkeys(part["task"]):
+            if task in specs:
+                spec = {**specs[task], "split": extra, "source": task, "extra": True}
+                extras.setdefault(task, []).append(BoardTask(task + suffix, task, extra, spec, extra=True))
+        part["task"] = part["task"] + suffix
+        frames.append(part)
+    frame = pd.concat(frames, ignore_index=True)
+    present = set(frame["task"])
+    tasks: dict[str, BoardTask] = {}
+    for task, spec in specs.items():
+        if task in present:
+            tasks[task] = BoardTask(task, task, split, spec)
+        for bt in extras.get(task, []):
+            tasks[bt.name] = bt
+    return tasks, frame[frame["task"].isin(list(tasks))]
+
+
+# ----------------------------------------------------------------------------------------------- baselines
+
+
+def _train_overrides(row: RowInfo, other: RowInfo) -> list[str]:
+    """The ``train.*`` / ``budget_match`` settings of ``row`` that differ from ``other`` (as ``key=value``)."""
+    mine = {"suite": {"train": row.config.get("suite", {}).get("train", {})},
+            "budget_match": row.config.get("budget_match", "none")}
+    theirs = {"suite": {"train": other.config.get("suite", {}).get("train", {})},
+              "budget_match": other.config.get("budget_match", "none")}
+    diffs = config_differences({"row": mine, "other": theirs})["row"]
+    return [d.replace("budget_match=", "budget.match=", 1) for d in diffs]
+
+
+def find_baselines(infos: dict[str, RowInfo], order: list[str], suite: str) -> tuple[dict[str, str | None], dict]:
+    """Each row's Δm% baseline (a separate row with the same data and budget fingerprints) or None, and for the
+    rows without one the reason (``{row: note}``)."""
+    candidates = [infos[n] for n in order if infos[n].candidate]
+    out: dict[str, str | None] = {}
+    reasons: dict[str, str] = {}
+    for name in order:
+        row = infos[name]
+        if row.candidate:
+            out[name] = name
+            continue
+        same = [c for c in candidates if c.data_fp == row.data_fp and c.budget_fp == row.budget_fp]
+        if len(same) > 1:  # e.g. separate with other backbones: prefer the identical suite, then the plain name
+            same = ([c for c in same if c.config.get("suite") == row.config.get("suite")] or same)
+            same = [c for c in same if c.origin == BASELINE_VARIANT] or same
+        if len(same) == 1:
+            out[name] = same[0].name
+            continue
+        out[name] = None
+        if same:
+            names = ", ".join(c.name for c in same)
+            reasons[name] = (f"Δm% empty for {name}: {len(same)} separate rows share its budget and data ({names}); "
+                             f"give the runs distinct labels with `label=...`")
+            continue
+        same_data = [c for c in candidates if c.data_fp == row.data_fp]
+        nearest = min(same_data, key=lambda c: len(_train_overrides(row, c))) if same_data else None
+        overrides = _train_overrides(row, nearest) if nearest else []
+        if nearest is not None and overrides:
+            settings = " ".join(overrides)
+            reasons[name] = (f"Δm% empty for {name}: no separate row with the same budget ({', '.join(overrides)}) "
+                             f"and data; run `bench run suite={suite} strategy=separate {settings}`")
+        elif nearest is not None:  # same train settings, yet another budget fingerprint (e.g. a changed code path)
+            reasons[name] = (f"Δm% empty for {name}: no separate row with the same budget fingerprint and data; "
+                             f"rerun `bench run suite={suite} strategy=separate` with the same train settings")
+        elif candidates:
+            reasons[name] = (f"Δm% empty for {name}: no separate row with the same data (data fingerprint "
+                             f"{row.data_fp[:8] or 'none'}); run `bench run suite={suite} strategy=separate` on "
+                             f"the same data")
+        else:
+            reasons[name] = (f"Δm% empty for {name}: no separate row; run `bench run suite={suite} "
+                             f"strategy=separate` with the same train settings")
+    return out, reasons
+
+
+# ----------------------------------------------------------------------------------------------- build
+
+
+def build_leaderboard(records: list[dict], split: str = "test", options: ReportOptions | None = None,
+                      variants: list[str] | None = None) -> Leaderboard:
+    """The numeric leaderboard of ``split`` (module docstring): every row's numbers; tests, marks and the MDE over
+    the rows in ``variants`` (all when None), which are the rows kept. Baselines may be rows left out."""
+    options = options or ReportOptions()
+    suite = records[0]["suite"]
+    board_tasks, frame = _board_tasks(records, metrics_frame(records), split)
+    tasks = {name: bt.spec for name, bt in board_tasks.items()}
+    if frame.empty:  # e.g. no record reports this split: an empty board, which callers skip
+        return Leaderboard(suite=suite, split=split, tasks=tasks, options=options,
                            table=pd.DataFrame(index=pd.Index([], name="variant")))
-    stats = seed_stats(metrics)
+    present_rows = set(frame["variant"])
+    infos = {name: info for name, info in row_infos(records).items() if name in present_rows}
+    order = sorted(infos, key=sort_key)
+    shown = [v for v in order if variants is None or v in variants]
+    stats_ = seed_stats(frame)
     directions = {(t, m): d for t, spec in tasks.items() for m, d in spec["metrics"].items()}
 
-    table = pd.DataFrame(index=pd.Index(sorted(stats.index.get_level_values("variant").unique(), key=sort_key),
-                                        name="variant"))
-    table["n"] = metrics.groupby("variant")["seed"].nunique()
-    present = set(zip(stats.index.get_level_values("task"), stats.index.get_level_values("metric")))
+    table = pd.DataFrame(index=pd.Index(order, name="variant"))
+    table["n"] = frame.groupby("variant")["seed"].nunique()
+    present = set(zip(stats_.index.get_level_values("task"), stats_.index.get_level_values("metric")))
     for (task, metric), direction in directions.items():
         if (task, metric) not in present:
             continue
         column = f"{task}/{metric}"
-        group = stats.xs((task, metric), level=("task", "metric"))
+        group = stats_.xs((task, metric), level=("task", "metric"))
         factor = scale(direction)
         table[column] = group["mean"] * factor
         table[column + ":std"] = group["std"] * factor
         table[column + ":n"] = group["n"]
 
-    primaries = {t: spec["primary"] for t, spec in tasks.items()}
-    if all(tasks[t]["metrics"].get(m) == "max" for t, m in primaries.items()):
-        primary = metrics[[(t, m) in primaries.items() for t, m in zip(metrics["task"], metrics["metric"])]]
+    # Avg over the split's own tasks (extra splits are shown, not averaged)
+    avg_tasks = [t for t, bt in board_tasks.items() if not bt.extra]
+    primaries = {t: tasks[t]["primary"] for t in avg_tasks}
+    averaged = all(tasks[t]["metrics"].get(m) == "max" for t, m in primaries.items())
+    if averaged:
+        primary = frame[[primaries.get(t) == m for t, m in zip(frame["task"], frame["metric"])]]
         per_seed = primary.pivot_table(index=["variant", "seed"], columns="task", values="value")
         per_seed = per_seed.reindex(columns=list(primaries)).mean(axis=1, skipna=False).mul(100.0)
         table["avg"] = per_seed.groupby(level="variant").mean()
         table["avg:std"] = per_seed.groupby(level="variant").std()
     else:
         table["avg"] = table["avg:std"] = math.nan
-    table["delta_m"] = delta_m(stats["mean"], tasks)
 
+    # Δm% against each row's own baseline, on the seed means and per seed
+    delta_metrics = [(t, m) for t in avg_tasks
+                     for m in ([primaries[t]] if options.delta_m == "primary"
+                               else [primaries[t], *(x for x in tasks[t]["metrics"] if x != primaries[t])])]
+    baselines, baseline_notes = find_baselines(infos, order, suite)
+    means = stats_["mean"]
+    per_seed_values = frame.groupby(["variant", "seed", "task", "metric"])["value"].mean()
+    table["baseline"] = pd.Series({v: baselines[v] or "" for v in order})
+    for column in ("delta_m", "delta_m_seed_mean", "delta_m_seed_std", "delta_m_seed_n", *BUDGET_FIELDS):
+        table[column] = math.nan
+    for name in order:
+        base = baselines[name]
+        if base is None:
+            continue
+        table.loc[name, "delta_m"] = delta_m_value(means.loc[name].to_dict(), means.loc[base].to_dict(),
+                                                   delta_metrics, directions)
+        seeds = set(per_seed_values.loc[name].index.get_level_values("seed"))
+        common = sorted(seeds & set(per_seed_values.loc[base].index.get_level_values("seed")))
+        per_seed_dm = [delta_m_value(per_seed_values.loc[(name, s)].to_dict(),
+                                     per_seed_values.loc[(base, s)].to_dict(), delta_metrics, directions)
+                       for s in common]
+        per_seed_dm = [d for d in per_seed_dm if not math.isnan(d)]
+        if per_seed_dm:
+            table.loc[name, "delta_m_seed_mean"] = float(np.mean(per_seed_dm))
+            table.loc[name, "delta_m_seed_std"] = float(np.std(per_seed_dm, ddof=1)) if len(per_seed_dm) > 1 \
+                else math.nan
+            table.loc[name, "delta_m_seed_n"] = len(per_seed_dm)
+
+    # budgets and telemetry
+    for name in order:
+        for key, value in budget_means(infos[name]).items():
+            table.loc[name, key] = value
     telemetry = telemetry_frame(records)
+    telemetry = telemetry[telemetry["variant"].isin(order)]
     by_variant = telemetry.groupby("variant")
     for column in TELEMETRY_COLUMNS:
         table[column] = by_variant[column].mean()
     table["train_samples_per_s:std"] = by_variant["train_samples_per_s"].std()
+    table["code_versions"] = pd.Series({v: ", ".join(infos[v].code_versions) for v in order})
+    table["config_fingerprint"] = pd.Series({v: config_fingerprint(infos[v].first) for v in order})
     kinds = sorted({MEMORY_KINDS.get(k, str(k)) for k in telemetry["memory_kind"].dropna()})
-    return Leaderboard(suite=records[0]["suite"], split=split, tasks=tasks, table=table,
-                       memory_kind="/".join(kinds) or "host RSS", **_caption_facts(records))
+
+    notes = [baseline_notes[v] for v in shown if v in baseline_notes]
+    notes += _mixing_notes(infos, shown)
+    inference = None
+    if options.bootstrap and any(not infos[v].schema_1 for v in order):
+        inference = Inference(infos, board_tasks, order, avg_tasks if averaged else None, delta_metrics, baselines,
+                              options.bootstrap, options.level, options.seed)
+    notes += _prediction_notes(inference, infos, shown, board_tasks)
+    notes += [f"rows {', '.join(rows)}: {text}" for rows, text in group_rows(
+        (v, f"assembled from stages of code versions {', '.join(infos[v].code_versions)}")
+        for v in shown if len(infos[v].code_versions) > 1)]
+
+    board = Leaderboard(
+        suite=suite, split=split, tasks=tasks, table=table.loc[shown], full_table=table,
+        memory_kind="/".join(kinds) or "host RSS",
+        notes=notes, options=options, delta_metrics=tuple(delta_metrics), baselines=baselines, inference=inference,
+        examples=dict(inference.n_examples) if inference else {}, **_caption_facts(records))
+    board = replace(board, table=_statistics_columns(board.table, board.score_keys()))
+    if inference is not None and inference.any():
+        board = _add_inference(board, inference, shown)
+    return replace(board, table=board.table[_column_order(board.table.columns)])
+
+
+STAT_SUFFIXES = ("", ":std", ":n", ":lo", ":hi", ":p", ":p_adj", ":test", ":mark", ":p_best", ":wilson_lo",
+                 ":wilson_hi")
+
+
+def _statistics_columns(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The inference columns of every score column, empty (NaN / "") until :func:`_add_inference` fills them: the
+    CSV/JSON have the same columns whether or not rows have predictions."""
+    table = table.copy()
+    for key in keys:
+        for suffix in (":lo", ":hi", ":p", ":p_adj", ":p_best"):
+            table[key + suffix] = math.nan
+        table[key + ":test"] = ""
+        table[key + ":mark"] = ""
+        if key.endswith("/accuracy"):
+            table[key + ":wilson_lo"] = table[key + ":wilson_hi"] = math.nan
+    return table
+
+
+def _column_order(columns) -> list[str]:
+    """Each column followed by its statistics (``a/accuracy``, ``a/accuracy:std``, ``…:lo``, ``…:p``, …)."""
+    bases = list(dict.fromkeys(c.split(":", 1)[0] for c in columns))
+    rank = {suffix: i for i, suffix in enumerate(STAT_SUFFIXES)}
+    out = []
+    for base in bases:
+        mine = [c for c in columns if c.split(":", 1)[0] == base]
+        out += sorted(mine, key=lambda c: rank.get(c[len(base):], len(rank)))
+    return out
+
+
+def _mixing_notes(infos: dict[str, RowInfo], shown: list[str]) -> list[str]:
+    """A note per row name whose records come from several configurations (split into rows, never mixed)."""
+    by_origin: dict[str, list[str]] = {}
+    for name, info in infos.items():
+        by_origin.setdefault(info.origin, []).append(name)
+    notes = []
+    for origin, names in by_origin.items():
+        mine = [n for n in shown if n in names]
+        if len(names) > 1 and mine:
+            notes.append(f"rows {', '.join(mine)}: records named {origin} come from {len(names)} configurations; "
+                         f"one row each, never mixed")
+    return notes
+
+
+def _prediction_notes(inference: Inference | None, infos: dict[str, RowInfo], shown: list[str],
+                      board_tasks: dict[str, BoardTask]) -> list[str]:
+    items = []
+    for name in shown:
+        reasons = inference.reasons.get(name, {}) if inference else {t: OLD_RECORDS for t in board_tasks}
+        if not reasons:
+            continue
+        if len(reasons) == len(board_tasks) and len(set(reasons.values())) == 1:
+            items.append((name, f"{next(iter(reasons.values()))}: no intervals"))
+        else:
+            items += [(name, f"{task}: {why}: no interval") for task, why in reasons.items()]
+    return [f"rows {', '.join(rows)}: {text}" for rows, text in group_rows(items)]
+
+
+def _add_inference(board: Leaderboard, inference: Inference, shown: list[str]) -> Leaderboard:
+    """Intervals, Wilson cross-checks, tests against the baselines (corrected over the table), winner marks, MDE."""
+    table = board.table.copy()
+    options = board.options
+    keys = board.score_keys()
+    family: list[tuple[str, str, float]] = []
+    used: set[str] = set()
+    for name in shown:
+        for key in keys:
+            lo, hi = inference.interval(name, key)
+            table.loc[name, [key + ":lo", key + ":hi"]] = [lo, hi]
+            if key.endswith("/accuracy"):
+                table.loc[name, [key + ":wilson_lo", key + ":wilson_hi"]] = list(
+                    inference.wilson(name, key.rsplit("/", 1)[0]))
+            base = board.baselines.get(name)
+            if base is None or base == name:
+                continue
+            p, test = inference.paired_test(name, base, key)
+            if not math.isnan(p):
+                table.loc[name, key + ":p"] = p
+                table.loc[name, key + ":test"] = test
+                family.append((name, key, p))
+                used.add(test)
+    if family:
+        adjusted = stats.adjust([p for _, _, p in family], options.correction)
+        for (name, key, _), q in zip(family, adjusted):
+            table.loc[name, key + ":p_adj"] = float(q)
+    for key in keys:
+        direction = "max" if key in ("avg", "delta_m") else board.tasks[key.rsplit("/", 1)[0]]["metrics"][
+            key.rsplit("/", 1)[1]]
+        marks, p_best = winner_marks(table, inference, shown, key, direction, options.alpha)
+        for name, mark in marks.items():
+            table.loc[name, key + ":mark"] = mark
+        for name, p in p_best.items():
+            table.loc[name, key + ":p_best"] = p
+    avg = [(n, inference.replicates(n, "avg")) for n in shown]
+    avg = [(n, r) for n, r in avg if r is not None]
+    diffs = [ra - rb for i, (_, ra) in enumerate(avg) for _, rb in avg[i + 1:]]
+    mde = stats.mde(diffs, alpha=options.alpha, power=POWER) if diffs else math.nan
+    return replace(board, table=table, n_tests=len(family), tests_used=tuple(sorted(used)), mde=mde)
+
+
+def winner_marks(table: pd.DataFrame, inference: Inference, shown: list[str], key: str, direction: str,
+                 alpha: float) -> tuple[dict[str, str], dict[str, float]]:
+    """Marks of one score column: ``{"row": "best"}`` when the best row beats every other row with predictions
+    (paired bootstrap p < alpha on the difference), else ``"tie"`` for the best and each row it does not beat.
+
+    Only rows with replicates compete; a row without predictions is never marked, and when its value is at least
+    the best one, the best is not bold (a win nobody can test). Returns the marks and each row's p against the best.
+    """
+    values = table[key]
+    testable = [r for r in shown if not math.isnan(values[r]) and inference.replicates(r, key) is not None]
+    if len(testable) < 2:
+        return {}, {}
+    sign = 1.0 if direction == "max" else -1.0
+    best = max(testable, key=lambda r: (sign * values[r], -shown.index(r)))
+    p_best = {r: stats.paired_bootstrap_p(inference.difference(best, r, key)) for r in testable if r != best}
+    tied = [r for r, p in p_best.items() if not p < alpha]
+    untested_better = any(sign * values[r] >= sign * values[best] for r in shown
+                          if r not in testable and not math.isnan(values[r]))
+    if tied:
+        return {best: "tie", **{r: "tie" for r in tied}}, p_best
+    return ({} if untested_better else {best: "best"}), p_best
 
 
 # ----------------------------------------------------------------------------------------------- columns
@@ -177,22 +540,28 @@ class Column:
     latex: str
     digits: int = 1
     std: str | None = None
-    better: str | None = None  # "max" / "min": best bold, second underlined; None: not ranked
-    kind: str = "float"  # float | signed | count | params
+    better: str | None = None  # "max" / "min"; None: not ranked
+    kind: str = "float"  # float | signed | count | int | params
+    score: bool = False  # ranked by tests (bold = significant winner, ties marked); else plain best-in-bold
 
 
 def columns(lb: Leaderboard) -> list[Column]:
     cols = [Column("n", "n", "$n$", kind="count")]
-    for task, spec in lb.tasks.items():
-        metric = spec["primary"]
-        direction = spec["metrics"].get(metric, "max")
-        unit = " (%)" if direction == "max" else ""
-        cols.append(Column(f"{task}/{metric}", f"{task} {metric}{unit}", _tex(f"{task} {metric}") + unit.replace("%", r"\%"),
-                           digits=1 if direction == "max" else 3, std=f"{task}/{metric}:std", better=direction))
+    for task in lb.tasks:
+        for metric in lb.shown_metrics(task):
+            if f"{task}/{metric}" not in lb.table:
+                continue
+            direction = lb.tasks[task]["metrics"].get(metric, "max")
+            unit = " (%)" if direction == "max" else ""
+            cols.append(Column(f"{task}/{metric}", f"{task} {metric}{unit}",
+                               _tex(f"{task} {metric}") + unit.replace("%", r"\%"),
+                               digits=1 if direction == "max" else 3, std=f"{task}/{metric}:std", better=direction,
+                               score=True))
     if lb.table["avg"].notna().any():
-        cols.append(Column("avg", "Avg (%)", r"Avg (\%)", std="avg:std", better="max"))
+        cols.append(Column("avg", "Avg (%)", r"Avg (\%)", std="avg:std", better="max", score=True))
     cols += [
-        Column("delta_m", "Δm%", r"$\Delta_m$ (\%)", digits=2, better="max", kind="signed"),
+        Column("delta_m", "Δm%", r"$\Delta_m$ (\%)", digits=2, better="max", kind="signed", score=True),
+        Column("train_samples_seen", "Samples seen", "Samples seen", digits=0, kind="int"),
         Column("train_samples_per_s", "Train (samples/s)", "Train (samples/s)", digits=0,
                std="train_samples_per_s:std", better="max"),
         Column("peak_memory_mb", f"Peak mem (MB, {lb.memory_kind})", f"Peak mem (MB, {_tex(lb.memory_kind)})",
@@ -212,11 +581,26 @@ def _tex(text: str) -> str:
     return "".join(_TEX_SPECIALS.get(char, char) for char in text)
 
 
+_TEX_SYMBOLS = (("Δm\\%", r"$\Delta_m$\%"), ("×", r"$\times$"), ("±", r"$\pm$"), ("≈", r"$\approx$"),
+                ("α", r"$\alpha$"), ("≥", r"$\geq$"), ("–", "--"), ("Δ", r"$\Delta$"), ("*:", r"$^{*}$:"),
+                (" < ", r" $<$ "), (" > ", r" $>$ "))
+
+
+def _latex_text(text: str) -> str:
+    """Plain caption text -> LaTeX: specials escaped, symbols as math, `code` as \\texttt."""
+    out = _tex(text)
+    for plain, latex in _TEX_SYMBOLS:
+        out = out.replace(plain, latex)
+    return re.sub(r"`([^`]*)`", r"\\texttt{\1}", out)
+
+
 def _number(value: float, col: Column) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if col.kind == "count":
         return str(int(value))
+    if col.kind == "int":
+        return f"{value:,.0f}"
     if col.kind == "params":
         for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
             if abs(value) >= div:
@@ -228,55 +612,164 @@ def _number(value: float, col: Column) -> str:
 
 
 def ranks(lb: Leaderboard) -> pd.DataFrame:
-    """Per ranked column: 1 = best (ties share it), 2 = second best distinct value, 0 otherwise.
+    """Per displayed column: 1 = bold, 2 = tied for best (≈ / underlined), 0 otherwise.
 
-    Values are compared as displayed (rounded), so what looks equal is ranked equal.
+    Score columns: from the tests (``<col>:mark``): bold only for a significant winner. Cost columns: the best value
+    as displayed (rounded; ties share it) is bold.
     """
     out = pd.DataFrame(0, index=lb.table.index, columns=[c.key for c in columns(lb)])
     for col in columns(lb):
+        if col.score:
+            marks = lb.table.get(col.key + ":mark")
+            if marks is not None:
+                out.loc[marks == "best", col.key] = 1
+                out.loc[marks == "tie", col.key] = 2
+            continue
         if col.better is None:
             continue
         values = lb.table[col.key].round(col.digits)
-        distinct = sorted(values.dropna().unique(), reverse=col.better == "max")
         if len(values.dropna()) < 2:
             continue
-        out.loc[values == distinct[0], col.key] = 1
-        if len(distinct) > 1:
-            out.loc[values == distinct[1], col.key] = 2
+        best = values.max() if col.better == "max" else values.min()
+        if (values.dropna() == best).all():  # every row ties: nothing stands out
+            continue
+        out.loc[values == best, col.key] = 1
     return out
 
 
-def cell_text(lb: Leaderboard, latex: bool = False) -> pd.DataFrame:
-    """The displayed strings ("80.0 ± 2.8"), one column per :func:`columns` entry."""
+def _significant(lb: Leaderboard, variant: str, key: str) -> bool:
+    p = lb.table.loc[variant].get(key + ":p_adj", math.nan)
+    return isinstance(p, float) and not math.isnan(p) and p < lb.options.alpha
+
+
+def cell_text(lb: Leaderboard, latex: bool = False, markdown: bool = False) -> pd.DataFrame:
+    """The displayed strings, one column per :func:`columns` entry: ``95.3* [92.0, 97.9] ≈``.
+
+    The point estimate, ``*`` when it differs significantly from the row's baseline, the interval (brackets or
+    ± half width) or, for rows without predictions, ± std over seeds, and ``≈`` when tied for best (LaTeX: the cell
+    is underlined instead, see :func:`ranks`)."""
+    pm = lb.options.interval == "pm"
+    sd_words = pm and lb.has_intervals  # "± x" already means a half width: say "sd" for the std
     rows = {}
     for variant, row in lb.table.iterrows():
         cells = []
         for col in columns(lb):
-            text = _number(row[col.key], col)
-            std = row[col.std] if col.std else math.nan
-            if col.std and not math.isnan(row[col.key]) and not math.isnan(std):
-                std_text = _number(std, replace(col, kind="float"))
-                text += rf"{{\scriptsize\,$\pm$\,{std_text}}}" if latex else f" ± {std_text}"
+            value = row[col.key]
+            text = _number(value, col)
+            digits = replace(col, kind="signed" if col.kind == "signed" else "float")
+            lo, hi = row.get(col.key + ":lo", math.nan), row.get(col.key + ":hi", math.nan)
+            if col.score and _significant(lb, variant, col.key):
+                text += r"$^{*}$" if latex else (r"\*" if markdown else "*")
+            if col.score and not _nan(lo) and not _nan(hi) and not _nan(value):
+                if pm:
+                    half = _number((hi - lo) / 2, replace(col, kind="float"))
+                    text += rf"{{\scriptsize\,$\pm$\,{half}}}" if latex else f" ± {half}"
+                else:
+                    span = f"[{_number(lo, digits)}, {_number(hi, digits)}]"
+                    text += rf"{{\scriptsize\,{span}}}" if latex else f" {span}"
+            elif col.std and not _nan(value) and not _nan(row[col.std]):
+                std_text = _number(row[col.std], replace(col, kind="float"))
+                if latex:
+                    text += (rf"{{\scriptsize\,(sd\,{std_text})}}" if sd_words
+                             else rf"{{\scriptsize\,$\pm$\,{std_text}}}")
+                else:
+                    text += f" (sd {std_text})" if sd_words else f" ± {std_text}"
+            if col.score and not latex and row.get(col.key + ":mark") == "tie":
+                text += " ≈"
             if latex:
                 text = text.replace("—", "--")
-                text = "$-$" + text[1:] if text.startswith("-") else text
+                text = re.sub(r"(?<![\w$.])-(?=\d)", "$-$", text)
             cells.append(text)
         rows[variant] = cells
     headers = [c.latex if latex else c.header for c in columns(lb)]
     return pd.DataFrame.from_dict(rows, orient="index", columns=headers)
 
 
+def _nan(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+# ----------------------------------------------------------------------------------------------- captions
+
+
+def _examples_text(lb: Leaderboard) -> str:
+    if not lb.examples:
+        return ""
+    counts = set(lb.examples.values())
+    if len(counts) == 1:
+        return f" ({counts.pop():,} examples per task)"
+    return " (" + ", ".join(f"{t} {n:,}" for t, n in lb.examples.items()) + " examples)"
+
+
+def delta_m_metrics_text(lb: Leaderboard) -> str:
+    return ", ".join(f"{t} {m}" for t, m in lb.delta_metrics)
+
+
+def caption_sentences(lb: Leaderboard, latex: bool = False) -> list[str]:
+    """The caption of a board as plain sentences (LaTeX symbols are substituted by :func:`caption`)."""
+    o = lb.options
+    level = f"{100 * o.level:g}%"
+    alpha = f"{o.alpha:g}"
+    out = []
+    if lb.has_intervals:
+        shape = "[lo, hi]" if o.interval == "brackets" else "as ± half their width"
+        without = ""
+        task_keys = [k + ":lo" for k in lb.score_keys() if "/" in k and k + ":lo" in lb.table]
+        if task_keys and lb.table[task_keys].isna().all(axis=1).any():
+            without = ("; rows without predictions: ± std over seeds" if o.interval == "brackets"
+                       else "; rows without predictions: (sd) std over seeds")
+        out.append(f"Mean over seeds (n per row) with {level} percentile bootstrap intervals {shape} (B={o.bootstrap} "
+                   f"replicates resampling seeds, then {lb.split} examples; one draw shared by all rows, so rows are "
+                   f"paired){without}; fractions ×100, mse raw.")
+    else:
+        out.append("Mean ± std over seeds (n per row); fractions ×100, mse raw; no intervals, tests or significance "
+                   "marks (no row has per-example predictions).")
+    out.append(f"Δm% (Maninis et al., 2019) vs the separate row of the same budget and data, over: "
+               f"{delta_m_metrics_text(lb)}.")
+    if lb.n_tests:
+        if lb.tests_used == ("McNemar",):
+            how = "exact McNemar tests"
+        elif "McNemar" in lb.tests_used:
+            how = "exact McNemar test for accuracy when both rows have one seed, else paired bootstrap test"
+        else:
+            how = "paired bootstrap tests"
+        correction = ("without correction" if o.correction == "none"
+                      else f"after {stats.CORRECTIONS[o.correction]} correction")
+        out.append(f"*: differs from separate at α={alpha} {correction} over the table's {lb.n_tests} tests "
+                   f"({how}; per task, Avg and Δm%; raw and adjusted p in the CSV/JSON).")
+    if lb.has_intervals:
+        tie = "underlined" if latex else "≈"
+        out.append(f"Bold: best of its column and significantly better than every other row (paired bootstrap, "
+                   f"p < {alpha}); {tie}: statistically tied for best (p ≥ {alpha} against the best); rows without "
+                   f"predictions are never marked. Cost columns: best in bold, untested.")
+        if not math.isnan(lb.mde):
+            out.append(f"MDE (Avg, α={alpha}, power {POWER:g}): {lb.mde:.1f} points.")
+    else:
+        out.append("Cost columns: best in bold, untested.")
+    out.append(f"Samples seen: training examples processed by the row's training stages; peak memory is "
+               f"{lb.memory_kind}.")
+    return out
+
+
 def caption(lb: Leaderboard, latex: bool = False) -> str:
     seeds = ", ".join(str(s) for s in lb.seeds)
+    split = f"{lb.split.capitalize()} split{_examples_text(lb)}."
+    body = " ".join([split, *caption_sentences(lb, latex)])
     if not latex:
-        return (f"Suite {lb.suite}, backbone {lb.backbone}, seeds {{{seeds}}}, budget {lb.budget}. "
-                f"{lb.split.capitalize()} split; mean ± std over seeds (n per row); fractions ×100, mse raw; "
-                f"Δm% vs separate (Maninis et al., 2019); peak memory is {lb.memory_kind}.")
+        return f"Suite {lb.suite}, backbone {lb.backbone}, seeds {{{seeds}}}, budget {lb.budget}. {body}"
+    notes = " ".join(_latex_text(_sentence(re.sub(r"; (re)?run `[^`]*`.*$", "", n))) for n in lb.notes)
     return (rf"Suite \texttt{{{_tex(lb.suite)}}}, backbone \texttt{{{_tex(lb.backbone)}}}, "
-            rf"seeds \{{{seeds}\}}, budget {_tex(lb.budget)}. "
-            rf"{lb.split.capitalize()} split; mean $\pm$ std over seeds ($n$ per row); fractions $\times$100, "
-            rf"mse raw; $\Delta_m$\% vs separate (Maninis et al., 2019); peak memory is {_tex(lb.memory_kind)}; "
-            rf"best in bold, second underlined.")
+            rf"seeds \{{{seeds}\}}, budget {_tex(lb.budget)}. {_latex_text(body)}"
+            + (f" Notes: {notes}" if notes else ""))
+
+
+def _sentence(text: str) -> str:
+    text = text.rstrip(".")
+    return (text[:1].upper() + text[1:] + ".") if text else ""
+
+
+def notes_markdown(lb: Leaderboard) -> str:
+    return "".join(f"- Note: {note}\n" for note in lb.notes)
 
 
 # ----------------------------------------------------------------------------------------------- formats
@@ -287,8 +780,8 @@ def _md_row(cells: list[str]) -> str:
 
 
 def to_markdown(lb: Leaderboard) -> str:
-    """A GitHub table; the best value of each ranked column in bold."""
-    text, rank = cell_text(lb), ranks(lb)
+    """A GitHub table: significant winners and the best cost in bold, ties for best marked ≈, ``*`` vs separate."""
+    text, rank = cell_text(lb, markdown=True), ranks(lb)
     lines = [_md_row(["variant", *text.columns]), "|" + "---|" + "---:|" * len(text.columns)]
     for variant, cells in text.iterrows():
         marked = [f"**{c}**" if r == 1 else c for c, r in zip(cells, rank.loc[variant])]
@@ -297,7 +790,8 @@ def to_markdown(lb: Leaderboard) -> str:
 
 
 def to_latex(lb: Leaderboard) -> str:
-    """A booktabs table via pandas Styler: best bold, second underlined, ± std in \\scriptsize."""
+    """A booktabs table via pandas Styler: significant winners bold, ties for best underlined, ``$^{*}$`` vs
+    separate, intervals in \\scriptsize."""
     text, rank = cell_text(lb, latex=True), ranks(lb)
     text.index = [_tex(v) for v in text.index]
     props = pd.DataFrame(rank.to_numpy(), index=text.index, columns=text.columns).map(
@@ -310,7 +804,7 @@ def to_latex(lb: Leaderboard) -> str:
 
 
 def to_rich(lb: Leaderboard, compact: bool = False):
-    """A rich Table for the terminal (best bold green, second underlined).
+    """A rich Table for the terminal (significant winners bold green, ties for best ≈ and underlined).
 
     ``compact`` (narrow terminals) keeps n, scores, Avg and Δm% and leaves the cost columns to the files.
     """
@@ -319,9 +813,11 @@ def to_rich(lb: Leaderboard, compact: bool = False):
     from rich.text import Text
 
     text, rank = cell_text(lb), ranks(lb)
-    keep = [c.header for c in columns(lb) if not compact or c.key not in TELEMETRY_COLUMNS]
+    cost = (*TELEMETRY_COLUMNS, "train_samples_seen")
+    keep = [c.header for c in columns(lb) if not compact or c.key not in cost]
     text, rank = text[keep], rank[[c.key for c in columns(lb) if c.header in keep]]
-    table = Table(title=Text(f"{lb.suite}: {lb.split}"), caption=Text(caption(lb)), caption_justify="left",
+    notes = "".join(f"\nNote: {n}" for n in lb.notes)
+    table = Table(title=Text(f"{lb.suite}: {lb.split}"), caption=Text(caption(lb) + notes), caption_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     # the variant name must never be squeezed away on a narrow screen; score headers fold instead
     widest = max((len(str(v)) for v in text.index), default=8)
@@ -341,17 +837,33 @@ def to_frame(lbs: list[Leaderboard]) -> pd.DataFrame:
     return frame[["split", *[c for c in frame.columns if c != "split"]]]
 
 
-UNITS = "points: max-direction metrics ×100, min-direction metrics raw; delta_m in %; std with ddof=1"
+UNITS = ("points: max-direction metrics ×100, min-direction metrics raw; delta_m in %; std with ddof=1; "
+         "<col>:lo/:hi percentile bootstrap interval at `level`; <col>:p raw and <col>:p_adj corrected p of the "
+         "paired test against the row's baseline (<col>:test names it); <col>:mark best|tie; <col>:p_best paired "
+         "bootstrap p against the column's best; <col>:wilson_lo/hi Wilson interval of accuracy pooled over seeds")
+
+
+def board_info(lb: Leaderboard) -> dict:
+    """What a board's JSON says besides its rows: caption, notes and the statistics' settings."""
+    return {"caption": caption(lb), "notes": list(lb.notes), "delta_m_metrics": [f"{t}/{m}" for t, m in
+                                                                                  lb.delta_metrics],
+            "examples": lb.examples, "n_tests": lb.n_tests, "tests": list(lb.tests_used),
+            "mde_avg": None if math.isnan(lb.mde) else lb.mde, "baselines": lb.baselines}
 
 
 def to_json(lbs: list[Leaderboard]) -> str:
     lb = lbs[0]
     frame = to_frame(lbs).astype(object)
     frame = frame.where(frame.notna(), None)
+    o = lb.options
     payload = {
-        "schema_version": SCHEMA_VERSION, "suite": lb.suite, "backbone": lb.backbone, "seeds": list(lb.seeds),
+        "schema_version": LEADERBOARD_SCHEMA, "suite": lb.suite, "backbone": lb.backbone, "seeds": list(lb.seeds),
         "budget": lb.budget, "memory_kind": lb.memory_kind, "units": UNITS, "baseline_variant": BASELINE_VARIANT,
+        "options": {"level": o.level, "interval": o.interval, "delta_m": o.delta_m, "correction": o.correction,
+                    "correction_name": stats.CORRECTIONS[o.correction], "bootstrap": o.bootstrap, "power": POWER},
+        "notes": list(lb.notes),
         "tasks": lb.tasks,
+        "boards": {b.split: board_info(b) for b in lbs},
         "splits": {b.split: [r for r in frame.to_dict("records") if r["split"] == b.split] for b in lbs},
     }
     return json.dumps(payload, indent=2, default=_json_default) + "\n"
@@ -369,10 +881,85 @@ def write_tables(lbs: list[Leaderboard], out_dir: Path) -> dict[str, Path]:
     paths = {ext: out_dir / f"leaderboard.{ext}" for ext in ("md", "tex", "csv", "json")}
     md = [f"# Leaderboard: {lbs[0].suite}\n"]
     for lb in lbs:
-        md += [f"## {lb.split.capitalize()}\n", caption(lb) + "\n", to_markdown(lb)]
+        md += [f"## {lb.split.capitalize()}\n", caption(lb) + "\n"]
+        if lb.notes:
+            md.append(notes_markdown(lb))
+        md.append(to_markdown(lb))
     paths["md"].write_text("\n".join(md))
     tex = "% generated by `python -m bench report`; needs \\usepackage{booktabs}\n"
     paths["tex"].write_text(tex + "\n".join(to_latex(lb) for lb in lbs))
     to_frame(lbs).to_csv(paths["csv"], index=False)
     paths["json"].write_text(to_json(lbs))
     return paths
+
+
+# ----------------------------------------------------------------------------------------------- compare
+
+
+def _row_or_error(lb: Leaderboard, name: str) -> str:
+    valid = list((lb.full_table if lb.full_table is not None else lb.table).index)
+    if name not in valid:
+        raise BenchError(f"compare: unknown row {name!r}{did_you_mean(name, valid)}; rows: {', '.join(valid)}")
+    return name
+
+
+def compare_rows(lb: Leaderboard, a: str, b: str) -> pd.DataFrame:
+    """The paired comparison of rows ``a`` and ``b``: per task (the Δm% metrics and extra splits' primaries), Avg
+    and Δm%: both values, the difference a − b with its interval, the test, raw and corrected p."""
+    a, b = _row_or_error(lb, a), _row_or_error(lb, b)
+    if a == b:
+        raise BenchError(f"compare: {a!r} twice; name two different rows, e.g. compare={a},{BASELINE_VARIANT}")
+    inference = lb.inference if lb.inference is not None and lb.inference.any() else None
+    full = lb.full_table if lb.full_table is not None else lb.table
+    keys = lb.score_keys()
+    rows = []
+    for key in keys:
+        va, vb = full.loc[a].get(key, math.nan), full.loc[b].get(key, math.nan)
+        lo = hi = p = math.nan
+        test = ""
+        if inference is not None:
+            diff = inference.difference(a, b, key)
+            if diff is not None:
+                lo, hi = stats.interval(diff, lb.options.level)
+            p, test = inference.paired_test(a, b, key)
+        label = {"avg": "Avg", "delta_m": "Δm%"}.get(key, key.replace("/", " "))
+        rows.append({"column": label, "key": key, a: va, b: vb, "difference": va - vb, "lo": lo, "hi": hi,
+                     "test": test, "p": p})
+    frame = pd.DataFrame(rows)
+    frame["p_adj"] = stats.adjust(frame["p"].to_numpy(dtype=float), lb.options.correction)
+    return frame
+
+
+def compare_markdown(lb: Leaderboard, frame: pd.DataFrame, a: str, b: str) -> str:
+    """``compare_<a>_vs_<b>.md``: the comparison table and what its numbers are."""
+    o = lb.options
+    level = f"{100 * o.level:g}%"
+    lines = [f"# {a} vs {b} ({lb.suite}, {lb.split})\n",
+             f"Difference = {a} − {b} in points (Δm%: in %), with its {level} paired percentile bootstrap interval "
+             f"(B={o.bootstrap}, the leaderboard's draws) and a two-sided paired test (exact McNemar for accuracy "
+             f"when both rows have one seed, else paired bootstrap); p adjusted over these {frame['p'].notna().sum()} "
+             f"tests with {stats.CORRECTIONS[o.correction]}.\n",
+             _md_row(["column", a, b, "difference", f"{level} interval", "test", "p", "p adj"]),
+             "|---|" + "---:|" * 7]
+    for row in frame.to_dict("records"):
+        signed = Column("d", "", "", digits=2 if row["key"] == "delta_m" else 1, kind="signed")
+        plain = replace(signed, kind="signed" if row["key"] == "delta_m" else "float")
+        span = "—" if _nan(row["lo"]) else f"[{_number(row['lo'], signed)}, {_number(row['hi'], signed)}]"
+        lines.append(_md_row([row["column"], _number(row[a], plain), _number(row[b], plain),
+                              _number(row["difference"], signed), span, row["test"] or "—", _p(row["p"]),
+                              _p(row["p_adj"])]))
+    if lb.inference is None or not lb.inference.any():
+        lines.append("\nNo per-example predictions (records older than schema 2): differences of means only.")
+    if lb.inference is not None and a in lb.inference.infos and b in lb.inference.infos:
+        setup = {n: {k: lb.inference.infos[n].config.get(k) for k in ("suite", "budget_match")} for n in (a, b)}
+        diff = config_differences(setup)  # suite and budget settings; strategies and their params differ anyway
+        if diff[a]:
+            lines.append(f"\nThe rows were trained under different settings: {', '.join(diff[a])} ({a}) vs "
+                         f"{', '.join(diff[b])} ({b}).")
+    return "\n".join(lines) + "\n"
+
+
+def _p(p: float) -> str:
+    if _nan(p):
+        return "—"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"

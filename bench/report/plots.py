@@ -57,8 +57,32 @@ def _save(fig: Figure, out_dir: Path, stem: str) -> dict[str, Path]:
     return paths
 
 
+def error_bars(lb: Leaderboard, column: str) -> tuple[np.ndarray, list[str]]:
+    """Per variant (lower, upper) error-bar lengths of ``column`` and what each bar is: the bootstrap interval
+    where the row has one (asymmetric), else ± std over seeds (0 when neither exists)."""
+    table = lb.table
+    n = len(table)
+    bars = np.zeros((2, n))
+    kinds = []
+    means = table[column].to_numpy(dtype=float) if column in table else np.full(n, np.nan)
+    lo = table[column + ":lo"].to_numpy(dtype=float) if column + ":lo" in table else np.full(n, np.nan)
+    hi = table[column + ":hi"].to_numpy(dtype=float) if column + ":hi" in table else np.full(n, np.nan)
+    std = table[column + ":std"].to_numpy(dtype=float) if column + ":std" in table else np.full(n, np.nan)
+    for i in range(n):
+        if not (math.isnan(lo[i]) or math.isnan(hi[i]) or math.isnan(means[i])):
+            bars[:, i] = [max(0.0, means[i] - lo[i]), max(0.0, hi[i] - means[i])]
+            kinds.append("interval")
+        elif not math.isnan(std[i]):
+            bars[:, i] = std[i]
+            kinds.append("std")
+        else:
+            kinds.append("none")
+    return bars, kinds
+
+
 def plot_bars(lb: Leaderboard, out_dir: Path) -> dict[str, Path]:
-    """One panel per task: the primary metric of every variant, mean with ± std error bars."""
+    """One panel per task: the primary metric of every variant, error bars = the row's bootstrap interval
+    (asymmetric) when it has predictions, else ± std over seeds; the title says which."""
     variants = list(lb.table.index)
     tasks = list(lb.tasks)
     cols = min(3, len(tasks))
@@ -69,13 +93,15 @@ def plot_bars(lb: Leaderboard, out_dir: Path) -> dict[str, Path]:
     for ax in axes[len(tasks):]:
         ax.set_visible(False)
     x = np.arange(len(variants))
+    shown_kinds: set[str] = set()
     for ax, task in zip(axes, tasks):
         metric = lb.tasks[task]["primary"]
         column = f"{task}/{metric}"
         means = lb.table[column].to_numpy(dtype=float) if column in lb.table else np.full(len(variants), np.nan)
-        stds = lb.table[column + ":std"].fillna(0.0).to_numpy(dtype=float) if column in lb.table else None
+        bars, kinds = error_bars(lb, column)
+        shown_kinds |= set(kinds) - {"none"}
         for i, variant in enumerate(variants):
-            ax.bar(x[i], means[i], yerr=None if stds is None else stds[i], capsize=3, color=colour(variant),
+            ax.bar(x[i], means[i], yerr=bars[:, i:i + 1], capsize=3, color=colour(variant),
                    hatch=HATCHES[variant_index(variant, variants) % len(HATCHES)], edgecolor="white",
                    label=variant)
         unit = "%" if lb.tasks[task]["metrics"].get(metric) == "max" else "raw"
@@ -87,7 +113,14 @@ def plot_bars(lb: Leaderboard, out_dir: Path) -> dict[str, Path]:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, [f"{i + 1}: {v}" for i, v in enumerate(labels)], loc="outside lower center",
                ncols=min(3, len(labels)), fontsize="small", frameon=False)
-    fig.suptitle(f"{lb.suite}: primary metric per task ({lb.split}, mean ± std over seeds)")
+    level = f"{100 * lb.options.level:g}%"
+    if shown_kinds == {"interval"}:
+        what = f"mean over seeds, error bars: {level} bootstrap interval"
+    elif shown_kinds == {"interval", "std"}:
+        what = f"mean over seeds, error bars: {level} bootstrap interval; rows without predictions: ± std"
+    else:
+        what = "mean ± std over seeds"
+    fig.suptitle(f"{lb.suite}: primary metric per task ({lb.split}, {what})")
     return _save(fig, out_dir, f"bars_{lb.split}")
 
 
