@@ -1,6 +1,17 @@
-"""``uncertainty``: joint training from θ0 with Kendall et al. (2018) homoscedastic-uncertainty weighting."""
+"""``uncertainty``: joint training from θ0 with Kendall et al. (2018) homoscedastic-uncertainty weighting.
+
+Kendall et al. update the network from Σ_i (e^{−s_i} L_i + ½ s_i) over a batch of *every* task, so on multi-input
+suites this strategy draws one batch of every task per step (``sampling=all``, the setting GradNorm uses too) unless
+told otherwise. With one task per step the weight e^{−s_i} of the only loss of a step is removed by gradient clipping
+and mostly by Adam (docs/budgets.md): the row would then be naive MTL whatever σ² learns. Compare it with
+``naive_mtl strategy.sampling=all``, which sees the same batches at the same seed.
+
+The learned s_i have their own learning rate (``strategy.lr``; default: the weighting's, 3e-2, chosen by experiment).
+"""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from bench.config import Frozen
 from bench.stages import Stages, make_row
@@ -8,7 +19,8 @@ from bench.strategy import Strategy, register_strategy
 
 
 class Params(Frozen):
-    lr: float | None = None  # own learning rate for s_i = log σ_i² (None: the network's)
+    lr: float | None = None  # own learning rate for s_i = log σ_i² (None: the weighting's default)
+    sampling: Literal["proportional", "temperature", "round_robin", "all"] | None = "all"  # None: train.sampling
 
 
 @register_strategy("uncertainty")
@@ -19,4 +31,5 @@ class Uncertainty(Strategy):
 
     def run(self, stages: Stages, params: Params) -> dict:
         wp = {"lr": params.lr} if params.lr is not None else {}
-        return {"uncertainty": make_row(stages.joint(weighting="uncertainty", weighting_params=wp))}
+        joint = stages.joint(weighting="uncertainty", weighting_params=wp, sampling=params.sampling)
+        return {"uncertainty": make_row(joint)}

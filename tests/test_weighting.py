@@ -14,7 +14,7 @@ from bench.errors import BenchError
 from bench.weighting import build_weighting
 from bench.weighting import gradnorm as gradnorm_mod
 from bench.weighting.gradnorm import GradNorm, GradNormParams
-from bench.weighting.uncertainty import Uncertainty, UncertaintyParams
+from bench.weighting.uncertainty import DEFAULT_LR, Uncertainty, UncertaintyParams
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +85,8 @@ def test_uncertainty_param_group_has_no_weight_decay_and_own_lr():
     (g,) = w.param_groups(lr=1e-3)
     assert g["weight_decay"] == 0.0 and g["lr"] == 0.05
     assert {id(p) for p in g["params"]} == {id(p) for p in w.log_vars}
-    assert build_weighting("uncertainty", [reg("a")]).param_groups(lr=1e-3)[0]["lr"] == 1e-3
+    assert build_weighting("uncertainty", [reg("a")]).param_groups(lr=1e-3)[0]["lr"] == DEFAULT_LR  # its own
+    assert build_weighting("uncertainty", [reg("a")], {"lr": None}).param_groups(lr=1e-3)[0]["lr"] == 1e-3
     # an AdamW with weight decay on the model group leaves s alone: s at its fixed point (L = 1) does not move
     model = nn.Linear(2, 1)
     opt = torch.optim.AdamW([{"params": model.parameters()}, *w.param_groups(1e-3)], lr=1e-3, weight_decay=0.5)
@@ -113,7 +114,7 @@ def test_uncertainty_recovers_known_noise_variances():
     A = torch.randn(3, d)
     ys = {t: x @ A[i] + math.sqrt(s2) * torch.randn(n) for i, (t, s2) in enumerate(sig2.items())}
     model = TinyMTL(list(sig2), d_in=d, hidden=8, linear=True)
-    w = Uncertainty([reg(t) for t in sig2])
+    w = Uncertainty([reg(t) for t in sig2], UncertaintyParams(lr=None))  # s at the network's rate
     w.setup(model)
     opt = torch.optim.Adam([{"params": model.parameters()}, *w.param_groups(0.05)], lr=0.05)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
