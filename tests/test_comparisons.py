@@ -79,10 +79,10 @@ name: multi
 kind: multi_input
 backbone: {source: mlp, options: {hidden: 32, depth: 1}}
 tasks:
-  - {name: a, input: vector, target: regression, data: {source: synthetic, options: {n: 500, seed: 1, tasks: {a: {noise: 0.1}}}}}
-  - {name: b, input: vector, target: classification, num_classes: 3, data: {source: synthetic, options: {n: 800, seed: 2, tasks: {b: {noise: 0.5}}}}}
-  - {name: c, input: vector, target: classification, num_classes: 2, data: {source: synthetic, options: {n: 1300, seed: 3, tasks: {c: {noise: 0.5}}}}}
-train: {epochs: 3, batch_size: 32, lr: 3.0e-3, log_every: 10}
+  - {name: a, input: vector, target: regression, data: {source: synthetic, options: {n: 300, seed: 1, tasks: {a: {noise: 0.1}}}}}
+  - {name: b, input: vector, target: classification, num_classes: 3, data: {source: synthetic, options: {n: 450, seed: 2, tasks: {b: {noise: 0.5}}}}}
+  - {name: c, input: vector, target: classification, num_classes: 2, data: {source: synthetic, options: {n: 750, seed: 3, tasks: {c: {noise: 0.5}}}}}
+train: {epochs: 2, batch_size: 32, lr: 3.0e-3, log_every: 10}
 """
 
 
