@@ -105,8 +105,10 @@ def test_budgets_are_shown_and_can_be_matched(tmp_path):
     # every step, so it takes about a third of the steps for the same samples
     assert plain["fuse_then_joint"]["train_samples_seen"] == (plain["separate"]["train_samples_seen"]
                                                               + naive["train_samples_seen"])
-    assert plain["gradnorm"]["train_samples_seen"] == pytest.approx(naive["train_samples_seen"], rel=0.05)
-    assert plain["gradnorm"]["optimizer_steps"] == pytest.approx(naive["optimizer_steps"] / 3, rel=0.05)
+    # (each epoch's last step is a full batch of every task: up to one step of T batches apart per epoch)
+    epochs, t = 2, 3
+    assert abs(plain["gradnorm"]["train_samples_seen"] - naive["train_samples_seen"]) <= epochs * t * b
+    assert abs(plain["gradnorm"]["optimizer_steps"] - naive["optimizer_steps"] / t) <= epochs
     samples = _budgets(tmp_path / "r", suite, "budget.match=samples")
     for variant in ("separate", "fuse_then_joint", "gradnorm"):  # equal up to one batch per stage
         assert abs(samples[variant]["train_samples_seen"] - naive["train_samples_seen"]) <= 3 * b * 3, variant
