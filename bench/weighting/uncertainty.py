@@ -37,7 +37,6 @@ from torch import nn
 from bench.config import Frozen, TaskConfig
 from bench.weighting.base import Weighting, register_weighting
 
-
 #: Default learning rate of the s_i, chosen by experiment (docs/budgets.md, "Uncertainty weighting's learning rate"):
 #: with the network's rate (1e-4 on the text suite) σ² stayed within 1.000–1.001 over the default budget, i.e. the
 #: method was naive MTL; at 3e-2 σ² moves 1.3–1.4× there, and on the synthetic suite it reaches its fixed point
