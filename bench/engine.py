@@ -320,6 +320,13 @@ class Trainer:
                                               "loss": {t: [] for t in names}},
                       "train_time": 0.0, "samples": 0, "tokens": 0, "bad_epochs": 0,
                       "timers": {"data": 0.0, "forward": 0.0, "weighting": 0.0, "backward": 0.0, "optimizer": 0.0}}
+        # the weights a weighting starts from (σ² = 1, w = 1), so a trajectory shows where they moved from; a resumed
+        # run replaces the state, this point included
+        start = self.w.current()
+        self.state["traj"]["step"].append(0)
+        for t in names:
+            self.state["traj"]["weights"][t].append(float(start.get(t, float("nan"))))
+            self.state["traj"]["loss"][t].append(float("nan"))
         self.resume = self.work_dir / "resume.pt" if self.work_dir else None
         if self.resume is not None and self.resume.exists():
             ck = torch.load(self.resume, weights_only=False)
