@@ -1,4 +1,4 @@
-"""Task metrics by name, computed with scikit-learn and SciPy (GLUE conventions, DESIGN.md §6).
+"""Task metrics by name, computed with scikit-learn and SciPy (GLUE conventions, docs/protocol.md).
 
 Each metric takes ``(y_true, prediction)`` where prediction is class ids (classification) or scores (regression).
 """

@@ -1,6 +1,6 @@
 """``fuse_then_joint``: fine-tune per task -> fuse the backbones -> joint training from the fused weights.
 
-The method bench was founded on (DESIGN.md §1). The per-task fine-tunes are the very stages ``separate`` runs, so
+The method bench was founded on (docs/protocol.md). The per-task fine-tunes are the very stages ``separate`` runs, so
 after ``separate`` they come from the store. Each task keeps its head from its own fine-tune. Two rows come out:
 ``fused`` (the fused model evaluated before any joint training) and ``fuse_then_joint`` (after joint training with
 L = Σ λ_i L_i under any weighting: ``strategy.weighting=uncertainty`` etc. makes the ablation grid).

@@ -1,6 +1,6 @@
 """GLUE (``nyu-mll/glue``) from a local parquet copy or the Hugging Face hub.
 
-Protocol (DESIGN.md §6): the official dev set becomes the ``test`` split (GLUE's own test labels are hidden) and
+Protocol (docs/protocol.md): the official dev set becomes the ``test`` split (GLUE's own test labels are hidden) and
 validation is carved from train by :func:`bench.data.base.load_suite_data`, so this source returns ``train`` and
 ``test`` only; MNLI adds ``test_mismatched`` (the mismatched dev set) next to ``test`` (matched).
 

@@ -1,4 +1,4 @@
-"""Offline text classification sources shipped inside pip packages (DESIGN.md §4).
+"""Offline text classification sources shipped inside pip packages (docs/suites.md, "Offline data and backbones").
 
 Each source reads its package's data files directly (no import of the package itself), normalises whitespace,
 deduplicates and sorts, so the same install always yields the same examples in the same order and therefore the

@@ -6,7 +6,7 @@ multi-objective, which returns the Pareto set):
 * ``mean`` (default): the mean over tasks of each task's primary validation metric. When every primary metric has
   the same direction the plain mean is optimised in that direction; when they differ, lower-is-better metrics
   enter with a minus sign and the mean is maximised (the score the trainer selects epochs on).
-* ``delta_m``: Δm% versus ``separate`` on validation (DESIGN.md §6; every metric of every task), maximised. The
+* ``delta_m``: Δm% versus ``separate`` on validation (docs/protocol.md; every metric of every task), maximised. The
   ``separate`` fine-tunes under the base (un-tuned) configuration are computed once before the first trial, or
   come from the store.
 * ``task:<name>`` or ``task:<name>:<metric>``: one task's primary (or named) validation metric, in its direction.
