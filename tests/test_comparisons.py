@@ -15,7 +15,7 @@ import yaml
 from bench import metrics as M
 from bench.engine import Trainer
 from bench.runner import build_suite, execute, make_plan
-from bench.stages import Stages, SuiteContext
+from bench.stages import Stages, SuiteContext, weights_hash
 from bench.store import Store
 
 from .conftest import FAST, records, run_cli
@@ -164,6 +164,16 @@ def test_stages_and_records_carry_their_provenance(results):
     assert init["key_inputs"]["weights"] == rec["backbone_weights"]  # θ0's content, not just its name
 
 
+def test_weights_hash_covers_every_tensor_including_batchnorm_buffers():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)).to(torch.bfloat16)
+    first = weights_hash(model)
+    assert weights_hash(model) == first  # a content hash: stable
+    with torch.no_grad():
+        model[1].num_batches_tracked += 1  # a 0-dim integer buffer changes the hash too
+    assert weights_hash(model) != first
+
+
 def test_an_aa_pair_is_two_records_from_one_cache(results):
     _run(results, "strategy=naive_mtl")
     _run(results, "strategy=naive_mtl", "label=naive_mtl_aa")
@@ -208,3 +218,13 @@ def test_mnli_mismatched_is_evaluated_and_kept(tmp_path):
     assert set(row["metrics"]) == {"validation", "test", "test_mismatched"}
     with np.load(tmp_path / "r" / rec["suite"] / row["predictions"]["test_mismatched"]["mnli"]) as z:
         assert z["test_mismatched/mnli/target"].tolist() == (np.arange(10) % 3).tolist()
+
+
+@pytest.mark.slow
+def test_a_batchnorm_backbone_runs_end_to_end(tmp_path):
+    # EfficientNet-Lite0 (BatchNorm buffers) through the whole path: θ0's weights hash, training, kept predictions
+    plan = make_plan(["suite=vision_single", "strategy=naive_mtl", "train.epochs=1", "train.max_train_samples=32",
+                      "train.max_eval_samples=32", "report=false", f"results_dir={tmp_path}"])
+    assert execute(plan, out=io.StringIO()) == 0
+    (rec,) = records(tmp_path)
+    assert len(rec["backbone_weights"]) == 32 and set(rec["rows"]["naive_mtl"]["predictions"]) == {"validation", "test"}
