@@ -207,12 +207,10 @@ def make_plan(args: list[str]) -> Plan:
 
 
 def _versions() -> dict[str, str]:
-    out = {**library_versions(), "platform": platform.platform(), "cpu_count": str(__import__("os").cpu_count())}
-    for mod in ("optuna",):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:
-            pass
+    from importlib.metadata import version
+
+    out = {**library_versions(), "optuna": version("optuna"), "platform": platform.platform(),
+           "cpu_count": str(__import__("os").cpu_count())}
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(0)
     return out

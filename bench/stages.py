@@ -271,6 +271,8 @@ class Stages:
         batches drawn per step (T when every task is in every step). A stage whose matched budget equals its own
         natural one keeps its natural cache entry."""
         match = self.ctx.suite.budget.match
+        if match == "none":
+            return None
         cfg, enc, b = self.ctx.train, self.ctx.encoded, self.ctx.train.batch_size
         sizes = {t: len(enc[t]["train"]) for t in self.task_names}
         if self.ctx.suite.kind == "single_input":
@@ -280,8 +282,6 @@ class Stages:
             total, part, per_step = sum(sizes.values()), sum(sizes[t] for t in tasks) / sum(sizes.values()), \
                 per_step_tasks
             natural = epochs * math.ceil(sum(sizes[t] for t in tasks) / (b * per_step))
-        if match == "none":
-            return None
         reference = cfg.epochs * math.ceil(total / b)  # steps of one batch each
         steps = max(1, round(share * part * reference / (per_step if match == "samples" else 1)))
         return None if steps == natural else steps

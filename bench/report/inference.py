@@ -286,24 +286,20 @@ class Inference:
         return stats.replicate_scores(metric, target, preds, self.draws(len(preds)), task) * factor
 
     def delta_m(self, row: str, base: str) -> np.ndarray | None:
-        """Δm% of ``row`` against ``base`` on every replicate (the formula of :func:`leaderboard.delta_m`)."""
+        """Δm% of ``row`` against ``base`` on every replicate (:func:`delta_m` on the replicate arrays)."""
         if row == base:
             ok = all(self.replicates(row, f"{t}/{m}") is not None for t, m in self.delta_metrics)
             return np.zeros(self.B) if ok else None
-        per_task: dict[str, list[np.ndarray]] = {}
+        values, bases = {}, {}
         for task, metric in self.delta_metrics:
             n, b = self.replicates(row, f"{task}/{metric}"), self.replicates(base, f"{task}/{metric}")
             if n is None or b is None:
                 return None
-            sign = -1.0 if self.board_tasks[task].spec["metrics"][metric] == "min" else 1.0
-            with np.errstate(divide="ignore", invalid="ignore"):
-                term = np.where(b == 0, np.nan, sign * (n - b) / np.abs(b))
-            per_task.setdefault(task, []).append(term)
-        if not per_task:
+            values[(task, metric)], bases[(task, metric)] = n, b
+        if not bases:
             return None
-        with np.errstate(invalid="ignore"), _quiet():
-            tasks = [np.nanmean(np.stack(terms), axis=0) for terms in per_task.values()]
-        return 100.0 * np.mean(np.stack(tasks), axis=0)
+        directions = {(t, m): self.board_tasks[t].spec["metrics"][m] for t, m in self.delta_metrics}
+        return delta_m(values, bases, self.delta_metrics, directions)
 
     def interval(self, row: str, key: str) -> tuple[float, float]:
         reps = self.replicates(row, key)
@@ -337,6 +333,31 @@ class Inference:
         """Replicates of ``a − b`` in column ``key``."""
         ra, rb = self.replicates(a, key), self.replicates(b, key)
         return None if ra is None or rb is None else ra - rb
+
+
+def delta_m(values: dict, base: dict, metrics: list[tuple[str, str]], directions: dict):
+    """Δm% (Maninis et al., 2019) of ``values`` against ``base``, both ``{(task, metric): value}`` with values that
+    are numbers (seed means) or arrays (bootstrap replicates, element-wise).
+
+    Δm = (100/T) Σ_t (1/M_t) Σ_m (−1)^{l_tm} (N_tm − B_tm) / |B_tm| over ``metrics``; tasks are those with a baseline
+    value; a baseline of 0 (or a missing value) leaves its metric out; a task without any usable metric makes Δm% NaN.
+    Returns a float for numbers, an array for arrays."""
+    per_task: dict[str, list[np.ndarray]] = {}
+    for task, metric in metrics:
+        if (task, metric) not in base:
+            continue
+        b = np.asarray(base[(task, metric)], dtype=float)
+        v = np.asarray(values.get((task, metric), math.nan), dtype=float)
+        sign = -1.0 if directions.get((task, metric)) == "min" else 1.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            term = np.where((b == 0) | np.isnan(b) | np.isnan(v), np.nan, sign * (v - b) / np.abs(b))
+        per_task.setdefault(task, []).append(term)
+    if not per_task:
+        return math.nan
+    with np.errstate(invalid="ignore"), _quiet():
+        tasks = [np.nanmean(np.stack(terms), axis=0) for terms in per_task.values()]
+    out = 100.0 * np.mean(np.stack(tasks), axis=0)
+    return float(out) if out.ndim == 0 else out
 
 
 class _quiet:

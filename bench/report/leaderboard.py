@@ -38,6 +38,7 @@ from bench.report.inference import (
     Inference,
     RowInfo,
     budget_means,
+    delta_m,
     group_rows,
     row_infos,
     scale,
@@ -169,27 +170,6 @@ class Leaderboard:
 def seed_stats(metrics: pd.DataFrame) -> pd.DataFrame:
     """(variant, task, metric) -> mean, std, n over seeds of the raw values."""
     return metrics.groupby(["variant", "task", "metric"])["value"].agg(mean="mean", std="std", n="count")
-
-
-def delta_m_value(values: dict, base: dict, metrics: list[tuple[str, str]], directions: dict) -> float:
-    """Δm% of ``values`` against ``base`` (both ``{(task, metric): raw value}``) over ``metrics``.
-
-    Tasks are those with a baseline value; a baseline value of 0 leaves its metric out; a task without any usable
-    metric makes Δm% NaN."""
-    per_task: dict[str, list[float]] = {}
-    for task, metric in metrics:
-        if (task, metric) not in base:
-            continue
-        terms = per_task.setdefault(task, [])
-        b, v = base[(task, metric)], values.get((task, metric), math.nan)
-        if b == 0 or math.isnan(b) or math.isnan(v):
-            continue
-        sign = -1.0 if directions.get((task, metric)) == "min" else 1.0
-        terms.append(sign * (v - b) / abs(b))
-    if not per_task:
-        return math.nan
-    means = [sum(t) / len(t) if t else math.nan for t in per_task.values()]
-    return 100.0 * sum(means) / len(means)
 
 
 BUDGET_KEYS = ("epochs", "max_steps", "max_train_samples", "batch_size", "lr")
@@ -356,12 +336,12 @@ def build_leaderboard(records: list[dict], split: str = "test", options: ReportO
         base = baselines[name]
         if base is None:
             continue
-        table.loc[name, "delta_m"] = delta_m_value(means.loc[name].to_dict(), means.loc[base].to_dict(),
-                                                   delta_metrics, directions)
+        table.loc[name, "delta_m"] = delta_m(means.loc[name].to_dict(), means.loc[base].to_dict(), delta_metrics,
+                                             directions)
         seeds = set(per_seed_values.loc[name].index.get_level_values("seed"))
         common = sorted(seeds & set(per_seed_values.loc[base].index.get_level_values("seed")))
-        per_seed_dm = [delta_m_value(per_seed_values.loc[(name, s)].to_dict(),
-                                     per_seed_values.loc[(base, s)].to_dict(), delta_metrics, directions)
+        per_seed_dm = [delta_m(per_seed_values.loc[(name, s)].to_dict(),
+                               per_seed_values.loc[(base, s)].to_dict(), delta_metrics, directions)
                        for s in common]
         per_seed_dm = [d for d in per_seed_dm if not math.isnan(d)]
         if per_seed_dm:
