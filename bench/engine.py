@@ -29,7 +29,7 @@ from bench.encode import EncodedSplit
 from bench.errors import BenchError, CellFailed
 from bench.model import MultiTaskModel, predict, task_loss
 from bench.store import atomic_write
-from bench.weighting.base import Weighting
+from bench.weighting.base import Balancer, Step
 
 Data = dict[str, dict[str, EncodedSplit]]  # task -> split -> encoded
 
@@ -237,12 +237,13 @@ def evaluate(model: MultiTaskModel, tasks: list[TaskConfig], data: Data, split: 
 
 
 class Trainer:
-    """Trains ``model`` on ``tasks`` with ``weighting``; best epoch chosen on validation only.
+    """Trains ``model`` on ``tasks``, balanced by ``weighting`` (any :class:`~bench.weighting.Balancer`); best epoch
+    chosen on validation only.
 
     ``work_dir`` (optional) receives ``resume.pt`` after every epoch so that a killed run continues where it stopped.
     """
 
-    def __init__(self, model: MultiTaskModel, tasks: list[TaskConfig], data: Data, weighting: Weighting,
+    def __init__(self, model: MultiTaskModel, tasks: list[TaskConfig], data: Data, weighting: Balancer,
                  cfg: TrainConfig, seed: int, collate, single_input: bool, work_dir: Path | None = None,
                  desc: str = "train", on_epoch=None, max_steps: int | None = None):
         """``max_steps``: train for exactly this many optimiser steps instead of ``cfg.epochs`` epochs (a matched
@@ -345,6 +346,11 @@ class Trainer:
         self.timer = PhaseTimer(device, self.state["timers"])
         self.loss_acc = {t: torch.zeros((), device=device) for t in names}
         self.loss_cnt = dict.fromkeys(names, 0)
+        self.epoch_acc = {t: torch.zeros((), device=device) for t in names}  # the balancer's end_epoch reads them
+        self.epoch_cnt = dict.fromkeys(names, 0)
+        # what a balancer may touch: the backbone's declared shared parameters and each task's head
+        self.shared = [p for p in model.shared_parameters() if p.requires_grad]
+        self.heads = {t: [p for p in model.heads[t].parameters() if p.requires_grad] for t in names}
 
     def _draw(self) -> list[BatchSpec]:
         """The batches of one step, from the seeded task sampler and index streams."""
@@ -363,15 +369,20 @@ class Trainer:
                 yield [next(stream) for _ in step]
 
     def step(self) -> None:
-        """One optimisation step: next batches, forward, combine losses, backward, update."""
+        """One optimisation step: next batches, forward, the balancer's backward, clip, update."""
         cfg, device, state, timer = self.cfg, self.device, self.state, self.timer
         timer.start()
         batches = [(spec, _to(b["inputs"], device), _to(b["targets"], device)) for spec, b in next(self.batches)]
         timer.mark("data")
         losses: dict[str, torch.Tensor] = {}
+        feats: list[torch.Tensor] | None = [] if self.w.uses_features else None
         for spec, x, ys in batches:
             with _autocast(device, cfg.precision):
-                out = self.fwd(x, list(spec.targets))
+                if feats is None:
+                    out = self.fwd(x, list(spec.targets))
+                else:
+                    out, f = self.fwd(x, list(spec.targets), features=True)
+                    feats.append(f)
             for t in spec.targets:
                 losses[t] = task_loss(self.task_cfgs[t], out[t], ys[t])
             state["samples"] += len(spec.idx)
@@ -381,16 +392,13 @@ class Trainer:
         timer.mark("forward")
         if device.type == "cpu":  # free on the CPU; on a GPU the check waits for the logging interval
             self._check_finite(losses, state["step"])
-        total_loss = self.w.combine(losses)
-        timer.mark("weighting")
+        step = Step(self.shared, self.heads, feats, self.scaler, lambda: self._recompute(batches), timer.mark)
         self.opt.zero_grad(set_to_none=True)
+        self.w.backward(losses, step)  # outside autocast, as torch's AMP recipe (and torchjd's) asks
         if self.scaler is not None:
-            self.scaler.scale(total_loss).backward()
             self.scaler.unscale_(self.opt)
-        else:
-            total_loss.backward()
         timer.mark("backward")
-        if cfg.grad_clip:
+        if cfg.grad_clip:  # after aggregation: clipping bounds the update the balancer chose
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         if self.scaler is not None:
             self.scaler.step(self.opt)
@@ -398,14 +406,36 @@ class Trainer:
         else:
             self.opt.step()
         self.sched.step()
-        self.w.after_step()
+        self.w.after_step(step)
         timer.mark("optimizer")
         for t, l in losses.items():
-            self.loss_acc[t] += l.detach()
+            d = l.detach()
+            self.loss_acc[t] += d
             self.loss_cnt[t] += 1
+            self.epoch_acc[t] += d
+            self.epoch_cnt[t] += 1
         state["step"] += 1
         if state["step"] % cfg.log_every == 0:
             self._log(state, self.loss_acc, self.loss_cnt, self.mem)
+
+    @torch.no_grad()
+    def _recompute(self, batches) -> dict[str, torch.Tensor]:
+        """This step's losses again, after the update (FAMO's signal); no graph, same batches."""
+        losses = {}
+        for spec, x, ys in batches:
+            with _autocast(self.device, self.cfg.precision):
+                out = self.fwd(x, list(spec.targets))
+            for t in spec.targets:
+                losses[t] = task_loss(self.task_cfgs[t], out[t], ys[t])
+        return losses
+
+    def _end_epoch(self) -> None:
+        """Tell the balancer the epoch's mean training loss of every task (one host sync per epoch)."""
+        means = {t: (self.epoch_acc[t] / self.epoch_cnt[t]).item() for t in self.names if self.epoch_cnt[t]}
+        for t in self.names:
+            self.epoch_acc[t].zero_()
+            self.epoch_cnt[t] = 0
+        self.w.end_epoch(self.state["epoch"], means)
 
     def fit(self) -> TrainResult:
         self.prepare()
@@ -431,6 +461,7 @@ class Trainer:
                 torch.cuda.synchronize(device)  # once per epoch, so the epoch's train time is real
             state["train_time"] += time.perf_counter() - t_epoch
             state["epoch"] += 1
+            self._end_epoch()
             val, _ = evaluate(model, self.tasks, self.data, "validation", cfg.eval_batch_size, device,
                               cfg.precision, self.feeder)
             score = selection_score(self.task_cfgs, val)

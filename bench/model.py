@@ -28,13 +28,20 @@ class MultiTaskModel(nn.Module):
         self.heads = nn.ModuleDict({t.name: nn.Linear(backbone.out_dim, t.out_dim) for t in tasks})
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, batch: dict[str, torch.Tensor], tasks: list[str]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor], tasks: list[str], features: bool = False):
+        """Outputs of the named heads; with ``features=True`` also the shared representation they read,
+        ``(outputs, features)`` (what gradient-level balancers differentiate through)."""
         feats = self.dropout(self.backbone(**batch))
         out = {}
         for t in tasks:
             y = self.heads[t](feats)
             out[t] = y.squeeze(-1) if self.task_cfgs[t].target == "regression" else y
-        return out
+        return (out, feats) if features else out
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The parameters every task shares: the backbone's own declaration (all of its parameters by default)."""
+        return list(self.backbone.shared_parameters()) if hasattr(self.backbone, "shared_parameters") \
+            else list(self.backbone.parameters())
 
 
 def task_loss(task: TaskConfig, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from bench.config import Frozen
 from bench.fusion import build_fusion
 from bench.stages import Stages, make_row
 from bench.strategy import Strategy, register_strategy
-from bench.weighting import build_weighting
+from bench.weighting.base import check_weighting
 
 
 class Params(Frozen):
@@ -42,11 +42,7 @@ class FuseThenJoint(Strategy):
     def check(params: Params, tasks: list[str]) -> None:
         """Fail before any training on a bad fusion method, fusion weights or weighting."""
         build_fusion(params.fusion, dict(params.fusion_params), len(tasks))
-        from bench.config import TaskConfig
-
-        dummy = [TaskConfig(name=t, input="vector", target="regression") for t in tasks]
-        if params.weighting != "gradnorm":  # GradNorm's layer can only be checked against a built model
-            build_weighting(params.weighting, dummy, dict(params.weighting_params))
+        check_weighting(params.weighting, dict(params.weighting_params), tasks)
 
     def run(self, stages: Stages, params: Params) -> dict:
         tunes = [stages.finetune(task, share=params.finetune_share) for task in stages.task_names]

@@ -3,7 +3,11 @@
 Losses are **summed** (L = Σ_i L_i, every λ_i = 1), not averaged: with T tasks averaging would divide the effective
 learning rate of the shared backbone by T under SGD, silently changing the comparison with ``separate``. On
 multi-input suites each step draws one task (``train.sampling``: proportional by default), so the sum has one term.
-``strategy.weights=[...]`` fixes a static λ vector instead (what ``bench search space=lambda`` tunes).
+``strategy.weights=[...]`` fixes a static λ vector instead (what ``bench search space=lambda`` tunes), and
+``strategy.weighting=pcgrad`` (any registered weighting, loss or gradient level; ``bench list`` shows them) trains the
+same joint model with another task balancer: ``strategy.weighting=pcgrad,mgda,upgrad`` is a sweep whose rows are
+labelled by weighting. Gradient-level methods and most learned weightings need every task's loss in each step, so on
+multi-input suites they draw one batch of every task per step (``sampling=all``).
 
 Two controls a reviewer asks for, as labelled rows:
 
@@ -16,7 +20,7 @@ Under ``budget.match=samples|steps`` the joint phase gets the whole reference bu
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -24,10 +28,13 @@ from bench.config import Frozen
 from bench.errors import BenchError
 from bench.stages import Stages, make_row
 from bench.strategy import Strategy, register_strategy
+from bench.weighting.base import check_weighting
 
 
 class Params(Frozen):
-    weights: list[float] | None = None  # static λ, one per task in suite order; None: equal (all 1)
+    weighting: str = "equal"  # any registered weighting (bench list)
+    weighting_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {c: 0.4} for cagrad
+    weights: list[float] | None = None  # static λ, one per task in suite order (shorthand for weighting=static)
     sampling: Literal["proportional", "temperature", "round_robin", "all"] | None = None  # None: train.sampling
     epochs: int | None = Field(None, ge=1)  # None: train.epochs
 
@@ -40,13 +47,24 @@ class NaiveMTL(Strategy):
 
     @staticmethod
     def check(params: Params, tasks: list[str]) -> None:
-        if params.weights is not None and (len(params.weights) != len(tasks) or min(params.weights) < 0):
-            raise BenchError(f"strategy.weights={params.weights} must be {len(tasks)} non-negative numbers, one per "
-                             f"task {tasks}")
+        if params.weights is not None:
+            if params.weighting not in ("equal", "static"):
+                raise BenchError(f"strategy.weights is a static λ but strategy.weighting={params.weighting!r}; "
+                                 "drop one of them")
+            if len(params.weights) != len(tasks) or min(params.weights) < 0:
+                raise BenchError(f"strategy.weights={params.weights} must be {len(tasks)} non-negative numbers, one "
+                                 f"per task {tasks}")
+        weighting, wp = _weighting(params)
+        check_weighting(weighting, wp, tasks)
 
     def run(self, stages: Stages, params: Params) -> dict:
-        how = {"sampling": params.sampling, "epochs": params.epochs}
-        if params.weights is None:
-            return {"naive_mtl": make_row(stages.joint(weighting="equal", **how))}
-        joint = stages.joint(weighting="static", weighting_params={"weights": list(params.weights)}, **how)
+        weighting, wp = _weighting(params)
+        joint = stages.joint(weighting=weighting, weighting_params=wp, sampling=params.sampling,
+                             epochs=params.epochs)
         return {"naive_mtl": make_row(joint)}
+
+
+def _weighting(params: Params) -> tuple[str, dict[str, Any]]:
+    if params.weights is not None:
+        return "static", {"weights": list(params.weights)}
+    return params.weighting, dict(params.weighting_params)

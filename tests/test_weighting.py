@@ -13,6 +13,7 @@ from bench.config import TaskConfig
 from bench.errors import BenchError
 from bench.weighting import build_weighting
 from bench.weighting import gradnorm as gradnorm_mod
+from bench.weighting.base import Step
 from bench.weighting.gradnorm import GradNorm, GradNormParams
 from bench.weighting.uncertainty import DEFAULT_LR, Uncertainty, UncertaintyParams
 
@@ -155,7 +156,7 @@ def train(weighting, x, ys, steps, seed=0, lr=1e-2):
         out = model(x[idx])
         losses = {t: (out[t] - y[idx]).pow(2).mean() for t, y in ys.items()}
         opt.zero_grad()
-        weighting.combine(losses).backward()
+        weighting.backward(losses, Step())
         opt.step()
         weighting.after_step()
         history.append(dict(weighting.last_G))
@@ -203,7 +204,7 @@ def test_gradnorm_warmup_keeps_w_and_estimates_L0_from_k_steps():
         out = model(x[step * 8:(step + 1) * 8])
         losses = {t: (out[t] - y[step * 8:(step + 1) * 8]).pow(2).mean() for t, y in ys.items()}
         seen.append(torch.stack([losses[t].detach() for t in ys]))
-        gn.combine(losses).backward()
+        gn.backward(losses, Step())
         gn.after_step()
         if step < 4:
             assert gn.current() == {"t0": 1.0, "t1": 1.0}
@@ -234,13 +235,14 @@ def test_gradnorm_norms_only_at_W_network_gets_weighted_sum_w_gets_analytic_grad
     monkeypatch.setattr(gradnorm_mod.torch.autograd, "grad", spy)
     out = model(x[:32])
     losses = {t: (out[t] - ys[t][:32]).pow(2).mean() for t in tasks}
-    gn.combine({t: l for t, l in losses.items()})  # warm-up step: L_i(0)
+    gn.learn({t: l for t, l in losses.items()})  # warm-up step: L_i(0)
     # one backward per task, from L_i to W's output z only (∂L_i/∂z): never to W's parameters or below W
     assert len(calls) == 2 and all([id(p) for p in c] == [id(seen_out[0])] for c in calls)
     assert gn.last_norm_paths == ["direct", "direct"]  # R = 32 rows, 16×16: the direct product is cheaper
 
     out = model(x[32:64])
     losses = {t: (out[t] - ys[t][32:64]).pow(2).mean() for t in tasks}
+    gn.learn(losses)
     total = gn.combine(losses)
     monkeypatch.undo()
     # the network is trained on Σ w_i L_i with w detached
@@ -341,8 +343,8 @@ def test_gradnorm_fast_norms_equal_autograd_single_input(batch, hidden, path):
     x = torch.randn(batch, 5)
     out = model(x)
     losses = {t: (out[t] - i).pow(2).mean() * (i + 1) for i, t in enumerate(tasks)}
-    gn.combine(losses)
-    ref.combine(losses)
+    gn.learn(losses)
+    ref.learn(losses)
     assert gn.last_norm_paths == [path] * 3 and ref.last_norm_paths == ["autograd"] * 3
     want = autograd_norms(losses, list(model.backbone[2].parameters()))
     assert gn.last_norms == pytest.approx(want, rel=1e-5)
@@ -366,7 +368,7 @@ def test_gradnorm_fast_norms_equal_autograd_multi_input():
     with torch.no_grad():
         model(torch.randn(2, 5))  # an evaluation forward in between is not captured
     assert len(gn._captures) == 4
-    gn.combine(losses)
+    gn.learn(losses)
     assert gn.last_norm_paths == ["gram"] * 3
     want = autograd_norms(losses, list(model.backbone[2].parameters()))
     assert gn.last_norms == pytest.approx(want, rel=1e-5)
@@ -411,7 +413,7 @@ def test_gradnorm_fast_norms_with_sequence_dims(batch, seq, path, bias):
     gn.setup(model)
     out = model(torch.randn(batch, seq, 6))
     losses = {"a": (out["a"] - 1).pow(2).mean(), "b": out["b"].pow(2).mean() * 50}
-    gn.combine(losses)
+    gn.learn(losses)
     assert gn.last_norm_paths == [path, path]
     assert gn.last_norms == pytest.approx(autograd_norms(losses, list(model.backbone[2].parameters())), rel=1e-5)
 
@@ -438,7 +440,7 @@ def test_gradnorm_falls_back_to_autograd_when_W_is_not_a_plain_linear():
         gn.setup(model)
         out = model(torch.randn(5, 2, 8))
         losses = {"a": (out["a"] - 2).pow(2).mean(), "b": out["b"].pow(2).mean()}
-        gn.combine(losses)
+        gn.learn(losses)
         assert gn.last_norm_paths == [path, path], layer
         W = model.backbone.get_submodule(layer)
         want = autograd_norms(losses, [p for p in W.parameters() if p.requires_grad])
@@ -464,7 +466,7 @@ def test_gradnorm_fast_path_falls_back_when_the_hook_saw_nothing():
     out = model(torch.randn(16, 4))
     gn._captures.clear()
     losses = {t: out[t].pow(2).mean() for t in tasks}
-    gn.combine(losses)
+    gn.learn(losses)
     assert gn.last_norm_paths == ["autograd"] * 2
     assert gn.last_norms == pytest.approx(autograd_norms(losses, list(model.backbone[2].parameters())), rel=1e-5)
     # setup() twice (a new model): one hook only, on the new model's layer
@@ -488,7 +490,7 @@ def test_gradnorm_state_dict_round_trips_w_optimizer_state(load_before_setup, tm
     def step(w, i):
         out = model(x[i * 16:(i + 1) * 16])
         losses = {t: (out[t] - y[i * 16:(i + 1) * 16]).pow(2).mean() for t, y in ys.items()}
-        w.combine(losses)
+        w.learn(losses)
         w.after_step()
 
     for i in range(6):

@@ -18,11 +18,16 @@ class Backbone(nn.Module):
     """A shared encoder: ``forward(**batch) -> (B, out_dim)`` features.
 
     ``shared_layer`` names the last shared layer (a submodule path) whose gradients GradNorm measures; a suite may
-    override it with ``strategy.last_shared_layer``.
+    override it with ``strategy.last_shared_layer``. :meth:`shared_parameters` declares what every task shares: the
+    parameters gradient-level balancers take per-task gradients of.
     """
 
     out_dim: int
     shared_layer: str
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters all tasks share (default: every trainable parameter of the backbone)."""
+        return [p for p in self.parameters() if p.requires_grad]
 
 
 class Preprocessor(ABC):

@@ -81,6 +81,11 @@ class HFEncoder(Backbone):
         self.out_dim = int(model.config.hidden_size)
         self.shared_layer = last_linear(self, skip=("pooler",))
 
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Every trainable parameter but the pooler's: the encoder's pooled output is not what the heads read, so
+        no loss reaches the pooler (a Jacobian over it would be rows of zeros)."""
+        return [p for n, p in self.named_parameters() if p.requires_grad and ".pooler." not in f".{n}"]
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}

@@ -1,7 +1,9 @@
-"""Weightings: turn per-task losses (and, for GradNorm, gradients) into one update. Any joint stage takes any."""
+"""Task balancers: turn per-task losses (loss level) or per-task gradients (gradient level) into one update.
+Any joint stage takes any of them (``strategy.weighting=name``)."""
 
 # importing a weighting module registers its classes
-from bench.weighting import gradnorm, simple, uncertainty  # noqa: E402,F401,I001
-from bench.weighting.base import WEIGHTINGS, Weighting, build_weighting, register_weighting
+from bench.weighting import gradnorm, jd, simple, uncertainty  # noqa: E402,F401,I001
+from bench.weighting.base import (WEIGHTINGS, Aggregator, Balancer, Step, Weighting, build_weighting,
+                                  register_weighting)
 
-__all__ = ["WEIGHTINGS", "Weighting", "build_weighting", "register_weighting"]
+__all__ = ["WEIGHTINGS", "Aggregator", "Balancer", "Step", "Weighting", "build_weighting", "register_weighting"]

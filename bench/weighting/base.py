@@ -1,35 +1,52 @@
-"""The Weighting interface.
+"""How a joint stage balances its tasks: the :class:`Balancer` interface and its two kinds.
 
-The engine's step is always::
+The engine's step hands the per-task losses to the balancer and lets it fill the gradients::
 
-    losses = {task: loss}                       # the tasks present in this step
-    total = weighting.combine(losses)           # may update its own parameters (GradNorm)
-    total.backward(); optimizer.step()
-    weighting.after_step()                      # e.g. renormalise GradNorm's w
+    losses = {task: loss}                  # the tasks present in this step
+    balancer.backward(losses, step)        # fills .grad of the shared parameters and the heads
+    clip; optimizer.step()
+    balancer.after_step(step)              # e.g. renormalise GradNorm's w, FAMO's logit update
+    ...
+    balancer.end_epoch(epoch, mean_losses) # once per epoch (DWA's loss history)
 
-so a new weighting plugs in without touching the loop. Parameters a weighting wants trained *by the model's
-optimiser* (uncertainty's s_i) are returned by :meth:`param_groups` with their own options (no weight decay, own lr).
+Two kinds implement it:
 
-Example (a weighting in a dozen lines):
+* :class:`Weighting` (loss level): ``combine(losses) -> scalar``, then one ``backward()`` of that scalar. Equal,
+  static, uncertainty, GradNorm, DWA, FAMO, ... A new one is a ``combine`` of a few lines.
+* :class:`Aggregator` (gradient level): sees every task's gradient (the Jacobian of the losses) and decides the
+  update itself. PCGrad, MGDA, UPGrad, Nash-MTL, ... (``bench/weighting/jd.py`` adapts torchjd's).
+
+Both are registered with :func:`register_weighting` (the CLI key is ``strategy.weighting=``) and declare their
+hyper-parameters as a frozen pydantic ``Params`` model, so a joint stage takes any of them. Parameters a balancer
+wants trained *by the model's optimiser* (uncertainty's s_i) are returned by :meth:`Balancer.param_groups`.
+
+Example (a loss-level weighting in a few lines):
     >>> import torch
-    >>> from bench.config import Frozen
     >>> @register_weighting("first_only_doc")
     ... class FirstOnly(Weighting):
     ...     '''Trains on the first task only (a toy).'''
     ...     def combine(self, losses):
     ...         return losses[self.task_names[0]] if self.task_names[0] in losses else 0 * sum(losses.values())
+    >>> from bench.config import TaskConfig
+    >>> w = build_weighting("first_only_doc", [TaskConfig(name=t, input="vector", target="regression") for t in "ab"])
+    >>> x = torch.tensor(2.0, requires_grad=True)
+    >>> w.backward({"a": 3 * x, "b": 5 * x}, Step()); x.grad
+    tensor(3.)
 """
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from bench.config import Frozen, TaskConfig, validated
+from bench.errors import BenchError
 from bench.registry import Registry
 
 
@@ -37,13 +54,45 @@ class NoParams(Frozen):
     pass
 
 
-class Weighting(nn.Module, ABC):
-    """Combines per-task losses into one scalar. Subclasses declare ``Params`` (a frozen pydantic model)."""
+@dataclass
+class Step:
+    """What a balancer sees of one training step (everything optional, so a test can build one by hand).
+
+    ``shared``: the backbone's shared parameters (:meth:`bench.backbones.base.Backbone.shared_parameters`);
+    ``heads``: each task's head parameters; ``features``: the shared representations this step computed, one tensor
+    per forward of the backbone (single-input suites: one, the input of every head), present only when the balancer
+    asks for them (``uses_features``); ``scaler``: fp16's GradScaler or None; ``recompute``: the losses again on this
+    step's batches, without a graph (FAMO measures how much the update lowered them); ``mark``: the engine's phase
+    timer."""
+
+    shared: list[nn.Parameter] = field(default_factory=list)
+    heads: dict[str, list[nn.Parameter]] = field(default_factory=dict)
+    features: list[torch.Tensor] | None = None
+    scaler: Any = None
+    recompute: Callable[[], dict[str, torch.Tensor]] | None = None
+    mark: Callable[[str], None] = lambda phase: None
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss as fp16 training backpropagates it (scaled by the GradScaler; unchanged otherwise)."""
+        return self.scaler.scale(loss) if self.scaler is not None else loss
+
+    def backward(self, total: torch.Tensor) -> None:
+        """One ordinary backward of a scalar (scaled under fp16): the default update."""
+        self.scale(total).backward()
+
+
+class Balancer(nn.Module, ABC):
+    """Decides the update of a joint step from the per-task losses. Subclasses declare ``Params``."""
 
     Params: ClassVar[type[Frozen]] = NoParams
-    #: True when a step must contain every task's loss (GradNorm compares them): multi-input suites then draw one
-    #: batch from every task per step instead of sampling one task.
+    #: True when a step must contain every task's loss: multi-input suites then draw one batch from every task per
+    #: step (``sampling=all``) instead of sampling one task
     needs_all_tasks: ClassVar[bool] = False
+    #: True when :meth:`backward` wants ``step.features`` (the engine then keeps the backbone's outputs)
+    uses_features: ClassVar[bool] = False
+    #: modules this balancer imports only when built, and the pip extra that installs them
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str] = "full"
 
     def __init__(self, tasks: list[TaskConfig], params: Frozen | None = None):
         super().__init__()
@@ -55,11 +104,14 @@ class Weighting(nn.Module, ABC):
         """Called once with the multi-task model before training (GradNorm finds its shared layer here)."""
 
     @abstractmethod
-    def combine(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The scalar to backpropagate through the network."""
+    def backward(self, losses: dict[str, torch.Tensor], step: Step) -> None:
+        """Fill ``.grad`` of every trainable parameter the losses reach (accumulating, as ``backward()`` does)."""
 
-    def after_step(self) -> None:
+    def after_step(self, step: Step | None = None) -> None:
         """Called after the optimiser step."""
+
+    def end_epoch(self, epoch: int, mean_losses: dict[str, float]) -> None:
+        """Called at the end of every training epoch with each task's mean training loss over that epoch."""
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """Optimiser groups for parameters trained with the network (none by default)."""
@@ -70,14 +122,55 @@ class Weighting(nn.Module, ABC):
         return {t: 1.0 for t in self.task_names}
 
 
-WEIGHTINGS: Registry[type[Weighting]] = Registry("weighting")
+class Weighting(Balancer):
+    """Loss level: combines the per-task losses into one scalar, which is backpropagated once."""
+
+    @abstractmethod
+    def combine(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The scalar to backpropagate through the network."""
+
+    def backward(self, losses: dict[str, torch.Tensor], step: Step) -> None:
+        total = self.combine(losses)
+        step.mark("weighting")
+        step.backward(total)
 
 
-def register_weighting(name: str) -> Callable[[type[Weighting]], type[Weighting]]:
+class Aggregator(Balancer):
+    """Gradient level: turns the per-task gradients into one update; every step carries every task's loss."""
+
+    needs_all_tasks = True
+    uses_features = True
+
+
+WEIGHTINGS: Registry[type[Balancer]] = Registry("weighting")
+
+
+def register_weighting(name: str) -> Callable[[type[Balancer]], type[Balancer]]:
+    """Register a :class:`Weighting` or an :class:`Aggregator` under ``name`` (``strategy.weighting=name``)."""
     return WEIGHTINGS.register(name)
 
 
-def build_weighting(name: str, tasks: list[TaskConfig], params: dict[str, Any] | None = None) -> Weighting:
-    """Validate ``params`` against the weighting's ``Params`` and build it."""
+def check_requirements(name: str, cls: type[Balancer]) -> None:
+    """A one-line error naming the extra when a balancer's optional dependencies are not installed."""
+    missing = []
+    for module in cls.requires:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise BenchError(f"weighting {name!r} needs {', '.join(missing)}, which is not installed; "
+                         f"pip install 'mtbench[{cls.extra}]'")
+
+
+def build_weighting(name: str, tasks: list[TaskConfig], params: dict[str, Any] | None = None) -> Balancer:
+    """Validate ``params`` against the balancer's ``Params``, check its optional dependencies, and build it."""
     cls = WEIGHTINGS.get(name)
+    check_requirements(name, cls)
     return cls(tasks, validated(cls.Params, params, f"weighting {name!r}"))
+
+
+def check_weighting(name: str, params: dict[str, Any], task_names: list[str]) -> None:
+    """Fail at plan time, before any data or model is loaded, on a bad weighting name, parameter or missing extra.
+    (What needs a built model, such as GradNorm's layer, is checked when the stage starts.)"""
+    build_weighting(name, [TaskConfig(name=t, input="vector", target="regression") for t in task_names], params)

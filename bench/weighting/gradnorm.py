@@ -41,9 +41,9 @@ shared parameters).
 The fast path assumes W's parameters enter the losses only through W's own forward (no weight tying of W with a
 layer after it); a task whose loss reaches W only some other way falls back to the autograd path automatically.
 
-Order within a step (the engine's loop): ``combine`` measures n_i, computes ∂L_grad/∂w and returns Σ w_i L_i with
-the *pre-update* w (as in the paper's Algorithm 1); the engine backpropagates and steps the network; ``after_step``
-then steps w's optimiser and renormalises. w's optimiser state (Adam moments) is part of :meth:`state_dict` (through
+Order within a step (the engine's loop): ``backward`` measures n_i (:meth:`GradNorm.learn`), computes ∂L_grad/∂w,
+and backpropagates Σ w_i L_i (``combine``, free of side effects) with the *pre-update* w (as in the paper's
+Algorithm 1); the engine steps the network; ``after_step`` then steps w's optimiser and renormalises. w's optimiser state (Adam moments) is part of :meth:`state_dict` (through
 ``get_extra_state``), so a resumed run continues with the same moments.
 
 Multi-input suites: GradNorm compares every task's loss in the same step, so ``needs_all_tasks`` is True and the
@@ -64,8 +64,7 @@ Example:
     >>> m, g = M(), GradNorm(tasks, GradNormParams(warmup_steps=1))
     >>> g.setup(m)
     >>> h = m.backbone(torch.randn(8, 3))
-    >>> total = g.combine({t: m.heads[t](h).pow(2).mean() for t in "ab"})
-    >>> total.backward(); g.after_step()
+    >>> g.backward({t: m.heads[t](h).pow(2).mean() for t in "ab"}, Step()); g.after_step()
     >>> round(sum(g.current().values()), 6)
     2.0
     >>> g.last_norm_paths
@@ -82,7 +81,7 @@ from torch import nn
 
 from bench.config import Frozen, TaskConfig
 from bench.errors import BenchError
-from bench.weighting.base import Weighting, register_weighting
+from bench.weighting.base import Step, Weighting, register_weighting
 
 
 class GradNormParams(Frozen):
@@ -201,19 +200,29 @@ class GradNorm(Weighting):
 
     # ------------------------------------------------------------------ step
     def combine(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        captures, self._captures = self._captures, []  # this step's forwards of W (never kept past the step)
+        """Σ_i w_i L_i with the current w held constant (the network's loss; w learns in :meth:`backward`)."""
         missing = [t for t in self.task_names if t not in losses]
         if missing:
             raise BenchError(f"gradnorm needs every task's loss in each step but {missing} are missing; "
                              "use train.sampling=all (the engine does so when a weighting needs_all_tasks)")
-        if not self._shared:
-            raise BenchError("gradnorm: setup(model) was not called before combine()")
-        L = [losses[t] for t in self.task_names]
         w = self.weights.detach().clone()  # the pre-update w: what the network is trained with this step
-        total = torch.stack([wi * li for wi, li in zip(w, L)]).sum()
-        if not torch.is_grad_enabled() or not total.requires_grad:
-            return total  # evaluation: nothing to learn
+        return torch.stack([wi * losses[t] for wi, t in zip(w, self.task_names)]).sum()
 
+    def backward(self, losses: dict[str, torch.Tensor], step: Step) -> None:
+        """Measure n_i, give w its gradient ∂L_grad/∂w, then backpropagate Σ w_i L_i through the network."""
+        total = self.combine(losses)
+        if total.requires_grad:
+            self.learn(losses)
+        step.mark("weighting")
+        step.backward(total)
+
+    def learn(self, losses: dict[str, torch.Tensor]) -> None:
+        """Measure n_i = ‖∇_W L_i‖ and accumulate ∂L_grad/∂w into ``weights.grad`` (no network gradient)."""
+        captures, self._captures = self._captures, []  # this step's forwards of W (never kept past the step)
+        if not self._shared:
+            raise BenchError("gradnorm: setup(model) was not called before backward()")
+        L = [losses[t] for t in self.task_names]
+        w = self.weights.detach().clone()
         n = self._norms(L, captures).to(w.device, torch.float32)
         G = w * n
         self._last_n, self._last_G = n, G
@@ -223,7 +232,7 @@ class GradNorm(Weighting):
         if self.steps_seen < k:  # still measuring L_i(0): w keeps its value
             self.loss_sum0 += Lval
             self.steps_seen += 1
-            return total
+            return
         self.steps_seen += 1
         L0 = (self.loss_sum0 / k).clamp_min(torch.finfo(torch.float32).tiny)
         ratio = Lval / L0  # L̃_i
@@ -234,7 +243,6 @@ class GradNorm(Weighting):
         # ∂/∂w_i Σ_j |w_j n_j − target_j| = sign(G_i − target_i)·n_i (target is a constant)
         grad = torch.sign(diff) * n
         self.weights.grad = grad if self.weights.grad is None else self.weights.grad + grad
-        return total
 
     def _norms(self, L: list[torch.Tensor], captures: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """n_i = ‖∇_W L_i‖ for every task, detached (fast path where it applies, autograd.grad otherwise)."""
@@ -269,7 +277,7 @@ class GradNorm(Weighting):
         sq = [g.detach().float().pow(2).sum() for g in grads if g is not None]
         return torch.stack(sq).sum() if sq else torch.zeros((), device=self.weights.device)
 
-    def after_step(self) -> None:
+    def after_step(self, step: Step | None = None) -> None:
         self._captures = []
         if self._opt is not None and self.weights.grad is not None:
             self._opt.step()
