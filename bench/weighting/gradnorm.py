@@ -43,8 +43,9 @@ layer after it); a task whose loss reaches W only some other way falls back to t
 
 Order within a step (the engine's loop): ``backward`` measures n_i (:meth:`GradNorm.learn`), computes ∂L_grad/∂w,
 and backpropagates Σ w_i L_i (``combine``, free of side effects) with the *pre-update* w (as in the paper's
-Algorithm 1); the engine steps the network; ``after_step`` then steps w's optimiser and renormalises. w's optimiser state (Adam moments) is part of :meth:`state_dict` (through
-``get_extra_state``), so a resumed run continues with the same moments.
+Algorithm 1); the engine steps the network; ``after_step`` then steps w's optimiser and renormalises. w's optimiser
+state (Adam moments) is part of :meth:`state_dict` (through ``get_extra_state``), so a resumed run continues with the
+same moments.
 
 Multi-input suites: GradNorm compares every task's loss in the same step, so ``needs_all_tasks`` is True and the
 engine draws one batch from *every* task each step (the ``all`` sampling mode) instead of sampling one task; a step

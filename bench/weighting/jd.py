@@ -254,7 +254,7 @@ class PCGrad(JDAggregator):
 
 @register_weighting("graddrop")
 class GradDrop(JDAggregator):
-    """GradDrop (Chen et al., NeurIPS 2020): keep, per coordinate, only the gradients of one sign (sampled by purity)."""
+    """GradDrop (Chen et al., NeurIPS 2020): per coordinate, keep the gradients of one sign (sampled by purity)."""
 
     class Params(ViaParams):
         #: per-task leak (0: drop fully, 1: keep); None: no leak
@@ -288,7 +288,7 @@ class IMTLG(JDAggregator):
 
 @register_weighting("aligned_mtl")
 class AlignedMTL(JDAggregator):
-    """Aligned-MTL (Senushkin et al., CVPR 2023): align the principal components of the Jacobian (condition number 1)."""
+    """Aligned-MTL (Senushkin et al., CVPR 2023): align the Jacobian's principal components (condition number 1)."""
 
     class Params(PrefParams):
         scale_mode: Literal["min", "median", "rmse"] = "min"
@@ -323,7 +323,7 @@ class FairGrad(JDAggregator):
 
 @register_weighting("upgrad")
 class UPGrad(JDAggregator):
-    """UPGrad (Quinton & Rey, 2024): project the mean gradient onto the dual cone of every task gradient (no conflict)."""
+    """UPGrad (Quinton & Rey, 2024): project the mean onto the dual cone of the task gradients (no conflict)."""
 
     Params = PrefParams
     requires = ("quadprog", "qpsolvers")  # torchjd's dual-cone projector
@@ -478,7 +478,7 @@ class IMTLL(JDScalarizer):
 
 @register_weighting("stch")
 class STCH(JDScalarizer):
-    """STCH (Lin et al., ICML 2024): the smooth Tchebycheff scalarisation μ·log Σ_i exp(L_i/μ) (a soft max of losses)."""
+    """STCH (Lin et al., ICML 2024): smooth Tchebycheff, μ·log Σ_i exp(L_i/μ) (a soft max of the losses)."""
 
     class Params(Frozen):
         mu: float = Field(1.0, gt=0)  # smoothing; → 0: the max of the losses, large: their mean + const
