@@ -84,3 +84,24 @@ def test_help_lists_commands():
     assert proc.returncode == 0
     for cmd in ("run", "list", "search", "report", "check"):
         assert cmd in proc.stdout
+
+
+def test_unknown_weighting_suggests_the_right_one(capsys):
+    msg = _err(capsys, "suite=synthetic", "strategy=naive_mtl", "strategy.weighting=pcgard")
+    assert "unknown weighting 'pcgard'" in msg and "did you mean 'pcgrad'" in msg
+
+
+def test_wrong_weighting_hyper_parameter(capsys):
+    msg = _err(capsys, "suite=synthetic", "strategy=naive_mtl", "strategy.weighting=cagrad",
+               "strategy.weighting_params.c=-1")
+    assert "weighting 'cagrad'" in msg and "c=-1" in msg and "greater than or equal to 0" in msg
+
+
+def test_weighting_whose_extra_is_missing_names_the_extra(capsys, monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cvxpy", None)  # as if `mtbench[full]` were not installed
+    msg = _err(capsys, "suite=synthetic", "strategy=fuse_then_joint", "strategy.weighting=nash_mtl",
+               f"results_dir={tmp_path}")
+    assert "weighting 'nash_mtl' needs cvxpy" in msg and "pip install 'mtbench[full]'" in msg
+    assert not any(tmp_path.iterdir())  # nothing ran

@@ -18,7 +18,7 @@ Conflicting tasks (opt-in options; without them the data is exactly as before):
   exactly (m = 1: the negation; m = 0.7: a rotation by 134°).
 
 Why they conflict: with ``link: relu`` and ``opposes``, two tasks want the backbone's hidden units to point in
-opposite directions of the same line, so in a narrow trunk (``hidden: 8``) their gradients on the shared weights
+opposite directions of the same line, so in a narrow trunk (16 units) their gradients on the shared weights
 pull against each other; ``scale`` (a target multiplier, so a loss scale of scale²) lets one task dominate an
 equal-weight sum. ``tests/test_conflict_suite.py`` measures it: a clearly negative cosine between the two tasks'
 backbone gradients after equal-weight training (and joint training far below separate fine-tunes).

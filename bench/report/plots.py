@@ -178,11 +178,12 @@ def _y_label(variant: str, key: str) -> str:
         return "GradNorm weight $w_t$"
     if "uncertainty" in variant:
         return r"uncertainty weight (from $\sigma_t^2$)"
-    return r"loss weight $\lambda_t$"
+    return r"task weight ($\lambda_t$, or the aggregator's)"
 
 
 def _constant(runs: list[dict], key: str) -> bool:
-    values = [v for t in runs for series in t[key].values() for v in series]
+    # NaN: no weight recorded (step 0, or an aggregator that is not a weighted sum, such as GradDrop)
+    values = [v for t in runs for series in t[key].values() for v in series if v is not None and v == v]
     return not values or max(values) - min(values) < 1e-9
 
 
