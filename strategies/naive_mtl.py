@@ -41,7 +41,7 @@ class Params(Frozen):
 
 @register_strategy("naive_mtl")
 class NaiveMTL(Strategy):
-    """Joint training from the pre-trained backbone, equal weights (losses summed) or a static λ."""
+    """Joint training from the pre-trained backbone with any weighting: equal (losses summed), static λ, PCGrad, ..."""
 
     Params = Params
 

@@ -186,3 +186,29 @@ def test_resume_restores_aggregator_state(tmp_path):
     phi = [m._phi_t for m in w.agg.modules() if hasattr(m, "_phi_t")][0]
     phi2 = [m._phi_t for m in w2.agg.modules() if hasattr(m, "_phi_t")][0]
     assert phi is not None and torch.equal(phi, phi2)
+
+
+@pytest.mark.parametrize("name", ["pcgrad", "upgrad", "famo"])
+@pytest.mark.parametrize("single_input", [True, False])
+def test_bf16_autocast_trains_with_both_kinds(name, single_input):
+    """The forward runs under autocast (bf16 features), the Jacobian and the backward outside it."""
+    tr = _trainer(name, single_input=single_input, epochs=1)
+    tr.cfg = tr.cfg.model_copy(update={"precision": "bf16"})
+    res = tr.fit()
+    assert all(np.isfinite(p.detach().numpy()).all() for p in tr.model.parameters())
+    assert np.isfinite(res.history[-1]["score"])
+
+
+def test_fuse_then_joint_takes_an_aggregator(tmp_path, capsys):
+    import json
+
+    from bench.cli import main
+
+    rc = main(["run", "suite=synthetic", "strategy=fuse_then_joint", "strategy.weighting=upgrad", "train.epochs=1",
+               f"results_dir={tmp_path}", "report=false"])
+    assert rc == 0, capsys.readouterr().err
+    (record,) = tmp_path.rglob("record.json")
+    rows = json.loads(record.read_text())["rows"]
+    assert set(rows) == {"fused", "fuse_then_joint"}
+    w = np.array(list(rows["fuse_then_joint"]["trajectories"]["weights"].values()))
+    assert w.shape[0] == 5 and np.isfinite(w[:, 1:]).all()

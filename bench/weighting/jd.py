@@ -103,14 +103,15 @@ class _Wrapped:
 
     The weights are averaged since the trajectory last read them (they change every step)."""
 
-    def inner(self) -> nn.Module:
-        return self.agg if hasattr(self, "agg") else self.scalarizer
+    inner: nn.Module  # the torchjd object
+    _wsum: torch.Tensor | None = None
+    _wn = 0
 
     def get_extra_state(self) -> dict[str, Any]:
-        return _plain_state(self.inner())
+        return _plain_state(self.inner)
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        _load_plain_state(self.inner(), state)
+        _load_plain_state(self.inner, state)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # torchjd registers some buffers at the first step (GradVac's similarity EMA): adopt them before loading
@@ -149,12 +150,14 @@ class JDAggregator(_Wrapped, Aggregator):
     def __init__(self, tasks: list[TaskConfig], params: Frozen | None = None):
         super().__init__(tasks, params)
         self.agg = self.make(len(self.task_names))
-        self._wsum: torch.Tensor | None = None
-        self._wn = 0
         weighting = getattr(self.agg, "weighting", None)  # weighted aggregators: record what they applied
         self.weighted = weighting is not None
         if weighting is not None:
             weighting.register_forward_hook(lambda mod, args, out: self._track(out))
+
+    @property
+    def inner(self) -> nn.Module:
+        return self.agg
 
     @abstractmethod
     def make(self, n_tasks: int) -> A.Aggregator:
@@ -386,8 +389,10 @@ class JDScalarizer(_Wrapped, Weighting):
     def __init__(self, tasks: list[TaskConfig], params: Frozen | None = None):
         super().__init__(tasks, params)
         self.scalarizer = self.make(len(self.task_names))
-        self._wsum: torch.Tensor | None = None
-        self._wn = 0
+
+    @property
+    def inner(self) -> nn.Module:
+        return self.scalarizer
 
     @abstractmethod
     def make(self, n_tasks: int) -> S.Scalarizer:
