@@ -408,7 +408,8 @@ def test_mde_in_the_caption_and_interval_display_options(results):
     value = pm.table.loc["naive_mtl", "t0/accuracy"]
     assert f"{value:.1f} ± {(hi - lo) / 2:.1f}" in md_lines(to_markdown(pm))["naive_mtl"]
     assert f"{value:.1f} [{lo:.1f}, {hi:.1f}]" in md_lines(to_markdown(lb))["naive_mtl"]
-    assert "95% percentile bootstrap intervals [lo, hi] (B=300" in caption(lb)
+    assert f"95% percentile bootstrap intervals [lo, hi] (B={lb.options.bootstrap} " in caption(lb)
+    assert lb.options.bootstrap >= 300 and 2 / (lb.options.bootstrap + 1) < 0.05 / 8  # 2 rows × 4 columns tested
     assert "as ± half their width" in caption(pm)
 
 
@@ -516,3 +517,15 @@ def test_compare_from_the_cli_writes_the_paired_comparison(results, capsys):
     text = (results / "out" / "compare_naive_mtl_vs_separate.md").read_text()
     assert "| a accuracy | 77.5 | 75.0 | +2.5 |" in text and "| a macro_f1 |" in text and "| Δm% |" in text
     assert "naive_mtl vs separate" in capsys.readouterr().out
+
+
+def test_replicates_are_raised_until_a_corrected_test_can_reject():
+    """A bootstrap p is at least 2/(B+1): with 147 tests Holm's first threshold 0.05/147 needs B > 5879."""
+    from bench.report.leaderboard import ReportOptions, _enough_replicates
+
+    notes: list[str] = []
+    raised = _enough_replicates(ReportOptions(bootstrap=2000), rows=21, columns=7, notes=notes)
+    assert raised.bootstrap == 11760 and 2 / (raised.bootstrap + 1) < 0.05 / 147
+    assert notes and "B raised from 2000 to 11760" in notes[0]
+    assert _enough_replicates(ReportOptions(bootstrap=2000, correction="none"), 21, 7, []).bootstrap == 2000
+    assert _enough_replicates(ReportOptions(bootstrap=2000), 2, 5, []).bootstrap == 2000  # 14 tests: enough

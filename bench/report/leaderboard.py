@@ -368,6 +368,7 @@ def build_leaderboard(records: list[dict], split: str = "test", options: ReportO
     notes += _mixing_notes(infos, shown)
     inference = None
     if options.bootstrap and any(not infos[v].schema_1 for v in order):
+        options = _enough_replicates(options, len(shown) - 1, len(board_tasks) + 2, notes)
         inference = Inference(infos, board_tasks, order, avg_tasks if averaged else None, delta_metrics, baselines,
                               options.bootstrap, options.level, options.seed)
     notes += _prediction_notes(inference, infos, shown, board_tasks)
@@ -483,6 +484,21 @@ def _add_inference(board: Leaderboard, inference: Inference, shown: list[str]) -
     diffs = [ra - rb for i, (_, ra) in enumerate(avg) for _, rb in avg[i + 1:]]
     mde = stats.mde(diffs, alpha=options.alpha, power=POWER) if diffs else math.nan
     return replace(board, table=table, n_tests=len(family), tests_used=tuple(sorted(used)), mde=mde)
+
+
+def _enough_replicates(options: ReportOptions, rows: int, columns: int, notes: list[str]) -> ReportOptions:
+    """Raise B so that a corrected test can reject at all. A bootstrap p is never below 2/(B+1), and Holm's (and
+    BH's) smallest threshold is α/m over m tests, so with m = 147 tests and B = 2000 no difference could ever be
+    marked. B becomes at least 4m/α (a margin of 2 above the bare minimum), and the caption says so."""
+    m = rows * columns
+    if options.correction == "none" or m <= 0:
+        return options
+    needed = math.ceil(4 * m / options.alpha)
+    if needed <= options.bootstrap:
+        return options
+    notes.append(f"B raised from {options.bootstrap} to {needed}: a bootstrap p is at least 2/(B+1), and the "
+                 f"correction's smallest threshold over {m} tests is α/{m}")
+    return replace(options, bootstrap=needed)
 
 
 def winner_marks(table: pd.DataFrame, inference: Inference, shown: list[str], key: str, direction: str,

@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import warnings
 from abc import abstractmethod
 from typing import Any, ClassVar, Literal
 
@@ -375,6 +376,11 @@ class NashMTL(JDAggregator):
         p = self.params
         return A.NashMTL(n_tasks=n, max_norm=p.max_norm, update_weights_every=p.update_weights_every,
                          optim_niter=p.optim_niter)
+
+    def backward(self, losses: dict[str, torch.Tensor], step: Step) -> None:
+        with warnings.catch_warnings():  # cvxpy says so at every step: the problem is re-solved, not re-compiled
+            warnings.filterwarnings("ignore", message=".*not DPP.*")
+            super().backward(losses, step)
 
 
 # ------------------------------------------------------------------------------------------------ loss level
