@@ -11,18 +11,19 @@ How it measures (docs/performance.md, "Balancers vs equal"):
   method's ratio is the median over the rounds of its step time over the ``equal`` step it was paired with. The
   median of paired ratios follows the load of a shared machine better than a ratio of two medians taken apart.
 * memory: one more step of each trainer under ``torch.profiler`` (``profile_memory=True``): the peak, during the
-  step, of the bytes of CPU tensors allocated in that step and not yet freed (the allocator's running total in
-  the profiler's allocation events, minus its value when the step began). Deterministic: the same step allocates
-  the same tensors. What the step frees of the previous step's tensors (the ``.grad`` that ``zero_grad`` drops) is
-  not credited, so this is the step's new working set: activations, Jacobian, gradients, solver tensors; memory
-  held by numpy/cvxpy (outside torch's allocator) is not seen.
+  step, of the bytes of CPU tensors allocated in that step and not yet freed (the profiler's allocation and free
+  events, matched by address). Deterministic: the same step allocates the same tensors (three repeats read the same
+  bytes). What the step frees of older tensors (the previous ``.grad`` that ``zero_grad`` drops) is not credited,
+  so this is the step's new working set: activations, Jacobian, gradients, solver tensors; memory held by
+  numpy/cvxpy (outside torch's allocator) is not seen.
 * ``agg ms``: median time of one call of the torchjd aggregator (or scalarizer) inside the step, from forward
   hooks, so a table row shows at once whether the solver or the backward passes make a method slow.
 
 Targets (CI fails above 1.15 × target): every method ≤ T + 0.5 × equal (the cost of T backward passes); on the
 Gramian path (single-input, gradient-level), ≤ 2 × equal at T = 4; ``equal`` through the seam ≥ 0.99 × the old
-step's throughput (fails below 0.90, as the harness benchmark). Known, profiled misses are xfail with the reason
-(``EXPECTED_MISS``), not dropped.
+step's throughput (fails below 0.90, as the harness benchmark). Known, profiled misses (``EXPECTED_MISS``) are
+not dropped: their step without the aggregator call is asserted on the same target, and the whole step is reported
+xfail with the reason when it misses.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ from benchmarks.test_engine_speed import _tasks, _timed
 # threads make every parallel op wait for a descheduled thread (steps of ~480 ms quantised at the 4 ms scheduler tick
 # were seen), which buries the per-step overheads this file compares
 THREADS = 1
-# a tiny MLP suite (the step is a few ms on 2 cores): the worst case for a method's fixed per-step overhead
+# a tiny MLP suite (0.6 M parameters; equal's step 9-45 ms on one thread): the worst case for a method's fixed
+# per-step overhead
 DIM, HIDDEN, DEPTH, BATCH, N = 128, 512, 3, 64, 1024
 TS = (2, 4, 8)
 KINDS = ("single", "multi")
@@ -64,9 +66,20 @@ SEAM_ROUNDS = 61
 # every registered balancer of the package (a toy registered by a doctest or a test is not one)
 METHODS = [n for n in WEIGHTINGS.names() if WEIGHTINGS.get(n).__module__.startswith("bench.weighting.")]
 
-#: (method, T, kind) -> why the target is missed; each one is profiled in docs/performance.md
-EXPECTED_MISS: dict[tuple[str, int, str], str] = {}
-
+_NASH = ("Nash-MTL: cvxpy compiles its problem again for every ECOS solve (the problem is not DPP; cvxpy warns), "
+         "about 2 solves a step: 30-85 ms a step whatever the model (cProfile: 96 % of a solve is cvxpy's "
+         "get_problem_data, 1 % ECOS)")
+_CONFIG = ("ConFIG is not a Gramian method: via=params it takes the pseudo-inverse (an SVD) of the whole T x P "
+           "Jacobian, 24 ms (T=2) to 190 ms (T=8) a step on this 0.6 M-parameter backbone")
+_GRADDROP = "GradDrop masks the T x P Jacobian coordinate by coordinate (a random draw per coordinate): 14 ms at T=2"
+#: (method, T, kind) -> why its step misses the time target (profiles in docs/performance.md). Such a case is
+#: asserted on a separate target instead, its step without the aggregator call (the solver) against the same T + 0.5
+#: or 2, and is reported xfail with the reason when the whole step misses the target's margin.
+EXPECTED_MISS: dict[tuple[str, int, str], str] = {
+    **{("nash_mtl", T, kind): _NASH for T in (2, 4) for kind in ("single", "multi")},
+    **{("config", T, "multi"): _CONFIG for T in (2, 4, 8)},
+    ("graddrop", 2, "multi"): _GRADDROP,
+}
 
 def _data(tasks: list[TaskConfig], single_input: bool):
     rng = np.random.default_rng(0)
@@ -146,7 +159,8 @@ def _trainer(tasks, name: str, kind: str, data, cls: type[Trainer] = Trainer) ->
 def _hook_solver(tr: Trainer) -> list[float]:
     """Seconds of every call of the balancer's torchjd aggregator / scalarizer (empty for the others)."""
     calls: list[float] = []
-    mod = getattr(tr.w, "agg", None) or getattr(tr.w, "scalarizer", None)
+    mod = getattr(tr.w, "agg", None)
+    mod = getattr(tr.w, "scalarizer", None) if mod is None else mod
     if mod is not None:
         t0 = [0.0]
         mod.register_forward_pre_hook(lambda m, a: t0.__setitem__(0, time.perf_counter()))
@@ -307,23 +321,26 @@ def _target(name: str, T: int, kind: str) -> tuple[float, str]:
     return T + 0.5, f"<= T+0.5 = {T + 0.5}"
 
 
-def _case(kind: str, T: int, name: str):
-    why = EXPECTED_MISS.get((name, T, kind))
-    marks = [pytest.mark.xfail(reason=why, strict=False)] if why else []
-    return pytest.param(kind, T, name, marks=marks, id=f"{name}-T{T}-{kind}")
-
-
-@pytest.mark.parametrize("kind,T,name", [_case(k, T, n) for k in KINDS for T in TS for n in METHODS])
+@pytest.mark.parametrize("kind,T,name", [pytest.param(k, T, n, id=f"{n}-T{T}-{k}")
+                                         for k in KINDS for T in TS for n in METHODS])
 def test_step_vs_equal(benchmark, kind, T, name):
     """Step time of a balancer over equal's (paired, median), and its peak step memory over equal's."""
     m = measure(kind, T)
     row = m.rows[name]
     benchmark.pedantic(m.trainers[name].step, rounds=1, iterations=1)
     target, text = _target(name, T, kind)
+    # the step without the aggregator / scalarizer call: what the seam, the Jacobian and the update cost
+    rest = row.ratio - (row.agg_ms or 0.0) / row.equal_ms
     report(benchmark, f"{name}/equal T={T} {kind}-input", row.ratio, text, method_ms=round(row.ms, 2),
            equal_ms=round(row.equal_ms, 2), agg_ms=None if row.agg_ms is None else round(row.agg_ms, 2),
-           memory_ratio=round(row.mem_ratio, 3), memory_mb=round(row.mem_mb, 2))
-    assert row.ratio <= MARGIN * target, f"{name} step is {row.ratio:.2f}x equal (target {text})"
+           without_agg=round(rest, 3), memory_ratio=round(row.mem_ratio, 3), memory_mb=round(row.mem_mb, 2))
+    why = EXPECTED_MISS.get((name, T, kind))
+    if why is None:
+        assert row.ratio <= MARGIN * target, f"{name} step is {row.ratio:.2f}x equal (target {text})"
+        return
+    assert rest <= MARGIN * target, f"{name} step without its aggregator is {rest:.2f}x equal (target {text})"
+    if row.ratio > MARGIN * target:
+        pytest.xfail(f"expected miss, {row.ratio:.2f}x equal (target {text}): {why}")
 
 
 def paired_median(fa, fb, rounds: int, warmup: int = 3) -> tuple[float, float, float]:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 # a small budget: every synthetic cell trains in about a second on 2 cores
@@ -33,3 +34,13 @@ def records(results: Path) -> list[dict]:
 @pytest.fixture
 def results(tmp_path: Path) -> Path:
     return tmp_path / "results"
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run far faster on one thread than on two contended ones; the setting is restored afterwards.
+    A test module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -18,12 +18,7 @@ from bench.weighting import WEIGHTINGS, Aggregator, Step, Weighting, build_weigh
 DIM = 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tasks(T: int = 3) -> list[TaskConfig]:

@@ -34,13 +34,7 @@ from bench.suites import find_suite, read_suite_yaml, validate_suite
 CONFLICT = "synthetic_conflict"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run much faster on one thread than on two contended ones; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- the generator ---------------------------------------------------------------------------------------------

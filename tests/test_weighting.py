@@ -17,14 +17,7 @@ from bench.weighting.base import Step
 from bench.weighting.gradnorm import GradNorm, GradNormParams
 from bench.weighting.uncertainty import DEFAULT_LR, Uncertainty, UncertaintyParams
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run ~30× faster on one thread than on two contended ones; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reg(name: str) -> TaskConfig:
