@@ -255,3 +255,22 @@ def test_bad_names_params_and_missing_extras_fail_in_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "cvxpy", None)  # as if the extra were not installed
     with pytest.raises(BenchError, match=r"weighting 'nash_mtl' needs cvxpy.*pip install 'mtbench\[full\]'"):
         build_weighting("nash_mtl", tasks(2))
+
+
+@pytest.mark.parametrize("name", ["upgrad", "pcgrad", "config"])
+def test_multi_input_jacobian_by_task_equals_torchjds(name):
+    """With one batch per task the Jacobian is taken task by task; torchjd's vectorised backward gives the same."""
+    torch.manual_seed(0)
+    W = torch.randn(4, 3, requires_grad=True)
+    xs = [torch.randn(5, 3) for _ in range(3)]
+    targets = [torch.randn(5, 4) for _ in range(3)]
+
+    def grad(per_task: bool) -> torch.Tensor:
+        W.grad = None
+        feats = [x @ W.T for x in xs]
+        losses = {f"t{i}": (f - y).pow(2).mean() for i, (f, y) in enumerate(zip(feats, targets))}
+        w = build_weighting(name, tasks(3), {"via": "params"})
+        w.backward(losses, Step(shared=[W], features=feats if per_task else None))
+        return W.grad.clone()
+
+    assert torch.allclose(grad(True), grad(False), atol=1e-5)

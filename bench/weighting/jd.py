@@ -205,7 +205,14 @@ class JDAggregator(_Wrapped, Aggregator):
             _accumulate(heads, torch.autograd.grad(torch.stack(L).sum(), heads, retain_graph=True,
                                                    allow_unused=True))
         shared = [p for p in step.shared if p.requires_grad]
-        jd_backward(L, inputs=shared)
+        if step.features is not None and len(step.features) > 1:
+            # each task has its own batch: T plain backward passes, each through its own batch's graph only
+            # (torchjd's vectorised backward would push every row through every task's graph: T² of them)
+            rows = [torch.autograd.grad(li, shared, retain_graph=True, allow_unused=True) for li in L]
+            for i, p in enumerate(shared):
+                p.jac = torch.stack([r[i] if r[i] is not None else torch.zeros_like(p) for r in rows])
+        else:
+            jd_backward(L, inputs=shared)
         step.mark("weighting")
         jac_to_grad(shared, self.agg)
 
@@ -378,7 +385,7 @@ class NashMTL(JDAggregator):
                          optim_niter=p.optim_niter)
 
     def backward(self, losses: dict[str, torch.Tensor], step: Step) -> None:
-        with warnings.catch_warnings():  # cvxpy says so at every step: the problem is re-solved, not re-compiled
+        with warnings.catch_warnings():  # cvxpy warns at every solve that it recompiles the (non-DPP) problem
             warnings.filterwarnings("ignore", message=".*not DPP.*")
             super().backward(losses, step)
 
