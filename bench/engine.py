@@ -374,17 +374,9 @@ class Trainer:
         timer.start()
         batches = [(spec, _to(b["inputs"], device), _to(b["targets"], device)) for spec, b in next(self.batches)]
         timer.mark("data")
-        losses: dict[str, torch.Tensor] = {}
         feats: list[torch.Tensor] | None = [] if self.w.uses_features else None
-        for spec, x, ys in batches:
-            with _autocast(device, cfg.precision):
-                if feats is None:
-                    out = self.fwd(x, list(spec.targets))
-                else:
-                    out, f = self.fwd(x, list(spec.targets), features=True)
-                    feats.append(f)
-            for t in spec.targets:
-                losses[t] = task_loss(self.task_cfgs[t], out[t], ys[t])
+        losses = self._losses(batches, feats)
+        for spec, _, _ in batches:
             state["samples"] += len(spec.idx)
             lengths = self.data[spec.task][spec.split].lengths
             if lengths is not None:
@@ -418,16 +410,25 @@ class Trainer:
         if state["step"] % cfg.log_every == 0:
             self._log(state, self.loss_acc, self.loss_cnt, self.mem)
 
-    @torch.no_grad()
-    def _recompute(self, batches) -> dict[str, torch.Tensor]:
-        """This step's losses again, after the update (FAMO's signal); no graph, same batches."""
+    def _losses(self, batches, feats: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Each task's loss on its batch, the forward under autocast; ``feats`` (when given) collects the shared
+        representation of every forward."""
         losses = {}
         for spec, x, ys in batches:
             with _autocast(self.device, self.cfg.precision):
-                out = self.fwd(x, list(spec.targets))
+                if feats is None:
+                    out = self.fwd(x, list(spec.targets))
+                else:
+                    out, f = self.fwd(x, list(spec.targets), features=True)
+                    feats.append(f)
             for t in spec.targets:
                 losses[t] = task_loss(self.task_cfgs[t], out[t], ys[t])
         return losses
+
+    @torch.no_grad()
+    def _recompute(self, batches) -> dict[str, torch.Tensor]:
+        """This step's losses again, after the update (FAMO's signal); no graph, same batches."""
+        return self._losses(batches)
 
     def _end_epoch(self) -> None:
         """Tell the balancer the epoch's mean training loss of every task (one host sync per epoch)."""
