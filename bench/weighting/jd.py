@@ -38,22 +38,36 @@ from __future__ import annotations
 import copy
 import warnings
 from abc import abstractmethod
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from pydantic import Field, field_validator
 from torch import nn
-from torchjd import aggregation as A
-from torchjd import scalarization as S
-from torchjd.autojac import backward as jd_backward
-from torchjd.autojac import jac_to_grad
 
 from bench.config import Frozen, TaskConfig
 from bench.errors import BenchError
 from bench.weighting.base import Aggregator, Step, Weighting, register_weighting
 
+if TYPE_CHECKING:
+    from torchjd import aggregation as A
+    from torchjd import scalarization as S
+
 _MODULE_FIELDS = set(vars(nn.Module()))
+
+
+# torchjd's modules are imported at first use: importing them imports cvxpy and scipy.stats (about 1.4 s), which
+# every ``bench`` command would otherwise pay
+def _aggregation():
+    from torchjd import aggregation
+
+    return aggregation
+
+
+def _scalarization():
+    from torchjd import scalarization
+
+    return scalarization
 
 
 def _plain_state(module: nn.Module) -> dict[str, dict[str, Any]]:
@@ -212,8 +226,12 @@ class JDAggregator(_Wrapped, Aggregator):
             for i, p in enumerate(shared):
                 p.jac = torch.stack([r[i] if r[i] is not None else torch.zeros_like(p) for r in rows])
         else:
-            jd_backward(L, inputs=shared)
+            from torchjd.autojac import backward
+
+            backward(L, inputs=shared)
         step.mark("weighting")
+        from torchjd.autojac import jac_to_grad
+
         jac_to_grad(shared, self.agg)
 
     def current(self) -> dict[str, float]:
@@ -252,7 +270,7 @@ class MGDA(JDAggregator):
         max_iters: int = Field(100, ge=1)
 
     def make(self, n):
-        return A.MGDA(epsilon=self.params.epsilon, max_iters=self.params.max_iters)
+        return _aggregation().MGDA(epsilon=self.params.epsilon, max_iters=self.params.max_iters)
 
 
 @register_weighting("pcgrad")
@@ -260,7 +278,7 @@ class PCGrad(JDAggregator):
     """PCGrad (Yu et al., NeurIPS 2020): project each task gradient off the others it conflicts with, then sum."""
 
     def make(self, n):
-        return A.PCGrad()
+        return _aggregation().PCGrad()
 
 
 @register_weighting("graddrop")
@@ -274,7 +292,7 @@ class GradDrop(JDAggregator):
     def make(self, n):
         if self.params.leak is not None and len(self.params.leak) != n:
             raise BenchError(f"graddrop leak has {len(self.params.leak)} values for {n} tasks; give one per task")
-        return A.GradDrop(leak=_pref(self.params.leak))
+        return _aggregation().GradDrop(leak=_pref(self.params.leak))
 
 
 @register_weighting("gradvac")
@@ -286,7 +304,7 @@ class GradVac(JDAggregator):
         eps: float = Field(1e-8, gt=0)
 
     def make(self, n):
-        return A.GradVac(beta=self.params.beta, eps=self.params.eps)
+        return _aggregation().GradVac(beta=self.params.beta, eps=self.params.eps)
 
 
 @register_weighting("imtl_g")
@@ -294,7 +312,7 @@ class IMTLG(JDAggregator):
     """IMTL-G (Liu et al., ICLR 2021): weights that give the update equal projections on every unit task gradient."""
 
     def make(self, n):
-        return A.IMTLG()
+        return _aggregation().IMTLG()
 
 
 @register_weighting("aligned_mtl")
@@ -305,7 +323,7 @@ class AlignedMTL(JDAggregator):
         scale_mode: Literal["min", "median", "rmse"] = "min"
 
     def make(self, n):
-        return A.AlignedMTL(pref_vector=_pref(self.params.pref_vector), scale_mode=self.params.scale_mode)
+        return _aggregation().AlignedMTL(pref_vector=_pref(self.params.pref_vector), scale_mode=self.params.scale_mode)
 
 
 @register_weighting("config")
@@ -315,7 +333,7 @@ class ConFIG(JDAggregator):
     Params = PrefParams
 
     def make(self, n):
-        return A.ConFIG(pref_vector=_pref(self.params.pref_vector))
+        return _aggregation().ConFIG(pref_vector=_pref(self.params.pref_vector))
 
 
 @register_weighting("fairgrad")
@@ -329,7 +347,7 @@ class FairGrad(JDAggregator):
         max_iters: int | None = Field(None, ge=1)
 
     def make(self, n):
-        return A.FairGrad(alpha=self.params.alpha, max_iters=self.params.max_iters)
+        return _aggregation().FairGrad(alpha=self.params.alpha, max_iters=self.params.max_iters)
 
 
 @register_weighting("upgrad")
@@ -340,7 +358,7 @@ class UPGrad(JDAggregator):
     requires = ("quadprog", "qpsolvers")  # torchjd's dual-cone projector
 
     def make(self, n):
-        return A.UPGrad(pref_vector=_pref(self.params.pref_vector))
+        return _aggregation().UPGrad(pref_vector=_pref(self.params.pref_vector))
 
 
 @register_weighting("dualproj")
@@ -351,7 +369,7 @@ class DualProj(JDAggregator):
     requires = ("quadprog", "qpsolvers")
 
     def make(self, n):
-        return A.DualProj(pref_vector=_pref(self.params.pref_vector))
+        return _aggregation().DualProj(pref_vector=_pref(self.params.pref_vector))
 
 
 @register_weighting("cagrad")
@@ -365,7 +383,7 @@ class CAGrad(JDAggregator):
         norm_eps: float = Field(1e-4, gt=0)
 
     def make(self, n):
-        return A.CAGrad(c=self.params.c, norm_eps=self.params.norm_eps)
+        return _aggregation().CAGrad(c=self.params.c, norm_eps=self.params.norm_eps)
 
 
 @register_weighting("nash_mtl")
@@ -381,7 +399,7 @@ class NashMTL(JDAggregator):
 
     def make(self, n):
         p = self.params
-        return A.NashMTL(n_tasks=n, max_norm=p.max_norm, update_weights_every=p.update_weights_every,
+        return _aggregation().NashMTL(n_tasks=n, max_norm=p.max_norm, update_weights_every=p.update_weights_every,
                          optim_niter=p.optim_niter)
 
     def backward(self, losses: dict[str, torch.Tensor], step: Step) -> None:
@@ -443,10 +461,10 @@ class JDScalarizer(_Wrapped, Weighting):
         return self._read()
 
 
-class _Scaled(S.Scalarizer):
+class _Scaled(nn.Module):
     """``factor`` × another scalarizer (RLW's weights summing to T instead of 1, comparable with ``equal``)."""
 
-    def __init__(self, inner: S.Scalarizer, factor: float):
+    def __init__(self, inner: nn.Module, factor: float):
         super().__init__()
         self.inner, self.factor = inner, factor
 
@@ -462,7 +480,7 @@ class DWA(JDScalarizer):
         temperature: float = Field(2.0, gt=0)  # τ; the paper's 2
 
     def make(self, n):
-        return S.DWA(temperature=self.params.temperature)
+        return _scalarization().DWA(temperature=self.params.temperature)
 
     def end_epoch(self, epoch: int, mean_losses: dict[str, float]) -> None:
         self.scalarizer.step()  # torchjd's DWA averaged the epoch's losses itself; roll its history
@@ -473,7 +491,7 @@ class GLS(JDScalarizer):
     """GLS (Chennupati et al., CVPR-W 2019): the geometric mean of the task losses, (Π_i L_i)^{1/T}."""
 
     def make(self, n):
-        return S.GeometricMean()
+        return _scalarization().GeometricMean()
 
 
 @register_weighting("rlw")
@@ -481,7 +499,7 @@ class RLW(JDScalarizer):
     """RLW (Lin et al., TMLR 2022): random loss weights each step, T·softmax(N(0, I)) (they sum to T, as equal's)."""
 
     def make(self, n):
-        return _Scaled(S.Random(), float(n))
+        return _Scaled(_scalarization().Random(), float(n))
 
 
 @register_weighting("imtl_l")
@@ -491,7 +509,7 @@ class IMTLL(JDScalarizer):
     trained_with_model = True
 
     def make(self, n):
-        return S.IMTLL(n)
+        return _scalarization().IMTLL(n)
 
 
 @register_weighting("stch")
@@ -503,7 +521,7 @@ class STCH(JDScalarizer):
 
     def make(self, n):
         # preference λ_i = 1 (torchjd's default is 1/T): the value tends to max_i L_i and the weights sum to 1
-        return S.STCH(mu=self.params.mu, weights=torch.ones(n))
+        return _scalarization().STCH(mu=self.params.mu, weights=torch.ones(n))
 
 
 @register_weighting("famo")
@@ -515,7 +533,7 @@ class FAMO(JDScalarizer):
         lr: float = Field(0.025, gt=0)  # the paper's β: learning rate of the task logits
 
     def make(self, n):
-        famo = S.FAMO(n, lr=self.params.lr, weight_decay=self.params.gamma)
+        famo = _scalarization().FAMO(n, lr=self.params.lr, weight_decay=self.params.gamma)
         # torchjd builds its Adam at the first update; build it now so a resumed run restores its moments
         famo._optimizer = torch.optim.Adam([famo._w], lr=famo.lr, weight_decay=famo.weight_decay)
         return famo
