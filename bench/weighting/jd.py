@@ -165,10 +165,11 @@ class JDAggregator(_Wrapped, Aggregator):
     def __init__(self, tasks: list[TaskConfig], params: Frozen | None = None):
         super().__init__(tasks, params)
         self.agg = self.make(len(self.task_names))
-        weighting = getattr(self.agg, "weighting", None)  # weighted aggregators: record what they applied
-        self.weighted = weighting is not None
-        if weighting is not None:
-            weighting.register_forward_hook(lambda mod, args, out: self._track(out))
+        # a weighted sum of the task gradients: record the weights it applied (ConFIG also holds a `weighting`, its
+        # preference vector, but its update is not a weighted sum of the gradients)
+        self.weighted = isinstance(self.agg, _aggregation().WeightedAggregator)
+        if self.weighted:
+            self.agg.weighting.register_forward_hook(lambda mod, args, out: self._track(out))
 
     @property
     def inner(self) -> nn.Module:
