@@ -1,8 +1,9 @@
 """Every registered balancer against ``equal`` through the engine's balancer seam: step time and peak memory of a
 step, T = 2, 4, 8 tasks, single-input (one batch, every head; gradient-level methods take the Jacobian w.r.t. the
 shared features, ``via=features``, the Gramian path) and multi-input (a batch per task, ``sampling=all``;
-``via=params``: torchjd's ``autojac.backward`` + ``jac_to_grad`` over the shared parameters). Also ``equal`` through
-the new seam against the step as it was before the seam (HEAD's ``Trainer.step``, copied below).
+``via=params``: the Jacobian over the shared parameters, task by task, aggregated by torchjd's ``jac_to_grad``).
+Also ``equal`` through the new seam against the step as it was before the seam (``OldStepTrainer``, kept verbatim in
+tests/test_balancer_seam.py).
 
 How it measures (docs/performance.md, "Balancers vs equal"):
 
@@ -42,12 +43,13 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from bench.backbones.simple import MLP, ArrayPreprocessor
 from bench.config import TaskConfig, TrainConfig
 from bench.encode import EncodedSplit
-from bench.engine import Trainer, _autocast, _to
-from bench.model import MultiTaskModel, task_loss
+from bench.engine import Trainer
+from bench.model import MultiTaskModel
 from bench.weighting import WEIGHTINGS, build_weighting
 from bench.weighting.jd import JDAggregator
 from benchmarks.conftest import report
 from benchmarks.test_engine_speed import _tasks, _timed
+from tests.test_balancer_seam import OldStepTrainer
 
 # one intra-op thread, set for this module's tests only (see _module below): on a shared 2-core machine two OpenMP
 # threads make every parallel op wait for a descheduled thread (steps of ~480 ms quantised at the 4 ms scheduler tick
@@ -94,55 +96,6 @@ def _data(tasks: list[TaskConfig], single_input: bool):
         shared = {"train": split(N), "validation": split(64)}
         return {t.name: shared for t in tasks}, pre
     return {t.name: {"train": split(N), "validation": split(64)} for t in tasks}, pre
-
-
-class OldStepTrainer(Trainer):
-    """The training step before the balancer seam (``git show HEAD:bench/engine.py``, ``Trainer.step``): combine the
-    losses, one backward, clip, update."""
-
-    def step(self) -> None:
-        cfg, device, state, timer = self.cfg, self.device, self.state, self.timer
-        timer.start()
-        batches = [(spec, _to(b["inputs"], device), _to(b["targets"], device)) for spec, b in next(self.batches)]
-        timer.mark("data")
-        losses: dict[str, torch.Tensor] = {}
-        for spec, x, ys in batches:
-            with _autocast(device, cfg.precision):
-                out = self.fwd(x, list(spec.targets))
-            for t in spec.targets:
-                losses[t] = task_loss(self.task_cfgs[t], out[t], ys[t])
-            state["samples"] += len(spec.idx)
-            lengths = self.data[spec.task][spec.split].lengths
-            if lengths is not None:
-                state["tokens"] += int(lengths[spec.idx].sum())
-        timer.mark("forward")
-        if device.type == "cpu":  # free on the CPU; on a GPU the check waits for the logging interval
-            self._check_finite(losses, state["step"])
-        total_loss = self.w.combine(losses)
-        timer.mark("weighting")
-        self.opt.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(total_loss).backward()
-            self.scaler.unscale_(self.opt)
-        else:
-            total_loss.backward()
-        timer.mark("backward")
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        if self.scaler is not None:
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        else:
-            self.opt.step()
-        self.sched.step()
-        self.w.after_step()
-        timer.mark("optimizer")
-        for t, l in losses.items():
-            self.loss_acc[t] += l.detach()
-            self.loss_cnt[t] += 1
-        state["step"] += 1
-        if state["step"] % cfg.log_every == 0:
-            self._log(state, self.loss_acc, self.loss_cnt, self.mem)
 
 
 def _trainer(tasks, name: str, kind: str, data, cls: type[Trainer] = Trainer) -> Trainer:

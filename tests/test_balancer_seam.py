@@ -11,7 +11,7 @@ import torch
 from bench.backbones.simple import MLP, ArrayPreprocessor
 from bench.config import TaskConfig, TrainConfig
 from bench.encode import EncodedSplit
-from bench.engine import Trainer
+from bench.engine import Trainer, _autocast, _to
 from bench.model import MultiTaskModel, task_loss
 from bench.weighting import WEIGHTINGS, Aggregator, Step, Weighting, build_weighting, register_weighting
 
@@ -49,26 +49,46 @@ def _trainer(weighting, single_input: bool = True, sampling: str = "proportional
 
 
 class OldStepTrainer(Trainer):
-    """The engine's step before the seam (combine → backward, hard-coded), kept here as the reference."""
+    """The engine's step before the balancer seam, verbatim (combine → backward, hard-coded): the reference that the
+    default path must equal bit for bit (here) and in throughput (benchmarks/test_aggregator_speed.py)."""
 
     def step(self) -> None:
-        cfg, device, state = self.cfg, self.device, self.state
-        batches = [(spec, {k: v.to(device) for k, v in b["inputs"].items()},
-                    {k: v.to(device) for k, v in b["targets"].items()}) for spec, b in next(self.batches)]
-        losses = {}
+        cfg, device, state, timer = self.cfg, self.device, self.state, self.timer
+        timer.start()
+        batches = [(spec, _to(b["inputs"], device), _to(b["targets"], device)) for spec, b in next(self.batches)]
+        timer.mark("data")
+        losses: dict[str, torch.Tensor] = {}
         for spec, x, ys in batches:
-            out = self.fwd(x, list(spec.targets))
+            with _autocast(device, cfg.precision):
+                out = self.fwd(x, list(spec.targets))
             for t in spec.targets:
                 losses[t] = task_loss(self.task_cfgs[t], out[t], ys[t])
             state["samples"] += len(spec.idx)
+            lengths = self.data[spec.task][spec.split].lengths
+            if lengths is not None:
+                state["tokens"] += int(lengths[spec.idx].sum())
+        timer.mark("forward")
+        if device.type == "cpu":  # free on the CPU; on a GPU the check waits for the logging interval
+            self._check_finite(losses, state["step"])
         total_loss = self.w.combine(losses)
+        timer.mark("weighting")
         self.opt.zero_grad(set_to_none=True)
-        total_loss.backward()
+        if self.scaler is not None:
+            self.scaler.scale(total_loss).backward()
+            self.scaler.unscale_(self.opt)
+        else:
+            total_loss.backward()
+        timer.mark("backward")
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.opt.step()
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
         self.sched.step()
         self.w.after_step()
+        timer.mark("optimizer")
         for t, l in losses.items():
             self.loss_acc[t] += l.detach()
             self.loss_cnt[t] += 1
