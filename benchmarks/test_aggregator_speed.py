@@ -34,20 +34,19 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import pytest
 import torch
 from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from bench.backbones.simple import MLP, ArrayPreprocessor
+from bench.backbones.simple import MLP
 from bench.config import TaskConfig, TrainConfig
-from bench.encode import EncodedSplit
 from bench.engine import Trainer
 from bench.model import MultiTaskModel
 from bench.weighting import WEIGHTINGS, build_weighting
 from bench.weighting.jd import JDAggregator
 from benchmarks.conftest import report
+from benchmarks.test_engine_speed import _data as engine_speed_data
 from benchmarks.test_engine_speed import _tasks, _timed
 from tests.test_balancer_seam import OldStepTrainer
 
@@ -84,18 +83,7 @@ EXPECTED_MISS: dict[tuple[str, int, str], str] = {
 }
 
 def _data(tasks: list[TaskConfig], single_input: bool):
-    rng = np.random.default_rng(0)
-    pre = ArrayPreprocessor("bench")
-
-    def split(n):
-        x = rng.standard_normal((n, DIM)).astype(np.float32)
-        ys = {t.name: torch.as_tensor(rng.integers(0, t.num_classes, n)) for t in tasks}
-        return EncodedSplit(pre.encode(x), ys, None)
-
-    if single_input:
-        shared = {"train": split(N), "validation": split(64)}
-        return {t.name: shared for t in tasks}, pre
-    return {t.name: {"train": split(N), "validation": split(64)} for t in tasks}, pre
+    return engine_speed_data(tasks, single_input, dim=DIM, n_train=N)
 
 
 def _trainer(tasks, name: str, kind: str, data, cls: type[Trainer] = Trainer) -> Trainer:

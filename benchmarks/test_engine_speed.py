@@ -22,19 +22,20 @@ torch.set_num_threads(2)
 DIM, HIDDEN, DEPTH, BATCH, N = 256, 1024, 4, 128, 4096
 
 
-def _data(tasks: list[TaskConfig], single_input: bool, seed: int = 0):
+def _data(tasks: list[TaskConfig], single_input: bool, seed: int = 0, dim: int = DIM, n_train: int = N):
+    """Random ``dim``-dimensional inputs and labels: one shared split (single input) or one per task."""
     rng = np.random.default_rng(seed)
     pre = ArrayPreprocessor("bench")
 
     def split(n):
-        x = rng.standard_normal((n, DIM)).astype(np.float32)
+        x = rng.standard_normal((n, dim)).astype(np.float32)
         ys = {t.name: torch.as_tensor(rng.integers(0, t.num_classes, n)) for t in tasks}
         return EncodedSplit(pre.encode(x), ys, None)
 
     if single_input:
-        shared = {"train": split(N), "validation": split(64)}
+        shared = {"train": split(n_train), "validation": split(64)}
         return {t.name: shared for t in tasks}, pre
-    return {t.name: {"train": split(N), "validation": split(64)} for t in tasks}, pre
+    return {t.name: {"train": split(n_train), "validation": split(64)} for t in tasks}, pre
 
 
 def _tasks(T: int) -> list[TaskConfig]:
