@@ -274,6 +274,23 @@ def execute(plan: Plan, out=None) -> int:
     records: list[dict[str, Any]] = []
     print(f"bench run: {len(cells)} cell(s) on {len({v.suite.name for v in plan.variants})} suite(s), "
           f"results in {plan.results_dir}/", file=out, flush=True)
+    def context(suite: SuiteConfig) -> SuiteContext:
+        skey = content_hash(suite.model_dump(mode="json"))
+        if skey not in contexts:
+            t0 = time.perf_counter()
+            contexts[skey] = SuiteContext.load(suite, stores[suite.name])
+            for note in contexts[skey].data.notes:
+                print(f"note: {note}", file=out)
+            print(f"loaded suite {suite.name!r} in {time.perf_counter() - t0:.1f}s "
+                  f"(data fingerprint {contexts[skey].data.fingerprint})", file=out, flush=True)
+        return contexts[skey]
+
+    # what can only be checked against the loaded suite (its backbone, its tasks) fails here, before any stage
+    checked: set[int] = set()
+    for (variant, _), folder in zip(cells, folders):
+        if id(variant) not in checked and (plan.force or not Store.done(folder, RECORD)):
+            checked.add(id(variant))
+            variant.strategy().check_suite(variant.params, context(variant.suite))
     for i, ((variant, seed), folder) in enumerate(zip(cells, folders), 1):
         suite = variant.suite
         store = stores[suite.name]
@@ -283,17 +300,10 @@ def execute(plan: Plan, out=None) -> int:
             from_store += 1
             print(f"{tag}: from store", file=out, flush=True)
             continue
-        skey = content_hash(suite.model_dump(mode="json"))
-        if skey not in contexts:
-            t0 = time.perf_counter()
-            contexts[skey] = SuiteContext.load(suite, store)
-            for note in contexts[skey].data.notes:
-                print(f"note: {note}", file=out)
-            print(f"loaded suite {suite.name!r} in {time.perf_counter() - t0:.1f}s "
-                  f"(data fingerprint {contexts[skey].data.fingerprint})", file=out, flush=True)
+        ctx = context(suite)
         t0 = time.perf_counter()
         try:
-            rec = run_cell(variant, seed, contexts[skey], store, plan.force)
+            rec = run_cell(variant, seed, ctx, store, plan.force)
         except CellFailed as e:
             failures.append((tag, str(e)))
             write_json(folder / "failed.json", {"error": str(e), "created": now_iso(),

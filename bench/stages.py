@@ -17,6 +17,7 @@ import hashlib
 import math
 import time
 import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ from bench.backbones import Preprocessor, build_backbone
 from bench.config import SPEED_KNOBS, SuiteConfig, TaskConfig, TrainConfig
 from bench.data.base import SuiteData, load_suite_data
 from bench.encode import encode_suite
-from bench.engine import Data, Trainer, evaluate, make_feeder, resolve_device, seed_everything
+from bench.engine import Data, FitResult, Trainer, evaluate, make_feeder, optimise, resolve_device, seed_everything
+from bench.errors import BenchError
 from bench.model import MultiTaskModel
 from bench.store import STAGE_MARKER, Store, atomic_write, content_hash, now_iso, provenance, read_json, write_json
 from bench.weighting import build_weighting
@@ -128,6 +130,48 @@ def save_predictions(folder: Path, kept: dict[str, dict[str, dict[str, np.ndarra
     return held
 
 
+class Batches(Sequence[dict[str, Any]]):
+    """One task's split as a sequence of batches on a device: ``{"inputs": {...}, "targets": {task: tensor}}``
+    (on a single-input suite the targets of every task that labels these inputs).
+
+    ``len()`` is one pass; ``batches[i]`` for any ``i >= 0`` is batch ``i mod len`` of pass ``i // len``, and with
+    ``shuffle`` every pass has its own seeded order, so ``batches[step]`` is a pure function of ``step`` (what a
+    resumable loop needs). ``limit`` keeps the first ``limit`` examples of the split's fixed order.
+    """
+
+    def __init__(self, data: Data, collate, task: str, split: str, batch_size: int, device: torch.device,
+                 shuffle: bool, limit: int | None, seed: int):
+        self.es = data[task][split]
+        self.task, self.split, self.collate, self.device = task, split, collate, device
+        self.n = min(len(self.es), limit) if limit else len(self.es)
+        self.bs, self.shuffle, self.seed = max(1, min(batch_size, self.n)), shuffle, seed
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.bs)
+
+    def _pass_order(self, p: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.n)
+        if self._order is None or self._order[0] != p:
+            self._order = (p, np.random.default_rng([self.seed, p]).permutation(self.n))
+        return self._order[1]
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        p, j = divmod(int(i), len(self))
+        idx = self._pass_order(p)[j * self.bs:(j + 1) * self.bs]
+        x = self.collate(self.es.encoded, idx)
+        rows = torch.as_tensor(idx)
+        return {"inputs": {k: v.to(self.device) for k, v in x.items()},
+                "targets": {t: y[rows].to(self.device) for t, y in self.es.targets.items()}}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(len(self)):
+            yield self[i]
+
+
 class Stages:
     """The stage functions a strategy composes, bound to one suite, store and seed."""
 
@@ -148,9 +192,57 @@ class Stages:
     def task_names(self) -> list[str]:
         return [t.name for t in self.ctx.tasks]
 
+    # -- the public API for custom stages and data-aware methods ------------------------------------------------
+    def custom(self, name: str, key: dict[str, Any], tasks: tuple[str, ...], compute: Callable[[Path], dict],
+               version: int = 1) -> Outcome:
+        """Run ``compute(folder)`` once and cache it like any stage: under ``stages/<name>/<hash>/``, where the hash
+        covers ``name``, ``version`` and ``key`` (put everything that changes the output in it: input checkpoints'
+        keys, params, ``self.seed``, data fingerprints). ``compute`` writes its files into ``folder`` and returns the
+        stage's info (``metrics``, ``telemetry``, anything JSON); bump ``version`` when its semantics change.
+
+        Example (inside a strategy's ``run``):
+            >>> def compute(folder):                                          # doctest: +SKIP
+            ...     model = stages.model(tune.ckpt)
+            ...     ...                                                       # train, prune, distil, ...
+            ...     save_model(model, folder)
+            ...     return {"telemetry": {...}}
+            >>> out = stages.custom("prune", {"init": tune.ckpt.key, "ratio": 0.5}, ("a",), compute)  # doctest: +SKIP
+        """
+        if name in STAGE_VERSIONS:
+            raise BenchError(f"custom stage name {name!r} is a built-in stage; pick another name")
+        return self._run(name, key, tasks, compute, version)
+
+    def model(self, ckpt: Checkpoint | None = None, tasks: list[str] | None = None) -> MultiTaskModel:
+        """A :class:`MultiTaskModel` with ``ckpt``'s backbone (θ0 when None) and the heads of ``tasks`` (default:
+        ``ckpt``'s tasks; a task whose head the checkpoint lacks gets a seeded fresh one), on the CPU."""
+        tasks = list(tasks if tasks is not None else (ckpt.tasks if ckpt is not None else self.task_names))
+        return self._model(tasks, ckpt or self.init(), self._sub_seed("model", *tasks))
+
+    def batches(self, task: str, split: str, batch_size: int | None = None, shuffle: bool = False,
+                limit: int | None = None, seed: int = 0) -> Batches:
+        """Batches of ``task``'s ``split`` (inputs and the task's targets) on the run's device; see
+        :class:`Batches`. Never pass ``split="test"`` to anything that selects or fits."""
+        if split not in self.ctx.encoded[task]:
+            raise BenchError(f"task {task!r} has no split {split!r}; it has {sorted(self.ctx.encoded[task])}")
+        return Batches(self.ctx.encoded, self.ctx.pre.collate, task, split, batch_size or self.ctx.train.batch_size,
+                       self.device, shuffle, limit, self._sub_seed("batches", task, split, str(seed)))
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.ctx.train.device)
+
+    def optimise(self, params: list[torch.Tensor], loss_at: Callable[[int], torch.Tensor], steps: int, lr: float,
+                 folder: Path | None = None, desc: str = "optimise") -> FitResult:
+        """Fit a small set of leaf tensors with the engine's loop (:func:`bench.engine.optimise`) on the run's device
+        and precision; with ``folder`` (a stage's folder inside ``compute``) a killed run resumes there."""
+        return optimise(params, loss_at, steps, lr=lr, device=self.device, precision=self.ctx.train.precision,
+                        work_dir=folder, desc=f"{desc} s{self.seed}", log_every=self.ctx.train.log_every)
+
     # -- cache plumbing ----------------------------------------------------------------------------------------
-    def _run(self, stage: str, key_obj: dict[str, Any], tasks: tuple[str, ...], compute) -> Outcome:
-        key = content_hash({"stage": stage, "v": STAGE_VERSIONS.get(stage, STAGE_VERSION), **key_obj})
+    def _run(self, stage: str, key_obj: dict[str, Any], tasks: tuple[str, ...], compute,
+             version: int | None = None) -> Outcome:
+        version = STAGE_VERSIONS.get(stage, STAGE_VERSION) if version is None else version
+        key = content_hash({"stage": stage, "v": version, **key_obj})
         folder = self.store.stage_dir(stage, key)
         ckpt = Checkpoint(stage, key, folder, tasks)
         # force=true recomputes a stage once per run: a fine-tune that separate just retrained serves fuse_then_joint
@@ -159,7 +251,7 @@ class Stages:
         if not reusable():
             with self.store.lock(folder):
                 if not reusable():  # else another process finished it while we waited
-                    return Outcome(ckpt, self._compute(stage, key, key_obj, tasks, folder, compute))
+                    return Outcome(ckpt, self._compute(stage, key, key_obj, tasks, folder, compute, version))
         self.store.reused.append(f"{stage}/{key}")
         return self._complete(Outcome(ckpt, read_json(folder / STAGE_MARKER), reused=True))
 
@@ -168,7 +260,7 @@ class Stages:
         with self.store.lock(ckpt.path):
             Store.reset(ckpt.path)
 
-    def _compute(self, stage, key, key_obj, tasks, folder: Path, compute) -> dict[str, Any]:
+    def _compute(self, stage, key, key_obj, tasks, folder: Path, compute, version: int) -> dict[str, Any]:
         """Run ``compute`` into ``folder`` (locked by the caller) and write the completion marker last."""
         if self.force and self.store.done(folder):
             Store.reset(folder)
@@ -177,7 +269,7 @@ class Stages:
         info.setdefault("telemetry", {})["wall_time_s"] = time.perf_counter() - t0
         info.update({"stage": stage, "key": key, "key_inputs": key_obj, "tasks": list(tasks), "seed": self.seed,
                      "created": now_iso(),
-                     "provenance": {**provenance(), "impl_version": STAGE_VERSIONS.get(stage, STAGE_VERSION)}})
+                     "provenance": {**provenance(), "impl_version": version}})
         (folder / "resume.pt").unlink(missing_ok=True)
         write_json(folder / STAGE_MARKER, info)
         self.store.computed.append(f"{stage}/{key}")
@@ -327,28 +419,71 @@ class Stages:
 
     def fuse(self, parts: list[Checkpoint], method: str = "mean", params: dict[str, Any] | None = None,
              base: Checkpoint | None = None) -> Outcome:
-        """Fuse the backbones of ``parts`` (θ0 = ``base``); each task keeps the head from its own checkpoint."""
-        from bench.fusion import build_fusion, fuse_files
+        """Fuse the backbones of ``parts`` (θ0 = ``base``); each task keeps the head from its own checkpoint.
+
+        A streaming method (:class:`~bench.fusion.FusionMethod`) fuses the files tensor by tensor; a model-based one
+        (:class:`~bench.fusion.ModelFusion`: AdaMerging, Fisher, RegMean, ...) gets a
+        :class:`~bench.fusion.FusionJob` and may read data, so its key also holds the data and the seed."""
+        from bench.fusion import FusionJob, ModelFusion, build_fusion, fuse_files
 
         base = base or self.init()
         params = dict(params or {})
         fusion = build_fusion(method, params, len(parts))
         tasks = tuple(t for p in parts for t in p.tasks)
+        model_based = isinstance(fusion, ModelFusion)
+        if model_based:
+            fusion.check(self.ctx.template, [self.ctx.task(t) for t in tasks])
 
         def compute(folder: Path) -> dict[str, Any]:
             folder.mkdir(parents=True, exist_ok=True)
-            stats = fuse_files(base.path / C.BACKBONE_FILE, [p.path / C.BACKBONE_FILE for p in parts], fusion,
-                               folder / C.BACKBONE_FILE)
-            heads: dict[str, torch.Tensor] = {}
-            for p in parts:
-                for k, v in C.load_state(p.path / C.HEADS_FILE).items():
-                    if k.split(".")[0] in p.tasks:
-                        heads[k] = v
-            C.save_state(heads, folder / C.HEADS_FILE)
-            return {"telemetry": {"fusion": {k: v for k, v in stats.items()}}}
+            described = fusion.describe()
+            summary = {"method": described.pop("method"), "params": described,
+                       "transductive": bool(getattr(fusion.params, "transductive", False))}
+            if model_based:
+                t0 = time.perf_counter()
+                job = FusionJob(self, parts, base, folder)
+                res = fusion.fuse_model(job)
+                C.save_state(job.complete(res.state), folder / C.BACKBONE_FILE, sorted(job.buffers))
+                stats = {**res.telemetry, "seconds": time.perf_counter() - t0}
+                summary.update(res.info)
+            else:
+                stats = fuse_files(base.path / C.BACKBONE_FILE, [p.path / C.BACKBONE_FILE for p in parts], fusion,
+                                   folder / C.BACKBONE_FILE)
+            C.save_state(self._heads_of(parts), folder / C.HEADS_FILE)
+            return {"telemetry": {"fusion": stats}, "fusion": summary}
 
         key = {"parts": [p.key for p in parts], "base": base.key, "method": method, "params": params}
+        if model_based:  # what the data it reads depends on
+            key.update({"data": {t: self.ctx.data.task_fingerprints[t] for t in tasks}, "seed": self.seed,
+                        "split": fusion.split, "precision": self.ctx.train.precision,
+                        "samples": [self.ctx.train.max_train_samples, self.ctx.train.max_eval_samples]})
         return self._run("fuse", key, tasks, compute)
+
+    def fused_model(self, parts: list[Checkpoint], method: str = "mean", params: dict[str, Any] | None = None,
+                    base: Checkpoint | None = None) -> tuple[MultiTaskModel, dict[str, Any]]:
+        """A streaming fusion of ``parts`` as a model in memory, nothing written: what a fusion-weight search
+        trial evaluates and throws away. Model-based methods go through :meth:`fuse` (a cached stage)."""
+        from bench.fusion import build_fusion
+        from bench.fusion.base import fuse_state
+
+        base = base or self.init()
+        fusion = build_fusion(method, dict(params or {}), len(parts))
+        state, _, stats = fuse_state(base.path / C.BACKBONE_FILE, [p.path / C.BACKBONE_FILE for p in parts], fusion)
+        tasks = [t for p in parts for t in p.tasks]
+        model = self._model(tasks, None, self._sub_seed("eval"))
+        model.backbone.load_state_dict(state)
+        model.heads.load_state_dict(self._heads_of(parts), strict=False)
+        return model, stats
+
+    @staticmethod
+    def _heads_of(parts: list[Checkpoint]) -> dict[str, torch.Tensor]:
+        """Each part's own task heads."""
+        heads: dict[str, torch.Tensor] = {}
+        for p in parts:
+            for k, v in C.load_state(p.path / C.HEADS_FILE).items():
+                if k.split(".")[0] in p.tasks:
+                    heads[k] = v
+        return heads
 
     def joint(self, init: Checkpoint | None = None, tasks: list[str] | None = None, weighting: str = "equal",
               weighting_params: dict[str, Any] | None = None, share: float = 1.0, sampling: str | None = None,
@@ -449,9 +584,13 @@ def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> d
             if o.ckpt and "best_epoch" in o.info}
     traj = next((o.info["trajectories"] for o in reversed(outcomes) if o.info.get("trajectories")), {})
     stages = [_stage_provenance(o) for o in outcomes if o.ckpt is not None]
-    return {"metrics": metrics, "best_epoch": best, "telemetry": tel, "trajectories": traj,
-            "budget": _budget(trained), "predictions": _predictions(src), "stages": stages,
-            "code_versions": sorted({s["code_version"] for s in stages})}
+    row = {"metrics": metrics, "best_epoch": best, "telemetry": tel, "trajectories": traj,
+           "budget": _budget(trained), "predictions": _predictions(src), "stages": stages,
+           "code_versions": sorted({s["code_version"] for s in stages})}
+    fusion = next((o.info["fusion"] for o in outcomes if o.info.get("fusion")), None)
+    if fusion is not None:  # how the row's weights were fused (learned coefficients for the report's heatmap)
+        row["fusion"] = fusion
+    return row
 
 
 def _budget(trained: list[Outcome]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 from bench.config import Frozen, validated
 from bench.errors import BenchError
 from bench.registry import Registry
-from bench.stages import Stages
+from bench.stages import Stages, SuiteContext
 
 
 class NoParams(Frozen):
@@ -51,6 +51,11 @@ class Strategy(ABC):
     @abstractmethod
     def run(self, stages: Stages, params: Any) -> dict[str, dict[str, Any]]:
         """Compose stages; return one row per variant (e.g. ``{"fused": ..., "fuse_then_joint": ...}``)."""
+
+    def check_suite(self, params: Any, ctx: SuiteContext) -> None:  # noqa: B027 (an optional hook)
+        """Optional: fail with one line (a ``BenchError``) before any stage of the run is computed, given the loaded
+        suite (``ctx.tasks``: the task configs, ``ctx.template``: the backbone), e.g. a fusion method that needs
+        linear layers or class predictions. Runs once per variant, after the data is loaded."""
 
     @classmethod
     def parse_params(cls, params: dict[str, Any]) -> Frozen:

@@ -18,15 +18,15 @@ from typing import Any
 from pydantic import Field
 
 from bench.config import Frozen
-from bench.fusion import build_fusion
-from bench.stages import Stages, make_row
+from bench.fusion import ModelFusion, build_fusion
+from bench.stages import Stages, SuiteContext, make_row
 from bench.strategy import Strategy, register_strategy
 from bench.weighting.base import check_weighting
 
 
 class Params(Frozen):
-    fusion: str = "mean"
-    fusion_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {weights: [...]}, {lam: 0.3}, {k: 20}
+    fusion: str = "mean"  # any registered fusion method: data-free, data-aware or learned (docs/fusion.md)
+    fusion_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {weights: [...]}, {lam: 0.3}, {k: 0.2}
     weighting: str = "equal"
     weighting_params: dict[str, Any] = Field(default_factory=dict)
     finetune_share: float = Field(0.5, gt=0, lt=1)  # under budget.match: the fine-tunes' part of the budget
@@ -43,6 +43,13 @@ class FuseThenJoint(Strategy):
         """Fail before any training on a bad fusion method, fusion weights or weighting."""
         build_fusion(params.fusion, dict(params.fusion_params), len(tasks))
         check_weighting(params.weighting, dict(params.weighting_params), tasks)
+
+    def check_suite(self, params: Params, ctx: SuiteContext) -> None:
+        """Methods that read models or data check the backbone and tasks (RegMean needs linear layers,
+        AdaMerging class predictions) before the fine-tunes are trained."""
+        fusion = build_fusion(params.fusion, dict(params.fusion_params), len(ctx.tasks))
+        if isinstance(fusion, ModelFusion):
+            fusion.check(ctx.template, ctx.tasks)
 
     def run(self, stages: Stages, params: Params) -> dict:
         tunes = [stages.finetune(task, share=params.finetune_share) for task in stages.task_names]

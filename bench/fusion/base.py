@@ -212,6 +212,19 @@ def fuse_files(base: Path | None, checkpoints: list[Path], method: FusionMethod,
     ``peak_extra_bytes`` (peak anonymous-memory growth while fusing, output included) and the method's params.
     """
     t_start = time.perf_counter()
+    state, buffers, stats = fuse_state(base, checkpoints, method)
+    save_state(state, Path(out), buffers)
+    del state
+    stats["seconds"] = time.perf_counter() - t_start
+    return stats
+
+
+def fuse_state(base: Path | None, checkpoints: list[Path], method: FusionMethod,
+               ) -> tuple[dict[str, torch.Tensor], list[str], dict[str, Any]]:
+    """:func:`fuse_files` without the file: ``(fused state dict, buffer names, stats)`` in memory, for a search
+    trial that evaluates the fused model and throws it away (writing and deleting a checkpoint per trial costs
+    more than the fusion itself)."""
+    t_start = time.perf_counter()
     checkpoints = [Path(c) for c in checkpoints]
     if not checkpoints:
         raise BenchError("fusion needs at least one checkpoint; got none")
@@ -258,10 +271,8 @@ def fuse_files(base: Path | None, checkpoints: list[Path], method: FusionMethod,
                 else:
                     flat[s:e] = method.fuse(name, src0.flat(name, s, e) if src0 is not None else None, chunk, s)
             del first
-        save_state(result, Path(out), sorted(buffers))
         out_bytes = sum(t.numel() * t.element_size() for t in result.values())
-        del result
-    return {
+    return result, sorted(buffers), {
         "seconds": time.perf_counter() - t_start,
         "tensors": len(names),
         "fused_tensors": len(fused_names),
