@@ -240,7 +240,9 @@ class Stages:
 
     # -- cache plumbing ----------------------------------------------------------------------------------------
     def _run(self, stage: str, key_obj: dict[str, Any], tasks: tuple[str, ...], compute,
-             version: int | None = None) -> Outcome:
+             version: int | None = None, model_at: Checkpoint | None = None) -> Outcome:
+        """``model_at``: where the stage's model lives when not in its own folder (an evaluate stage's input), for
+        evaluating the splits a cached stage lacks."""
         version = STAGE_VERSIONS.get(stage, STAGE_VERSION) if version is None else version
         key = content_hash({"stage": stage, "v": version, **key_obj})
         folder = self.store.stage_dir(stage, key)
@@ -253,7 +255,7 @@ class Stages:
                 if not reusable():  # else another process finished it while we waited
                     return Outcome(ckpt, self._compute(stage, key, key_obj, tasks, folder, compute, version))
         self.store.reused.append(f"{stage}/{key}")
-        return self._complete(Outcome(ckpt, read_json(folder / STAGE_MARKER), reused=True))
+        return self._complete(Outcome(ckpt, read_json(folder / STAGE_MARKER), reused=True), model_at)
 
     def discard(self, ckpt: Checkpoint) -> None:
         """Delete a finished stage's files (a later request recomputes it). Waits for anyone computing it."""
@@ -275,15 +277,16 @@ class Stages:
         self.store.computed.append(f"{stage}/{key}")
         return info
 
-    def _complete(self, out: Outcome) -> Outcome:
+    def _complete(self, out: Outcome, model_at: Checkpoint | None = None) -> Outcome:
         """A cached stage evaluated on fewer splits than asked (e.g. made by a search, which never reads test):
-        evaluate the missing splits now and keep them with the stage."""
+        evaluate the missing splits now (the model in ``model_at``, default the stage's own folder) and keep
+        them with the stage."""
         if "metrics" not in out.info or out.ckpt is None:
             return out
         missing = [s for s in self.eval_splits if s not in out.info["metrics"]]
         if not missing:
             return out
-        metrics, _, kept = self._evaluate_ckpt(out.ckpt, missing)
+        metrics, _, kept = self._evaluate_ckpt(model_at or out.ckpt, missing)
         with self.store.lock(out.ckpt.path):
             info = read_json(out.ckpt.path / STAGE_MARKER)
             info["metrics"].update(metrics)
@@ -468,12 +471,21 @@ class Stages:
 
         base = base or self.init()
         fusion = build_fusion(method, dict(params or {}), len(parts))
-        state, _, stats = fuse_state(base.path / C.BACKBONE_FILE, [p.path / C.BACKBONE_FILE for p in parts], fusion)
         tasks = [t for p in parts for t in p.tasks]
         model = self._model(tasks, None, self._sub_seed("eval"))
-        model.backbone.load_state_dict(state)
+        with torch.no_grad():  # fused straight into the model's own tensors: no state dict to copy
+            _, _, stats = fuse_state(base.path / C.BACKBONE_FILE, [p.path / C.BACKBONE_FILE for p in parts], fusion,
+                                     into=model.backbone.state_dict(keep_vars=False))
         model.heads.load_state_dict(self._heads_of(parts), strict=False)
         return model, stats
+
+    def evaluate_model(self, model: MultiTaskModel, splits: tuple[str, ...] | None = None,
+                       ) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
+        """``(metrics, throughput, predictions)`` of an in-memory model on ``splits`` (default: this run's
+        evaluation splits), for the tasks it has heads for; nothing is stored."""
+        device = self.device
+        cfgs = [self.ctx.task(t) for t in model.heads]
+        return self._evaluate_splits(model.to(device), cfgs, splits or self.eval_splits, device)
 
     @staticmethod
     def _heads_of(parts: list[Checkpoint]) -> dict[str, torch.Tensor]:
@@ -526,7 +538,7 @@ class Stages:
 
         key = {"ckpt": ckpt.key, "precision": self.ctx.train.precision,
                "max_eval_samples": self.ctx.train.max_eval_samples}
-        return self._run("evaluate", key, ckpt.tasks, compute)
+        return self._run("evaluate", key, ckpt.tasks, compute, model_at=ckpt)
 
 
 def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> dict[str, Any]:

@@ -153,9 +153,9 @@ def test_fusion_search_trains_nothing(store, capsys):
         assert set(json.loads(stage.read_text())["metrics"]) == {"validation"}  # the test split is never read
     best = yaml.safe_load((folder / "best.yaml").read_text())["overrides"]
     assert best["strategy.fusion"] == "weighted" and len(best["strategy.fusion_params.weights"]) == 5
-    # each trial's fused backbone was deleted once evaluated (its metrics stay with its evaluate stage)
-    fused = list((store / "synthetic" / "stages" / "fuse").glob("*"))
-    assert len(fused) == 8 and not any(any(f.glob("*.safetensors")) for f in fused)
+    # each trial fused in memory and evaluated that model: no fused checkpoint (or evaluate stage) was written
+    assert not (store / "synthetic" / "stages" / "fuse").exists()
+    assert summary["costs"]["mean_fuse_seconds"] > 0
 
 
 def test_multi_objective_returns_the_pareto_set(store, capsys):

@@ -220,10 +220,12 @@ def fuse_files(base: Path | None, checkpoints: list[Path], method: FusionMethod,
 
 
 def fuse_state(base: Path | None, checkpoints: list[Path], method: FusionMethod,
+               into: dict[str, torch.Tensor] | None = None,
                ) -> tuple[dict[str, torch.Tensor], list[str], dict[str, Any]]:
     """:func:`fuse_files` without the file: ``(fused state dict, buffer names, stats)`` in memory, for a search
     trial that evaluates the fused model and throws it away (writing and deleting a checkpoint per trial costs
-    more than the fusion itself)."""
+    more than the fusion itself). ``into``: tensors to write the result into (a model's own ``state_dict()``, so
+    the fused weights land in the model without a copy); same names, shapes and dtypes as the checkpoints."""
     t_start = time.perf_counter()
     checkpoints = [Path(c) for c in checkpoints]
     if not checkpoints:
@@ -251,7 +253,7 @@ def fuse_state(base: Path | None, checkpoints: list[Path], method: FusionMethod,
         fused_names = [k for k in names if k not in buffers and _is_float(tasks[0].get(k))]
         # allocate the whole output (lazily paged in as it is written) before any temporary, so the temporaries are
         # recycled above it rather than interleaved with it
-        result = {k: torch.empty(tasks[0].get(k).shape, dtype=tasks[0].get(k).dtype) for k in names}
+        result = {k: _output(tasks[0], k, into) for k in names}
         method.prepare(fused_names, src0, tasks)
 
         ckpt_bytes = 0
@@ -282,6 +284,17 @@ def fuse_state(base: Path | None, checkpoints: list[Path], method: FusionMethod,
         "peak_extra_bytes": mem.extra,
         **method.describe(),
     }
+
+
+def _output(src: TensorSource, name: str, into: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    shape, dtype = src._f.get_slice(name).get_shape(), src.get(name).dtype
+    if into is None:
+        return torch.empty(shape, dtype=dtype)
+    t = into.get(name)
+    if t is None or list(t.shape) != list(shape) or t.dtype != dtype or not t.is_contiguous():
+        raise BenchError(f"fusion: cannot write tensor {name!r} {list(shape)} {dtype} into the given model "
+                         f"({'missing' if t is None else f'{list(t.shape)} {t.dtype}'}); fuse into a fresh state")
+    return t
 
 
 def work_dtype(t: torch.Tensor) -> torch.dtype:

@@ -23,7 +23,7 @@ from bench.report.leaderboard import (
     write_tables,
 )
 from bench.report.plots import write_plots
-from bench.report.records import load_records, row_name, trajectories
+from bench.report.records import fusion_coefficients, load_records, row_name, trajectories
 
 SPLITS = ("test", "validation")
 OPTION_KEYS = ("level", "interval", "delta_m", "correction", "bootstrap")
@@ -110,8 +110,10 @@ def write_report(results_dir: Path, suite: str, out_dir: Path | None = None, str
 
 
 def write_boards(boards: list[Leaderboard], records: list[dict], out_dir: Path) -> dict[str, Path]:
+    """The tables of every board and the plots of the first (bars, Pareto, weight trajectories and loss curves,
+    fusion coefficients); what both `bench report` and `bench run` write."""
     paths = write_tables(boards, out_dir)
-    paths |= write_plots(boards[0], trajectories(records), out_dir)
+    paths |= write_plots(boards[0], trajectories(records), out_dir, fusion_coefficients(records))
     return paths
 
 

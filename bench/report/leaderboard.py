@@ -16,7 +16,10 @@ Units and statistics (all documented in the outputs' captions; the protocol is i
   seed means, B = the row's baseline: the ``separate`` row with the same data and budget fingerprints (none: empty,
   with a note), l = 1 for ``min`` metrics; metrics with B = 0 are left out; positive = better; separate itself is 0;
 * winners: the best of a score column is bold only when a paired bootstrap test says it beats every other row;
-  rows it does not beat are marked tied (≈ / underlined); cost columns keep plain best-in-bold.
+  rows it does not beat are marked tied (≈ / underlined); cost columns keep plain best-in-bold;
+* transductive rows (fusion coefficients adapted on unlabeled test inputs, ``fusion.transductive`` in the record)
+  carry ``†`` after their name in Markdown, LaTeX and the terminal, a ``transductive`` column in the CSV/JSON, and a
+  caption sentence; a board without such rows is unchanged.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from bench.report.records import (
     base_strategy,
     config_differences,
     config_fingerprint,
+    is_transductive,
     metrics_frame,
     task_specs,
     telemetry_frame,
@@ -62,6 +66,9 @@ INTERVAL_STYLES = ("brackets", "pm")
 DELTA_M_MODES = ("primary", "all")
 MIN_BOOTSTRAP = 100
 POWER = 0.8
+TRANSDUCTIVE_MARK = "†"
+TRANSDUCTIVE_NOTE = (f"Rows marked {TRANSDUCTIVE_MARK} adapted their fusion coefficients on unlabeled test inputs "
+                     f"(transductive); they are not comparable to inductive rows.")
 
 __all__ = ["Leaderboard", "ReportOptions", "build_leaderboard", "caption", "compare_rows", "report_options",
            "to_json", "to_latex", "to_markdown", "to_rich", "write_tables"]
@@ -136,6 +143,7 @@ class Leaderboard:
     tests_used: tuple[str, ...] = ()
     mde: float = math.nan
     baselines: dict[str, str | None] = field(default_factory=dict)
+    transductive: tuple[str, ...] = ()  # rows whose fusion coefficients were adapted on unlabeled test inputs
     inference: Inference | None = field(default=None, compare=False, repr=False)
     full_table: pd.DataFrame | None = field(default=None, compare=False, repr=False)  # every row, shown or not
 
@@ -148,6 +156,13 @@ class Leaderboard:
     def score_column(self) -> str:
         """The single-number score of a row: Δm% when a separate baseline exists, else Avg."""
         return "delta_m" if self.table["delta_m"].notna().any() else "avg"
+
+    def is_transductive(self, variant: str) -> bool:
+        return variant in self.transductive
+
+    @property
+    def any_transductive(self) -> bool:
+        return any(v in self.transductive for v in self.table.index)
 
     @property
     def has_intervals(self) -> bool:
@@ -364,6 +379,7 @@ def build_leaderboard(records: list[dict], split: str = "test", options: ReportO
     table["config_fingerprint"] = pd.Series({v: config_fingerprint(infos[v].first) for v in order})
     kinds = sorted({MEMORY_KINDS.get(k, str(k)) for k in telemetry["memory_kind"].dropna()})
 
+    transductive = tuple(v for v in shown if any(is_transductive(e.row) for e in infos[v].entries))
     notes = [baseline_notes[v] for v in shown if v in baseline_notes]
     notes += _mixing_notes(infos, shown)
     inference = None
@@ -380,6 +396,7 @@ def build_leaderboard(records: list[dict], split: str = "test", options: ReportO
         suite=suite, split=split, tasks=tasks, table=table.loc[shown], full_table=table,
         memory_kind="/".join(kinds) or "host RSS",
         notes=notes, options=options, delta_metrics=tuple(delta_metrics), baselines=baselines, inference=inference,
+        transductive=transductive,
         examples=dict(inference.n_examples) if inference else {}, **_caption_facts(records))
     board = replace(board, table=_statistics_columns(board.table, board.score_keys()))
     if inference is not None and inference.any():
@@ -579,7 +596,7 @@ def _tex(text: str) -> str:
 
 _TEX_SYMBOLS = (("Δm\\%", r"$\Delta_m$\%"), ("×", r"$\times$"), ("±", r"$\pm$"), ("≈", r"$\approx$"),
                 ("α", r"$\alpha$"), ("≥", r"$\geq$"), ("–", "--"), ("Δ", r"$\Delta$"), ("*:", r"$^{*}$:"),
-                (" < ", r" $<$ "), (" > ", r" $>$ "))
+                (" < ", r" $<$ "), (" > ", r" $>$ "), (TRANSDUCTIVE_MARK, r"$^{\dagger}$"))
 
 
 def _latex_text(text: str) -> str:
@@ -744,6 +761,8 @@ def caption_sentences(lb: Leaderboard, latex: bool = False) -> list[str]:
         out.append("Cost columns: best in bold, untested.")
     out.append(f"Samples seen: training examples processed by the row's training stages; peak memory is "
                f"{lb.memory_kind}.")
+    if lb.any_transductive:
+        out.append(TRANSDUCTIVE_NOTE)
     return out
 
 
@@ -781,7 +800,8 @@ def to_markdown(lb: Leaderboard) -> str:
     lines = [_md_row(["variant", *text.columns]), "|" + "---|" + "---:|" * len(text.columns)]
     for variant, cells in text.iterrows():
         marked = [f"**{c}**" if r == 1 else c for c, r in zip(cells, rank.loc[variant])]
-        lines.append(_md_row([f"`{variant}`", *marked]))
+        name = f"`{variant}` {TRANSDUCTIVE_MARK}" if lb.is_transductive(variant) else f"`{variant}`"
+        lines.append(_md_row([name, *marked]))
     return "\n".join(lines) + "\n"
 
 
@@ -789,7 +809,7 @@ def to_latex(lb: Leaderboard) -> str:
     """A booktabs table via pandas Styler: significant winners bold, ties for best underlined, ``$^{*}$`` vs
     separate, intervals in \\scriptsize."""
     text, rank = cell_text(lb, latex=True), ranks(lb)
-    text.index = [_tex(v) for v in text.index]
+    text.index = [_tex(v) + (r"$^{\dagger}$" if lb.is_transductive(v) else "") for v in text.index]
     props = pd.DataFrame(rank.to_numpy(), index=text.index, columns=text.columns).map(
         {0: "", 1: "bfseries: ;", 2: "underline: --rwrap;"}.get)
     styler = text.style.apply(lambda _: props, axis=None)
@@ -822,15 +842,24 @@ def to_rich(lb: Leaderboard, compact: bool = False):
         table.add_column(header, justify="right", overflow="fold")
     styles = {0: "", 1: "bold green", 2: "underline"}
     for variant, cells in text.iterrows():
-        table.add_row(Text(str(variant)), *(Text(c, style=styles[r]) for c, r in zip(cells, rank.loc[variant])))
+        name = f"{variant} {TRANSDUCTIVE_MARK}" if lb.is_transductive(variant) else str(variant)
+        table.add_row(Text(name), *(Text(c, style=styles[r]) for c, r in zip(cells, rank.loc[variant])))
     return table
 
 
 def to_frame(lbs: list[Leaderboard]) -> pd.DataFrame:
-    """All splits' numeric tables stacked (a ``split`` column first): what CSV and JSON hold."""
+    """All splits' numeric tables stacked (a ``split`` column first): what CSV and JSON hold.
+
+    When a row is transductive, a ``transductive`` column (true/false) follows ``variant``: the row names stay the
+    names ``compare=`` and ``strategy=`` take, and files of boards without such rows keep their columns."""
     frames = [lb.table.reset_index().assign(split=lb.split) for lb in lbs]
     frame = pd.concat(frames, ignore_index=True)
-    return frame[["split", *[c for c in frame.columns if c != "split"]]]
+    front = ["split", "variant"]
+    if any(lb.any_transductive for lb in lbs):
+        marked = {(lb.split, v) for lb in lbs for v in lb.transductive}
+        frame["transductive"] = [(s, v) in marked for s, v in zip(frame["split"], frame["variant"])]
+        front.append("transductive")
+    return frame[[*front, *[c for c in frame.columns if c not in front]]]
 
 
 UNITS = ("points: max-direction metrics ×100, min-direction metrics raw; delta_m in %; std with ddof=1; "

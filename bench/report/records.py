@@ -15,7 +15,9 @@ Row naming rule (one leaderboard row per *variant*):
   and budget fingerprints (:mod:`bench.report.leaderboard`).
 
 Schema 1 and 2 records are both read (docs/records.md); schema 2 adds the configuration, its fingerprints, per-row
-budgets, stage provenance and per-example predictions (what intervals and tests need).
+budgets, stage provenance and per-example predictions (what intervals and tests need). A row made with a fuse stage
+may carry a ``fusion`` object (method, params, ``transductive``, learned ``coefficients``), read by
+:func:`fusion_coefficients` and :func:`is_transductive`.
 
 Corrupted or foreign files are skipped with a :class:`RecordWarning` naming the file; an empty result is a
 :class:`~bench.errors.BenchError` that says which command produces records.
@@ -106,7 +108,7 @@ def _problem(data: Any, suite: str) -> str | None:
                 for metric, value in values.items():
                     if not isinstance(value, (int, float)) or isinstance(value, bool):
                         return f"row {name!r}: {task}/{metric} is not a number"
-        problem = _row_v2_problem(row)
+        problem = _row_v2_problem(row) or fusion_problem(row.get("fusion"))
         if problem:
             return f"row {name!r}: {problem}"
     if data["schema_version"] >= 2:
@@ -131,6 +133,47 @@ def _row_v2_problem(row: dict) -> str | None:
         return "'budget' is not an object"
     if row.get("stages") is not None and not isinstance(row["stages"], list):
         return "'stages' is not a list"
+    return None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def fusion_problem(fusion: Any) -> str | None:
+    """Why a row's optional ``fusion`` object (docs/records.md) is malformed, or None (also when it is absent).
+
+    Light checks only: the shapes the report relies on. ``coefficients.values`` must be ``len(layers)`` lists of
+    ``len(tasks)`` finite numbers, because the heatmap indexes it as a layers × tasks matrix."""
+    if fusion is None:
+        return None
+    if not isinstance(fusion, dict):
+        return "'fusion' is not an object"
+    if not isinstance(fusion.get("method"), str) or not fusion["method"]:
+        return "'fusion' has no 'method' name"
+    if fusion.get("params") is not None and not isinstance(fusion["params"], dict):
+        return "'fusion.params' is not an object"
+    if fusion.get("transductive") is not None and not isinstance(fusion["transductive"], bool):
+        return "'fusion.transductive' is not true/false"
+    coefficients = fusion.get("coefficients")
+    if coefficients is None:
+        return None
+    if not isinstance(coefficients, dict):
+        return "'fusion.coefficients' is not an object {layers, tasks, values}"
+    for key in ("layers", "tasks"):
+        names = coefficients.get(key)
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            return f"'fusion.coefficients.{key}' is not a non-empty list of names"
+    layers, tasks, values = coefficients["layers"], coefficients["tasks"], coefficients.get("values")
+    if not isinstance(values, list) or len(values) != len(layers):
+        got = f"{len(values)} rows" if isinstance(values, list) else "not a list"
+        return f"'fusion.coefficients.values' is {got}, expected {len(layers)} (one per layer)"
+    for layer, row in zip(layers, values):
+        if not isinstance(row, list) or len(row) != len(tasks):
+            return (f"'fusion.coefficients.values' row of layer {layer!r} does not have {len(tasks)} numbers "
+                    f"(one per task)")
+        if not all(_finite(v) for v in row):
+            return f"'fusion.coefficients.values' row of layer {layer!r} has a value that is not a finite number"
     return None
 
 
@@ -381,6 +424,33 @@ def trajectories(records: list[dict]) -> dict[str, list[dict]]:
                 out.setdefault(row_name(record, name), []).append(
                     {**trajectory, "seed": record["seed"]}
                 )
+    return out
+
+
+def is_transductive(row: dict) -> bool:
+    """Whether a record row's fusion coefficients were adapted on unlabeled *test* inputs (``fusion.transductive``):
+    such rows are not comparable to inductive ones, and the leaderboard marks them."""
+    fusion = row.get("fusion")
+    return isinstance(fusion, dict) and fusion.get("transductive") is True
+
+
+def fusion_coefficients(records: list[dict]) -> dict[str, list[dict]]:
+    """Variant -> list of learned fusion coefficient sets, one per seed, for rows whose ``fusion`` has
+    ``coefficients``: ``{"seed", "method", "transductive", "layers", "tasks", "values"}`` (``values``: layers × tasks,
+    ``layers == ["all"]`` for a task-wise method). Rows that share one fuse stage (a strategy's fused row and its
+    fine-tuned row) carry the same coefficients; :mod:`bench.report.plots` draws each set once."""
+    out: dict[str, list[dict]] = {}
+    for record in records:
+        for name, row in record["rows"].items():
+            fusion = row.get("fusion")
+            if not isinstance(fusion, dict) or not isinstance(fusion.get("coefficients"), dict):
+                continue
+            coefficients = fusion["coefficients"]
+            out.setdefault(row_name(record, name), []).append(
+                {"seed": record["seed"], "method": fusion["method"], "transductive": is_transductive(row),
+                 "layers": list(coefficients["layers"]), "tasks": list(coefficients["tasks"]),
+                 "values": [[float(v) for v in values] for values in coefficients["values"]]}
+            )
     return out
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from bench import metrics as M
 from bench.config import SuiteConfig
 from bench.errors import BenchError, CellFailed, did_you_mean
-from bench.stages import Stages, SuiteContext, make_row
+from bench.stages import Outcome, Stages, SuiteContext, make_row
 from bench.store import Store, content_hash
 
 if TYPE_CHECKING:
@@ -266,13 +266,25 @@ class TrialRunner:
         """Fusion only: the cached fine-tunes, fused with this trial's parameters, evaluated on validation.
         The same stages ``fuse_then_joint`` runs before its joint phase, which a fusion search never reaches.
 
-        Unless ``keep``, the fused weights are deleted once evaluated: a trial's model is a full backbone (90 MB for
-        MiniLM), and re-fusing it from the cached fine-tunes takes a second; its metrics stay in the store."""
+        A streaming method fuses in memory straight into a model and evaluates it: nothing is written (a trial's
+        model is a full backbone, 90 MB for MiniLM, and writing and deleting it cost more than fusing it). With
+        ``keep``, or for a learned or data-aware method (a cached stage: one per configuration, reused by every
+        trial and run that asks for it), the fused model is a stage in the store."""
+        from bench.fusion import FUSIONS, ModelFusion
+
         tunes = [stages.finetune(t) for t in stages.task_names]
-        fused = stages.fuse([t.ckpt for t in tunes], params.fusion, dict(params.fusion_params))
-        ev = stages.evaluate(fused.ckpt)
-        if not keep and not fused.reused:  # a fused model that a `bench run` made (and may build on) stays
-            stages.discard(fused.ckpt)
-        cost["fuse_seconds"] = fused.info.get("telemetry", {}).get("wall_time_s")
-        cost["eval_seconds"] = ev.info.get("telemetry", {}).get("wall_time_s")
-        return make_row(fused, ev, metrics_from=[ev])
+        parts = [t.ckpt for t in tunes]
+        if keep or issubclass(FUSIONS.get(params.fusion), ModelFusion):
+            fused = stages.fuse(parts, params.fusion, dict(params.fusion_params))
+            ev = stages.evaluate(fused.ckpt)
+            cost["fuse_seconds"] = fused.info.get("telemetry", {}).get("wall_time_s")
+            cost["eval_seconds"] = ev.info.get("telemetry", {}).get("wall_time_s")
+            return make_row(fused, ev, metrics_from=[ev])
+        t0 = time.perf_counter()
+        model, stats = stages.fused_model(parts, params.fusion, dict(params.fusion_params))
+        t1 = time.perf_counter()
+        metrics, rate, _ = stages.evaluate_model(model, VALIDATION)
+        cost["fuse_seconds"], cost["eval_seconds"] = t1 - t0, time.perf_counter() - t1
+        ev = Outcome(None, {"metrics": metrics, "telemetry": {**rate, "wall_time_s": time.perf_counter() - t0,
+                                                              "fusion": stats}})
+        return make_row(ev, metrics_from=[ev])
