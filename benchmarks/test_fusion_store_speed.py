@@ -75,9 +75,9 @@ def test_store_second_run(benchmark, tmp_path):
 
 
 def test_fusion_trial_vs_evaluation_pass(benchmark, tmp_path):
-    """A fusion-weight trial (re-fuse the cached MiniLM fine-tunes, one validation pass, delete the fused weights) vs
-    one validation pass of a stored model, on the default text suite (target ≤ 1.2×). Tiny budgets: only the ratio
-    matters here."""
+    """A fusion-weight trial (re-fuse the cached MiniLM fine-tunes in memory, straight into a model, and run one
+    validation pass; nothing is written) vs one validation pass of a stored model, on the default text suite
+    (target ≤ 1.05×). Tiny budgets: only the ratio matters here."""
     import numpy as np
 
     from bench.search.objective import TrialRunner
@@ -99,7 +99,7 @@ def test_fusion_trial_vs_evaluation_pass(benchmark, tmp_path):
 
     params = STRATEGIES.get("fuse_then_joint").Params
 
-    def trial():  # what a search trial runs: fuse, evaluate, delete the fused weights
+    def trial():  # what a search trial runs: fuse in memory, evaluate
         w = rng.dirichlet(np.ones(len(tunes))).tolist()
         TrialRunner._fuse_row(stages, params(fusion="weighted", fusion_params={"weights": w}), {}, keep=False)
 
@@ -113,6 +113,6 @@ def test_fusion_trial_vs_evaluation_pass(benchmark, tmp_path):
     assert not new_training
     ratio = t_trial / t_eval
     n = sum(len(ctx.encoded[t]["validation"]) for t in stages.task_names)
-    report(benchmark, "fusion trial / evaluation pass (MiniLM)", ratio, "<= 1.2", eval_ms=round(1000 * t_eval, 1),
+    report(benchmark, "fusion trial / evaluation pass (MiniLM)", ratio, "<= 1.05", eval_ms=round(1000 * t_eval, 1),
            trial_ms=round(1000 * t_trial, 1), validation_examples=n)
-    assert ratio <= 1.5
+    assert ratio <= 1.15  # the target with a margin for a shared CI machine

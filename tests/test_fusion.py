@@ -61,8 +61,8 @@ def params_of(state, bufs):
     return {k: v for k, v in state.items() if k not in bufs and v.is_floating_point()}
 
 
-def test_registry_lists_the_four_methods():
-    assert {"mean", "weighted", "task_arithmetic", "ties"} <= set(FUSIONS.names())
+def test_registry_lists_the_data_free_methods():
+    assert {"mean", "weighted", "task_arithmetic", "ties", "dare_ties", "breadcrumbs"} <= set(FUSIONS.names())
 
 
 def test_mean_of_identical_checkpoints_is_that_checkpoint(tmp_path):
@@ -105,7 +105,7 @@ def test_weighted_one_hot_is_that_model_and_weights_are_renormalised(family, tmp
 def test_buffers_are_the_plain_mean_and_integers_come_from_theta0(family, tmp_path):
     base, paths, bufs = family
     for name, params in [("mean", {}), ("weighted", {"weights": [1, 0, 0]}), ("task_arithmetic", {"lam": 1.0}),
-                         ("ties", {"k": 20})]:
+                         ("ties", {"k": 0.2})]:
         out, stats = run(family, tmp_path, name, params)
         # running_var: mean of 0.5, 0.4, 0.3 = 0.4; task arithmetic with λ = 1 would give 1 + Σ(v_i − 1) = −0.8
         torch.testing.assert_close(out["body.1.running_var"], torch.full((4,), 0.4))
@@ -127,45 +127,48 @@ THETA0 = {"a": torch.tensor([1.0, 2.0, -1.0, 0.5]), "b": torch.tensor([0.25, -2.
 TAU1 = {"a": torch.tensor([3.0, -1.0, 2.0, 0.5]), "b": torch.tensor([-4.0, 5.0])}
 TAU2 = {"a": torch.tensor([-1.0, -2.0, 4.0, 0.0]), "b": torch.tensor([1.0, -3.0])}
 
-# k = 50 %, worked by hand.
-# per_tensor: a keeps 2 of 4 per task, b keeps 1 of 2
-#   a: τ1 → [3, 0, 2, 0]   τ2 → [0, -2, 4, 0]   Σ = [3, -2, 6, 0]   γ = [+, −, +, 0]   mean → [3, -2, 3, 0]
-#   b: τ1 → [0, 5]         τ2 → [0, -3]         Σ = [0, 2]          γ = [0, +]          mean → [0, 5]
-#      (entry 0: the sum is exactly 0, so nothing is elected and θ stays θ0)
-# global: 3 of the 6 entries per task
-#   τ1 magnitudes [3, 1, 2, .5 | 4, 5] → keep ≥ 3: a [3, 0, 0, 0], b [-4, 5]
-#   τ2 magnitudes [1, 2, 4, 0 | 1, 3] → keep ≥ 2: a [0, -2, 4, 0], b [0, -3]
-#   a: Σ = [3, -2, 4, 0] → [3, -2, 4, 0];   b: Σ = [-4, 2], γ = [−, +] → [-4, 5]
+# k = 0.5, worked by hand.
+# paper (global over the 6 entries): keep |τ| ≥ the (⌊.5·6⌋ + 1) = 4th largest magnitude, ties included
+#   τ1 magnitudes [3, 1, 2, .5 | 4, 5] → 4th largest 2: a [3, 0, 2, 0], b [-4, 5]
+#   τ2 magnitudes [1, 2, 4, 0 | 1, 3] → 4th largest 1, tied twice: a [-1, -2, 4, 0], b [1, -3] (5 entries kept)
+#   a: Σ = [2, -2, 6, 0], γ = [+, −, +, 0]   b: Σ = [-3, 2], γ = [−, +]
+#   entry a3 sums to 0: γ there is the majority sign(Σγ) = sign(1) = +, and no trimmed entry is positive → 0
+#   disjoint mean: a [3 (τ2's −1 disagrees), -2, (2 + 4)/2, 0], b [-4, 5]
+# mergekit (per tensor, exactly ⌊.5·numel⌋): a keeps 2 of 4 per task, b 1 of 2
+#   a: τ1 → [3, 0, 2, 0]   τ2 → [0, -2, 4, 0]   Σ = [3, -2, 6, 0]   → [3, -2, 3, 0]
+#   b: τ1 → [0, 5]         τ2 → [0, -3]         Σ = [0, 2]: entry 0 elects + (Σ ≥ 0) but nothing survived → [0, 5]
+# fusionbench: the paper's trim and election with a disjoint sum (its default): a [3, -2, 6, 0], b [-4, 5]
 MERGED = {
-    "per_tensor": {"a": [3.0, -2.0, 3.0, 0.0], "b": [0.0, 5.0]},
-    "global": {"a": [3.0, -2.0, 4.0, 0.0], "b": [-4.0, 5.0]},
+    "paper": {"a": [3.0, -2.0, 3.0, 0.0], "b": [-4.0, 5.0]},
+    "mergekit": {"a": [3.0, -2.0, 3.0, 0.0], "b": [0.0, 5.0]},
+    "fusionbench": {"a": [3.0, -2.0, 6.0, 0.0], "b": [-4.0, 5.0]},
 }
 
 
-@pytest.mark.parametrize("scope", ["global", "per_tensor"])
-def test_ties_matches_the_hand_computed_two_task_example(tmp_path, scope):
+@pytest.mark.parametrize("convention", ["paper", "mergekit", "fusionbench"])
+def test_ties_matches_the_hand_computed_two_task_example(tmp_path, convention):
     base = write(THETA0, tmp_path / "base.safetensors", [])
     paths = [write({k: THETA0[k] + tau[k] for k in THETA0}, tmp_path / f"t{i}.safetensors", [])
              for i, tau in enumerate([TAU1, TAU2])]
-    lam = 0.5  # scales the disjoint mean: θ = θ0 + λ·τ_m
-    method = build_fusion("ties", {"k": 50, "lam": lam, "scope": scope}, n=2)
+    lam = 0.5  # scales the disjoint merge: θ = θ0 + λ·τ_m
+    method = build_fusion("ties", {"k": 0.5, "lam": lam, "convention": convention}, n=2)
     fuse_files(base, paths, method, tmp_path / "out.safetensors")
     out = load_state(tmp_path / "out.safetensors")
     for k in THETA0:
-        want = THETA0[k] + lam * torch.tensor(MERGED[scope][k])
-        assert torch.equal(out[k], want), (scope, k, out[k], want)
+        want = THETA0[k] + lam * torch.tensor(MERGED[convention][k])
+        assert torch.equal(out[k], want), (convention, k, out[k], want)
 
 
-def test_ties_keeps_every_entry_tied_at_the_threshold_and_needs_prepare_for_global():
-    ties = Ties(TiesParams(k=25, scope="per_tensor"), n=1)  # 25 % of 4 = 1 entry, but three tie at |2|
+def test_ties_mergekit_keeps_exactly_k_and_global_conventions_need_prepare():
+    ties = Ties(TiesParams(k=0.25, convention="mergekit"), n=1)  # ⌊.25 · 4⌋ = 1 entry, though three tie at |2|
     out = ties.fuse("w", torch.zeros(4), [torch.tensor([2.0, -2.0, 2.0, 1.0])])
-    assert out.tolist() == [2.0, -2.0, 2.0, 0.0]
+    assert out.tolist() == [2.0, 0.0, 0.0, 0.0]  # the first of the ties in index order
     with pytest.raises(RuntimeError, match="prepare"):
         Ties(TiesParams(), n=1).fuse("w", torch.zeros(2), [torch.ones(2)])
 
 
 def test_ties_disjoint_mean_ignores_tasks_that_did_not_move_an_entry():
-    ties = Ties(TiesParams(k=100, scope="per_tensor"), n=2)
+    ties = Ties(TiesParams(k=1.0, convention="mergekit"), n=2)
     # τ1 = [1, 2, 0], τ2 = [3, 0, 0]: entry 0 averages both, entry 1 only τ1 (a zero does not dilute), entry 2 none
     out = ties.fuse("w", torch.ones(3), [torch.tensor([2.0, 3.0, 1.0]), torch.tensor([4.0, 1.0, 1.0])])
     assert out.tolist() == [3.0, 3.0, 1.0]

@@ -52,7 +52,7 @@ def checkpoints(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name,params", [("mean", {}), ("task_arithmetic", {"lam": 0.3}),
-                                         ("ties", {"k": 20, "scope": "global"})])
+                                         ("ties", {"k": 0.2})])
 def test_fusion_peak_memory_is_about_one_checkpoint_plus_the_output(checkpoints, name, params):
     res = subprocess.run([sys.executable, "-c", SCRIPT, str(checkpoints), name, json.dumps(params)],
                          capture_output=True, text=True, timeout=120)

@@ -46,6 +46,8 @@ class _Merger:
         # (T, *shape) per tensor: one einsum per tensor merges all tasks
         self.taus = {k: torch.stack([t[k] for t in taus]).to(device) for k in self.names}
         self.t = len(taus)
+        del taus
+        job.release()  # the stacked task vectors are all the fit needs
 
     def merged(self, lam: torch.Tensor) -> dict[str, torch.Tensor]:
         """``lam``: (L, T) coefficients, one row per fused tensor (or (1, T) for all of them)."""

@@ -127,6 +127,11 @@ class FusionJob:
         buffers = self.buffers
         return [k for k, v in self.base_state().items() if k not in buffers and v.is_floating_point()]
 
+    def release(self) -> None:
+        """Drop the loaded state dicts (a method that keeps what it needs elsewhere saves N + 1 model copies);
+        they are read again on the next use."""
+        self._states = self._base_state = None
+
     def task_vectors(self, names: Sequence[str] | None = None) -> list[dict[str, torch.Tensor]]:
         """τ_i = θ_i − θ0 per part, float32, for ``names`` (default :attr:`fused_names`)."""
         base = self.base_state()
