@@ -243,3 +243,42 @@ def test_regmean_on_a_backbone_without_linear_layers_fails_before_any_work(resul
     assert r.returncode == 2, r.stderr
     assert "regmean" in r.stderr and "linear" in r.stderr and "Traceback" not in r.stderr
     assert not (results / "vision_single" / "stages").exists()
+
+
+def test_an_unknown_ties_convention_fails_before_any_work(results):
+    r = run_cli("run", "suite=synthetic", "strategy=fuse_then_joint", "strategy.fusion=ties",
+                "strategy.fusion_params.convention=foo", f"results_dir={results}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "convention='foo'" in r.stderr and "'paper', 'fusionbench' or 'mergekit'" in r.stderr
+    assert not (results / "synthetic").exists()
+
+
+# -- searching a learned fusion's hyper-parameters, then running the best ---------------------------------------------
+
+
+def test_a_search_over_a_learned_fusion_reuses_the_fine_tunes_and_its_best_runs(results, capsys):
+    """Each trial's fit is one cached fuse stage evaluated on validation only; `bench run params=best.yaml` then
+    reuses that stage and evaluates the missing test split from the fused model (not from the evaluate stage's own
+    folder, which holds no weights)."""
+    from bench.cli import main
+
+    fast = ["suite=synthetic", "train.epochs=2", "train.max_train_samples=300", "threads=1"]
+    assert main(["search", *fast, "strategy=fuse_then_joint", "space=neural_fusion", "trials=2", "plots=false",
+                 f"results_dir={results}"]) == 0
+    out = capsys.readouterr().out
+    assert "new trainings during the search (fine-tunes + joint runs): 0" in out
+    fused = sorted((results / "synthetic" / "stages" / "fuse").glob("*/stage.json"))
+    assert len(fused) == 2  # one stage per configuration, kept
+    folder = results / "synthetic" / "search" / "synthetic-fuse_then_joint-neural_fusion"
+    best = folder / "best.yaml"
+    assert main(["run", f"params={best}", "report=false"]) == 0
+    rec = [r for r in records_of(results) if r["strategy"] == "fuse_then_joint"]
+    assert len(rec) == 1 and "test" in rec[0]["rows"]["fused"]["metrics"]
+    assert rec[0]["rows"]["fused"]["fusion"]["method"] == "neural_fusion"
+    assert len(sorted((results / "synthetic" / "stages" / "fuse").glob("*/stage.json"))) == 2  # reused, not refit
+
+
+def records_of(results: Path) -> list[dict]:
+    from .conftest import records
+
+    return records(results)

@@ -201,11 +201,13 @@ class TrialRunner:
         """Compute, before any trial, what every trial shares: the per-task fine-tunes of a fusion search and the
         ``separate`` baseline of Δm% (both are the ``separate`` stages, on validation). Returns the stages it had
         to compute (empty when they came from the store)."""
+        ctx = self.context(self.cfg.suite)
+        # what only the loaded suite can refuse (RegMean without linear layers, entropy on regression) fails now
+        self.cfg.strategy().check_suite(self.cfg.variant({}).params, ctx)
         if not (self.cfg.space.mode == "fuse" or any(o.kind == "delta_m" for o in self.cfg.objectives)):
             return []
         from bench.strategy import STRATEGIES, NoParams
 
-        ctx = self.context(self.cfg.suite)
         stages = Stages(ctx, self.store, self.cfg.seed, eval_splits=VALIDATION)
         n0 = len(self.store.computed)
         row = STRATEGIES.get("separate")().run(stages, NoParams())["separate"]
