@@ -602,6 +602,10 @@ def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> d
     fusion = next((o.info["fusion"] for o in outcomes if o.info.get("fusion")), None)
     if fusion is not None:  # how the row's weights were fused (learned coefficients for the report's heatmap)
         row["fusion"] = fusion
+        fits = [o.info["telemetry"]["fusion"]["fit"] for o in outcomes
+                if "fit" in o.info.get("telemetry", {}).get("fusion", {})]
+        if fits:  # a learned fusion's optimiser steps (on validation data): part of the row's cost, not training
+            row["budget"]["fusion_steps"] = sum(int(f["steps"]) for f in fits)
     return row
 
 

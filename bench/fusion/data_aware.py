@@ -42,7 +42,7 @@ class FisherParams(Frozen):
 
 @register_fusion("fisher")
 class Fisher(ModelFusion):
-    """Fisher merging with diagonal Fishers from training examples (see the module docstring)."""
+    """Fisher merging (Matena & Raffel 2022): θ = Σ_i F_i θ_i / Σ_i F_i, F_i diagonal Fishers on training examples."""
 
     Params = FisherParams
     data_split = "train"
@@ -126,8 +126,9 @@ def _rows_of(m: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.
 
 @register_fusion("regmean")
 class RegMean(ModelFusion):
-    """RegMean (see the module docstring): the linear maps from a regression on each task's layer inputs, the rest
-    averaged.
+    """RegMean (Jin et al. 2023): W* = (Σ_i G_i)⁻¹ Σ_i G_i W_i per linear map (G_i: Gram of its inputs); rest averaged.
+
+    See the module docstring.
 
     Example (one linear layer, identical Gram matrices: the mean of the weights):
         >>> W1, W2, G = torch.tensor([[1.0, 0.0]]), torch.tensor([[3.0, 2.0]]), torch.tensor([[2.0, 1.0], [1.0, 2.0]])
