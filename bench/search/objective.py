@@ -203,7 +203,8 @@ class TrialRunner:
         to compute (empty when they came from the store)."""
         ctx = self.context(self.cfg.suite)
         # what only the loaded suite can refuse (RegMean without linear layers, entropy on regression) fails now
-        self.cfg.strategy().check_suite(self.cfg.variant({}).params, ctx)
+        for overrides in self.cfg.space.probes(self.cfg.tasks):
+            self.cfg.strategy().check_suite(self.cfg.variant(overrides).params, ctx)
         if not (self.cfg.space.mode == "fuse" or any(o.kind == "delta_m" for o in self.cfg.objectives)):
             return []
         from bench.strategy import STRATEGIES, NoParams
