@@ -282,3 +282,24 @@ def records_of(results: Path) -> list[dict]:
     from .conftest import records
 
     return records(results)
+
+
+def test_a_learned_fusion_fits_with_the_batchnorm_statistics_it_is_stored_with(tmp_path):
+    """θ(λ) is evaluated by overriding parameters only, so the model it runs in must already hold the fused
+    model's buffers (the mean of the fine-tunes' running statistics), not θ0's."""
+    suite = build_suite({"suite": "vision_single", "backbone.source": "cnn", "tasks": ["parity", "ge5"],
+                         "train.epochs": 1, "train.max_train_samples": 64, "train.max_eval_samples": 32})
+    store = Store(tmp_path, suite.name)
+    stages = Stages(SuiteContext.load(suite, store), store, seed=0)
+    parts = [stages.finetune(t).ckpt for t in stages.task_names]
+    job = FusionJob(stages, parts, stages.init(), tmp_path / "job")
+    states = [C.load_state(p.path / C.BACKBONE_FILE) for p in parts]
+    buffers = dict(job.model().backbone.named_buffers())
+    running = [k for k in buffers if k.endswith("running_var")]
+    assert running
+    for k in running:
+        assert not torch.equal(states[0][k], states[1][k])  # the fine-tunes' statistics differ
+        assert torch.allclose(buffers[k], (states[0][k] + states[1][k]) / 2)
+    out = stages.fuse(parts, "adamerging", {"steps": 2})
+    fused = C.load_state(out.ckpt.path / C.BACKBONE_FILE)
+    assert all(torch.allclose(fused[k], buffers[k]) for k in running)

@@ -155,14 +155,18 @@ class FusionJob:
         return out
 
     def model(self, state: dict[str, torch.Tensor] | None = None) -> MultiTaskModel:
-        """A model with every part's task head (each from its own fine-tune) and the backbone ``state`` (θ0 when
-        None), in eval mode on the run's device."""
+        """A model with every part's task head (each from its own fine-tune) and the backbone ``state``, in eval
+        mode on the run's device. By default θ0's parameters with the buffers the fused model will have (the mean of
+        the fine-tunes' BatchNorm statistics): a method that evaluates θ(λ) functionally, overriding parameters only,
+        then sees the statistics it will be stored with, not θ0's."""
         model = self.stages.model(self.base, [t for p in self.parts for t in p.tasks])
         for p in self.parts:
             heads = C.load_state(p.path / C.HEADS_FILE)
             model.heads.load_state_dict({k: v for k, v in heads.items() if k.split(".")[0] in p.tasks}, strict=False)
-        if state is not None:
-            model.backbone.load_state_dict(state)
+        if state is None:
+            base = self.base_state()
+            state = self.complete({k: base[k] for k in self.fused_names})
+        model.backbone.load_state_dict(state)
         return model.to(self.stages.device).eval()
 
     def part_model(self, i: int) -> MultiTaskModel:
