@@ -132,7 +132,7 @@ class RegMean(ModelFusion):
 
     Example (one linear layer, identical Gram matrices: the mean of the weights):
         >>> W1, W2, G = torch.tensor([[1.0, 0.0]]), torch.tensor([[3.0, 2.0]]), torch.tensor([[2.0, 1.0], [1.0, 2.0]])
-        >>> regmean_solve([W1, W2], [G, G], alpha=1.0).tolist()
+        >>> regmean_solve([W1, W2], [G, G], alpha=1.0).round(decimals=6).tolist()
         [[2.0, 1.0]]
     """
 

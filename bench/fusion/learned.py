@@ -95,22 +95,43 @@ class _Learned(ModelFusion):
     layerwise: ClassVar[bool] = True
     data_split = "validation"
 
-    def _coeffs(self, merger: _Merger) -> torch.Tensor:
-        rows = len(merger.names) if self.layerwise else 1
-        return torch.full((rows, merger.t), float(self.params.init), device=next(iter(merger.base.values())).device)
-
     def _applied(self, raw: torch.Tensor) -> torch.Tensor:
         return raw.clamp(0, 1) if self.params.clamp else raw
 
-    @staticmethod
-    def _result(job: FusionJob, merger: _Merger, lam: torch.Tensor, fit, layerwise: bool) -> FusionResult:
-        lam = lam.detach().cpu()
+    def _fit(self, job: FusionJob, split: str, layerwise: bool, batch_loss, gate: nn.Module | None = None,
+             ) -> FusionResult:
+        """Fit the coefficients (free, one row per layer or one for all, or produced by ``gate``) by minimising
+        Σ over the step's batches of ``batch_loss(outputs, batch, tasks)``; return the fused model and the applied
+        coefficients (with the objective per logging interval, which shows whether the fit converged)."""
+        merger, model, device = _Merger(job), job.model(), job.stages.device
+        if gate is not None:
+            params, coeffs = list(gate.to(device).parameters()), gate
+        else:
+            raw = torch.full((len(merger.names) if layerwise else 1, merger.t), float(self.params.init),
+                             device=device, requires_grad=True)
+            params, coeffs = [raw], (lambda: raw)
+        seqs = _task_batches(job, split, self.params.batch_size)
+
+        def loss_at(step: int) -> torch.Tensor:
+            merged = merger.merged(self._applied(coeffs()))
+            total = torch.zeros((), device=device)
+            for batches, tasks in seqs:
+                b = batches[step]
+                total = total + batch_loss(_forward(job, model, merged, b["inputs"], tasks), b, tasks)
+            return total
+
+        name = self.describe()["method"]
+        fit = job.optimise(params, loss_at, self.params.steps, self.params.lr, desc=f"fuse[{name}]")
         with torch.no_grad():
-            state = {k: v.cpu() for k, v in merger.merged(lam.to(next(iter(merger.base.values())).device)).items()}
+            lam = self._applied(coeffs())
+            state = {k: v.cpu() for k, v in merger.merged(lam).items()}
+        lam = lam.cpu()
         coefficients = {"layers": list(merger.names) if layerwise else ["all"], "tasks": job.tasks,
                         "values": [[round(float(v), 6) for v in row] for row in lam]}
-        # the objective per logging interval goes with the row (the report can show that the fit converged)
-        return FusionResult(state, {"coefficients": coefficients, "objective": fit.losses}, {"fit": fit.telemetry})
+        info = {"coefficients": coefficients, "objective": fit.losses}
+        if gate is not None:
+            info["gate_params"] = sum(p.numel() for p in params)
+        return FusionResult(state, info, {"fit": fit.telemetry})
 
 
 class AdaMergingParams(LearnedParams):
@@ -141,20 +162,9 @@ class AdaMerging(_Learned):
         return "adamerging_layer" if self.layerwise else "adamerging"
 
     def fuse_model(self, job: FusionJob) -> FusionResult:
-        merger, model = _Merger(job), job.model()
-        raw = self._coeffs(merger).requires_grad_(True)
-        seqs = _task_batches(job, self.split or "validation", self.params.batch_size)
-
-        def loss_at(step: int) -> torch.Tensor:
-            merged = merger.merged(self._applied(raw))
-            total = torch.zeros((), device=raw.device)
-            for batches, tasks in seqs:
-                out = _forward(job, model, merged, batches[step]["inputs"], tasks)  # labels never read
-                total = total + sum(_entropy(out[t]) for t in tasks)
-            return total
-
-        fit = job.optimise([raw], loss_at, self.params.steps, self.params.lr, desc=f"fuse[{self._name}]")
-        return self._result(job, merger, self._applied(raw), fit, self.layerwise)
+        # labels never read: the entropy of each head's predictions on its own inputs
+        return self._fit(job, self.split or "validation", self.layerwise,
+                         lambda out, batch, tasks: sum(_entropy(out[t]) for t in tasks))
 
 
 @register_fusion("adamerging_layer")
@@ -208,32 +218,11 @@ class NeuralFusion(_Learned):
     Params = NeuralFusionParams
 
     def fuse_model(self, job: FusionJob) -> FusionResult:
-        merger, model = _Merger(job), job.model()
         layerwise = self.params.granularity == "layer"
         cfgs = {t.name: t for t in job.task_configs}
+        gate = None
         if self.params.gate == "mlp" and layerwise:
-            gate = _Gate(merger.names, merger.t, self.params.hidden, self.params.init).to(job.stages.device)
-            params, coeffs = list(gate.parameters()), gate
-        else:
-            rows = len(merger.names) if layerwise else 1
-            raw = torch.full((rows, merger.t), float(self.params.init), device=job.stages.device, requires_grad=True)
-            params, coeffs = [raw], (lambda: raw)
-        seqs = _task_batches(job, "validation", self.params.batch_size)
-
-        def loss_at(step: int) -> torch.Tensor:
-            merged = merger.merged(self._applied(coeffs()))
-            total = torch.zeros((), device=job.stages.device)
-            for batches, tasks in seqs:
-                b = batches[step]
-                out = _forward(job, model, merged, b["inputs"], tasks)
-                total = total + sum(task_loss(cfgs[t], out[t], b["targets"][t]) for t in tasks)
-            return total
-
-        fit = job.optimise(params, loss_at, self.params.steps, self.params.lr, desc="fuse[neural_fusion]")
-        with torch.no_grad():
-            lam = self._applied(coeffs())
-        res = self._result(job, merger, lam, fit, layerwise)
-        if self.params.gate == "mlp" and layerwise:
-            res.info["gate_params"] = sum(p.numel() for p in params)
-        return res
-
+            gate = _Gate(job.fused_names, len(job.parts), self.params.hidden, self.params.init)
+        return self._fit(job, "validation", layerwise,
+                         lambda out, batch, tasks: sum(task_loss(cfgs[t], out[t], batch["targets"][t]) for t in tasks),
+                         gate)
