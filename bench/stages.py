@@ -297,7 +297,7 @@ class Stages:
     def _evaluate_ckpt(self, ckpt: Checkpoint, splits) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
         tasks = list(ckpt.tasks)
         model = self._model(tasks, ckpt, self._sub_seed("eval"))
-        device = resolve_device(self.ctx.train.device)
+        device = self.device
         model.to(device)
         cfgs = [self.ctx.task(t) for t in tasks]
         return self._evaluate_splits(model, cfgs, splits, device)

@@ -27,6 +27,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -117,11 +118,11 @@ class FusionJob:
             self._states = [C.load_state(p.path / C.BACKBONE_FILE) for p in self.parts]
         return self._states
 
-    @property
+    @cached_property
     def buffers(self) -> set[str]:
         return set(C.read_buffers(self.base.path / C.BACKBONE_FILE))
 
-    @property
+    @cached_property
     def fused_names(self) -> list[str]:
         """The tensors a method fuses: float parameters, not buffers or integer tensors (the job fills those)."""
         buffers = self.buffers
