@@ -20,6 +20,7 @@ import torch
 from bench import metrics as M
 from bench.config import Frozen, SuiteConfig
 from bench.errors import BenchError, CellFailed, did_you_mean
+from bench.launch import LAUNCH_KEYS, Job, Launcher, launcher_from, without_launch_args
 from bench.overrides import as_bool, expand, load_params_file, parse
 from bench.stages import STAGE_VERSION, Stages, SuiteContext
 from bench.store import (
@@ -40,8 +41,8 @@ DEFAULT_SUITE = "text"
 FALLBACK_SUITE = "synthetic"
 DEFAULT_STRATEGIES = ["separate", "naive_mtl", "fuse_then_joint", "uncertainty", "gradnorm"]
 TOP_KEYS = {"suite", "strategy", "seeds", "seed", "tasks", "results_dir", "force", "budget", "budget.match",
-            "strategy_dirs", "params", "label", "report", "data_dir"}
-PREFIXES = ("train.", "backbone.", "split.", "strategy.")
+            "strategy_dirs", "params", "label", "report", "data_dir", *LAUNCH_KEYS}
+PREFIXES = ("train.", "backbone.", "split.", "strategy.", "launcher.")
 
 
 @dataclass
@@ -76,6 +77,8 @@ class Plan:
     force: bool
     report: bool = True
     notes: list[str] = field(default_factory=list)
+    launcher: Launcher | None = None
+    args: list[str] = field(default_factory=list)  # the command line without launcher keys: what a job re-plans
 
     @property
     def cells(self) -> list[tuple[Variant, int]]:
@@ -156,6 +159,8 @@ def build_suite(combo: dict[str, Any]) -> SuiteConfig:
 def make_plan(args: list[str]) -> Plan:
     """Parse and validate everything a run needs, before any work."""
     pairs = parse(args)
+    launcher = launcher_from(pairs)  # checked first: a typo there must not wait for the suite to load
+    pairs = [p for p in pairs if p[0] not in LAUNCH_KEYS and not p[0].startswith("launcher.")]
     for key, value, _ in pairs:
         if key == "params":
             pairs = load_params_file(str(value)) + [p for p in pairs if p[0] != "params"]
@@ -203,7 +208,8 @@ def make_plan(args: list[str]) -> Plan:
         if unused and len(names) > 1:
             raise BenchError(f"strategy.{unused[0]} is a parameter of none of {', '.join(map(str, names))}")
     results_dir = Path(first.get("results_dir", "results"))
-    return Plan(variants, seeds, results_dir, as_bool(first, "force", False), as_bool(first, "report", True))
+    return Plan(variants, seeds, results_dir, as_bool(first, "force", False), as_bool(first, "report", True),
+                launcher=launcher, args=without_launch_args(args))
 
 
 def _versions() -> dict[str, str]:
@@ -230,6 +236,7 @@ def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force
             return read_json(folder / RECORD)
         (folder / "failed.json").unlink(missing_ok=True)
         stages = Stages(ctx, store, seed, force=force)
+        n_reused, n_computed = len(store.reused), len(store.computed)  # the store object outlives one cell
         t0 = time.perf_counter()
         rows = variant.strategy().run(stages, variant.params)
         suite = variant.suite
@@ -245,7 +252,8 @@ def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force
             "tasks": _task_info(suite, ctx.data.task_names), "rows": rows,
             "budget": suite.train.model_dump(mode="json"), "notes": ctx.data.notes,
             "versions": _versions(), "cell_wall_time_s": time.perf_counter() - t0,
-            "stages_reused": len(stages.store.reused), "created": now_iso(), "status": "complete",
+            "stages_reused": len(store.reused) - n_reused, "stages_computed": store.computed[n_computed:],
+            "runtime": _runtime(), "created": now_iso(), "status": "complete",
         }
         import yaml
 
@@ -256,67 +264,121 @@ def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force
         return record
 
 
+def _runtime() -> dict[str, Any]:
+    """Where and how this cell ran (which launcher's process, how many threads, which GPU): telemetry, never a key."""
+    import os
+
+    env = {k: os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID",
+                                      "SUBMITIT_LOCAL_JOB_ID", "CUDA_VISIBLE_DEVICES") if k in os.environ}
+    return {"host": platform.node(), "pid": os.getpid(), "torch_threads": torch.get_num_threads(), **env}
+
+
 def _fmt_time(s: float) -> str:
     s = int(round(s))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def execute(plan: Plan, out=None) -> int:
-    """Run every cell of ``plan``; print progress with an ETA and where results went. Exit code 0, or 1 if a
-    cell failed."""
-    out = out or sys.stdout
-    cells = plan.cells
-    contexts: dict[str, SuiteContext] = {}
-    stores = {v.suite.name: Store(plan.results_dir, v.suite.name) for v in plan.variants}
-    folders = [stores[v.suite.name].cell_dir(v.strategy.name, v.cell_hash(s)) for v, s in cells]
-    todo = sum(1 for f in folders if plan.force or not Store.done(f, RECORD))  # for the ETA
-    failures, from_store, computed, durations = [], 0, 0, []
-    records: list[dict[str, Any]] = []
-    print(f"bench run: {len(cells)} cell(s) on {len({v.suite.name for v in plan.variants})} suite(s), "
-          f"results in {plan.results_dir}/", file=out, flush=True)
-    def context(suite: SuiteConfig) -> SuiteContext:
-        skey = content_hash(suite.model_dump(mode="json"))
-        if skey not in contexts:
-            t0 = time.perf_counter()
-            contexts[skey] = SuiteContext.load(suite, stores[suite.name])
+# what a job process re-planned and loaded, by command line: a worker that runs many cells plans and loads once
+_LOADED: dict[tuple[str, ...], tuple[Plan, dict[str, SuiteContext], dict[str, Store]]] = {}
+
+
+def _context(plan: Plan, contexts: dict[str, SuiteContext], suite: SuiteConfig, out=None) -> SuiteContext:
+    skey = content_hash(suite.model_dump(mode="json"))
+    if skey not in contexts:
+        t0 = time.perf_counter()
+        contexts[skey] = SuiteContext.load(suite, Store(plan.results_dir, suite.name))
+        if out is not None:
             for note in contexts[skey].data.notes:
                 print(f"note: {note}", file=out)
             print(f"loaded suite {suite.name!r} in {time.perf_counter() - t0:.1f}s "
                   f"(data fingerprint {contexts[skey].data.fingerprint})", file=out, flush=True)
-        return contexts[skey]
+    return contexts[skey]
 
+
+def run_cell_job(args: list[str], cell: str) -> dict[str, Any]:
+    """One cell of ``bench run <args>``, as a launcher's job runs it (in this process or another, on this machine
+    or a cluster node): plan the command line again, run the cell through the store. A cell that fails at run time
+    (a ``CellFailed``) leaves ``failed.json`` and returns its reason; finished stages are kept either way."""
+    key = tuple(args)
+    if key not in _LOADED:
+        _LOADED[key] = (make_plan(list(args)), {}, {})
+    plan, contexts, stores = _LOADED[key]
+    matches = [(v, s) for v, s in plan.cells if v.cell_hash(s) == cell]
+    if not matches:
+        raise BenchError(f"no cell {cell} in `bench run {' '.join(args)}` (was the code or a suite edited since "
+                         "the job was submitted?)")
+    variant, seed = matches[0]
+    # one Store per suite and process: it remembers what this process computed (force=true recomputes a stage once)
+    store = stores.setdefault(variant.suite.name, Store(plan.results_dir, variant.suite.name))
+    folder = store.cell_dir(variant.strategy.name, cell)
+    try:
+        run_cell(variant, seed, _context(plan, contexts, variant.suite), store, plan.force)
+    except CellFailed as e:
+        write_json(folder / "failed.json", {"error": str(e), "created": now_iso(), "traceback": traceback.format_exc()})
+        return {"status": "failed", "error": str(e)}
+    return {"status": "done"}
+
+
+def execute(plan: Plan, out=None) -> int:
+    """Run every cell of ``plan`` through its launcher; print progress with an ETA and where results went. Exit
+    code 0, or 1 if a cell failed."""
+    out = out or sys.stdout
+    launcher = plan.launcher or launcher_from([])
+    cells = plan.cells
+    contexts: dict[str, SuiteContext] = {}
+    stores = {v.suite.name: Store(plan.results_dir, v.suite.name) for v in plan.variants}
+    _LOADED[tuple(plan.args)] = (plan, contexts, stores)  # jobs run in this process reuse the plan and its data
+    folders = [stores[v.suite.name].cell_dir(v.strategy.name, v.cell_hash(s)) for v, s in cells]
+    pending = [i for i, f in enumerate(folders) if plan.force or not Store.done(f, RECORD)]
+    where = f" with launcher={launcher.name}, {launcher.parallel} at a time" if launcher.parallel > 1 or \
+        launcher.name != "local" else ""
+    print(f"bench run: {len(cells)} cell(s) on {len({v.suite.name for v in plan.variants})} suite(s){where}, "
+          f"results in {plan.results_dir}/", file=out, flush=True)
     # what can only be checked against the loaded suite (its backbone, its tasks) fails here, before any stage
     checked: set[int] = set()
-    for (variant, _), folder in zip(cells, folders):
-        if id(variant) not in checked and (plan.force or not Store.done(folder, RECORD)):
+    for i in pending:
+        variant = cells[i][0]
+        if id(variant) not in checked:
             checked.add(id(variant))
-            variant.strategy().check_suite(variant.params, context(variant.suite))
-    for i, ((variant, seed), folder) in enumerate(zip(cells, folders), 1):
-        suite = variant.suite
-        store = stores[suite.name]
-        tag = f"[{i}/{len(cells)}] {suite.name} {variant.label} seed={seed}"
-        if store.done(folder, RECORD) and not plan.force:
-            records.append(read_json(folder / RECORD))
-            from_store += 1
-            print(f"{tag}: from store", file=out, flush=True)
+            variant.strategy().check_suite(variant.params, _context(plan, contexts, variant.suite, out))
+    tags = [f"[{i}/{len(cells)}] {v.suite.name} {v.label} seed={s}" for i, (v, s) in enumerate(cells, 1)]
+    for i in range(len(cells)):
+        if i not in pending:
+            print(f"{tags[i]}: from store", file=out, flush=True)
+    jobs = [Job(tags[i], run_cell_job, (plan.args, cells[i][0].cell_hash(cells[i][1])),
+                stores[cells[i][0].suite.name].root) for i in pending]
+    if not launcher.common.wait:
+        ids = launcher.submit(jobs)
+        suites = sorted(stores)
+        print(f"submitted {len(ids)} job(s) to {launcher.name} ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
+              f"; logs in {', '.join(str(stores[s].root / 'launcher') for s in suites)}", file=out)
+        print(f"when they finish: {'; '.join(f'python -m bench report suite={s}' for s in suites)} "
+              f"(rerunning this command without wait=false skips finished cells and follows the rest)", file=out)
+        return 0
+    by_job = {id(j): i for j, i in zip(jobs, pending)}
+    failures, computed, durations = [], 0, []
+    for done in launcher.run(jobs):
+        i = by_job[id(done.job)]
+        error = done.error if not done.ok else (done.value or {}).get("error") if \
+            (done.value or {}).get("status") == "failed" else None
+        if error is not None:
+            failures.append((tags[i], error))
+            if not done.ok:  # the job died without writing its reason: keep it with the cell
+                write_json(folders[i] / "failed.json", {"error": error, "created": now_iso(), "log": done.log,
+                                                        "job_id": done.job_id, **done.extra})
+            print(f"{tags[i]}: FAILED: {error}", file=out, flush=True)
+            for line in done.log.splitlines():
+                print(f"    | {line}", file=out)
             continue
-        ctx = context(suite)
-        t0 = time.perf_counter()
-        try:
-            rec = run_cell(variant, seed, ctx, store, plan.force)
-        except CellFailed as e:
-            failures.append((tag, str(e)))
-            write_json(folder / "failed.json", {"error": str(e), "created": now_iso(),
-                                                "traceback": traceback.format_exc()})
-            print(f"{tag}: FAILED: {e}", file=out, flush=True)
-            continue
-        dt = time.perf_counter() - t0
-        durations.append(dt)
         computed += 1
-        records.append(rec)
-        remaining = todo - computed - len(failures)
-        eta = f", ETA {_fmt_time(remaining * sum(durations) / len(durations))}" if remaining else ""
-        print(f"{tag}: done in {_fmt_time(dt)}{eta}", file=out, flush=True)
+        durations.append(done.seconds)
+        remaining = len(pending) - computed - len(failures)
+        at_once = max(1, min(launcher.parallel, remaining))
+        eta = f", ETA {_fmt_time(remaining * sum(durations) / len(durations) / at_once)}" if remaining else ""
+        busy = f" ({done.running} running, {len(failures)} failed)" if launcher.parallel > 1 else ""
+        print(f"{tags[i]}: done in {_fmt_time(done.seconds)}{busy}{eta}", file=out, flush=True)
+    records = [read_json(f / RECORD) for f in folders if Store.done(f, RECORD)]
+    from_store = len(cells) - len(pending)
     print(f"{computed} cell(s) computed, {from_store} from the store, {len(failures)} failed", file=out)
     if computed == 0 and from_store == len(cells):
         print("every cell came from the store; nothing was trained (force=true recomputes)", file=out)

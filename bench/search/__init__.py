@@ -23,7 +23,16 @@ def search_command(args: list[str], out=None) -> int:
     and exit code 2 (bench.cli), with any existing study untouched."""
     out = out or sys.stdout
     from bench.search.config import load_config
-    from bench.search.driver import Progress, counts, finished, open_study, quiet_optuna, run_loop, run_workers
+    from bench.search.driver import (
+        Progress,
+        counts,
+        finished,
+        launch_workers,
+        open_study,
+        quiet_optuna,
+        run_loop,
+        run_workers,
+    )
     from bench.search.objective import TrialRunner
     from bench.search.storage import open_storage
 
@@ -66,7 +75,11 @@ def search_command(args: list[str], out=None) -> int:
     rc = 0
     try:
         if finished(counts(study)) < cfg.trials:
-            if cfg.workers == 1:
+            if cfg.launcher is not None and cfg.launcher.name != "local":
+                rc = launch_workers(cfg, progress, out)
+                if not cfg.launcher.common.wait:
+                    return rc
+            elif cfg.workers == 1:
                 run_loop(cfg, study, runner, progress)
             else:
                 rc = run_workers(cfg, study, progress, out)

@@ -1,9 +1,10 @@
 """``bench search`` options: parsed and validated completely before any storage is opened or trial is run.
 
 Search keys: ``space trials workers study storage objective pruner sampler_seed startup seed heartbeat plots label
-threads keep_checkpoints``. Every other key is a ``bench run`` override (``suite strategy results_dir tasks budget
-data_dir strategy_dirs``, ``train.* backbone.* split.* strategy.*``) and is validated by ``bench run``'s own
-planner, so a typo fails the same way in both commands.
+threads keep_checkpoints``, and the launcher's (``launcher launcher.* devices wait``: where the ``workers`` run).
+Every other key is a ``bench run`` override (``suite strategy results_dir tasks budget data_dir strategy_dirs``,
+``train.* backbone.* split.* strategy.*``) and is validated by ``bench run``'s own planner, so a typo fails the same
+way in both commands.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from bench.config import SPEED_KNOBS, SuiteConfig, TrainConfig
 from bench.errors import BenchError, did_you_mean
+from bench.launch import LAUNCH_KEYS, Launcher, is_launch_key, launcher_from
 from bench.overrides import as_bool, expand, parse
 from bench.runner import PREFIXES, Variant, build_suite, default_suite, make_plan
 from bench.search.objective import Objective, parse_objectives
@@ -65,6 +67,7 @@ class SearchConfig:
     threads: int | None
     worker: int | None
     results_dir: Path
+    launcher: Launcher | None = None  # where the workers run (None inside a worker)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -113,12 +116,14 @@ def load_config(args: list[str]) -> SearchConfig:
         if is_sweep:
             raise BenchError(f"{key}: a search takes one value per key (the space declares what varies), not a "
                              f"comma sweep")
-        if key not in SEARCH_KEYS | RUN_KEYS and not key.startswith(PREFIXES):
-            known = sorted((SEARCH_KEYS - {"_worker"}) | RUN_KEYS)
+        if key not in SEARCH_KEYS | RUN_KEYS and not key.startswith(PREFIXES) and not is_launch_key(key):
+            known = sorted((SEARCH_KEYS - {"_worker"}) | RUN_KEYS | set(LAUNCH_KEYS))
             raise BenchError(f"unknown key {key!r}{did_you_mean(key, known)}; valid: {', '.join(known)}, and "
                              f"dotted keys under {', '.join(p[:-1] for p in PREFIXES)}")
     opts = {k: v for k, v, _ in pairs if k in SEARCH_KEYS}
-    run_args = [a for a, (k, _, _) in zip(args, pairs) if k not in SEARCH_KEYS]
+    run_args = [a for a, (k, _, _) in zip(args, pairs) if k not in SEARCH_KEYS and not is_launch_key(k)]
+    # workers=K is the number of search workers; the launcher decides where they run (checked before any storage)
+    launcher = None if "_worker" in opts else launcher_from([p for p in pairs if is_launch_key(p[0])])
 
     strategy_name = next((v for k, v, _ in pairs if k == "strategy"), None)
     if strategy_name is None or isinstance(strategy_name, list):
@@ -163,7 +168,7 @@ def load_config(args: list[str]) -> SearchConfig:
         sampler_seed=_int(opts, "sampler_seed", 0, 0), startup=_int(opts, "startup", min(10, max(2, trials // 3)), 0),
         seed=seed, heartbeat=_int(opts, "heartbeat", 10, 1), plots=as_bool(opts, "plots", True),
         keep_checkpoints=as_bool(opts, "keep_checkpoints", False), label=label,
-        threads=threads, worker=opts.get("_worker"), results_dir=results_dir)
+        threads=threads, worker=opts.get("_worker"), results_dir=results_dir, launcher=launcher)
     cfg.suite = _with_fixed_suite(cfg)
     _probe(cfg)
     default_name = f"{cfg.suite.name}-{strategy.name}-{space.name}"

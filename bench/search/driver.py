@@ -145,8 +145,10 @@ class Progress:
             what = "pruned" + (f" ({t.user_attrs['failed']})" if "failed" in t.user_attrs else
                                f" after {len(t.intermediate_values)} epoch(s)")
         else:
+            # the retry copy (RetryFailedTrialCallback) names the trial it retries
+            retried = any(u.system_attrs.get("failed_trial") == t.number for u in self.study.get_trials(deepcopy=False))
             what = "surplus (another worker took the last slot)" if t.user_attrs.get("surplus") else \
-                "failed" + (" (retried)" if t.system_attrs.get("failed_trial") is not None else "")
+                "failed" + (" (retried)" if retried else "")
         best = ""
         if len(cfg.objectives) == 1 and c["COMPLETE"]:
             b = self.study.best_trial
@@ -201,7 +203,16 @@ def run_loop(cfg: SearchConfig, study, objective, progress: Progress | None = No
                 time.sleep(POLL_S)
                 continue
             waiting_noted = False
-            study.optimize(guarded, n_trials=1, catch=(Surplus,), gc_after_trial=False)
+            try:
+                study.optimize(guarded, n_trials=1, catch=(Surplus,), gc_after_trial=False)
+            except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as e:
+                # this worker was paused past its grace period (suspended, a network stall): its trial was failed
+                # and retried by another worker meanwhile, so the late result is dropped, and the worker goes on
+                if "FAIL" not in str(e) and not isinstance(e, optuna.exceptions.UpdateFinishedTrialError):
+                    raise
+                if progress is not None:
+                    print(f"a trial of this worker was failed after {3 * cfg.heartbeat}s without heartbeat and "
+                          "retried elsewhere; its late result is dropped", file=progress.out, flush=True)
         finally:
             if slot.is_locked:  # released by guarded unless the trial never started
                 slot.release()
@@ -209,14 +220,58 @@ def run_loop(cfg: SearchConfig, study, objective, progress: Progress | None = No
             progress.poll()
 
 
+def worker_job(args: list[str]) -> int:
+    """One search worker as a launcher's job runs it (a SLURM job, a submitit process): trials until the study is
+    done, reporting through the storage."""
+    from bench.search import search_command
+
+    return search_command(args)
+
+
+def launch_workers(cfg: SearchConfig, progress: Progress, out) -> int:
+    """Start ``cfg.workers`` workers through the command's launcher (``launcher=slurm|submitit_local``) and follow
+    the study through the storage until every worker has ended."""
+    from bench.launch import Job, is_launch_key
+
+    args = [a for a in cfg.args if not is_launch_key(a.split("=", 1)[0]) and not a.startswith("_worker=")]
+    folder = cfg.results_dir / cfg.suite.name
+    jobs = [Job(f"search worker {i}", worker_job, (args + [f"_worker={i}"],), folder) for i in range(cfg.workers)]
+    launcher = cfg.launcher
+    if not launcher.common.wait:
+        ids = launcher.submit(jobs)
+        print(f"submitted {len(ids)} search worker(s) to {launcher.name} ({', '.join(ids)}); logs in "
+              f"{folder / 'launcher'}; rerun this command (without wait=false) to follow the study and write "
+              "its outputs", file=out, flush=True)
+        return 0
+    print(f"starting {cfg.workers} search worker(s) with launcher={launcher.name}; logs in {folder / 'launcher'}",
+          file=out, flush=True)
+    rc = 0
+    for done in launcher.run(jobs, tick=progress.poll):
+        if not done.ok or done.value not in (0, None):
+            rc = 1
+            why = done.error or f"exited with {done.value}"
+            print(f"{done.job.name} (job {done.job_id}) failed: {why}; a trial it left running is failed after "
+                  f"{3 * cfg.heartbeat}s without heartbeat and retried by the others", file=out, flush=True)
+            for line in done.log.splitlines():
+                print(f"    | {line}", file=out)
+    progress.poll()
+    return rc
+
+
 def run_workers(cfg: SearchConfig, study, progress: Progress, out) -> int:
     """Start ``cfg.workers`` processes on the study and follow their progress through the storage."""
     env = dict(os.environ)
     if cfg.threads is not None:
         env["OMP_NUM_THREADS"] = str(cfg.threads)
-    args = [a for a in cfg.args if not a.startswith(("workers=", "_worker="))]
-    procs = [subprocess.Popen([sys.executable, "-m", "bench", "search", *args, f"_worker={i}"], env=env)
-             for i in range(cfg.workers)]
+    from bench.launch import is_launch_key
+
+    args = [a for a in cfg.args if not is_launch_key(a.split("=", 1)[0]) and not a.startswith("_worker=")]
+    devices = cfg.launcher.common.devices if cfg.launcher is not None else None
+    procs = []
+    for i in range(cfg.workers):
+        if devices:  # devices=[0,1]: worker i sees one GPU, as cuda:0
+            env["CUDA_VISIBLE_DEVICES"] = str(devices[i % len(devices)])
+        procs.append(subprocess.Popen([sys.executable, "-m", "bench", "search", *args, f"_worker={i}"], env=env))
     print(f"started {cfg.workers} worker processes: pids {', '.join(str(p.pid) for p in procs)}", file=out,
           flush=True)
     reported: set[int] = set()

@@ -1,0 +1,61 @@
+"""Launchers: where the cells of ``bench run`` and the workers of ``bench search`` run.
+
+    python -m bench run suite=synthetic seeds=4 workers=2                        # 2 processes on this machine
+    python -m bench run suite=text devices=[0,1]                                 # one cell at a time per GPU
+    python -m bench run suite=glue launcher=slurm launcher.partition=gpu launcher.gpus_per_node=1
+    python -m bench search suite=text strategy=naive_mtl space=lambda launcher=slurm workers=8 storage=postgresql://...
+
+Launchers never decide *what* is computed: a job re-plans the same command line (without the launcher keys) and
+runs its cells through the store, whose content-addressed, locked stages make every launcher and worker count give
+the records of a serial run. The user guide is docs/launchers.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.errors import BenchError
+from bench.launch import local, submitit_  # noqa: F401  (importing registers the built-in launchers)
+from bench.launch.base import LAUNCHERS, Common, Done, Job, Launcher, build_launcher, register_launcher
+
+LAUNCH_KEYS = ("launcher", "workers", "devices", "wait")
+
+__all__ = ["LAUNCHERS", "LAUNCH_KEYS", "Common", "Done", "Job", "Launcher", "build_launcher", "launcher_from",
+           "register_launcher", "without_launch_args"]
+
+
+def is_launch_key(key: str) -> bool:
+    return key in LAUNCH_KEYS or key.startswith("launcher.")
+
+
+def launcher_from(pairs: list[tuple[str, Any, bool]], default: str = "local") -> Launcher:
+    """The launcher that parsed overrides ask for (``launcher=``, ``launcher.*``, ``workers``, ``devices``,
+    ``wait``), validated and checked, or a one-line BenchError."""
+    opts: dict[str, Any] = {}
+    for key, value, is_sweep in pairs:
+        if not is_launch_key(key):
+            continue
+        if is_sweep:
+            raise BenchError(f"{key}: a comma list is not allowed here; give one value")
+        opts[key] = value
+    name = opts.pop("launcher", default)
+    if not isinstance(name, str):
+        raise BenchError(f"launcher={name!r} must be a launcher name; valid: {', '.join(LAUNCHERS.names())}")
+    workers = opts.get("workers", 1)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise BenchError(f"workers={workers!r} must be a positive integer (jobs running at once), e.g. workers=2")
+    devices = opts.get("devices")
+    if devices is not None and (not isinstance(devices, list)
+                                or not all(isinstance(d, int) and not isinstance(d, bool) for d in devices)):
+        raise BenchError(f"devices={devices!r} must be a list of GPU ids, e.g. devices=[0,1]")
+    wait = opts.get("wait", True)
+    if not isinstance(wait, bool):
+        raise BenchError(f"wait={wait!r} must be true or false, e.g. wait=false")
+    options = {k[len("launcher."):]: v for k, v in opts.items() if k.startswith("launcher.")}
+    common = {k: opts[k] for k in ("workers", "devices", "wait") if k in opts}
+    return build_launcher(name, options, common)
+
+
+def without_launch_args(args: list[str]) -> list[str]:
+    """The command line a job re-plans: the same overrides minus the launcher's (a job runs where it was put)."""
+    return [a for a in args if not is_launch_key(a.split("=", 1)[0].lstrip("+~"))]

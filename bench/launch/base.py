@@ -1,0 +1,141 @@
+"""The Launcher interface: where the jobs of a command (the cells of ``bench run``, the workers of ``bench search``)
+run, and how the command follows them.
+
+A job is a picklable module-level function and its arguments. It must be *idempotent*: the store makes it so for
+cells (a finished cell or stage is read, not recomputed), which is what makes a requeued, retried or duplicated job
+harmless. A launcher runs jobs and yields one :class:`Done` per job as it ends, in completion order; the command
+prints progress and reports from those.
+
+Example (a launcher that runs every job in this process, one after the other):
+
+    >>> from bench.launch.base import Done, Job, Launcher
+    >>> class Inline(Launcher):
+    ...     '''Every job in this process.'''
+    ...     def run(self, jobs, tick=None):
+    ...         for job in jobs:
+    ...             yield Done(job, True, job.fn(*job.args), "", "", 0.0)
+    >>> [d.value for d in Inline(None).run([Job("a", abs, (-2,)), Job("b", abs, (3,))])]
+    [2, 3]
+
+Register one with ``@register_launcher("name")`` in a module that is imported (a strategy file works too); its
+``Options`` model declares the ``launcher.*`` keys it takes.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from bench.config import Frozen
+from bench.errors import BenchError
+from bench.registry import Registry
+
+LAUNCHERS: Registry[type[Launcher]] = Registry("launcher")
+
+
+def register_launcher(name: str) -> Callable[[type[Launcher]], type[Launcher]]:
+    """Class decorator: ``launcher=name`` builds this class."""
+
+    def deco(cls: type[Launcher]) -> type[Launcher]:
+        cls.name = name
+        return LAUNCHERS.register(name)(cls)
+
+    return deco
+
+
+class NoOptions(Frozen):
+    pass
+
+
+class Common(Frozen):
+    """The keys every launcher takes (top level on the command line: ``workers=2 devices=[0,1] wait=false``)."""
+
+    workers: int = Field(1, ge=1)  # jobs at once
+    devices: list[int] | None = None  # GPU ids; one job at a time per device
+    wait: bool = True  # false: submit and return (a scheduler's launchers only)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: ``fn(*args)`` in a process of the launcher's choosing. ``folder`` is where its log goes
+    (``results/<suite>/launcher/``)."""
+
+    name: str
+    fn: Callable[..., Any]
+    args: tuple = ()
+    folder: Path | None = None
+
+
+@dataclass
+class Done:
+    """A job that ended: ``ok`` with ``fn``'s return ``value``, or not, with a one-line ``error`` and the last lines
+    of its ``log``."""
+
+    job: Job
+    ok: bool
+    value: Any
+    error: str
+    log: str
+    seconds: float
+    running: int = 0  # jobs still running when this one ended
+    job_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Launcher(ABC):
+    """Runs jobs. ``check`` fails before anything is submitted; ``run`` yields as jobs end; ``submit`` hands jobs to
+    a scheduler and returns their ids without waiting (``wait=false``)."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[Frozen]] = NoOptions
+
+    def __init__(self, options: Frozen | None, common: Common | None = None):
+        self.options = options if options is not None else self.Options()
+        self.common = common or Common()
+
+    def check(self) -> None:  # noqa: B027 (an optional hook)
+        """Fail with one line (``BenchError``) when this launcher cannot run here (no scheduler, no GPU, ...)."""
+
+    @abstractmethod
+    def run(self, jobs: Sequence[Job], tick: Callable[[], None] | None = None) -> Iterator[Done]:
+        """Run ``jobs``; yield one :class:`Done` per job as it ends. ``tick`` is called about once a second while
+        waiting (a search prints trials as they finish). Ctrl-C stops what runs and re-raises."""
+
+    def submit(self, jobs: Sequence[Job]) -> list[str]:
+        raise BenchError(f"wait=false needs a scheduler that keeps jobs running after this command exits; "
+                         f"launcher={self.name} does not (use launcher=slurm)")
+
+    @property
+    def parallel(self) -> int:
+        """How many jobs run at once (for the ETA)."""
+        return self.common.workers
+
+    def threads(self) -> int:
+        """Torch threads per job: the cores of this machine split between the jobs that run at once."""
+        return max(1, (os.cpu_count() or 1) // max(1, self.parallel))
+
+
+def build_launcher(name: str, options: dict[str, Any], common: dict[str, Any]) -> Launcher:
+    """``launcher=name launcher.key=value ... workers=N devices=[...] wait=...`` -> a checked launcher."""
+    from bench.config import validated
+
+    cls = LAUNCHERS.get(name)
+    opts = validated(cls.Options, options, f"launcher={name}")
+    com = validated(Common, common, "launcher")
+    launcher = cls(opts, com)
+    launcher.check()
+    return launcher
+
+
+def tail(path: Path | None, lines: int = 8) -> str:
+    """The last lines of a log file ('' when it does not exist)."""
+    if path is None or not Path(path).exists():
+        return ""
+    text = Path(path).read_text(errors="replace").rstrip().splitlines()
+    return "\n".join(text[-lines:])
