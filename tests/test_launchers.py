@@ -157,3 +157,29 @@ def test_bad_launcher_input_is_one_line_and_nothing_is_submitted(tmp_path, monke
     assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
     assert needle in lines[0], lines[0]
     assert not out.exists()  # nothing planned was written, nothing submitted
+
+
+def test_a_preempted_job_is_requeued_and_resumes_mid_cell(tmp_path):
+    """SIGUSR2 is what SLURM (and submitit's local executor) sends before a preemption or a time limit: the job
+    requeues itself, and the cell resumes its training stage from the last epoch instead of starting over."""
+    one = ["suite=synthetic", "train.epochs=8", "train.max_train_samples=400", "report=false", "strategy=naive_mtl"]
+    out, ref = tmp_path / "results", tmp_path / "reference"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", *one, f"results_dir={out}",
+                             "launcher=submitit_local"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline, signalled = time.time() + 120, None
+    while signalled is None and time.time() < deadline and proc.poll() is None:
+        if list(out.glob("synthetic/stages/joint/*/resume.pt")):  # an epoch of the joint stage is done
+            for job in _job_processes(out / "synthetic" / "launcher"):
+                for task in job.children():
+                    task.send_signal(signal.SIGUSR2)
+                    signalled = task.pid
+        time.sleep(0.02)
+    stdout, _ = proc.communicate(timeout=300)
+    assert signalled is not None and proc.returncode == 0, stdout
+    logs = "".join(p.read_text() for p in out.glob("synthetic/launcher/*/*_log.err"))
+    assert "resumed after epoch" in logs, logs[-2000:]
+    r = run_cli("run", *one, f"results_dir={ref}")  # the same cell, never interrupted
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert metrics_by_cell(out) == metrics_by_cell(ref)
