@@ -50,6 +50,8 @@ def run_logged(fn: Callable[..., Any], args: tuple, log: Path) -> Any:
         os.dup2(f.fileno(), 2)
         try:
             return fn(*args)
+        except (SystemExit, KeyboardInterrupt):
+            raise  # the worker is being stopped: unwind (locks released, exit handlers run), do not report
         except BaseException as e:
             traceback.print_exc()
             first = (str(e).strip().splitlines() or [""])[0]
@@ -63,8 +65,15 @@ def run_logged(fn: Callable[..., Any], args: tuple, log: Path) -> Any:
             os.close(saved[1])
 
 
+def _stop(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _worker(tasks, results, threads: int, devices: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command handles Ctrl-C and stops its workers
+    # ... with SIGTERM, which unwinds the running cell (its stage lock is released, its last epoch checkpoint kept)
+    # and lets the process's exit handlers run
+    signal.signal(signal.SIGTERM, _stop)
     device = None
     if devices is not None:
         device = devices.get()
@@ -177,3 +186,7 @@ class Local(Launcher):
                 p.join(timeout=10)
                 if p.is_alive():
                     p.kill()
+            for q in (tasks, results, devices):
+                if q is not None:
+                    q.cancel_join_thread()  # what stopped workers left unread must not block this exit
+                    q.close()
