@@ -330,7 +330,7 @@ def execute(plan: Plan, out=None) -> int:
     _LOADED[tuple(plan.args)] = (plan, contexts, stores)  # jobs run in this process reuse the plan and its data
     folders = [stores[v.suite.name].cell_dir(v.strategy.name, v.cell_hash(s)) for v, s in cells]
     pending = [i for i, f in enumerate(folders) if plan.force or not Store.done(f, RECORD)]
-    where = f" with launcher={launcher.name}, {launcher.parallel} at a time" if launcher.parallel > 1 or \
+    where = f" with launcher={launcher.name}, {launcher.describe()}" if launcher.parallel > 1 or \
         launcher.name != "local" else ""
     print(f"bench run: {len(cells)} cell(s) on {len({v.suite.name for v in plan.variants})} suite(s){where}, "
           f"results in {plan.results_dir}/", file=out, flush=True)
@@ -373,7 +373,7 @@ def execute(plan: Plan, out=None) -> int:
         computed += 1
         durations.append(done.seconds)
         remaining = len(pending) - computed - len(failures)
-        at_once = max(1, min(launcher.parallel, remaining))
+        at_once = max(1, min(launcher.parallel, done.running + 1, remaining))  # what runs now, not what may
         eta = f", ETA {_fmt_time(remaining * sum(durations) / len(durations) / at_once)}" if remaining else ""
         busy = f" ({done.running} running, {len(failures)} failed)" if launcher.parallel > 1 else ""
         print(f"{tags[i]}: done in {_fmt_time(done.seconds)}{busy}{eta}", file=out, flush=True)

@@ -116,6 +116,10 @@ class Launcher(ABC):
         """How many jobs run at once (for the ETA)."""
         return self.common.workers
 
+    def describe(self) -> str:
+        """How the jobs run, for the command's first line."""
+        return f"{self.parallel} at a time"
+
     def threads(self) -> int:
         """Torch threads per job: the cores of this machine split between the jobs that run at once."""
         return max(1, (os.cpu_count() or 1) // max(1, self.parallel))

@@ -39,8 +39,10 @@ class Task(Checkpointable):
 
     def __call__(self) -> Any:
         os.chdir(self.cwd)
-        # on SLURM the allocation decides: cpus_per_task cores, and the GPUs SLURM put in CUDA_VISIBLE_DEVICES
-        pin(int(os.environ.get("SLURM_CPUS_PER_TASK", self.threads)), None)
+        # on SLURM the allocation decides: its cores (cpus_per_task, else the partition's default), and the GPUs
+        # SLURM put in CUDA_VISIBLE_DEVICES
+        cores = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or self.threads
+        pin(int(cores), None)
         return self.fn(*self.args)
 
     def checkpoint(self) -> DelayedSubmission:
@@ -85,6 +87,13 @@ class _Submitit(Launcher):
         """Jobs submitted at once: a local executor starts all it is given, so this command throttles it."""
         return self.parallel
 
+    def _vanished(self, subs: list[Any]) -> set[str]:
+        """Ids of jobs that ended without the executor noticing (see :meth:`Slurm._vanished`)."""
+        return set()
+
+    def _is_done(self, sub: Any) -> bool:
+        return sub.done()
+
     def _jobs(self, jobs: Sequence[Job]) -> list[Task]:
         cwd = os.getcwd()
         return [Task(j.fn, j.args, cwd, self.threads()) for j in jobs]
@@ -103,11 +112,14 @@ class _Submitit(Launcher):
                 if batch:
                     for i, sub in zip(batch, self._submit(jobs, tasks, batch, executors)):
                         live[i] = (sub, time.perf_counter())
+                gone = self._vanished([sub for sub, _ in live.values()])
                 for i, (sub, t0) in list(live.items()):
-                    if not sub.done():
+                    vanished = str(sub.job_id) in gone
+                    if not vanished and not self._is_done(sub):
                         continue
                     del live[i]
-                    err = _error(sub)
+                    err = f"job {sub.job_id} left the queue without a result (cancelled, out of time or memory?)" \
+                        if vanished and not sub.paths.result_pickle.exists() else _error(sub)
                     value = None if err else sub.result()
                     yield Done(jobs[i], not err, value, err, _last_lines(sub) if err else "", time.perf_counter() - t0,
                                len(live), job_id=str(sub.job_id), extra={"log": str(sub.paths.stderr)})
@@ -183,7 +195,7 @@ class SlurmOptions(Frozen):
 
     partition: str | None = None
     gpus_per_node: int = Field(0, ge=0)
-    cpus_per_task: int = Field(4, ge=1)
+    cpus_per_task: int | None = Field(None, ge=1)  # None: the partition's default (the job's torch threads)
     mem_gb: float | None = Field(None, gt=0)
     timeout_min: int = Field(4 * 60, ge=1)
     setup: list[str] = Field(default_factory=list)  # shell lines before each job (module load ..., source venv)
@@ -197,6 +209,7 @@ class Slurm(_Submitit):
 
     Options = SlurmOptions
     cluster = "slurm"
+    _absent: set[str] = set()
 
     def check(self) -> None:
         if shutil.which("sbatch") is None:
@@ -211,15 +224,46 @@ class Slurm(_Submitit):
         return self.options.max_parallel or 10**6
 
     def threads(self) -> int:
-        return self.options.cpus_per_task
+        return self.options.cpus_per_task or 1
 
     def _submit_limit(self, n: int) -> int:
         return n  # one array; SLURM runs at most max_parallel of it at once (slurm_array_parallelism)
 
+    def _is_done(self, sub: Any) -> bool:
+        # the result file alone (submitit writes one for a return and for an exception); submitit's own done()
+        # also polls sacct, which fails loudly on clusters without accounting: squeue covers the rest
+        return sub.paths.result_pickle.exists()
+
+    def describe(self) -> str:
+        cap = self.options.max_parallel
+        return "one job array" + (f", at most {cap} running" if cap else "")
+
+    def _vanished(self, subs: list[Any]) -> set[str]:
+        """submitit learns that a job ended from its result file or from ``sacct``; on a cluster without
+        accounting, a job cancelled or killed before writing its result would be waited for forever. A job that
+        squeue no longer lists twice in a row (a few seconds apart) has ended."""
+        import subprocess
+
+        if not subs:
+            return set()
+        try:
+            listed = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return set()
+        if listed.returncode != 0:
+            return set()
+        queued = set(listed.stdout.split())
+        absent = {str(s.job_id) for s in subs if str(s.job_id) not in queued}
+        gone = absent & self._absent  # absent at two polls: not a job between submission and listing
+        self._absent = absent
+        return gone
+
     def _parameters(self) -> dict[str, Any]:
         o = self.options
-        p: dict[str, Any] = {"timeout_min": o.timeout_min, "cpus_per_task": o.cpus_per_task,
-                             "gpus_per_node": o.gpus_per_node, "slurm_setup": list(o.setup)}
+        p: dict[str, Any] = {"timeout_min": o.timeout_min, "gpus_per_node": o.gpus_per_node,
+                             "slurm_setup": list(o.setup)}
+        if o.cpus_per_task is not None:
+            p["cpus_per_task"] = o.cpus_per_task
         if o.partition:
             p["slurm_partition"] = o.partition
         if o.mem_gb is not None:
