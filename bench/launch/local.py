@@ -2,8 +2,11 @@
 other; ``workers=N`` starts N worker processes that take jobs from one queue, each with its share of the cores
 (``torch.set_num_threads(cores // N)``) and, with ``devices=[0,1]``, one GPU each.
 
-Worker processes are started with ``spawn`` (forking a process that has run torch is unsafe) and ignore Ctrl-C: the
-command stops them itself, so one message is printed, not one traceback per worker. A worker that dies (killed, out
+Worker processes are forked when that is safe (Linux, no CUDA initialised, one torch thread per worker), so they
+inherit the imported libraries, the plan and the loaded data and start in milliseconds; otherwise they are spawned
+(a forked child that runs a multi-threaded OpenMP region its parent had started can hang, and CUDA cannot be
+forked). They ignore Ctrl-C: the command stops them itself, so one message is printed, not one traceback per
+worker. A worker that dies (killed, out
 of memory) fails only the job it was running; a fresh worker takes its place for the rest.
 """
 
@@ -69,8 +72,18 @@ def _stop(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def start_method(threads: int, devices: list[int] | None) -> str:
+    """``fork`` where it is safe and saves each worker the seconds of importing torch and loading the suite."""
+    import torch
+
+    if sys.platform == "linux" and threads == 1 and not devices and not torch.cuda.is_initialized():
+        return "fork"
+    return "spawn"
+
+
 def _worker(tasks, results, threads: int, devices: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command handles Ctrl-C and stops its workers
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # a fork after the parent tokenised: no warning
     # ... with SIGTERM, which unwinds the running cell (its stage lock is released, its last epoch checkpoint kept)
     # and lets the process's exit handlers run
     signal.signal(signal.SIGTERM, _stop)
@@ -127,7 +140,10 @@ class Local(Launcher):
         yield from self._pool(list(jobs), tick)
 
     def _pool(self, jobs: list[Job], tick: Callable[[], None] | None) -> Iterator[Done]:
-        ctx = mp.get_context("spawn")
+        threads = self.threads()
+        ctx = mp.get_context(start_method(threads, self.common.devices))
+        sys.stdout.flush()  # a forked child must not print what the parent had buffered
+        sys.stderr.flush()
         tasks, results = ctx.Queue(), ctx.Queue()
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         logs = [(job.folder or Path("results")) / "launcher" / f"local-{stamp}" / f"{i:03d}.log"
@@ -140,7 +156,6 @@ class Local(Launcher):
             devices = ctx.Queue()
             for k in range(n + len(jobs)):  # enough for replacements of dead workers
                 devices.put(self.common.devices[k % len(self.common.devices)])
-        threads = self.threads()
         start = lambda: ctx.Process(target=_worker, args=(tasks, results, threads, devices), daemon=True)
         procs = [start() for _ in range(n)]
         for p in procs:
