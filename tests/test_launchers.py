@@ -138,7 +138,10 @@ def test_search_workers_through_submitit_local(tmp_path):
     (["devices=0"], "devices=0 must be a list of GPU ids, e.g. devices=[0,1]"),
     (["wait=false"], "wait=false needs a scheduler"),
     (["launcher=submitit_local", "wait=false"], "wait=false needs a scheduler"),
-    (["launcher.partition=gpu"], "launcher=local: unknown key 'partition'"),
+    (["launcher.partition=gpu"], "launcher.partition is a key of launcher=slurm; launcher=local takes no launcher.* keys"),
+    (["launcher=submitit_local", "launcher.max_parallel=2"], "launcher.max_parallel is a key of launcher=slurm; "
+                                                              "launcher=submitit_local takes launcher.timeout_min"),
+    (["launcher=submitit_local", "launcher.timeout_mni=2"], "unknown key 'timeout_mni' (did you mean 'timeout_min'?)"),
     (["launcher=slurm", "launcher.cpus_per_task=0"], "launcher=slurm: cpus_per_task=0"),
     (["launcher=slurm"], "launcher=slurm needs SLURM's sbatch, which is not on PATH here"),
     (["launcher=submitit_local", "workers=1,2"], "workers: a "),

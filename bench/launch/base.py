@@ -130,6 +130,13 @@ def build_launcher(name: str, options: dict[str, Any], common: dict[str, Any]) -
     from bench.config import validated
 
     cls = LAUNCHERS.get(name)
+    for key in options:
+        if key not in cls.Options.model_fields:
+            owners = [n for n in LAUNCHERS.names() if key in LAUNCHERS.get(n).Options.model_fields]
+            if owners or not cls.Options.model_fields:
+                whose = f"a key of {' and '.join(f'launcher={o}' for o in owners)}" if owners else "not a launcher key"
+                takes = ", ".join(f"launcher.{k}" for k in cls.Options.model_fields) or "no launcher.* keys"
+                raise BenchError(f"launcher.{key} is {whose}; launcher={name} takes {takes}")
     opts = validated(cls.Options, options, f"launcher={name}")
     com = validated(Common, common, "launcher")
     launcher = cls(opts, com)
