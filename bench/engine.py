@@ -124,7 +124,7 @@ class PhaseTimer:
     def __init__(self, device: torch.device, totals: dict[str, float]):
         self.cuda = device.type == "cuda"
         self.totals = totals
-        self.pending: list[tuple[str, Any, Any]] = []
+        self.pending: list[tuple[str, Any, Any, dict[str, float]]] = []  # phase, start, end, the totals it adds to
         self.last: Any = None
 
     def _now(self):
@@ -140,22 +140,82 @@ class PhaseTimer:
     def mark(self, phase: str) -> None:
         now = self._now()
         if self.cuda:
-            self.pending.append((phase, self.last, now))
+            self.pending.append((phase, self.last, now, self.totals))
         else:
             self.totals[phase] += now - self.last
         self.last = now
 
+    def checkpoint(self) -> Any:
+        """Where the totals stand now, for :meth:`set_aside` (on a GPU: how many phases are pending)."""
+        return len(self.pending) if self.cuda else dict(self.totals)
+
+    def set_aside(self, point: Any, aside: dict[str, float]) -> None:
+        """Move the phases timed since ``point`` from the totals to ``aside`` (a step that compiled)."""
+        if self.cuda:
+            self.pending[point:] = [(phase, a, b, aside) for phase, a, b, _ in self.pending[point:]]
+        else:
+            for phase, before in point.items():
+                aside[phase] = aside.get(phase, 0.0) + self.totals[phase] - before
+                self.totals[phase] = before
+
     def flush(self) -> None:
         if self.pending:
             self.pending[-1][2].synchronize()
-            for phase, a, b in self.pending:
-                self.totals[phase] += a.elapsed_time(b) / 1000
+            for phase, a, b, totals in self.pending:
+                totals[phase] = totals.get(phase, 0.0) + a.elapsed_time(b) / 1000
             self.pending.clear()
 
 
 # dense peak FLOP/s by device and precision, for model FLOP utilisation (MFU)
 _PEAK = {("H200", "bf16"): 989e12, ("H100", "bf16"): 989e12, ("A100", "bf16"): 312e12,
          ("H200", "fp32"): 67e12, ("H100", "fp32"): 67e12, ("A100", "fp32"): 19.5e12}
+
+
+class CompiledForward:
+    """``model``'s own forward with its backbone compiled (``train.compile``), for the training steps.
+
+    Only the backbone: a whole compiled :class:`MultiTaskModel` guards on the task names its heads are looked up by,
+    so a multi-input suite compiled one graph per task (and per ``features=`` / grad mode variant, soon past Dynamo's
+    recompile limit of 8, where it silently runs eagerly); the backbone does not see them, and the heads are small.
+    ``dynamic=True``: text batches are padded to their longest row, so every new length would recompile. Duck sizing
+    is off (see :meth:`settings`). Evaluation keeps the uncompiled model (``evaluate`` calls ``model``)."""
+
+    def __init__(self, model: MultiTaskModel):
+        self.model = model
+        self.backbone = torch.compile(model.backbone, dynamic=True)
+
+    def __call__(self, *args, **kwargs):
+        modules = self.model._modules
+        plain = modules["backbone"]
+        modules["backbone"] = self.backbone  # for this call only: state_dict keys and evaluation stay as they are
+        try:
+            return self.model(*args, **kwargs)
+        finally:
+            modules["backbone"] = plain
+
+    @staticmethod
+    @contextlib.contextmanager
+    def settings():
+        """torch.compile settings for a whole training step (forward, the balancer's backward(s), FAMO's recompute),
+        restored after it. No duck sizing: with it a first batch whose length equals the batch size (16 × 16) ties
+        the two sizes into one symbol, and the next batch recompiles. No donated buffers: a compiled backward that
+        frees its saved tensors fails the balancers that backpropagate through the graph more than once (GradNorm,
+        ``retain_graph=True``); the flag is read when the graph compiles and again at every backward."""
+        from torch._functorch import config as functorch_config
+        from torch.fx.experimental import _config as fx_config
+
+        with fx_config.patch(use_duck_shape=False), functorch_config.patch(donated_buffer=False):
+            yield
+
+
+def compile_events() -> int:
+    """A count of torch.compile's work in this process so far: the frames Dynamo converted (a first call, and every
+    recompilation after a guard failed: a new shape, grad mode, argument) plus the FX graphs it compiled. A Python
+    counter (``torch._dynamo.utils.counters``): reading it costs a dict lookup and no device sync, so the training
+    loop reads it around every step to tell the steps that compiled from the steady ones."""
+    from torch._dynamo.utils import counters
+
+    return counters["frames"]["total"] + counters["stats"]["unique_graphs"]
 
 
 def peak_flops(device: torch.device, precision: str) -> float | None:
@@ -313,14 +373,16 @@ class Trainer:
             self.streams = {t: IndexStream(len(self.data[t]["train"]), self.rng) for t in names}
         self.sampler = TaskSampler({t: len(self.data[t]["train"]) for t in names}, self._sampling(),
                                    cfg.temperature, self.rng)
-        # dynamic=True: text batches are padded to their longest row, so every new length would recompile
-        self.fwd = torch.compile(model, dynamic=True) if cfg.compile else model
+        self.fwd = CompiledForward(model) if cfg.compile else model
         self.feeder = make_feeder(self.data, self.collate, device, cfg.num_workers)
         self.batches = self._batches()
         self.state = {"epoch": 0, "step": 0, "best_score": -math.inf, "best_epoch": -1, "best_state": None,
                       "history": [], "traj": {"step": [], "weights": {t: [] for t in names},
                                               "loss": {t: [] for t in names}},
                       "train_time": 0.0, "samples": 0, "tokens": 0, "bad_epochs": 0,
+                      # the steps during which torch.compile compiled (inside train_time): see step()
+                      "compile_time": 0.0, "compile_steps": 0, "compile_samples": 0, "compile_tokens": 0,
+                      "compile_timers": {},
                       "timers": {"data": 0.0, "forward": 0.0, "weighting": 0.0, "backward": 0.0, "optimizer": 0.0}}
         # the weights a weighting starts from (σ² = 1, w = 1), so a trajectory shows where they moved from; a resumed
         # run replaces the state, this point included
@@ -342,6 +404,9 @@ class Trainer:
                 self.streams[k].perm, self.streams[k].pos = st
             self.sampler.i = ck["sampler_i"]
             self.state = ck["state"]
+            for k, v in (("compile_time", 0.0), ("compile_steps", 0), ("compile_samples", 0), ("compile_tokens", 0),
+                         ("compile_timers", {})):
+                self.state.setdefault(k, v)  # a resume.pt written before these were counted
             print(f"[{self.desc}] resumed after epoch {self.state['epoch']}", file=sys.stderr)
         self.mem = MemoryMeter(device)
         self.timer = PhaseTimer(device, self.state["timers"])
@@ -370,7 +435,30 @@ class Trainer:
                 yield [next(stream) for _ in step]
 
     def step(self) -> None:
-        """One optimisation step: next batches, forward, the balancer's backward, clip, update."""
+        """One optimisation step: next batches, forward, the balancer's backward, clip, update.
+
+        Under ``train.compile`` a step during which torch.compile compiled something (the first steps, a
+        recompilation) is timed on the host (compiling blocks it) and counted apart, with its samples and tokens:
+        :meth:`telemetry` reports throughput over the other, steady steps and the compile time separately."""
+        if self.fwd is self.model:
+            self._step()
+            return
+        state = self.state
+        before, point = compile_events(), self.timer.checkpoint()
+        samples, tokens = state["samples"], state["tokens"]
+        t0 = time.perf_counter()
+        with self.fwd.settings():
+            self._step()
+        if compile_events() != before:
+            if self.device.type == "cuda":  # rare: the compiled step's own kernels belong to its window too
+                torch.cuda.synchronize(self.device)
+            state["compile_time"] += time.perf_counter() - t0
+            state["compile_steps"] += 1
+            state["compile_samples"] += state["samples"] - samples
+            state["compile_tokens"] += state["tokens"] - tokens
+            self.timer.set_aside(point, state["compile_timers"])
+
+    def _step(self) -> None:
         cfg, device, state, timer = self.cfg, self.device, self.state, self.timer
         timer.start()
         batches = [(spec, _to(b["inputs"], device), _to(b["targets"], device)) for spec, b in next(self.batches)]
@@ -489,25 +577,39 @@ class Trainer:
                            self.telemetry())
 
     def telemetry(self) -> dict[str, Any]:
+        """Throughput, step time and MFU over the steady steps: under ``train.compile`` the steps that compiled are
+        left out (their time, samples and tokens) and reported as ``compile_*``; ``train_time_s`` is the whole
+        training time. Without compile every step is steady and nothing is left out."""
         state, timers = self.state, self.state["timers"]
+        excl = self.cfg.compile and state["step"] > state["compile_steps"]
+        c_time, c_steps = (state["compile_time"], state["compile_steps"]) if excl else (0.0, 0)
+        c_samples, c_tokens = (state["compile_samples"], state["compile_tokens"]) if excl else (0, 0)
+        time_s, steps = state["train_time"] - c_time, state["step"] - c_steps
+        if self.cfg.compile and not excl:  # no steady step: the phases of the compiling steps count too
+            timers = {k: v + state["compile_timers"].get(k, 0.0) for k, v in timers.items()}
         tel = {
             "train_time_s": state["train_time"],
             "train_samples": state["samples"],
-            "train_samples_per_s": state["samples"] / max(state["train_time"], 1e-9),
+            "train_samples_per_s": (state["samples"] - c_samples) / max(time_s, 1e-9),
             "steps": state["step"],
             "epochs_run": state["epoch"],
             # fractional when a matched budget cuts the last epoch short
             "epochs": state["step"] / self.steps_per_epoch,
-            "step_time_ms": 1000 * state["train_time"] / max(1, state["step"]),
-            "step_breakdown_ms": {k: 1000 * v / max(1, state["step"]) for k, v in timers.items()},
+            "step_time_ms": 1000 * time_s / max(1, steps),
+            "step_breakdown_ms": {k: 1000 * v / max(1, steps) for k, v in timers.items()},
             "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
             "device": str(self.device),
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
             "precision": self.cfg.precision,
             **self.mem.report(),
         }
+        if self.cfg.compile:
+            tel.update(compile_time_s=state["compile_time"], compile_steps=state["compile_steps"],
+                       compile_samples=state["compile_samples"], throughput_excludes_compile=excl)
+            if state["tokens"]:
+                tel["compile_tokens"] = state["compile_tokens"]
         if state["tokens"]:
-            tel["train_tokens_per_s"] = state["tokens"] / max(state["train_time"], 1e-9)
+            tel["train_tokens_per_s"] = (state["tokens"] - c_tokens) / max(time_s, 1e-9)
             peak = peak_flops(self.device, self.cfg.precision)
             if peak:
                 # training FLOPs ≈ 6 × parameters × tokens (Kaplan et al.); backbone parameters only

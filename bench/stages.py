@@ -200,13 +200,29 @@ class Stages:
         keys, params, ``self.seed``, data fingerprints). ``compute`` writes its files into ``folder`` and returns the
         stage's info (``metrics``, ``telemetry``, anything JSON); bump ``version`` when its semantics change.
 
-        Example (inside a strategy's ``run``):
-            >>> def compute(folder):                                          # doctest: +SKIP
-            ...     model = stages.model(tune.ckpt)
-            ...     ...                                                       # train, prune, distil, ...
-            ...     save_model(model, folder)
-            ...     return {"telemetry": {...}}
-            >>> out = stages.custom("prune", {"init": tune.ckpt.key, "ratio": 0.5}, ("a",), compute)  # doctest: +SKIP
+        Example (magnitude pruning as a stage; a strategy's ``run`` is handed ``stages``, here it is built on the
+        synthetic suite in a temporary results folder):
+            >>> import tempfile
+            >>> from bench.runner import build_suite
+            >>> results = tempfile.TemporaryDirectory()
+            >>> suite = build_suite({"suite": "synthetic"})
+            >>> store = Store(results.name, suite.name)
+            >>> stages = Stages(SuiteContext.load(suite, store), store, seed=0)
+            >>> theta0 = stages.init()
+            >>> def compute(folder):
+            ...     model = stages.model(theta0, ["clean"])
+            ...     with torch.no_grad():                                 # zero the smaller half of every tensor
+            ...         for p in model.backbone.parameters():
+            ...             p[p.abs() < p.abs().median()] = 0
+            ...     C.save_model(model, folder)
+            ...     return {"telemetry": {"ratio": 0.5}}
+            >>> out = stages.custom("prune", {"init": theta0.key, "ratio": 0.5}, ("clean",), compute)
+            >>> again = stages.custom("prune", {"init": theta0.key, "ratio": 0.5}, ("clean",), compute)
+            >>> out.reused, again.reused, again.ckpt == out.ckpt                # the second call reads the store
+            (False, True, True)
+            >>> sorted(stages.evaluate(out.ckpt).info["metrics"])             # a checkpoint like any stage's
+            ['test', 'validation']
+            >>> results.cleanup()
         """
         if name in STAGE_VERSIONS:
             raise BenchError(f"custom stage name {name!r} is a built-in stage; pick another name")
@@ -558,10 +574,19 @@ def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> d
     if trained:
         samples = sum(o.info["telemetry"]["train_samples"] for o in trained)
         ttime = sum(o.info["telemetry"]["train_time_s"] for o in trained)
+
+        def steady(t: dict[str, Any]) -> tuple[float, float]:
+            """(samples, seconds) of a stage's steps that did not compile (torch.compile's time is not throughput)."""
+            if t.get("throughput_excludes_compile"):
+                return t["train_samples"] - t["compile_samples"], t["train_time_s"] - t["compile_time_s"]
+            return t["train_samples"], t["train_time_s"]
+
+        runs = [steady(o.info["telemetry"]) for o in trained]
+        stime = sum(r[1] for r in runs)
         tel.update({
             "train_samples": samples,
             "train_time_s": ttime,
-            "train_samples_per_s": samples / max(ttime, 1e-9),
+            "train_samples_per_s": sum(r[0] for r in runs) / max(stime, 1e-9),
             "trainable_params": sum(o.info["telemetry"]["trainable_params"] for o in trained),
             "peak_memory_mb": max(o.info["telemetry"]["peak_memory_mb"] for o in trained),
             "memory_kind": trained[0].info["telemetry"]["memory_kind"],
@@ -579,11 +604,14 @@ def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> d
             tel["peak_reserved_mb"] = max(reserved)
         mfu = [o.info["telemetry"].get("mfu") for o in trained]
         if all(m is not None for m in mfu):  # time-weighted over the training stages
-            tel["mfu"] = sum(m * o.info["telemetry"]["train_time_s"] for m, o in zip(mfu, trained)) / max(ttime, 1e-9)
+            tel["mfu"] = sum(m * r[1] for m, r in zip(mfu, runs)) / max(stime, 1e-9)
         tok = [o.info["telemetry"].get("train_tokens_per_s") for o in trained]
         if all(tok):
-            tel["train_tokens_per_s"] = sum(t * o.info["telemetry"]["train_time_s"]
-                                            for t, o in zip(tok, trained)) / max(ttime, 1e-9)
+            tel["train_tokens_per_s"] = sum(t * r[1] for t, r in zip(tok, runs)) / max(stime, 1e-9)
+        compiled = [o.info["telemetry"] for o in trained if "compile_time_s" in o.info["telemetry"]]
+        if compiled:  # reported beside the throughput it is excluded from
+            tel["compile_time_s"] = sum(t["compile_time_s"] for t in compiled)
+            tel["compile_steps"] = sum(t["compile_steps"] for t in compiled)
     for key in ("eval_samples_per_s", "eval_tokens_per_s"):
         evals = [o.info["telemetry"][key] for o in outcomes if key in o.info.get("telemetry", {})]
         if evals:
