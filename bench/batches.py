@@ -4,10 +4,20 @@ Which rows form which batch is decided by the trainer's seeded generators, in th
 time; workers only gather and pad the rows they are told to. So ``train.num_workers`` changes speed, never results,
 and a run resumed at an epoch boundary replays exactly.
 
-Example:
-    >>> feeder = Feeder(data, collate, workers=2, pin=True)            # doctest: +SKIP
-    >>> for spec, batch in feeder.run([BatchSpec("sst2", "train", idx, ("sst2",))]):  # doctest: +SKIP
-    ...     batch["inputs"], batch["targets"]["sst2"]
+Example (rows 4 and 1, then row 0, of a six-row split; two worker processes gather the same batches):
+    >>> from bench.backbones.simple import ArrayPreprocessor
+    >>> from bench.encode import EncodedSplit
+    >>> pre = ArrayPreprocessor("doc")
+    >>> data = {"a": {"train": EncodedSplit(pre.encode(np.arange(12.0).reshape(6, 2)), {"a": torch.arange(6) % 2},
+    ...                                     None)}}
+    >>> specs = [BatchSpec("a", "train", np.array([4, 1]), ("a",)), BatchSpec("a", "train", np.array([0]), ("a",))]
+    >>> for spec, batch in Feeder(data, pre.collate).run(specs):
+    ...     print(batch["inputs"]["x"].tolist(), batch["targets"]["a"].tolist())
+    [[8.0, 9.0], [2.0, 3.0]] [0, 1]
+    [[0.0, 1.0]] [0]
+    >>> with Feeder(data, pre.collate, workers=2) as feeder:
+    ...     [batch["inputs"]["x"].tolist() for _, batch in feeder.run(specs)]
+    [[[8.0, 9.0], [2.0, 3.0]], [[0.0, 1.0]]]
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ EPILOG = """examples:
   python -m bench report suite=synthetic
   python -m bench report suite=text level=0.9 interval=pm delta_m=all correction=bh compare=naive_mtl,separate
   python -m bench check suite=synthetic [--update]
-  python -m bench list
+  python -m bench list [strategy_dirs=[my_plugins]]     # where each entry was found: built-in, ./suites, ...
 """
 
 
@@ -41,21 +41,35 @@ def cmd_run(args: list[str]) -> int:
 
 
 def cmd_list(args: list[str]) -> int:
+    """Every suite, strategy, weighting and fusion method with where it was found: ``built-in``, ``./suites`` /
+    ``./strategies`` of the working directory (these come first), or a ``strategy_dirs=[...]`` folder."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from bench.fusion import FUSIONS
-    from bench.strategy import discover
-    from bench.suites import list_suites
+    from bench.strategy import discover, origin
+    from bench.suites import list_suites, suite_files, where
     from bench.weighting import WEIGHTINGS
 
+    opts = _opts(args)
+    unknown = sorted(set(opts) - {"strategy_dirs"})
+    if unknown:
+        raise BenchError(f"list takes strategy_dirs=[folder,...] only, not {unknown[0]!r}")
+    extra = opts.get("strategy_dirs", [])
+    strategies = discover(extra if isinstance(extra, list) else [extra])
+    files = suite_files()
     console = Console(width=160)
-    sections = [("suites", list_suites()), ("strategies", discover().describe()),
-                ("weightings", WEIGHTINGS.describe()), ("fusion methods", FUSIONS.describe())]
+    sections = [("suites", {n: (where(files[n], "suites"), d) for n, d in list_suites().items()})]
+    for title, reg in [("strategies", strategies), ("weightings", WEIGHTINGS), ("fusion methods", FUSIONS)]:
+        sections.append((title, {n: (origin(reg.get(n)), d) for n, d in reg.describe().items()}))
     for title, items in sections:
         table = Table(title=title, title_justify="left", show_header=False, box=None)
-        for name, desc in items.items():
-            table.add_row(f"  {name}", desc)
+        table.add_column(no_wrap=True)
+        table.add_column(no_wrap=True)
+        table.add_column()
+        for name, (found, desc) in items.items():
+            table.add_row(f"  {name}", escape(found), escape(desc))
         console.print(table)
     return 0
 

@@ -74,25 +74,42 @@ def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
 
 
 def default_dirs() -> list[Path]:
-    """``strategies/`` beside the package (a source checkout) and in the working directory."""
-    here = Path(__file__).resolve().parent.parent / "strategies"
-    cwd = Path.cwd() / "strategies"
-    return [here] + ([cwd] if cwd.resolve() != here.resolve() else [])
+    """``./strategies`` of the working directory (when it exists), then the built-in strategies (``strategies/``
+    beside the package in a checkout, ``bench/_builtin/strategies`` in a wheel)."""
+    from bench.suites import builtin_dir, user_dirs
+
+    return [*user_dirs("strategies"), builtin_dir("strategies")]
+
+
+def strategy_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
+    """Every strategy folder in search order: ``./strategies``, the ``strategy_dirs=[...]`` folders, the built-ins.
+    A file name found earlier shadows the same name later (a user's ``naive_mtl.py`` replaces the built-in one); given
+    to :func:`bench.search.space.load_space`, the same order holds for search spaces (``<folder>/spaces/*.yaml``)."""
+    from bench.suites import builtin_dir, user_dirs
+
+    return [*user_dirs("strategies", list(extra)), builtin_dir("strategies")]
 
 
 _loaded: set[Path] = set()
 
 
 def discover(extra: Iterable[str | Path] = ()) -> Registry[type[Strategy]]:
-    """Import every ``*.py`` in the strategy folders once, which registers the strategies they define."""
-    for folder in [*default_dirs(), *map(Path, extra)]:
-        if not folder.exists():
-            if folder in map(Path, extra):
-                raise BenchError(f"strategy folder {str(folder)!r} does not exist; fix strategy_dirs")
+    """Import every ``*.py`` in the strategy folders once (:func:`strategy_dirs`), which registers the strategies they
+    define. A file whose name an earlier folder already has is skipped."""
+    extra = [Path(e) for e in extra]
+    for folder in extra:
+        if not folder.is_dir():
+            raise BenchError(f"strategy folder {str(folder)!r} does not exist; fix strategy_dirs")
+    seen: set[str] = set()
+    for folder in dict.fromkeys(p.resolve() for p in strategy_dirs(extra)):
+        if not folder.is_dir():
             continue
         for file in sorted(folder.glob("*.py")):
             path = file.resolve()
-            if path in _loaded or file.name.startswith("_"):
+            if file.name.startswith("_") or file.name in seen:
+                continue
+            seen.add(file.name)
+            if path in _loaded:
                 continue
             mod_name = f"bench_strategies.{file.stem}_{abs(hash(str(path))) % 10**8}"
             spec = importlib.util.spec_from_file_location(mod_name, path)
@@ -102,3 +119,12 @@ def discover(extra: Iterable[str | Path] = ()) -> Registry[type[Strategy]]:
             _loaded.add(path)
             spec.loader.exec_module(module)
     return STRATEGIES
+
+
+def origin(obj: Any) -> str:
+    """Where a registered strategy, weighting or fusion method was defined, for ``bench list``: ``built-in`` (the
+    package or its built-in strategies), ``./strategies``, or the ``strategy_dirs`` folder of its file."""
+    from bench.suites import where
+
+    file = getattr(sys.modules.get(getattr(obj, "__module__", "")), "__file__", None)
+    return where(Path(file), "strategies") if file else "built-in"

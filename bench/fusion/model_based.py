@@ -11,15 +11,18 @@ Rules shared with the streaming path (the job applies them, methods never see th
 from θ0, float buffers (BatchNorm statistics) are the plain mean over the task models.
 
 Example (a data-aware method in a few lines: weight each task by its training-set size):
-    >>> from bench.fusion.base import register_fusion
+    >>> from bench.fusion.base import build_fusion, register_fusion
     >>> @register_fusion("by_size_doc")
     ... class BySize(ModelFusion):
     ...     '''θ = Σ_i n_i θ_i / Σ_i n_i, n_i = task i's training examples (a toy).'''
+    ...     data_split = "train"                               # what it reads: part of the stage's key
     ...     def fuse_model(self, job):
     ...         n = [len(job.batches(t, "train").es) for t in job.tasks]
     ...         states = job.task_states()
     ...         fused = {k: sum(w * s[k].double() for w, s in zip(n, states)) / sum(n) for k in job.fused_names}
     ...         return FusionResult(fused)
+    >>> build_fusion("by_size_doc", {}, n=2).split     # the split it reads ("test" only when transductive)
+    'train'
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from bench.runner import PREFIXES, Variant, build_suite, default_suite, make_pla
 from bench.search.objective import Objective, parse_objectives
 from bench.search.space import Space, load_space
 from bench.store import content_hash
-from bench.strategy import Strategy, default_dirs
+from bench.strategy import Strategy, strategy_dirs
 
 SEARCH_KEYS = {"space", "trials", "workers", "study", "storage", "objective", "pruner", "sampler_seed", "startup",
                "seed", "heartbeat", "plots", "label", "threads", "keep_checkpoints", "_worker"}
@@ -183,7 +183,7 @@ def load_config(args: list[str]) -> SearchConfig:
 
 def _folders(combo: dict[str, Any]) -> list[Path]:
     extra = combo.get("strategy_dirs", [])
-    return [*default_dirs(), *map(Path, extra if isinstance(extra, list) else [extra])]
+    return strategy_dirs(extra if isinstance(extra, list) else [extra])  # the order strategies are found in
 
 
 def _check_space_keys(space: Space, strategy: type[Strategy], combo: dict[str, Any]) -> None:
