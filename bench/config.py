@@ -8,16 +8,64 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from bench.errors import BenchError, did_you_mean
+
+# The defaults a run starts from: the only place the core names built-in strategies (each is a plug-in under
+# strategies/, found by the registry). BASELINE_STRATEGY's own row is the Δm% reference of every other row.
+DEFAULT_STRATEGIES = ("separate", "naive_mtl", "fuse_then_joint", "uncertainty", "gradnorm")
+BASELINE_STRATEGY = "separate"
 
 TargetKind = Literal["classification", "regression"]
 InputKind = Literal["text", "text_pair", "image", "vector"]
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """The base of every configuration model: frozen, unknown keys refused, and strict where lax parsing would
+    silently change a value: a number is never NaN or ±inf (``train.lr=1e999``), true/false is never a number
+    (``train.epochs=true`` is not 1 epoch), and a switch takes only true/false (``train.compile=yes`` or ``1`` is
+    refused), in nested lists and dicts too. Numbers written as strings (YAML 1.1 reads ``1e-3`` as one) still parse.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _strict_booleans(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        out = handler(value)
+        _same_booleans(value, out, info.field_name or "")
+        return out
+
+
+def _same_booleans(raw: Any, out: Any, name: str) -> None:
+    """Raise when validation turned true/false into a number, or something else into true/false."""
+    if isinstance(out, BaseModel):
+        return  # a nested model checked its own fields
+    if isinstance(raw, bool) != isinstance(out, bool):
+        if isinstance(raw, bool):
+            raise ValueError("true/false is not a number; give a number")
+        raise ValueError(f"must be true or false, e.g. {name}=true")
+    if isinstance(raw, (list, tuple)) and isinstance(out, (list, tuple)) and len(raw) == len(out):
+        for r, o in zip(raw, out):
+            _same_booleans(r, o, name)
+    elif isinstance(raw, dict) and isinstance(out, dict):
+        for k, r in raw.items():
+            if k in out:
+                _same_booleans(r, out[k], name)
+
+
+class NoParams(Frozen):
+    """The parameters of a plug-in (strategy, weighting, fusion method) that takes none."""
 
 
 class DataSpec(Frozen):
@@ -192,6 +240,8 @@ def explain(err: ValidationError, model: type[BaseModel], where: str = "") -> Be
         return BenchError(f"{prefix}missing required key {loc!r}")
     if e["type"] == "literal_error":
         return BenchError(f"{prefix}{loc}={value!r}: {msg}")
+    if e["type"] == "finite_number":
+        return BenchError(f"{prefix}{loc}={value!r}: must be a finite number (not nan or inf)")
     return BenchError(f"{prefix}{loc}={value!r}: {msg}" if loc else f"{prefix}{msg}")
 
 

@@ -5,6 +5,7 @@ Each metric takes ``(y_true, prediction)`` where prediction is class ids (classi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -51,3 +52,42 @@ def compute(names: list[str], y_true: np.ndarray, pred: np.ndarray) -> dict[str,
             raise unknown("metric", n, METRICS)
         out[n] = METRICS[n][0](y_true, pred)
     return out
+
+
+def delta_m(values: dict, base: dict, metrics: list[tuple[str, str]], directions: dict):
+    """Δm% (Maninis et al., 2019) of ``values`` against ``base``, both ``{(task, metric): value}`` with values that
+    are numbers (seed means) or arrays (bootstrap replicates, element-wise).
+
+    Δm = (100/T) Σ_t (1/M_t) Σ_m (−1)^{l_tm} (N_tm − B_tm) / |B_tm| over ``metrics``; tasks are those with a baseline
+    value; a baseline of 0 (or a missing value) leaves its metric out; a task without any usable metric makes Δm% NaN.
+    Returns a float for numbers, an array for arrays."""
+    per_task: dict[str, list[np.ndarray]] = {}
+    for task, metric in metrics:
+        if (task, metric) not in base:
+            continue
+        b = np.asarray(base[(task, metric)], dtype=float)
+        v = np.asarray(values.get((task, metric), math.nan), dtype=float)
+        sign = -1.0 if directions.get((task, metric)) == "min" else 1.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            term = np.where((b == 0) | np.isnan(b) | np.isnan(v), np.nan, sign * (v - b) / np.abs(b))
+        per_task.setdefault(task, []).append(term)
+    if not per_task:
+        return math.nan
+    with np.errstate(invalid="ignore"), _quiet():
+        tasks = [np.nanmean(np.stack(terms), axis=0) for terms in per_task.values()]
+    out = 100.0 * np.mean(np.stack(tasks), axis=0)
+    return float(out) if out.ndim == 0 else out
+
+
+class _quiet:
+    """Silence numpy's "mean of empty slice" warning (an all-NaN task term is NaN, as intended)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)

@@ -1,215 +1,32 @@
-"""``bench run``: overrides -> validated plan of cells -> stages -> records -> report.
+"""``bench run``: a plan (:mod:`bench.plan`) -> cells through a launcher -> stages -> records -> report.
 
-Everything is validated before any work starts; finished cells come from the store; a failing cell (e.g. a NaN loss)
-is recorded as failed and the others still run.
+Everything is validated before any work starts; finished cells come from the store. A cell that fails at run time
+(a NaN loss, or any exception raised in a plug-in: a strategy, weighting or fusion method) is recorded in its
+``failed.json`` with the reason and the plug-in's file and line; the other cells still run and the command exits 1.
 """
 
 from __future__ import annotations
 
-import copy
 import platform
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from bench import metrics as M
-from bench.config import Frozen, SuiteConfig
-from bench.errors import BenchError, CellFailed, did_you_mean
-from bench.launch import LAUNCH_KEYS, Job, Launcher, launcher_from, without_launch_args
-from bench.overrides import as_bool, expand, load_params_file, parse
-from bench.stages import STAGE_VERSION, Stages, SuiteContext
-from bench.store import (
-    RECORD,
-    SCHEMA_VERSION,
-    Store,
-    code_version,
-    content_hash,
-    library_versions,
-    now_iso,
-    read_json,
-    write_json,
-)
-from bench.strategy import STRATEGIES, Strategy, discover
-from bench.suites import find_suite, read_suite_yaml, validate_suite
+from bench.config import SuiteConfig
+from bench.errors import BenchError, CellFailed
+from bench.launch import Job, launcher_from
+from bench.launch.base import fmt_duration
+from bench.plan import Plan, Variant, make_plan
+from bench.record import SCHEMA_VERSION, Record, Row
+from bench.stages import Stages, SuiteContext, plugin_source
+from bench.store import RECORD, Store, code_version, content_hash, library_versions, now_iso, write_json
+from bench.strategy import where_raised
 
-DEFAULT_SUITE = "text"
-FALLBACK_SUITE = "synthetic"
-DEFAULT_STRATEGIES = ["separate", "naive_mtl", "fuse_then_joint", "uncertainty", "gradnorm"]
-TOP_KEYS = {"suite", "strategy", "seeds", "seed", "tasks", "results_dir", "force", "budget", "budget.match",
-            "strategy_dirs", "params", "label", "report", "data_dir", *LAUNCH_KEYS}
-PREFIXES = ("train.", "backbone.", "split.", "strategy.", "launcher.")
-
-
-@dataclass
-class Variant:
-    """One (suite config, strategy, params) combination; it runs once per seed."""
-
-    suite: SuiteConfig
-    strategy: type[Strategy]
-    params: Frozen
-    label: str
-
-    def config(self) -> dict[str, Any]:
-        """Everything that decides this variant's results except the seed: what a leaderboard row must share."""
-        return {"suite": self.suite.results_dump(), "strategy": self.strategy.name,
-                "params": self.params.model_dump(mode="json"), "budget_match": self.suite.budget.match}
-
-    def budget_fingerprint(self) -> str:
-        """What a Δm% baseline must share with a row: the training budget and how budgets are matched."""
-        return content_hash({"train": self.suite.results_dump()["train"], "budget_match": self.suite.budget.match})
-
-    def cell_hash(self, seed: int) -> str:
-        # the label is part of the cell: two labels of one configuration are two records (an A/A control), whose
-        # stages still come from one cache
-        return content_hash({**self.config(), "label": self.label, "seed": seed, "v": STAGE_VERSION})
-
-
-@dataclass
-class Plan:
-    variants: list[Variant]
-    seeds: list[int]
-    results_dir: Path
-    force: bool
-    report: bool = True
-    notes: list[str] = field(default_factory=list)
-    launcher: Launcher | None = None
-    args: list[str] = field(default_factory=list)  # the command line without launcher keys: what a job re-plans
-
-    @property
-    def cells(self) -> list[tuple[Variant, int]]:
-        return [(v, s) for v in self.variants for s in self.seeds]
-
-
-def default_suite() -> str:
-    from bench.suites import suite_files
-
-    return DEFAULT_SUITE if DEFAULT_SUITE in suite_files() else FALLBACK_SUITE
-
-
-def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    for p in parts[:-1]:
-        if not isinstance(d.get(p), dict):
-            d[p] = {}
-        d = d[p]
-    d[parts[-1]] = value
-
-
-def _seeds(combo: dict[str, Any]) -> list[int]:
-    if "seed" in combo and "seeds" in combo:
-        raise BenchError("give either seeds=N (runs seeds 0..N-1) or seed=[...], not both")
-    if "seed" in combo:
-        s = combo["seed"]
-        seeds = s if isinstance(s, list) else [s]
-        if not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
-            raise BenchError(f"seed={s!r} must be an integer or a list of integers, e.g. seed=[0,1,2]")
-        return list(seeds)
-    n = combo.get("seeds", 1)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise BenchError(f"seeds={n!r} must be a positive integer (the number of seeds), e.g. seeds=3")
-    return list(range(n))
-
-
-def build_suite(combo: dict[str, Any]) -> SuiteConfig:
-    name = combo.get("suite", default_suite())
-    if not isinstance(name, str):
-        raise BenchError(f"suite={name!r} must be a suite name or a path to a YAML file")
-    path = find_suite(name)
-    raw = copy.deepcopy(read_suite_yaml(path))
-    for key, value in combo.items():
-        if key.startswith(("train.", "backbone.", "split.", "budget.")):
-            _set(raw, key, value)
-    if "data_dir" in combo:  # point file-backed sources (e.g. GLUE) at a local copy
-        for spec in [raw.get("data")] + [t.get("data") for t in raw.get("tasks", []) if isinstance(t, dict)]:
-            if isinstance(spec, dict):
-                spec.setdefault("options", {})["data_dir"] = str(combo["data_dir"])
-    if "tasks" in combo:
-        want = combo["tasks"] if isinstance(combo["tasks"], list) else [combo["tasks"]]
-        names = [t.get("name") for t in raw.get("tasks", [])]
-        for w in want:
-            if w not in names:
-                raise BenchError(f"tasks: suite {raw['name']!r} has no task {w!r}{did_you_mean(str(w), names)}; "
-                                 f"tasks: {', '.join(map(str, names))}")
-        raw["tasks"] = [t for t in raw["tasks"] if t.get("name") in want]
-    if "budget" in combo:
-        b = combo["budget"]
-        if not isinstance(b, (int, float)) or isinstance(b, bool) or b <= 0:
-            raise BenchError(f"budget={b!r} must be a positive number (it scales the suite's sample budgets)")
-        train = raw.setdefault("train", {})
-        for k in ("max_train_samples", "max_eval_samples"):
-            if train.get(k):
-                train[k] = max(1, int(round(train[k] * b)))
-    suite = validate_suite(raw, f"suite {name!r} ({path})")
-    # registry names are checked here too, so a typo fails before any data or model is loaded
-    from bench.backbones import BACKBONES
-    from bench.data import SOURCES
-
-    BACKBONES.get(suite.backbone.source)
-    for spec in [suite.data, *(t.data for t in suite.tasks)]:
-        if spec is not None:
-            SOURCES.get(spec.source)
-    return suite
-
-
-def make_plan(args: list[str]) -> Plan:
-    """Parse and validate everything a run needs, before any work."""
-    pairs = parse(args)
-    launcher = launcher_from(pairs)  # checked first: a typo there must not wait for the suite to load
-    pairs = [p for p in pairs if p[0] not in LAUNCH_KEYS and not p[0].startswith("launcher.")]
-    for key, value, _ in pairs:
-        if key == "params":
-            pairs = load_params_file(str(value)) + [p for p in pairs if p[0] != "params"]
-            break
-    for key, _, _ in pairs:
-        if key not in TOP_KEYS and not key.startswith(PREFIXES):
-            known = sorted(TOP_KEYS) + ["train.epochs", "train.lr", "train.batch_size", "backbone.name",
-                                        "strategy.weighting"]
-            raise BenchError(f"unknown key {key!r}{did_you_mean(key, known)}; valid: {', '.join(sorted(TOP_KEYS))}, "
-                             f"and dotted keys under {', '.join(p[:-1] for p in PREFIXES)}")
-    combos = expand(pairs)
-    first = combos[0]
-    extra_dirs = first.get("strategy_dirs", [])
-    discover(extra_dirs if isinstance(extra_dirs, list) else [extra_dirs])
-    seeds = _seeds(first)
-    suites: dict[str, SuiteConfig] = {}
-    variants: list[Variant] = []
-    for combo in combos:
-        skey = content_hash({k: v for k, v in combo.items() if not k.startswith("strategy") and k != "_swept"})
-        if skey not in suites:
-            suites[skey] = build_suite(combo)
-        suite = suites[skey]
-        names = combo.get("strategy", DEFAULT_STRATEGIES)
-        names = names if isinstance(names, list) else [names]
-        given = {k[len("strategy."):]: v for k, v in combo.items() if k.startswith("strategy.")}
-        for name in names:
-            cls = STRATEGIES.get(str(name))
-            fields = set(cls.Params.model_fields)
-            mine: dict[str, Any] = {}
-            for k, v in given.items():
-                if k.split(".")[0] in fields or len(names) == 1:
-                    _set(mine, k, v)
-            params = cls.parse_params(mine)
-            check = getattr(cls, "check", None)
-            if check is not None:
-                check(params, suite.task_names)
-            label = combo.get("label") or name
-            tags = [f"{k}={v}" for k, v in sorted(given.items()) if k.split(".")[0] in fields]
-            tags += [f"{k}={v}" for k, v in sorted(combo["_swept"].items()) if not k.startswith("strategy")]
-            if tags and "label" not in combo:
-                label = f"{name}[{','.join(tags)}]"
-            variants.append(Variant(suite, cls, params, label))
-        unused = [k for k in given if not any(k.split(".")[0] in STRATEGIES.get(str(n)).Params.model_fields
-                                              for n in names)]
-        if unused and len(names) > 1:
-            raise BenchError(f"strategy.{unused[0]} is a parameter of none of {', '.join(map(str, names))}")
-    results_dir = Path(first.get("results_dir", "results"))
-    return Plan(variants, seeds, results_dir, as_bool(first, "force", False), as_bool(first, "report", True),
-                launcher=launcher, args=without_launch_args(args))
+__all__ = ["execute", "make_plan", "run_cell", "run_cell_job"]
 
 
 def _versions() -> dict[str, str]:
@@ -227,41 +44,63 @@ def _task_info(suite: SuiteConfig, names: list[str]) -> dict[str, Any]:
                 "metrics": {m: M.direction(m) for m in suite.task(t).metric_names}} for t in names}
 
 
-def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force: bool) -> dict[str, Any]:
-    """Run one cell and write its record; returns the record."""
+def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force: bool,
+             trackers: list[Any] | None = None) -> Record:
+    """Run one cell and write its record; returns the record. An exception raised by plug-in code (the strategy,
+    a weighting, a fusion method) or a malformed row becomes a :class:`CellFailed` naming the file and line."""
     cell = variant.cell_hash(seed)
     folder = store.cell_dir(variant.strategy.name, cell)
     with store.lock(folder):
         if store.done(folder, RECORD) and not force:
-            return read_json(folder / RECORD)
+            return Record.read(folder / RECORD)
         (folder / "failed.json").unlink(missing_ok=True)
-        stages = Stages(ctx, store, seed, force=force)
+        stages = Stages(ctx, store, seed, force=force, **({"trackers": trackers, "cell": cell, "label": variant.label}
+                                                          if trackers else {}))
         n_reused, n_computed = len(store.reused), len(store.computed)  # the store object outlives one cell
         t0 = time.perf_counter()
-        rows = variant.strategy().run(stages, variant.params)
+        rows = _rows(variant, stages)
         suite = variant.suite
         config = variant.config()
-        record = {
-            "schema_version": SCHEMA_VERSION, "suite": suite.name, "strategy": variant.strategy.name,
-            "label": variant.label, "params": variant.params.model_dump(mode="json"), "seed": seed, "cell": cell,
-            "config": config, "config_fingerprint": content_hash(config),
-            "budget_fingerprint": variant.budget_fingerprint(), "budget_match": suite.budget.match,
-            "data_fingerprint": ctx.data.fingerprint, "task_fingerprints": ctx.data.task_fingerprints,
-            "backbone_weights": ctx.weights_hash,
-            "code_version": code_version(), "backbone": suite.backbone.name or suite.backbone.source,
-            "tasks": _task_info(suite, ctx.data.task_names), "rows": rows,
-            "budget": suite.train.model_dump(mode="json"), "notes": ctx.data.notes,
-            "versions": _versions(), "cell_wall_time_s": time.perf_counter() - t0,
-            "stages_reused": len(store.reused) - n_reused, "stages_computed": store.computed[n_computed:],
-            "runtime": _runtime(), "created": now_iso(), "status": "complete",
-        }
+        record = Record(
+            schema_version=SCHEMA_VERSION, suite=suite.name, strategy=variant.strategy.name,
+            label=variant.label, params=variant.params.model_dump(mode="json"), seed=seed, cell=cell,
+            config=config, config_fingerprint=content_hash(config),
+            budget_fingerprint=variant.budget_fingerprint(), budget_match=suite.budget.match,
+            data_fingerprint=ctx.data.fingerprint, task_fingerprints=ctx.data.task_fingerprints,
+            backbone_weights=ctx.weights_hash,
+            code_version=code_version(), backbone=suite.backbone.name or suite.backbone.source,
+            tasks=_task_info(suite, ctx.data.task_names), rows=rows,
+            budget=suite.train.model_dump(mode="json"), notes=[*variant.notes, *ctx.data.notes],
+            versions=_versions(), cell_wall_time_s=time.perf_counter() - t0,
+            stages_reused=len(store.reused) - n_reused, stages_computed=store.computed[n_computed:],
+            runtime=_runtime(), created=now_iso(), status="complete",
+        )
         import yaml
 
         (folder / "config.yaml").write_text(yaml.safe_dump({
             "suite": suite.model_dump(mode="json"), "strategy": variant.strategy.name,
             "params": variant.params.model_dump(mode="json"), "seed": seed, "label": variant.label}, sort_keys=False))
-        write_json(folder / RECORD, record)
+        write_json(folder / RECORD, record.dump())
         return record
+
+
+def _rows(variant: Variant, stages: Stages) -> dict[str, Row]:
+    """The strategy's rows, validated. Plug-in code fails only its cell: bad input (a ``BenchError``) and the
+    user's Ctrl-C keep their meaning, anything else raised inside ``run`` is the plug-in's bug."""
+    name = variant.strategy.name
+    stages.source = plugin_source(variant.strategy)
+    try:
+        rows = variant.strategy().run(stages, variant.params)
+    except (BenchError, CellFailed):
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise CellFailed(f"strategy {name!r} raised {where_raised(e)}") from e
+    if not isinstance(rows, dict) or not rows:
+        raise CellFailed(f"strategy {name!r} returned {type(rows).__name__}, not {{variant: make_row(...)}}")
+    try:
+        return {str(k): v if isinstance(v, Row) else Row(**v) for k, v in rows.items()}
+    except (BenchError, TypeError) as e:
+        raise CellFailed(f"strategy {name!r} returned a malformed row: {e}") from None
 
 
 def _runtime() -> dict[str, Any]:
@@ -271,11 +110,6 @@ def _runtime() -> dict[str, Any]:
     env = {k: os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID",
                                       "SUBMITIT_LOCAL_JOB_ID", "CUDA_VISIBLE_DEVICES") if k in os.environ}
     return {"host": platform.node(), "pid": os.getpid(), "torch_threads": torch.get_num_threads(), **env}
-
-
-def _fmt_time(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 # what a job process re-planned and loaded, by command line: a worker that runs many cells plans and loads once
@@ -312,7 +146,7 @@ def run_cell_job(args: list[str], cell: str) -> dict[str, Any]:
     store = stores.setdefault(variant.suite.name, Store(plan.results_dir, variant.suite.name))
     folder = store.cell_dir(variant.strategy.name, cell)
     try:
-        run_cell(variant, seed, _context(plan, contexts, variant.suite), store, plan.force)
+        run_cell(variant, seed, _context(plan, contexts, variant.suite), store, plan.force, plan.trackers)
     except CellFailed as e:
         write_json(folder / "failed.json", {"error": str(e), "created": now_iso(), "traceback": traceback.format_exc()})
         return {"status": "failed", "error": str(e)}
@@ -334,6 +168,8 @@ def execute(plan: Plan, out=None) -> int:
         launcher.name != "local" else ""
     print(f"bench run: {len(cells)} cell(s) on {len({v.suite.name for v in plan.variants})} suite(s){where}, "
           f"results in {plan.results_dir}/", file=out, flush=True)
+    for note in plan.notes:
+        print(f"note: {note}", file=out)
     # what can only be checked against the loaded suite (its backbone, its tasks) fails here, before any stage
     checked: set[int] = set()
     for i in pending:
@@ -374,10 +210,10 @@ def execute(plan: Plan, out=None) -> int:
         durations.append(done.seconds)
         remaining = len(pending) - computed - len(failures)
         at_once = max(1, min(launcher.parallel, done.running + 1, remaining))  # what runs now, not what may
-        eta = f", ETA {_fmt_time(remaining * sum(durations) / len(durations) / at_once)}" if remaining else ""
+        eta = f", ETA {fmt_duration(remaining * sum(durations) / len(durations) / at_once)}" if remaining else ""
         busy = f" ({done.running} running, {len(failures)} failed)" if launcher.parallel > 1 else ""
-        print(f"{tags[i]}: done in {_fmt_time(done.seconds)}{busy}{eta}", file=out, flush=True)
-    records = [read_json(f / RECORD) for f in folders if Store.done(f, RECORD)]
+        print(f"{tags[i]}: done in {fmt_duration(done.seconds)}{busy}{eta}", file=out, flush=True)
+    records = [Record.read(f / RECORD) for f in folders if Store.done(f, RECORD)]
     from_store = len(cells) - len(pending)
     print(f"{computed} cell(s) computed, {from_store} from the store, {len(failures)} failed", file=out)
     if computed == 0 and from_store == len(cells):
@@ -404,9 +240,10 @@ def execute(plan: Plan, out=None) -> int:
     return 1 if failures else 0
 
 
-def _summary(records: list[dict[str, Any]], out) -> None:
+def _summary(records: list[Record], out) -> None:
     """With ``report=false``: a compact on-screen table of this run's cells, primary test metric per task, mean ± std
-    over seeds (no intervals: ``bench report`` computes them from the kept predictions)."""
+    over seeds (no intervals: ``bench report`` computes them from the kept predictions). Rows are named by the
+    report's rule (:func:`bench.record.variant_name`)."""
     import numpy as np
     from rich.console import Console
     from rich.markup import escape
@@ -414,20 +251,16 @@ def _summary(records: list[dict[str, Any]], out) -> None:
 
     if not records:
         return
-    tasks = list(records[0]["tasks"])
+    tasks = records[0].tasks
     rows: dict[str, dict[str, list[float]]] = {}
     for r in records:
-        for variant, row in r["rows"].items():
-            name = variant if r["label"] == r["strategy"] else r["label"].replace(r["strategy"], variant, 1)
-            for t in tasks:
-                m = r["tasks"][t]["primary"]
-                v = row["metrics"].get("test", {}).get(t, {}).get(m)
-                if v is not None:
-                    rows.setdefault(name, {}).setdefault(t, []).append(v)
-    table = Table(title=f"{records[0]['suite']}: test, primary metric (mean ± std over seeds)")
+        for row in r.rows:
+            for t, v in r.primary(row).items():
+                rows.setdefault(r.variant(row), {}).setdefault(t, []).append(v)
+    table = Table(title=f"{records[0].suite}: test, primary metric (mean ± std over seeds)")
     table.add_column("strategy")
-    for t in tasks:
-        table.add_column(f"{t} ({records[0]['tasks'][t]['primary']})", justify="right")
+    for t, spec in tasks.items():
+        table.add_column(f"{t} ({spec.primary})", justify="right")
     for name, per in rows.items():
         cells = []
         for t in tasks:

@@ -30,10 +30,23 @@ from bench.backbones import Preprocessor, build_backbone
 from bench.config import SPEED_KNOBS, SuiteConfig, TaskConfig, TrainConfig
 from bench.data.base import SuiteData, load_suite_data
 from bench.encode import encode_suite
-from bench.engine import Data, FitResult, Trainer, evaluate, make_feeder, optimise, resolve_device, seed_everything
+from bench.engine import (
+    LEGACY_RESUME_FILE,
+    RESUME_FILE,
+    Data,
+    FitResult,
+    Trainer,
+    evaluate,
+    make_feeder,
+    optimise,
+    resolve_device,
+    seed_everything,
+)
 from bench.errors import BenchError
 from bench.model import MultiTaskModel
+from bench.record import Row
 from bench.store import STAGE_MARKER, Store, atomic_write, content_hash, now_iso, provenance, read_json, write_json
+from bench.track.base import Tracking, track_stage
 from bench.weighting import build_weighting
 
 # Bump a stage's number when its semantics change, so old cache entries are not reused (and records say which
@@ -95,6 +108,48 @@ class SuiteContext:
 
 def _train_key(train: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in train.model_dump().items() if k not in _NOT_IN_KEY}
+
+
+def frozen_names(backbone: torch.nn.Module, freeze: str | list[str] | None) -> set[str]:
+    """The backbone parameters a ``freeze=`` spec names: ``"backbone"`` (all of them: a linear probe), or
+    ``fnmatch`` patterns over parameter names (``"embeddings.*"``, ``["encoder.layer.[0-5].*"]``). A pattern that
+    matches nothing is a one-line error (a typo must not silently train everything)."""
+    import fnmatch
+
+    if not freeze:
+        return set()
+    names = [n for n, _ in backbone.named_parameters()]
+    if freeze == "backbone":
+        return set(names)
+    out: set[str] = set()
+    for pattern in [freeze] if isinstance(freeze, str) else list(freeze):
+        hits = fnmatch.filter(names, str(pattern))
+        if not hits:
+            raise BenchError(f"freeze={pattern!r} matches no backbone parameter; give 'backbone' or a pattern "
+                             f"such as {names[0].split('.')[0]}.* (parameters: {', '.join(names[:4])}, ...)")
+        out.update(hits)
+    return out
+
+
+def _freeze(model: MultiTaskModel, names: set[str]) -> None:
+    for name, p in model.backbone.named_parameters():
+        if name in names:
+            p.requires_grad_(False)
+
+
+def plugin_source(cls: type) -> str:
+    """The source hash of a plug-in class defined outside this package (a ``strategy_dirs`` or ``./strategies``
+    file), else "" (built-in code is versioned by ``STAGE_VERSIONS``, so keys of built-ins stay stable)."""
+    import inspect
+
+    from bench.strategy import source_hash
+
+    try:
+        file = Path(inspect.getsourcefile(cls) or "").resolve()
+    except TypeError:
+        return ""
+    package = Path(__file__).resolve().parent
+    return "" if package in file.parents else source_hash(cls)
 
 
 def weights_hash(module: torch.nn.Module) -> str:
@@ -176,17 +231,26 @@ class Stages:
     """The stage functions a strategy composes, bound to one suite, store and seed."""
 
     def __init__(self, ctx: SuiteContext, store: Store, seed: int, force: bool = False,
-                 eval_splits: tuple[str, ...] | None = None, on_epoch=None):
+                 eval_splits: tuple[str, ...] | None = None, on_epoch=None, trackers: list[str] | None = None,
+                 cell: str = "", label: str = "", config: dict[str, Any] | None = None):
         """``eval_splits``: the splits stages evaluate; by default every split the data has besides train
         (validation, test, and extra ones such as MNLI's ``test_mismatched``); a search passes ("validation",) so
         test is never read. ``on_epoch(epoch, validation_score)``: called after every training epoch (a search
-        prunes from here)."""
+        prunes from here). ``trackers``: names from :func:`bench.track.trackers_from`; every stage computed here
+        (not read from the store) is logged to them, grouped by ``cell`` (its hash), ``label`` and the seed, with
+        ``config`` (the cell's resolved configuration). Trackers are not in any key and change no result."""
         self.ctx, self.store, self.seed, self.force = ctx, store, seed, force
         if eval_splits is None:
             present = {s for per_task in ctx.encoded.values() for s in per_task if s != "train"}
             eval_splits = ("validation", "test", *sorted(present - {"validation", "test"}))
         self.eval_splits = tuple(eval_splits)
         self.on_epoch = on_epoch
+        self.tracking = Tracking(trackers, suite=ctx.suite.name, root=store.root, seed=seed, cell=cell, label=label,
+                                 config=config) if trackers else None
+        self.source = ""  # the source hash of the plug-in strategy composing these stages (set by the runner)
+        #: a search trial's stages: a strategy may evaluate in memory what it would otherwise store (its result is
+        #: thrown away once scored)
+        self.scratch = False
 
     @property
     def task_names(self) -> list[str]:
@@ -226,6 +290,8 @@ class Stages:
         """
         if name in STAGE_VERSIONS:
             raise BenchError(f"custom stage name {name!r} is a built-in stage; pick another name")
+        if self.source:  # the plug-in strategy that computes it: editing its file invalidates the stage
+            key = {**key, "strategy_source": self.source}
         return self._run(name, key, tasks, compute, version)
 
     def model(self, ckpt: Checkpoint | None = None, tasks: list[str] | None = None) -> MultiTaskModel:
@@ -252,7 +318,8 @@ class Stages:
         """Fit a small set of leaf tensors with the engine's loop (:func:`bench.engine.optimise`) on the run's device
         and precision; with ``folder`` (a stage's folder inside ``compute``) a killed run resumes there."""
         return optimise(params, loss_at, steps, lr=lr, device=self.device, precision=self.ctx.train.precision,
-                        work_dir=folder, desc=f"{desc} s{self.seed}", log_every=self.ctx.train.log_every)
+                        work_dir=folder, desc=f"{desc} s{self.seed}", log_every=self.ctx.train.log_every,
+                        on_log=self.tracking.log if self.tracking is not None else None)
 
     # -- cache plumbing ----------------------------------------------------------------------------------------
     def _run(self, stage: str, key_obj: dict[str, Any], tasks: tuple[str, ...], compute,
@@ -282,13 +349,16 @@ class Stages:
         """Run ``compute`` into ``folder`` (locked by the caller) and write the completion marker last."""
         if self.force and self.store.done(folder):
             Store.reset(folder)
-        t0 = time.perf_counter()
-        info = compute(folder)
-        info.setdefault("telemetry", {})["wall_time_s"] = time.perf_counter() - t0
+        with track_stage(self.tracking, stage, key, key_obj, tasks) as run:  # a no-op without trackers
+            t0 = time.perf_counter()
+            info = compute(folder)
+            info.setdefault("telemetry", {})["wall_time_s"] = time.perf_counter() - t0
+            run.finish(info)
         info.update({"stage": stage, "key": key, "key_inputs": key_obj, "tasks": list(tasks), "seed": self.seed,
                      "created": now_iso(),
                      "provenance": {**provenance(), "impl_version": version}})
-        (folder / "resume.pt").unlink(missing_ok=True)
+        for name in (RESUME_FILE, LEGACY_RESUME_FILE):
+            (folder / name).unlink(missing_ok=True)
         write_json(folder / STAGE_MARKER, info)
         self.store.computed.append(f"{stage}/{key}")
         return info
@@ -363,13 +433,14 @@ class Stages:
         w = build_weighting(weighting, cfgs, weighting_params)
         trainer = Trainer(model, cfgs, self.ctx.encoded, w, train or self.ctx.train, seed, self.ctx.pre.collate,
                           self.ctx.suite.kind == "single_input", work_dir=folder, desc=desc,
-                          on_epoch=self.on_epoch, max_steps=max_steps)
+                          on_epoch=self.on_epoch, max_steps=max_steps,
+                          on_log=self.tracking.log if self.tracking is not None else None)
         res = trainer.fit()
         metrics, rate, kept = self._evaluate_splits(model, cfgs, self.eval_splits, trainer.device)
         res.telemetry.update(rate)
         C.save_model(model.cpu(), folder)
         return {"metrics": metrics, "best_epoch": res.best_epoch, "history": res.history,
-                "trajectories": res.trajectories, "telemetry": res.telemetry,
+                "trajectories": res.trajectories, "weights_label": w.weights_label, "telemetry": res.telemetry,
                 "predictions": save_predictions(folder, kept)}
 
     def _budget_steps(self, tasks: list[str], share: float, per_step_tasks: int, epochs: int) -> int | None:
@@ -415,26 +486,42 @@ class Stages:
         assert out.ckpt is not None
         return out.ckpt
 
-    def finetune(self, task: str, init: Checkpoint | None = None, share: float = 1.0) -> Outcome:
+    def finetune(self, task: str, init: Checkpoint | None = None, share: float = 1.0,
+                 train: dict[str, Any] | None = None, freeze: str | list[str] | None = None) -> Outcome:
         """Fine-tune one copy of ``init`` (θ0 by default) on ``task`` alone.
 
         ``share``: the part of the reference budget this fine-tune may spend under ``budget.match`` (ignored
-        otherwise; see :meth:`_budget_steps`)."""
+        otherwise; see :meth:`_budget_steps`). ``train``: this stage's own ``train.*`` settings over the suite's
+        (e.g. ``{"epochs": 1, "lr": 1e-3}``); ``freeze``: backbone parameters left untouched (see
+        :func:`frozen_names`), e.g. ``"backbone"`` for a linear probe. Both are part of the stage's key."""
         init = init or self.init()
         self.ctx.task(task)
-        steps = self._budget_steps([task], share, 1, self.ctx.train.epochs)
+        cfg = self._train_config(train, "finetune")
+        steps = self._budget_steps([task], share, 1, cfg.epochs)
+        frozen = frozen_names(self.ctx.template, freeze)
 
         def compute(folder: Path) -> dict[str, Any]:
             seed = self._sub_seed("finetune", task)
             model = self._model([task], init, seed)
+            _freeze(model, frozen)
             return self._train(folder, model, [task], "equal", {}, seed, f"finetune {task} s{self.seed}",
-                               max_steps=steps)
+                               train=cfg, max_steps=steps)
 
-        key = {"task": task, "init": init.key, "train": _train_key(self.ctx.train),
+        key = {"task": task, "init": init.key, "train": _train_key(cfg),
                "data": self.ctx.data.task_fingerprints[task], "seed": self.seed}
         if steps is not None:
             key["steps"] = steps
+        if frozen:
+            key["frozen"] = sorted(frozen)
         return self._run("finetune", key, (task,), compute)
+
+    def _train_config(self, train: dict[str, Any] | None, stage: str) -> TrainConfig:
+        """The suite's ``train`` settings with a stage's own overrides, validated (one line on a bad key)."""
+        if not train:
+            return self.ctx.train
+        from bench.config import validated
+
+        return validated(TrainConfig, {**self.ctx.train.model_dump(), **train}, f"{stage}(train=...)")
 
     def fuse(self, parts: list[Checkpoint], method: str = "mean", params: dict[str, Any] | None = None,
              base: Checkpoint | None = None) -> Outcome:
@@ -472,6 +559,9 @@ class Stages:
             return {"telemetry": {"fusion": stats}, "fusion": summary}
 
         key = {"parts": [p.key for p in parts], "base": base.key, "method": method, "params": params}
+        source = plugin_source(type(fusion))
+        if source:  # a fusion method from a plug-in folder: editing it invalidates what it fused
+            key["fusion_source"] = source
         if model_based:  # what the data it reads depends on
             key.update({"data": {t: self.ctx.data.task_fingerprints[t] for t in tasks}, "seed": self.seed,
                         "split": fusion.split, "precision": self.ctx.train.precision,
@@ -515,33 +605,44 @@ class Stages:
 
     def joint(self, init: Checkpoint | None = None, tasks: list[str] | None = None, weighting: str = "equal",
               weighting_params: dict[str, Any] | None = None, share: float = 1.0, sampling: str | None = None,
-              epochs: int | None = None) -> Outcome:
+              epochs: int | None = None, train: dict[str, Any] | None = None,
+              freeze: str | list[str] | None = None) -> Outcome:
         """Train every task at once from ``init`` (θ0 by default) with ``weighting``.
 
         ``sampling`` / ``epochs`` override the suite's ``train.sampling`` / ``train.epochs`` for this stage (the
-        controls of a matched comparison); ``share``: the part of the reference budget this stage may spend under
-        ``budget.match`` (which then decides the number of steps, and ``epochs`` is ignored)."""
+        controls of a matched comparison); ``train``: any other ``train.*`` settings of this stage (``lr``, ...);
+        ``freeze``: backbone parameters left untouched (:func:`frozen_names`); ``share``: the part of the reference
+        budget this stage may spend under ``budget.match`` (which then decides the number of steps, and ``epochs``
+        is ignored)."""
         init = init or self.init()
         tasks = list(tasks or self.task_names)
         wp = dict(weighting_params or {})
         w = build_weighting(weighting, [self.ctx.task(t) for t in tasks], wp)  # fail before any work
-        overrides = {k: v for k, v in (("sampling", sampling), ("epochs", epochs)) if v is not None}
-        train = TrainConfig(**{**self.ctx.train.model_dump(), **overrides}) if overrides else self.ctx.train
-        all_tasks = w.needs_all_tasks or train.sampling == "all"
-        steps = self._budget_steps(tasks, share, len(tasks) if all_tasks else 1, train.epochs)
+        overrides = {**(train or {}), **{k: v for k, v in (("sampling", sampling), ("epochs", epochs))
+                                         if v is not None}}
+        train_cfg = self._train_config(overrides, "joint")
+        all_tasks = w.needs_all_tasks or train_cfg.sampling == "all"
+        steps = self._budget_steps(tasks, share, len(tasks) if all_tasks else 1, train_cfg.epochs)
+        frozen = frozen_names(self.ctx.template, freeze)
 
         def compute(folder: Path) -> dict[str, Any]:
             # the weighting's name stays out of the seed: seed s gives every weighting the same heads and batches
             seed = self._sub_seed("joint")
             model = self._model(tasks, init, seed)
+            _freeze(model, frozen)
             return self._train(folder, model, tasks, weighting, wp, seed, f"joint[{weighting}] s{self.seed}",
-                               train=train, max_steps=steps)
+                               train=train_cfg, max_steps=steps)
 
         key = {"tasks": tasks, "init": init.key, "weighting": weighting, "weighting_params": wp,
-               "train": _train_key(train), "data": {t: self.ctx.data.task_fingerprints[t] for t in tasks},
+               "train": _train_key(train_cfg), "data": {t: self.ctx.data.task_fingerprints[t] for t in tasks},
                "seed": self.seed}
+        source = plugin_source(type(w))
+        if source:  # a weighting from a plug-in folder: editing it invalidates what it trained
+            key["weighting_source"] = source
         if steps is not None:
             key["steps"] = steps
+        if frozen:
+            key["frozen"] = sorted(frozen)
         return self._run("joint", key, tuple(tasks), compute)
 
     def evaluate(self, ckpt: Checkpoint) -> Outcome:
@@ -557,7 +658,7 @@ class Stages:
         return self._run("evaluate", key, ckpt.tasks, compute, model_at=ckpt)
 
 
-def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> dict[str, Any]:
+def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> Row:
     """A leaderboard row from the stages that produced it.
 
     Metrics come from ``metrics_from`` (default: every outcome that has metrics, merged per task); telemetry adds up
@@ -622,7 +723,8 @@ def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> d
                      for o in outcomes]
     best = {f"{o.ckpt.stage}:{','.join(o.ckpt.tasks)}": o.info["best_epoch"] for o in outcomes
             if o.ckpt and "best_epoch" in o.info}
-    traj = next((o.info["trajectories"] for o in reversed(outcomes) if o.info.get("trajectories")), {})
+    with_traj = next((o for o in reversed(outcomes) if o.info.get("trajectories")), None)
+    traj = with_traj.info["trajectories"] if with_traj else {}
     stages = [_stage_provenance(o) for o in outcomes if o.ckpt is not None]
     row = {"metrics": metrics, "best_epoch": best, "telemetry": tel, "trajectories": traj,
            "budget": _budget(trained), "predictions": _predictions(src), "stages": stages,
@@ -634,7 +736,9 @@ def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> d
                 if "fit" in o.info.get("telemetry", {}).get("fusion", {})]
         if fits:  # a learned fusion's optimiser steps (on validation data): part of the row's cost, not training
             row["budget"]["fusion_steps"] = sum(int(f["steps"]) for f in fits)
-    return row
+    if with_traj is not None and with_traj.info.get("weights_label"):
+        row["weights_label"] = with_traj.info["weights_label"]
+    return Row(**row)
 
 
 def _budget(trained: list[Outcome]) -> dict[str, Any]:

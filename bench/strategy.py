@@ -32,34 +32,68 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from bench.config import Frozen, validated
+from bench.config import Frozen, NoParams, validated
 from bench.errors import BenchError
 from bench.registry import Registry
 from bench.stages import Stages, SuiteContext
 
 
-class NoParams(Frozen):
-    pass
-
-
 class Strategy(ABC):
-    """How a strategy obtains its weights. ``run`` returns ``{variant: row}`` (see :func:`bench.stages.make_row`)."""
+    """How a strategy obtains its weights. ``run`` returns ``{variant: row}`` (see :func:`bench.stages.make_row`).
+
+    A strategy is a plug-in: the core never names one. What the report needs to draw its rows it declares here:
+    ``rows`` (the variants ``run`` returns, in the order the leaderboard lists them; default: one row named like
+    the strategy) and ``colours`` (row -> a colour for plots; rows without one get a stable colour from the
+    palette). Where rows sit among strategies follows ``DEFAULT_STRATEGIES`` in :mod:`bench.config`, then names.
+    """
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[Frozen]] = NoParams
+    rows: ClassVar[tuple[str, ...]] = ()
+    colours: ClassVar[dict[str, str]] = {}
+    #: search space ``mode:`` -> the row a trial of that mode scores (``mode: train`` scores the strategy's own row
+    #: unless the space names one); a mode the strategy does not list is refused for it
+    search_rows: ClassVar[dict[str, str]] = {}
 
     @abstractmethod
-    def run(self, stages: Stages, params: Any) -> dict[str, dict[str, Any]]:
+    def run(self, stages: Stages, params: Any) -> dict[str, Any]:
         """Compose stages; return one row per variant (e.g. ``{"fused": ..., "fuse_then_joint": ...}``)."""
+
+    @classmethod  # noqa: B027 (an optional hook)
+    def check(cls, params: Any, tasks: list[str]) -> None:
+        """Optional: fail with one line (a ``BenchError``) at planning time, before any data is loaded, given the
+        parsed params and the suite's task names (the tasks the run will train: absent optional tasks are already
+        left out). E.g. a static λ with the wrong number of values, an unknown fusion method."""
 
     def check_suite(self, params: Any, ctx: SuiteContext) -> None:  # noqa: B027 (an optional hook)
         """Optional: fail with one line (a ``BenchError``) before any stage of the run is computed, given the loaded
         suite (``ctx.tasks``: the task configs, ``ctx.template``: the backbone), e.g. a fusion method that needs
         linear layers or class predictions. Runs once per variant, after the data is loaded."""
 
+    def search_row(self, stages: Stages, params: Any, row: str | None = None) -> Any:
+        """The row a search trial scores: by default the strategy's own ``run`` (``row``: which of its variants,
+        default the strategy's own or its only one). A strategy may override this with a cheaper path that computes
+        the same row, e.g. ``fuse_then_joint`` scoring its ``fused`` row re-fuses cached fine-tunes without training
+        anything else. It must give the metrics ``run`` would give for the same params and seed."""
+        rows = self.run(stages, params)
+        want = row or self.name
+        if want in rows:
+            return rows[want]
+        if row is None and len(rows) == 1:
+            return next(iter(rows.values()))
+        raise BenchError(f"strategy {self.name!r} produced rows {sorted(rows)}, not {want!r}; set row: in the space")
+
+    def search_prepare(self, stages: Stages, params: Any, row: str | None = None) -> None:  # noqa: B027
+        """Optional: compute, once before the first trial of a search scoring ``row``, what every trial shares
+        (``fuse_then_joint``: the per-task fine-tunes a fusion search re-fuses), so parallel workers do not."""
+
     @classmethod
     def parse_params(cls, params: dict[str, Any]) -> Frozen:
         return validated(cls.Params, params, f"strategy {cls.name!r}")
+
+    @classmethod
+    def row_names(cls) -> tuple[str, ...]:
+        return cls.rows or (cls.name,)
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
@@ -117,8 +151,59 @@ def discover(extra: Iterable[str | Path] = ()) -> Registry[type[Strategy]]:
             module = importlib.util.module_from_spec(spec)
             sys.modules[mod_name] = module
             _loaded.add(path)
-            spec.loader.exec_module(module)
+            try:
+                spec.loader.exec_module(module)
+            except BenchError as e:  # e.g. a name another plug-in registered
+                _loaded.discard(path)
+                raise BenchError(f"plug-in {file}: {e}") from None
+            except Exception as e:  # noqa: BLE001 (a plug-in's bug: one line, before any work)
+                _loaded.discard(path)
+                raise BenchError(f"plug-in {file} failed to import: {where_raised(e, path)}; fix it or move it out "
+                                 f"of {folder}") from None
     return STRATEGIES
+
+
+def where_raised(err: BaseException, near: Path | None = None) -> str:
+    """``"ZeroDivisionError: division by zero (at strategies/mine.py:12)"``: an exception as one line, with the
+    innermost frame of ``near`` (a plug-in file), else the innermost frame outside this package."""
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    if isinstance(err, SyntaxError) and err.filename:
+        frames.append(traceback.FrameSummary(err.filename, err.lineno or 0, "<module>"))
+    pick = [f for f in frames if near is not None and Path(f.filename).resolve() == Path(near).resolve()]
+    if not pick:
+        package = str(Path(__file__).resolve().parent)
+        pick = [f for f in frames if not str(Path(f.filename).resolve()).startswith(package)] or frames
+    at = f" (at {pick[-1].filename}:{pick[-1].lineno})" if pick else ""
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}{at}" if text else f"{type(err).__name__}{at}"
+
+
+def source_hash(obj: Any) -> str:
+    """A content hash of the file that defines ``obj`` (a strategy, weighting or fusion class): editing a plug-in
+    changes the keys of what it computes, so its cached results are not reused."""
+    import inspect
+
+    try:
+        file = inspect.getsourcefile(obj)
+    except TypeError:
+        file = None
+    if not file or not Path(file).is_file():
+        return ""
+    return _file_hash(str(Path(file).resolve()), Path(file).stat().st_mtime_ns)
+
+
+def _file_hash(path: str, mtime_ns: int) -> str:
+    import hashlib
+
+    key = (path, mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return _HASHES[key]
+
+
+_HASHES: dict[tuple[str, int], str] = {}
 
 
 def origin(obj: Any) -> str:

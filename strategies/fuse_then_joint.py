@@ -13,13 +13,15 @@ the rest, so the row's total equals ``naive_mtl``'s; those fine-tunes are then n
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pydantic import Field
 
 from bench.config import Frozen
 from bench.fusion import ModelFusion, build_fusion
-from bench.stages import Stages, SuiteContext, make_row
+from bench.record import Row
+from bench.stages import Outcome, Stages, SuiteContext, make_row
 from bench.strategy import Strategy, register_strategy
 from bench.weighting.base import check_weighting
 
@@ -37,6 +39,9 @@ class FuseThenJoint(Strategy):
     """Per-task fine-tunes -> fused backbone (own row: fused) -> joint training with any weighting."""
 
     Params = Params
+    rows = ("fused", "fuse_then_joint")
+    colours = {"fused": "#56B4E9", "fuse_then_joint": "#0072B2"}  # Okabe-Ito sky blue, blue
+    search_rows = {"fuse": "fused"}  # a fusion-weight search scores the fused model, before any joint training
 
     @staticmethod
     def check(params: Params, tasks: list[str]) -> None:
@@ -52,7 +57,7 @@ class FuseThenJoint(Strategy):
             fusion.check(ctx.template, ctx.tasks)
 
     def run(self, stages: Stages, params: Params) -> dict:
-        tunes = [stages.finetune(task, share=params.finetune_share) for task in stages.task_names]
+        tunes = self._tunes(stages, params)
         fused = stages.fuse([t.ckpt for t in tunes], params.fusion, dict(params.fusion_params))
         fused_eval = stages.evaluate(fused.ckpt)
         joint = stages.joint(init=fused.ckpt, weighting=params.weighting, share=1 - params.finetune_share,
@@ -61,3 +66,39 @@ class FuseThenJoint(Strategy):
             "fused": make_row(*tunes, fused, fused_eval, metrics_from=[fused_eval]),
             "fuse_then_joint": make_row(*tunes, fused, joint, metrics_from=[joint]),
         }
+
+    @staticmethod
+    def _tunes(stages: Stages, params: Params) -> list:
+        return [stages.finetune(task, share=params.finetune_share) for task in stages.task_names]
+
+    def search_prepare(self, stages: Stages, params: Params, row: str | None = None) -> None:
+        if row == "fused":
+            self._tunes(stages, params)
+
+    def search_row(self, stages: Stages, params: Params, row: str | None = None) -> Row:
+        """The ``fused`` row without the joint phase: the cached fine-tunes, fused with the trial's parameters and
+        evaluated (the same stages :meth:`run` computes for that row). In a search's scratch mode a streaming method
+        fuses straight into a model in memory and nothing is written (a trial's model is a full backbone, 90 MB for
+        MiniLM, and writing and deleting it cost more than fusing it); a learned or data-aware method is a cached
+        stage either way (one per configuration, reused by every trial and run that asks for it)."""
+        if row != "fused":
+            return super().search_row(stages, params, row)
+        tunes = self._tunes(stages, params)
+        parts = [t.ckpt for t in tunes]
+        fusion = dict(params.fusion_params)
+        if not stages.scratch or isinstance(build_fusion(params.fusion, fusion, len(parts)), ModelFusion):
+            fused = stages.fuse(parts, params.fusion, fusion)
+            ev = stages.evaluate(fused.ckpt)
+            out = make_row(*tunes, fused, ev, metrics_from=[ev])
+            out.telemetry.fuse_seconds = fused.info.get("telemetry", {}).get("wall_time_s")
+            out.telemetry.eval_seconds = ev.info.get("telemetry", {}).get("wall_time_s")
+            return out
+        t0 = time.perf_counter()
+        model, stats = stages.fused_model(parts, params.fusion, fusion)
+        t1 = time.perf_counter()
+        metrics, rate, _ = stages.evaluate_model(model)
+        ev = Outcome(None, {"metrics": metrics, "telemetry": {**rate, "wall_time_s": time.perf_counter() - t0,
+                                                              "fusion": stats}})
+        out = make_row(ev, metrics_from=[ev])
+        out.telemetry.fuse_seconds, out.telemetry.eval_seconds = t1 - t0, time.perf_counter() - t1
+        return out

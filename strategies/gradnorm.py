@@ -18,6 +18,7 @@ class GradNorm(Strategy):
     """Joint training, task weights w (Σw = T) learned to equalise gradient norms at the last shared layer."""
 
     Params = Params
+    colours = {"gradnorm": "#D55E00"}  # Okabe-Ito: colour-blind safe, fixed per strategy across plots
 
     def run(self, stages: Stages, params: Params) -> dict:
         wp = {k: v for k, v in params.model_dump().items() if v is not None}

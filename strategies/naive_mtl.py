@@ -44,6 +44,7 @@ class NaiveMTL(Strategy):
     """Joint training from the pre-trained backbone with any weighting: equal (losses summed), static λ, PCGrad, ..."""
 
     Params = Params
+    colours = {"naive_mtl": "#E69F00"}  # Okabe-Ito: colour-blind safe, fixed per strategy across plots
 
     @staticmethod
     def check(params: Params, tasks: list[str]) -> None:

@@ -11,6 +11,7 @@ class Separate(Strategy):
     """One fine-tune per task from the pre-trained backbone (T models; the Δm% baseline)."""
 
     Params = NoParams
+    colours = {"separate": "#000000"}  # Okabe-Ito: colour-blind safe, fixed per strategy across plots
 
     def run(self, stages: Stages, params: NoParams) -> dict:
         tunes = [stages.finetune(task) for task in stages.task_names]

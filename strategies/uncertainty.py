@@ -28,6 +28,7 @@ class Uncertainty(Strategy):
     """Joint training, λ from learned task uncertainty (s = log σ², form chosen per target kind)."""
 
     Params = Params
+    colours = {"uncertainty": "#009E73"}  # Okabe-Ito: colour-blind safe, fixed per strategy across plots
 
     def run(self, stages: Stages, params: Params) -> dict:
         wp = {"lr": params.lr} if params.lr is not None else {}

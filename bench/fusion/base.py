@@ -43,13 +43,9 @@ import torch
 from safetensors import safe_open
 
 from bench.checkpoint import save_state
-from bench.config import Frozen, validated
+from bench.config import Frozen, NoParams, validated
 from bench.errors import BenchError
 from bench.registry import Registry
-
-
-class NoParams(Frozen):
-    pass
 
 
 class FusionMethod(ABC):

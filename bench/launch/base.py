@@ -150,3 +150,9 @@ def tail(path: Path | None, lines: int = 8) -> str:
         return ""
     text = Path(path).read_text(errors="replace").rstrip().splitlines()
     return "\n".join(text[-lines:])
+
+
+def fmt_duration(seconds: float) -> str:
+    """``75`` -> ``'1m15s'``, ``3900`` -> ``'1h05m'``: elapsed times and ETAs in progress lines."""
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

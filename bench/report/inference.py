@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import stats
+from bench.metrics import delta_m
 from bench.report.records import (
     BUDGET_FIELDS,
     budget_fingerprint,
@@ -333,45 +334,6 @@ class Inference:
         """Replicates of ``a − b`` in column ``key``."""
         ra, rb = self.replicates(a, key), self.replicates(b, key)
         return None if ra is None or rb is None else ra - rb
-
-
-def delta_m(values: dict, base: dict, metrics: list[tuple[str, str]], directions: dict):
-    """Δm% (Maninis et al., 2019) of ``values`` against ``base``, both ``{(task, metric): value}`` with values that
-    are numbers (seed means) or arrays (bootstrap replicates, element-wise).
-
-    Δm = (100/T) Σ_t (1/M_t) Σ_m (−1)^{l_tm} (N_tm − B_tm) / |B_tm| over ``metrics``; tasks are those with a baseline
-    value; a baseline of 0 (or a missing value) leaves its metric out; a task without any usable metric makes Δm% NaN.
-    Returns a float for numbers, an array for arrays."""
-    per_task: dict[str, list[np.ndarray]] = {}
-    for task, metric in metrics:
-        if (task, metric) not in base:
-            continue
-        b = np.asarray(base[(task, metric)], dtype=float)
-        v = np.asarray(values.get((task, metric), math.nan), dtype=float)
-        sign = -1.0 if directions.get((task, metric)) == "min" else 1.0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            term = np.where((b == 0) | np.isnan(b) | np.isnan(v), np.nan, sign * (v - b) / np.abs(b))
-        per_task.setdefault(task, []).append(term)
-    if not per_task:
-        return math.nan
-    with np.errstate(invalid="ignore"), _quiet():
-        tasks = [np.nanmean(np.stack(terms), axis=0) for terms in per_task.values()]
-    out = 100.0 * np.mean(np.stack(tasks), axis=0)
-    return float(out) if out.ndim == 0 else out
-
-
-class _quiet:
-    """Silence numpy's "mean of empty slice" warning (an all-NaN task term is NaN, as intended)."""
-
-    def __enter__(self):
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
 
 
 # ----------------------------------------------------------------------------------------------- notes

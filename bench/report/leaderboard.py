@@ -35,13 +35,13 @@ import pandas as pd
 
 from bench import stats
 from bench.errors import BenchError, did_you_mean, unknown
+from bench.metrics import delta_m
 from bench.report.inference import (
     OLD_RECORDS,
     BoardTask,
     Inference,
     RowInfo,
     budget_means,
-    delta_m,
     group_rows,
     row_infos,
     scale,

@@ -18,23 +18,16 @@ from bench.config import SPEED_KNOBS, SuiteConfig, TrainConfig
 from bench.errors import BenchError, did_you_mean
 from bench.launch import LAUNCH_KEYS, Launcher, is_launch_key, launcher_from
 from bench.overrides import as_bool, expand, parse
-from bench.runner import PREFIXES, Variant, build_suite, default_suite, make_plan
+from bench.plan import PREFIXES, SUITE_PREFIXES, Variant, build_suite, check_keys, default_suite, make_variant
 from bench.search.objective import Objective, parse_objectives
 from bench.search.space import Space, load_space
 from bench.store import content_hash
-from bench.strategy import Strategy, strategy_dirs
+from bench.strategy import STRATEGIES, Strategy, discover, strategy_dirs
 
 SEARCH_KEYS = {"space", "trials", "workers", "study", "storage", "objective", "pruner", "sampler_seed", "startup",
                "seed", "heartbeat", "plots", "label", "threads", "keep_checkpoints", "_worker"}
 RUN_KEYS = {"suite", "strategy", "results_dir", "tasks", "budget", "data_dir", "strategy_dirs"}
 PRUNERS = ("median", "hyperband", "none")
-
-
-def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    for p in parts[:-1]:
-        d = d.setdefault(p, {})
-    d[parts[-1]] = value
 
 
 def _int(opts: dict[str, Any], key: str, default: int, low: int) -> int:
@@ -87,19 +80,17 @@ class SearchConfig:
         run = {k: v for k, v in self.combo.items() if k != "_swept"}
         return {**self.space.fixed, **run}
 
+    @property
+    def row(self) -> str | None:
+        """The row a trial scores: the space's ``row:``, else the one the strategy declares for the space's mode."""
+        return self.space.row or self.strategy.search_rows.get(self.space.mode)
+
     def variant(self, overrides: dict[str, Any]) -> Variant:
-        """The validated (suite, strategy, params) of one trial, as ``bench run`` would build it."""
+        """The validated (suite, strategy, params) of one trial: :func:`bench.plan.make_variant`, what
+        ``bench run`` builds for the same overrides. A trial that tunes no suite setting shares the base suite."""
         combo = {**self.fixed_overrides(), **overrides}
-        suite = build_suite(combo)
-        mine: dict[str, Any] = {}
-        for k, v in combo.items():
-            if k.startswith("strategy."):
-                _set(mine, k[len("strategy."):], v)
-        params = self.strategy.parse_params(mine)
-        check = getattr(self.strategy, "check", None)
-        if check is not None:
-            check(params, suite.task_names)
-        return Variant(suite, self.strategy, params, self.label)
+        same_suite = self.suite is not None and not any(k.startswith(SUITE_PREFIXES) for k in overrides)
+        return make_variant(combo, self.strategy, label=self.label, suite=self.suite if same_suite else None)
 
     def fingerprint(self) -> dict[str, Any]:
         """What makes two invocations the same search (a rerun must match it to resume the study)."""
@@ -130,11 +121,13 @@ def load_config(args: list[str]) -> SearchConfig:
         raise BenchError("give exactly one strategy to search, e.g. strategy=naive_mtl")
     if not any(k == "suite" for k, _, _ in pairs):
         run_args.insert(0, f"suite={default_suite()}")
-    # bench run's planner validates the fixed part (suite, strategy, train.*, strategy.*) exactly as `bench run` does
-    plan = make_plan(run_args + ["report=false"])
-    base = plan.variants[0]
-    combo = expand(parse(run_args))[0]
-    strategy = base.strategy
+    # the fixed part is checked by bench run's own planner (bench.plan), so a typo fails the same way in both
+    run_pairs = parse(run_args)
+    check_keys(run_pairs)
+    combo = expand(run_pairs)[0]
+    extra = combo.get("strategy_dirs", [])
+    discover(extra if isinstance(extra, list) else [extra])
+    strategy = STRATEGIES.get(str(strategy_name), hint="; strategies in another folder need strategy_dirs=[folder]")
 
     spec = opts.get("space")
     if not spec:
@@ -145,6 +138,9 @@ def load_config(args: list[str]) -> SearchConfig:
         raise BenchError(f"give space=<name> (spaces of {strategy.name}: {have}) or space=path/to/space.yaml")
     space = load_space(str(spec), strategy.name, _folders(combo))
     _check_space_keys(space, strategy, combo)
+    # the base suite (the space's fixed entries, then the command line), built once, here; the strategy's params
+    # are validated on the probes of the space (_probe), since the space may tune a required one
+    suite = build_suite({**space.fixed, **{k: v for k, v in combo.items() if k != "_swept"}})
 
     trials = _int(opts, "trials", 20, 1)
     workers = _int(opts, "workers", 1, 1)
@@ -162,14 +158,13 @@ def load_config(args: list[str]) -> SearchConfig:
     label = str(opts.get("label", f"{strategy.name}[tuned:{space.name}]"))
 
     cfg = SearchConfig(
-        args=list(args), combo=combo, strategy=strategy, space=space, suite=base.suite,
-        objectives=parse_objectives(opts.get("objective", "mean"), base.suite, space.mode == "fuse"),
+        args=list(args), combo=combo, strategy=strategy, space=space, suite=suite,
+        objectives=parse_objectives(opts.get("objective", "mean"), suite, space.mode == "fuse"),
         trials=trials, workers=workers, study="", storage="", pruner=pruner,
         sampler_seed=_int(opts, "sampler_seed", 0, 0), startup=_int(opts, "startup", min(10, max(2, trials // 3)), 0),
         seed=seed, heartbeat=_int(opts, "heartbeat", 10, 1), plots=as_bool(opts, "plots", True),
         keep_checkpoints=as_bool(opts, "keep_checkpoints", False), label=label,
         threads=threads, worker=opts.get("_worker"), results_dir=results_dir, launcher=launcher)
-    cfg.suite = _with_fixed_suite(cfg)
     _probe(cfg)
     default_name = f"{cfg.suite.name}-{strategy.name}-{space.name}"
     if [o.spec for o in cfg.objectives] != ["mean"]:
@@ -201,14 +196,10 @@ def _check_space_keys(space: Space, strategy: type[Strategy], combo: dict[str, A
         if kind == "train" and rest not in TrainConfig.model_fields:
             raise BenchError(f"space {space.name!r} tunes {key!r} but there is no train setting {rest!r}"
                              f"{did_you_mean(rest, TrainConfig.model_fields)}")
-    if space.mode == "fuse" and not {"fusion", "fusion_params"} <= set(fields):
-        raise BenchError(f"space {space.name!r} has mode: fuse but strategy {strategy.name!r} fuses nothing (no "
-                         "fusion/fusion_params parameters); use a fusing strategy such as fuse_then_joint")
-
-
-def _with_fixed_suite(cfg: SearchConfig) -> SuiteConfig:
-    """The base suite with the space's fixed train.* overrides applied (the command line's already are)."""
-    return build_suite(cfg.fixed_overrides())
+    if space.mode != "train" and space.mode not in strategy.search_rows:
+        have = ", ".join(n for n in STRATEGIES.names() if space.mode in STRATEGIES.get(n).search_rows) or "none"
+        raise BenchError(f"space {space.name!r} has mode: {space.mode} but strategy {strategy.name!r} has no "
+                         f"{space.mode} trials (strategies with them: {have}); use mode: train")
 
 
 def _probe(cfg: SearchConfig) -> None:

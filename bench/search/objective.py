@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 from bench import metrics as M
 from bench.config import SuiteConfig
 from bench.errors import BenchError, CellFailed, did_you_mean
-from bench.stages import Outcome, Stages, SuiteContext, make_row
+from bench.record import Row
+from bench.stages import Stages, SuiteContext
 from bench.store import Store, content_hash
 
 if TYPE_CHECKING:
@@ -49,12 +50,12 @@ class Objective:
     task: str | None = None
     metric: str | None = None
 
-    def value(self, row: dict[str, Any], suite: SuiteConfig, baseline: dict[str, dict[str, float]] | None) -> float:
-        val = row["metrics"].get("validation", {})
+    def value(self, row: Row, suite: SuiteConfig, baseline: dict[str, dict[str, float]] | None) -> float:
+        val = row.metrics.get("validation", {})
         if self.kind == "task":
             return float(val[self.task][self.metric])
         if self.kind == "throughput":
-            return float(row["telemetry"].get("train_samples_per_s", 0.0))
+            return float(row.telemetry.train_samples_per_s or 0.0)
         if self.kind == "mean":
             prim = [(val[t.name][t.primary_metric], M.direction(t.primary_metric)) for t in suite.tasks]
             if self.direction == "minimize" or all(d == "max" for _, d in prim):
@@ -65,18 +66,11 @@ class Objective:
 
 
 def delta_m(values: dict[str, dict[str, float]], base: dict[str, dict[str, float]], suite: SuiteConfig) -> float:
-    """Δm% = (100/T) Σ_t (1/M_t) Σ_m (−1)^{l_tm} (N_tm − B_tm) / B_tm over the baseline's metrics (B = 0 skipped)."""
-    per_task = []
-    for t in suite.tasks:
-        terms = []
-        for metric, b in base[t.name].items():
-            if b == 0 or metric not in values.get(t.name, {}):
-                continue
-            sign = -1.0 if M.direction(metric) == "min" else 1.0
-            terms.append(sign * (values[t.name][metric] - b) / abs(b))
-        if terms:
-            per_task.append(sum(terms) / len(terms))
-    return 100.0 * sum(per_task) / len(per_task) if per_task else 0.0
+    """Δm% of validation ``values`` against the baseline's, every metric of every task: the report's
+    :func:`bench.metrics.delta_m` (one definition, docs/protocol.md)."""
+    keys = [(t.name, m) for t in suite.tasks for m in base.get(t.name, {})]
+    flat = lambda d: {(t, m): v for t, per in d.items() for m, v in per.items()}  # noqa: E731
+    return M.delta_m(flat(values), flat(base), keys, {k: M.direction(k[1]) for k in keys})
 
 
 def parse_objectives(spec: Any, suite: SuiteConfig, fuse_mode: bool) -> list[Objective]:
@@ -198,21 +192,26 @@ class TrialRunner:
         return ctx if ctx.suite == suite else dataclasses.replace(ctx, suite=suite, train=suite.train)
 
     def prepare(self) -> list[str]:
-        """Compute, before any trial, what every trial shares: the per-task fine-tunes of a fusion search and the
-        ``separate`` baseline of Δm% (both are the ``separate`` stages, on validation). Returns the stages it had
-        to compute (empty when they came from the store)."""
-        ctx = self.context(self.cfg.suite)
-        # what only the loaded suite can refuse (RegMean without linear layers, entropy on regression) fails now
-        for overrides in self.cfg.space.probes(self.cfg.tasks):
-            self.cfg.strategy().check_suite(self.cfg.variant(overrides).params, ctx)
-        if not (self.cfg.space.mode == "fuse" or any(o.kind == "delta_m" for o in self.cfg.objectives)):
-            return []
-        from bench.strategy import STRATEGIES, NoParams
+        """Compute, before any trial, what every trial shares, so that parallel workers do not all compute it: the
+        strategy's :meth:`~bench.strategy.Strategy.search_prepare` (a fusion search's per-task fine-tunes) and the
+        baseline of Δm% (the ``BASELINE_STRATEGY``'s row, on validation). Returns the stages it had to compute
+        (empty when they came from the store)."""
+        from bench.config import BASELINE_STRATEGY
+        from bench.strategy import STRATEGIES
 
-        stages = Stages(ctx, self.store, self.cfg.seed, eval_splits=VALIDATION)
+        cfg = self.cfg
+        ctx = self.context(cfg.suite)
+        # what only the loaded suite can refuse (RegMean without linear layers, entropy on regression) fails now
+        probes = [cfg.variant(overrides).params for overrides in cfg.space.probes(cfg.tasks)]
+        for params in probes:
+            cfg.strategy().check_suite(params, ctx)
+        stages = Stages(ctx, self.store, cfg.seed, eval_splits=VALIDATION)
         n0 = len(self.store.computed)
-        row = STRATEGIES.get("separate")().run(stages, NoParams())["separate"]
-        self.baseline = row["metrics"]["validation"]
+        cfg.strategy().search_prepare(stages, probes[0], cfg.row)
+        if any(o.kind == "delta_m" for o in cfg.objectives):
+            baseline = STRATEGIES.get(BASELINE_STRATEGY)
+            row = baseline().search_row(stages, baseline.Params())
+            self.baseline = row.metrics["validation"]
         return self.store.computed[n0:]
 
     def __call__(self, trial: Any) -> float | list[float]:
@@ -233,13 +232,12 @@ class TrialRunner:
                             final_epoch=variant.suite.train.epochs)
         stages = SearchStages(ctx, self.store, cfg.seed, eval_splits=VALIDATION, on_epoch=reporter,
                               prune_stage=cfg.space.prune_stage)
+        stages.scratch = not cfg.keep_checkpoints
         n0 = len(self.store.computed)
         try:
-            if cfg.space.mode == "fuse":
-                row = self._fuse_row(stages, variant.params, cost, keep=cfg.keep_checkpoints)
-            else:
-                rows = variant.strategy().run(stages, variant.params)
-                row = rows[self._row_name(rows)]
+            # the strategy's own code path (its run, or a cheaper hook that gives the same row): one code path
+            # with `bench run params=best.yaml`
+            row = variant.strategy().search_row(stages, variant.params, cfg.row)
         except CellFailed as e:
             # a diverging configuration (NaN loss) is a bad region of the space, not a broken worker: prune it so
             # the count of finished trials still advances and the sampler learns to avoid it
@@ -249,45 +247,11 @@ class TrialRunner:
             new = self.store.computed[n0:]
             cost.update(seconds=time.perf_counter() - t0, new_stages=new,
                         new_trainings=sum(1 for s in new if s.split("/")[0] in TRAINING_STAGES))
-            trial.set_user_attr("cost", cost)
+        for key in ("fuse_seconds", "eval_seconds"):  # what a fusion hook timed, for the cost summary
+            if getattr(row.telemetry, key, None) is not None:
+                cost[key] = getattr(row.telemetry, key)
+        trial.set_user_attr("cost", cost)
         trial.set_user_attr("validation", {t: per[variant.suite.task(t).primary_metric]
-                                           for t, per in row["metrics"].get("validation", {}).items()})
+                                           for t, per in row.metrics.get("validation", {}).items()})
         values = [o.value(row, variant.suite, self.baseline) for o in cfg.objectives]
         return values[0] if single else values
-
-    def _row_name(self, rows: dict[str, Any]) -> str:
-        want = self.cfg.space.row or self.cfg.strategy.name
-        if want in rows:
-            return want
-        if self.cfg.space.row is None and len(rows) == 1:
-            return next(iter(rows))
-        raise BenchError(f"space {self.cfg.space.name!r}: strategy {self.cfg.strategy.name!r} produced rows "
-                         f"{sorted(rows)}, not {want!r}; set row: in the space")
-
-    @staticmethod
-    def _fuse_row(stages: Stages, params: Any, cost: dict[str, Any], keep: bool) -> dict[str, Any]:
-        """Fusion only: the cached fine-tunes, fused with this trial's parameters, evaluated on validation.
-        The same stages ``fuse_then_joint`` runs before its joint phase, which a fusion search never reaches.
-
-        A streaming method fuses in memory straight into a model and evaluates it: nothing is written (a trial's
-        model is a full backbone, 90 MB for MiniLM, and writing and deleting it cost more than fusing it). With
-        ``keep``, or for a learned or data-aware method (a cached stage: one per configuration, reused by every
-        trial and run that asks for it), the fused model is a stage in the store."""
-        from bench.fusion import FUSIONS, ModelFusion
-
-        tunes = [stages.finetune(t) for t in stages.task_names]
-        parts = [t.ckpt for t in tunes]
-        if keep or issubclass(FUSIONS.get(params.fusion), ModelFusion):
-            fused = stages.fuse(parts, params.fusion, dict(params.fusion_params))
-            ev = stages.evaluate(fused.ckpt)
-            cost["fuse_seconds"] = fused.info.get("telemetry", {}).get("wall_time_s")
-            cost["eval_seconds"] = ev.info.get("telemetry", {}).get("wall_time_s")
-            return make_row(fused, ev, metrics_from=[ev])
-        t0 = time.perf_counter()
-        model, stats = stages.fused_model(parts, params.fusion, dict(params.fusion_params))
-        t1 = time.perf_counter()
-        metrics, rate, _ = stages.evaluate_model(model, VALIDATION)
-        cost["fuse_seconds"], cost["eval_seconds"] = t1 - t0, time.perf_counter() - t1
-        ev = Outcome(None, {"metrics": metrics, "telemetry": {**rate, "wall_time_s": time.perf_counter() - t0,
-                                                              "fusion": stats}})
-        return make_row(ev, metrics_from=[ev])

@@ -45,13 +45,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from bench.config import Frozen, TaskConfig, validated
-from bench.errors import BenchError
+from bench.config import Frozen, NoParams, TaskConfig, validated
+from bench.errors import BenchError, CellFailed
 from bench.registry import Registry
-
-
-class NoParams(Frozen):
-    pass
 
 
 @dataclass
@@ -93,6 +89,8 @@ class Balancer(nn.Module, ABC):
     #: modules this balancer imports only when built, and the pip extra that installs them
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str] = "full"
+    #: what :meth:`current` logs, as the y label of the report's weight-trajectory plot
+    weights_label: ClassVar[str] = r"task weight ($\lambda_t$, or the aggregator's)"
 
     def __init__(self, tasks: list[TaskConfig], params: Frozen | None = None):
         super().__init__()
@@ -131,6 +129,13 @@ class Weighting(Balancer):
 
     def backward(self, losses: dict[str, torch.Tensor], step: Step) -> None:
         total = self.combine(losses)
+        if not torch.isfinite(total):  # the task losses were finite (the trainer checked): the weighting broke
+            import inspect
+
+            where = f"{inspect.getsourcefile(type(self))}:{inspect.getsourcelines(type(self).combine)[1]}"
+            raise CellFailed(f"weighting {type(self).__name__}.combine returned {total.item()} from finite task "
+                             f"losses {', '.join(f'{t}={v.item():.4g}' for t, v in losses.items())} ({where}); "
+                             "a bug or a bad parameter of the weighting, not the data")
         step.mark("weighting")
         step.backward(total)
 

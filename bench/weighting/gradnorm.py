@@ -108,6 +108,7 @@ class GradNorm(Weighting):
 
     Params = GradNormParams
     needs_all_tasks = True
+    weights_label = "GradNorm weight $w_t$"
 
     def __init__(self, tasks: list[TaskConfig], params: GradNormParams | None = None):
         super().__init__(tasks, params)

@@ -55,6 +55,7 @@ class Uncertainty(Weighting):
     """Kendall et al. 2018: learned s_i = log σ_i²; ½e^{−s}L + ½s (regression), e^{−s}L + ½s (classification)."""
 
     Params = UncertaintyParams
+    weights_label = r"uncertainty weight (from $\sigma_t^2$)"
 
     def __init__(self, tasks: list[TaskConfig], params: UncertaintyParams | None = None):
         super().__init__(tasks, params)
