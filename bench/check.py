@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.record import Record
 from bench.report.records import load_records, metrics_frame, task_specs, telemetry_frame
 
 SPLIT = "test"
@@ -43,7 +44,7 @@ def _none_if_nan(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def build_baseline(records: list[dict], suite: str) -> dict:
+def build_baseline(records: list[Record], suite: str) -> dict:
     """The baseline of ``records`` (already the newest per (label, configuration, seed))."""
     metrics = metrics_frame(records)
     metrics = metrics[metrics["split"] == SPLIT]
@@ -55,7 +56,7 @@ def build_baseline(records: list[dict], suite: str) -> dict:
         entry = variants.setdefault(variant, {"n": int(seeds[variant]), "metrics": {},
                                               "train_samples_per_s": _none_if_nan(throughput.get(variant))})
         entry["metrics"].setdefault(task, {})[metric] = round(float(value), 10)
-    versions = Counter(str(r.get("code_version", "")) for r in records)
+    versions = Counter(r.code_version for r in records)
     return {
         "schema_version": BASELINE_SCHEMA_VERSION, "suite": suite,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -22,7 +22,7 @@ from bench.launch import LAUNCH_KEYS, Launcher, launcher_from, without_launch_ar
 from bench.overrides import as_bool, expand, load_params_file, parse
 from bench.stages import STAGE_VERSION
 from bench.store import content_hash
-from bench.strategy import STRATEGIES, Strategy, discover, source_hash
+from bench.strategy import STRATEGIES, Strategy, discover, source_hash, user_plugin_sources
 from bench.suites import find_suite, read_suite_yaml, validate_suite
 
 DEFAULT_SUITE = "text"
@@ -42,6 +42,7 @@ class Variant:
     params: Frozen
     label: str
     notes: list[str] = field(default_factory=list)  # what planning decided for it (a skipped optional task)
+    plugins: list[str] = field(default_factory=list)  # content hashes of the command's user plug-in files
 
     def config(self) -> dict[str, Any]:
         """Everything that decides this variant's results except the seed: what a leaderboard row must share."""
@@ -57,7 +58,7 @@ class Variant:
         # stages still come from one cache. The strategy's source is too: an edited strategy re-composes its rows
         # (from cached stages where its stage calls did not change)
         return content_hash({**self.config(), "label": self.label, "seed": seed, "v": STAGE_VERSION,
-                             "source": source_hash(self.strategy)})
+                             "source": source_hash(self.strategy), "plugins": self.plugins})
 
 
 @dataclass
@@ -236,7 +237,7 @@ def check_keys(pairs: list[tuple[str, Any, bool]]) -> None:
 
 
 def strategy_names(combo: dict[str, Any]) -> list[str]:
-    names = _as_list("strategy", combo.get("strategy", DEFAULT_STRATEGIES), "naive_mtl")
+    names = _as_list("strategy", combo.get("strategy", list(DEFAULT_STRATEGIES)), DEFAULT_STRATEGIES[0])
     return [str(n) for n in names]
 
 
@@ -263,6 +264,8 @@ def make_plan(args: list[str]) -> Plan:
     suites: dict[str, tuple[SuiteConfig, list[str]]] = {}
     variants: list[Variant] = []
     notes: list[str] = []
+    # strategy.x goes to the strategies that have x; with one strategy in the whole command, x must be one of its
+    everyone = list(dict.fromkeys(n for combo in combos for n in strategy_names(combo)))
     for combo in combos:
         skey = content_hash({k: v for k, v in combo.items() if not k.startswith("strategy") and k != "_swept"})
         if skey not in suites:
@@ -273,12 +276,15 @@ def make_plan(args: list[str]) -> Plan:
         names = strategy_names(combo)
         for name in names:
             cls = STRATEGIES.get(name, hint="; strategies in another folder need strategy_dirs=[folder]")
-            variants.append(make_variant(combo, cls, suite=suite, notes=suite_notes, only=len(names) == 1))
+            variants.append(make_variant(combo, cls, suite=suite, notes=suite_notes, only=len(everyone) == 1))
         given = [k[len("strategy."):] for k in combo if k.startswith("strategy.")]
         unused = [k for k in given if not any(k.split(".")[0] in STRATEGIES.get(n).Params.model_fields
-                                              for n in names)]
-        if unused and len(names) > 1:
-            raise BenchError(f"strategy.{unused[0]} is a parameter of none of {', '.join(names)}")
+                                              for n in everyone)]
+        if unused and len(everyone) > 1:
+            raise BenchError(f"strategy.{unused[0]} is a parameter of none of {', '.join(everyone)}")
     results_dir = Path(first.get("results_dir", "results"))
+    plugins = sorted(user_plugin_sources(extra_dirs if isinstance(extra_dirs, list) else [extra_dirs]).values())
+    for v in variants:
+        v.plugins = plugins
     return Plan(variants, seeds, results_dir, as_bool(first, "force", False), as_bool(first, "report", True),
                 notes=notes, launcher=launcher, args=without_launch_args(args), trackers=trackers)

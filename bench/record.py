@@ -17,7 +17,7 @@ Example:
     >>> row = Row(metrics={"test": {"clean": {"accuracy": 0.9}}})
     >>> row.metrics["test"]["clean"]["accuracy"], row.telemetry.train_samples_per_s
     (0.9, None)
-    >>> Row(metrics={"test": {"clean": {"accuracy": "high"}}})
+    >>> Row.of({"metrics": {"test": {"clean": {"accuracy": "high"}}}})
     Traceback (most recent call last):
     ...
     bench.errors.BenchError: row: metrics.test.clean.accuracy='high': Input should be a valid number
@@ -67,7 +67,8 @@ class _Open(BaseModel):
     """Typed where the code reads a field, open to fields it does not know (a plugin's telemetry, a newer writer's
     extra keys within the same schema), which are kept as they are."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # NaN stays NaN in record.json (a weight not logged at step 0, a failed metric), as json.dump writes it
+    model_config = ConfigDict(extra="allow", populate_by_name=True, ser_json_inf_nan="constants")
 
 
 class Telemetry(_Open):
@@ -141,9 +142,13 @@ class Row(_Open):
     fusion: Fusion | None = None
     weights_label: str | None = None  # the y label of its weight trajectories, from the weighting that made them
 
-    def __init__(self, **data: Any):
+    @classmethod
+    def of(cls, data: Any) -> Row:
+        """A row from what a strategy returned (a Row, or a dict), or a one-line BenchError."""
+        if isinstance(data, Row):
+            return data
         try:
-            super().__init__(**data)
+            return cls.model_validate(data)
         except ValidationError as e:
             raise _one_line(e, "row") from None
 
@@ -259,7 +264,7 @@ class Record(_Open):
 
     def dump(self) -> dict[str, Any]:
         """The JSON object ``record.json`` holds."""
-        return self.model_dump(mode="json", exclude_none=False)
+        return self.model_dump(mode="json", exclude_unset=True)
 
     @property
     def path(self) -> Path | None:
@@ -304,7 +309,10 @@ def _hash(obj: Any) -> str:
 def _one_line(err: ValidationError, what: str) -> BenchError:
     """The first problem of a validation error as one line: where, the bad value, why."""
     e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"])
+    parts = [str(p) for p in e["loc"]]
+    if len(parts) >= 2 and parts[0] in ("rows", "tasks"):  # name the row or task the problem is in
+        what, parts = f"{what} {parts[0][:-1]} {parts[1]!r}", parts[2:]
+    loc = ".".join(parts)
     msg = e["msg"].replace("Value error, ", "")
     if e["type"] == "missing":
         return BenchError(f"{what}: missing key {loc!r}")

@@ -98,7 +98,7 @@ def _rows(variant: Variant, stages: Stages) -> dict[str, Row]:
     if not isinstance(rows, dict) or not rows:
         raise CellFailed(f"strategy {name!r} returned {type(rows).__name__}, not {{variant: make_row(...)}}")
     try:
-        return {str(k): v if isinstance(v, Row) else Row(**v) for k, v in rows.items()}
+        return {str(k): Row.of(v) for k, v in rows.items()}
     except (BenchError, TypeError) as e:
         raise CellFailed(f"strategy {name!r} returned a malformed row: {e}") from None
 

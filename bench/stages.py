@@ -246,7 +246,8 @@ class Stages:
         self.eval_splits = tuple(eval_splits)
         self.on_epoch = on_epoch
         self.tracking = Tracking(trackers, suite=ctx.suite.name, root=store.root, seed=seed, cell=cell, label=label,
-                                 config=config) if trackers else None
+                                 config={"suite": ctx.suite.model_dump(mode="json"), **(config or {})}) \
+            if trackers else None
         self.source = ""  # the source hash of the plug-in strategy composing these stages (set by the runner)
         #: a search trial's stages: a strategy may evaluate in memory what it would otherwise store (its result is
         #: thrown away once scored)
@@ -267,7 +268,7 @@ class Stages:
         Example (magnitude pruning as a stage; a strategy's ``run`` is handed ``stages``, here it is built on the
         synthetic suite in a temporary results folder):
             >>> import tempfile
-            >>> from bench.runner import build_suite
+            >>> from bench.plan import build_suite
             >>> results = tempfile.TemporaryDirectory()
             >>> suite = build_suite({"suite": "synthetic"})
             >>> store = Store(results.name, suite.name)

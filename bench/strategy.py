@@ -206,10 +206,12 @@ def _file_hash(path: str, mtime_ns: int) -> str:
 _HASHES: dict[tuple[str, int], str] = {}
 
 
-def origin(obj: Any) -> str:
-    """Where a registered strategy, weighting or fusion method was defined, for ``bench list``: ``built-in`` (the
-    package or its built-in strategies), ``./strategies``, or the ``strategy_dirs`` folder of its file."""
-    from bench.suites import where
+def user_plugin_sources(extra: Iterable[str | Path] = ()) -> dict[str, str]:
+    """File -> content hash of every plug-in file in the user folders of a command (``./strategies``, then
+    ``strategy_dirs=``; not the built-ins): part of every cell's hash, so that editing a plug-in (a weighting, a
+    fusion method, a strategy) recomposes the records; the stages it computed are recomputed through their own keys."""
+    from bench.suites import user_dirs
 
-    file = getattr(sys.modules.get(getattr(obj, "__module__", "")), "__file__", None)
-    return where(Path(file), "strategies") if file else "built-in"
+    files = [p.resolve() for folder in user_dirs("strategies", list(extra)) if Path(folder).is_dir()
+             for p in sorted(Path(folder).glob("*.py")) if not p.name.startswith("_")]
+    return {str(p): _file_hash(str(p), p.stat().st_mtime_ns) for p in files}

@@ -21,7 +21,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from bench.data.base import load_suite_data
-from bench.runner import build_suite
+from bench.plan import build_suite
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else ".gpu")
 suite = build_suite({"suite": "text"})

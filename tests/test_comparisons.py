@@ -14,7 +14,8 @@ import yaml
 
 from bench import metrics as M
 from bench.engine import Trainer
-from bench.runner import build_suite, execute, make_plan
+from bench.plan import build_suite
+from bench.runner import execute, make_plan
 from bench.stages import Stages, SuiteContext, weights_hash
 from bench.store import Store
 

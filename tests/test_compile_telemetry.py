@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from bench import safestate
 from bench.backbones.simple import MLP, ArrayPreprocessor
 from bench.config import TaskConfig, TrainConfig
 from bench.encode import EncodedSplit
-from bench.engine import PhaseTimer, Trainer
+from bench.engine import RESUME_FILE, PhaseTimer, Trainer
 from bench.model import MultiTaskModel
 from bench.runner import execute, make_plan
 from bench.weighting import build_weighting
@@ -81,7 +82,8 @@ class _Stop(Exception):
 
 
 def test_compile_counts_survive_a_resume(tmp_path):
-    """resume.pt carries the compile counts: a resumed stage reports the compile time of the run it continues."""
+    """The resume state carries the compile counts: a resumed stage reports the compile time of the run it
+    continues."""
     torch._dynamo.reset()
 
     def stop(epoch, score):
@@ -90,7 +92,7 @@ def test_compile_counts_survive_a_resume(tmp_path):
 
     with pytest.raises(_Stop):
         _trainer(tmp_path, 3, stop).fit()
-    saved = torch.load(tmp_path / "resume.pt", weights_only=False)["state"]
+    saved = safestate.load(tmp_path / RESUME_FILE, "resume")["state"]
     assert saved["epoch"] == 1 and saved["compile_steps"] >= 1 and saved["compile_time"] > 0
     tel = _trainer(tmp_path, 3).fit().telemetry
     assert tel["steps"] == 18 and tel["compile_steps"] >= saved["compile_steps"]

@@ -26,7 +26,7 @@ from bench.data.synthetic import load_synthetic, task_directions
 from bench.engine import seed_everything
 from bench.errors import BenchError
 from bench.model import MultiTaskModel, task_loss
-from bench.runner import build_suite
+from bench.plan import build_suite
 from bench.stages import Checkpoint, Stages, SuiteContext
 from bench.store import Store
 from bench.suites import find_suite, read_suite_yaml, validate_suite

@@ -174,7 +174,7 @@ def test_a_preempted_job_is_requeued_and_resumes_mid_cell(tmp_path):
                             stderr=subprocess.STDOUT, text=True)
     deadline, signalled = time.time() + 120, None
     while signalled is None and time.time() < deadline and proc.poll() is None:
-        if list(out.glob("synthetic/stages/joint/*/resume.pt")):  # an epoch of the joint stage is done
+        if list(out.glob("synthetic/stages/joint/*/resume.safetensors")):  # an epoch of the joint stage is done
             for job in _job_processes(out / "synthetic" / "launcher"):
                 for task in job.children():
                     task.send_signal(signal.SIGUSR2)

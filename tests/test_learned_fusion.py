@@ -17,7 +17,7 @@ from bench.fusion import build_fusion
 from bench.fusion.data_aware import _rows_of, fisher_merge, linear_layers, regmean_solve
 from bench.fusion.learned import _Merger
 from bench.fusion.model_based import FusionJob
-from bench.runner import build_suite
+from bench.plan import build_suite
 from bench.stages import Checkpoint, Stages, SuiteContext
 from bench.store import Store
 

@@ -108,20 +108,20 @@ def test_reader_returns_one_coefficient_set_per_seed_for_rows_with_coefficients(
 
 
 @pytest.mark.parametrize(("broken", "reason"), [
-    ("not an object", "'fusion' is not an object"),
-    ({"params": {}}, "'fusion' has no 'method' name"),
-    ({"method": "adamerging_layer", "transductive": "yes"}, "'fusion.transductive' is not true/false"),
+    ("not an object", "fusion='not an object': Input should be a valid dictionary"),
+    ({"params": {}}, "missing key 'fusion.method'"),
+    ({"method": "adamerging_layer", "transductive": "yes"}, "fusion.transductive='yes': Input should be a valid boolean"),
     ({"method": "adamerging_layer", "coefficients": {"layers": LAYERS, "tasks": TASKS,
                                                     "values": layer_values(0)[:3]}},
-     "'fusion.coefficients.values' is 3 rows, expected 4 (one per layer)"),
+     "fusion.coefficients: values has 3 rows, expected 4 (one per layer)"),
     ({"method": "adamerging_layer", "coefficients": {"layers": LAYERS, "tasks": TASKS,
                                                     "values": [[0.1], *layer_values(0)[1:]]}},
-     "'fusion.coefficients.values' row of layer 'embeddings.word_embeddings.weight' does not have 2 numbers"),
+     "values row of layer 'embeddings.word_embeddings.weight' does not have 2 numbers"),
     ({"method": "adamerging_layer", "coefficients": {"layers": LAYERS, "tasks": TASKS,
                                                     "values": [[math.nan, 0.1], *layer_values(0)[1:]]}},
      "has a value that is not a finite number"),
     ({"method": "adamerging_layer", "coefficients": {"layers": [], "tasks": TASKS, "values": []}},
-     "'fusion.coefficients.layers' is not a non-empty list of names"),
+     "fusion.coefficients.layers: List should have at least 1 item"),
 ])
 def test_malformed_fusion_skips_the_record_with_a_reason_naming_it(fusion_results, broken, reason):
     # json.dumps writes NaN as the bare token NaN, which json.loads reads back: the check must catch it
@@ -131,8 +131,8 @@ def test_malformed_fusion_skips_the_record_with_a_reason_naming_it(fusion_result
     messages = [str(w.message) for w in caught if str(bad) in str(w.message)]
     assert len(messages) == 1
     assert "row 'fused': " in messages[0] and reason in messages[0]
-    assert all(r["_path"] != str(bad) for r in records)
-    assert any(r["label"] == LAYER_WISE for r in records)  # the well-formed ones are still read
+    assert all(str(r.path) != str(bad) for r in records)
+    assert any(r.label == LAYER_WISE for r in records)  # the well-formed ones are still read
 
 
 # ----------------------------------------------------------------------------------------------- plots

@@ -161,14 +161,14 @@ def test_sigkill_mid_run_then_rerun_completes(results):
 
 
 def test_interrupted_stage_resumes_from_its_last_epoch(results):
-    _kill_when(results, "resume.pt", *FAST, "train.epochs=40", "train.max_train_samples=2000", "strategy=naive_mtl",
-               grace=0.5)
-    assert list(results.rglob("resume.pt")), "no epoch checkpoint was written"
+    _kill_when(results, "resume.safetensors", *FAST, "train.epochs=40", "train.max_train_samples=2000",
+               "strategy=naive_mtl", grace=0.5)
+    assert list(results.rglob("resume.safetensors")), "no epoch checkpoint was written"
     out = run_cli("run", *FAST, "train.epochs=40", "train.max_train_samples=2000", "strategy=naive_mtl",
                   f"results_dir={results}")
     assert out.returncode == 0, out.stderr
     assert "resumed after epoch" in out.stderr
-    assert len(records(results)) == 1 and not list(results.rglob("resume.pt"))
+    assert len(records(results)) == 1 and not list(results.rglob("resume.safetensors"))
 
 
 def test_two_processes_share_one_results_folder(results):

@@ -135,6 +135,9 @@ def test_lambda_search_starts_from_equal_and_the_tuned_row_reaches_the_leaderboa
     assert len(tuned) == 1 and tuned[0]["params"]["weights"] == pytest.approx(weights)
     assert "test" in tuned[0]["rows"]["naive_mtl"]["metrics"]  # the leaderboard row has its test numbers
     assert tuned[0]["stages_reused"] >= 1  # the best trial's joint training was reused, not repeated
+    # one code path: the run's row has the best trial's validation metrics, to the bit
+    val = tuned[0]["rows"]["naive_mtl"]["metrics"]["validation"]
+    assert {t: val[t][m] for t, m in prim.items()} == study.best_trial.user_attrs["validation"]
 
 
 # ------------------------------------------------------------------------------------------------ fusion search
@@ -172,6 +175,22 @@ def test_multi_objective_returns_the_pareto_set(store, capsys):
     assert pareto[0].startswith("trial,delta_m,task:clean:mse") and len(pareto) >= 2
     assert len(list((folder / "pareto").glob("trial_*.yaml"))) == len(pareto) - 1
     assert "Pareto set" in capsys.readouterr().out
+
+
+def test_a_fusion_search_best_params_run_gives_the_trials_metrics(store, capsys):
+    """`bench run params=best.yaml` after a fusion-weight search: the same row as the best trial (it used to crash
+    re-evaluating the evaluate stage's own folder, which holds no weights)."""
+    # trials fuse in memory (nothing written); the run fuses into a stage and evaluates it from disk: same numbers
+    assert search("strategy=fuse_then_joint", "space=task_arithmetic", "trials=3", f"results_dir={store}",
+                  "plots=false") == 0
+    study = load(f"sqlite:///{store}/synthetic/search/optuna.db", "synthetic-fuse_then_joint-task_arithmetic")
+    best = store / "synthetic" / "search" / "synthetic-fuse_then_joint-task_arithmetic" / "best.yaml"
+    assert main(["run", f"params={best}", "report=false"]) == 0, capsys.readouterr().err
+    (tuned,) = [r for r in records(store) if r["label"] == "fuse_then_joint[tuned:task_arithmetic]"]
+    val = tuned["rows"]["fused"]["metrics"]["validation"]
+    prim = {t: info["primary"] for t, info in tuned["tasks"].items()}
+    assert {t: val[t][m] for t, m in prim.items()} == study.best_trial.user_attrs["validation"]
+    assert "test" in tuned["rows"]["fused"]["metrics"]
 
 
 # ------------------------------------------------------------------------------------------------ workers

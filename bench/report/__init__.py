@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from bench.errors import BenchError, did_you_mean
+from bench.record import Record
 from bench.report.leaderboard import (
     Leaderboard,
     ReportOptions,
@@ -32,7 +33,7 @@ __all__ = ["ReportOptions", "build_leaderboards", "compare_names", "report_comma
            "write_boards", "write_report"]
 
 
-def _selected(records: list[dict], strategies: list[str] | None) -> list[str] | None:
+def _selected(records: list[Record], strategies: list[str] | None) -> list[str] | None:
     """Rows chosen by ``strategy=`` names: a record label, a strategy name, a row name, or a row name without its
     configuration suffix (``naive_mtl`` picks ``naive_mtl[train.epochs=3]`` too)."""
     if not strategies:
@@ -42,10 +43,10 @@ def _selected(records: list[dict], strategies: list[str] | None) -> list[str] | 
     for wanted in strategies:
         hits = []
         for record in records:
-            names = [row_name(record, row) for row in record["rows"]]
-            origins = [record.get("_origins", {}).get(row, n) for row, n in zip(record["rows"], names)]
-            known |= {record["label"], record["strategy"], *names}
-            if wanted in (record["label"], record["strategy"]):
+            names = [row_name(record, row) for row in record.rows]
+            origins = [record._origins.get(row, n) for row, n in zip(record.rows, names)]
+            known |= {record.label, record.strategy, *names}
+            if wanted in (record.label, record.strategy):
                 hits += names
             hits += [n for n, o in zip(names, origins) if wanted in (n, o)]
         if not hits:
@@ -57,7 +58,7 @@ def _selected(records: list[dict], strategies: list[str] | None) -> list[str] | 
 
 def build_leaderboards(results_dir: Path | str, suite: str, strategies: list[str] | None = None,
                        main_split: str = "test", options: ReportOptions | None = None,
-                       ) -> tuple[list[Leaderboard], list[dict]]:
+                       ) -> tuple[list[Leaderboard], list[Record]]:
     """The leaderboards of every split (``main_split`` first) and the records they came from.
 
     Δm% is always computed against the separate row of the same budget and data, even when ``strategies`` leaves
@@ -109,7 +110,7 @@ def write_report(results_dir: Path, suite: str, out_dir: Path | None = None, str
     return paths
 
 
-def write_boards(boards: list[Leaderboard], records: list[dict], out_dir: Path) -> dict[str, Path]:
+def write_boards(boards: list[Leaderboard], records: list[Record], out_dir: Path) -> dict[str, Path]:
     """The tables of every board and the plots of the first (bars, Pareto, weight trajectories and loss curves,
     fusion coefficients); what both `bench report` and `bench run` write."""
     paths = write_tables(boards, out_dir)

@@ -23,6 +23,7 @@ import numpy as np
 
 from bench import stats
 from bench.metrics import delta_m
+from bench.record import Record, Row
 from bench.report.records import (
     BUDGET_FIELDS,
     budget_fingerprint,
@@ -46,11 +47,11 @@ def scale(direction: str) -> float:
 
 @dataclass
 class Entry:
-    """One seed of one leaderboard row: the record and its ``rows[...]`` dict."""
+    """One seed of one leaderboard row: the record and its row."""
 
     seed: int
-    record: dict
-    row: dict
+    record: Record
+    row: Row
 
 
 @dataclass
@@ -68,7 +69,7 @@ class RowInfo:
         return [e.seed for e in self.entries]
 
     @property
-    def first(self) -> dict:
+    def first(self) -> Record:
         return self.entries[0].record
 
     @property
@@ -87,26 +88,25 @@ class RowInfo:
     def code_versions(self) -> list[str]:
         versions: set[str] = set()
         for e in self.entries:
-            listed = e.row.get("code_versions")
-            if isinstance(listed, list) and listed:
-                versions |= {str(v) for v in listed}
-            elif e.record.get("code_version"):
-                versions.add(str(e.record["code_version"]))
+            if e.row.code_versions:
+                versions |= set(e.row.code_versions)
+            elif e.record.code_version:
+                versions.add(e.record.code_version)
         return sorted(versions)
 
     @property
     def schema_1(self) -> bool:
-        return all(e.record.get("schema_version", 1) < 2 for e in self.entries)
+        return all(e.record.schema_version < 2 for e in self.entries)
 
 
-def row_infos(records: list[dict]) -> dict[str, RowInfo]:
+def row_infos(records: list[Record]) -> dict[str, RowInfo]:
     """Row name -> :class:`RowInfo`, entries sorted by seed (records are the newest per configuration and seed)."""
     infos: dict[str, RowInfo] = {}
     for record in records:
-        for key, row in record["rows"].items():
+        for key, row in record.rows.items():
             name = row_name(record, key)
-            info = infos.setdefault(name, RowInfo(name, row_origin(record, key), record["strategy"]))
-            info.entries.append(Entry(int(record["seed"]), record, row))
+            info = infos.setdefault(name, RowInfo(name, row_origin(record, key), record.strategy))
+            info.entries.append(Entry(record.seed, record, row))
             info.candidate = info.candidate or is_baseline_row(record, key)
     for info in infos.values():
         info.entries.sort(key=lambda e: e.seed)
@@ -117,8 +117,8 @@ def budget_means(info: RowInfo) -> dict[str, float]:
     """Mean over seeds of the row's ``budget`` fields (NaN when no record of the row has them)."""
     out = {}
     for key in BUDGET_FIELDS:
-        values = [float(e.row["budget"][key]) for e in info.entries
-                  if isinstance(e.row.get("budget"), dict) and isinstance(e.row["budget"].get(key), (int, float))]
+        values = [float(e.row.budget[key]) for e in info.entries
+                  if e.row.budget and isinstance(e.row.budget.get(key), (int, float))]
         out[key] = float(np.mean(values)) if values else math.nan
     return out
 
@@ -166,14 +166,14 @@ class Predictions:
         ids = target = None
         preds = []
         for e in info.entries:
-            if e.record.get("schema_version", 1) < 2:
+            if e.record.schema_version < 2:
                 return f"seed {e.seed}: {OLD_RECORDS}"
-            rel = (e.row.get("predictions") or {}).get(bt.split, {}).get(bt.task)
+            rel = (e.row.predictions or {}).get(bt.split, {}).get(bt.task)
             if not rel:
                 return f"seed {e.seed} has no {bt.split} predictions for {bt.task}"
-            if "_path" not in e.record:
+            if e.record.path is None:
                 return "record has no path to resolve its predictions from"
-            path = Path(e.record["_path"]).parents[3] / rel  # <results>/<suite>/cells/<strategy>/<cell>/record.json
+            path = e.record.path.parents[3] / rel  # <results>/<suite>/cells/<strategy>/<cell>/record.json
             data = self._file(path)
             if isinstance(data, str):
                 return data

@@ -36,6 +36,7 @@ import pandas as pd
 from bench import stats
 from bench.errors import BenchError, did_you_mean, unknown
 from bench.metrics import delta_m
+from bench.record import Record
 from bench.report.inference import (
     OLD_RECORDS,
     BoardTask,
@@ -49,7 +50,6 @@ from bench.report.inference import (
 from bench.report.records import (
     BASELINE_VARIANT,
     BUDGET_FIELDS,
-    base_strategy,
     config_differences,
     config_fingerprint,
     is_transductive,
@@ -57,8 +57,8 @@ from bench.report.records import (
     task_specs,
     telemetry_frame,
 )
+from bench.report.style import sort_key
 
-STRATEGY_ORDER = ("separate", "naive_mtl", "fused", "fuse_then_joint", "uncertainty", "gradnorm")
 MEMORY_KINDS = {"host_rss": "host RSS", "cuda_max_allocated": "GPU"}
 TELEMETRY_COLUMNS = ("train_samples_per_s", "peak_memory_mb", "wall_time_s", "trainable_params")
 LEADERBOARD_SCHEMA = 2  # leaderboard.json: 2 adds intervals, tests, marks, notes and the report options
@@ -72,12 +72,6 @@ TRANSDUCTIVE_NOTE = (f"Rows marked {TRANSDUCTIVE_MARK} adapted their fusion coef
 
 __all__ = ["Leaderboard", "ReportOptions", "build_leaderboard", "caption", "compare_rows", "report_options",
            "to_json", "to_latex", "to_markdown", "to_rich", "write_tables"]
-
-
-def sort_key(variant: str) -> tuple:
-    base = base_strategy(variant)
-    position = STRATEGY_ORDER.index(base) if base in STRATEGY_ORDER else len(STRATEGY_ORDER)
-    return (position, base, variant != base, variant)
 
 
 # ----------------------------------------------------------------------------------------------- options
@@ -196,18 +190,18 @@ def _budget(budget: dict) -> dict:
     return chosen or {k: v for k, v in sorted(budget.items()) if v is not None}
 
 
-def _caption_facts(records: list[dict]) -> dict:
-    backbones = sorted({str(r.get("backbone", "")) for r in records} - {""})
-    budgets = {json.dumps(_budget(r.get("budget") or {})) for r in records}
+def _caption_facts(records: list[Record]) -> dict:
+    backbones = sorted({str(r.backbone or "") for r in records} - {""})
+    budgets = {json.dumps(_budget(r.budget)) for r in records}
     if len(budgets) == 1:
         budget = ", ".join(f"{k}={v}" for k, v in json.loads(budgets.pop()).items()) or "default"
     else:
         budget = "varies by row (see the row names)"
-    return {"backbone": ", ".join(backbones), "seeds": tuple(sorted({r["seed"] for r in records})),
+    return {"backbone": ", ".join(backbones), "seeds": tuple(sorted({r.seed for r in records})),
             "budget": budget}
 
 
-def _board_tasks(records: list[dict], metrics: pd.DataFrame, split: str) -> tuple[dict[str, BoardTask], pd.DataFrame]:
+def _board_tasks(records: list[Record], metrics: pd.DataFrame, split: str) -> tuple[dict[str, BoardTask], pd.DataFrame]:
     """The board's tasks (each task of ``split``, followed by its extra splits such as ``test_mismatched``) and the
     long metrics frame of exactly those, extra-split tasks renamed ``<task>_<suffix>``."""
     specs = task_specs(records)
@@ -293,12 +287,12 @@ def find_baselines(infos: dict[str, RowInfo], order: list[str], suite: str) -> t
 # ----------------------------------------------------------------------------------------------- build
 
 
-def build_leaderboard(records: list[dict], split: str = "test", options: ReportOptions | None = None,
+def build_leaderboard(records: list[Record], split: str = "test", options: ReportOptions | None = None,
                       variants: list[str] | None = None) -> Leaderboard:
     """The numeric leaderboard of ``split`` (module docstring): every row's numbers; tests, marks and the MDE over
     the rows in ``variants`` (all when None), which are the rows kept. Baselines may be rows left out."""
     options = options or ReportOptions()
-    suite = records[0]["suite"]
+    suite = records[0].suite
     board_tasks, frame = _board_tasks(records, metrics_frame(records), split)
     tasks = {name: bt.spec for name, bt in board_tasks.items()}
     if frame.empty:  # e.g. no record reports this split: an empty board, which callers skip
@@ -391,6 +385,12 @@ def build_leaderboard(records: list[dict], split: str = "test", options: ReportO
     notes += [f"rows {', '.join(rows)}: {text}" for rows, text in group_rows(
         (v, f"assembled from stages of code versions {', '.join(infos[v].code_versions)}")
         for v in shown if len(infos[v].code_versions) > 1)]
+    skipped = getattr(records, "skipped", [])  # record files load_records could not use (each named in a warning)
+    if skipped:
+        results_dir = Path(skipped[0]).parents[4]  # <results_dir>/<suite>/cells/<strategy>/<cell>/record.json
+        where = "" if results_dir == Path("results") else f" results_dir={results_dir}"
+        notes.append(f"{len(skipped)} record file(s) skipped as unusable (damaged, unreadable or of another schema), "
+                     f"so their cells are missing here; run `python -m bench verify suite={suite}{where}` to list them")
 
     board = Leaderboard(
         suite=suite, split=split, tasks=tasks, table=table.loc[shown], full_table=table,

@@ -20,32 +20,13 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from bench.report.leaderboard import TRANSDUCTIVE_MARK, Leaderboard, sort_key
-from bench.report.records import base_strategy
+from bench.record import base_strategy
+from bench.report.leaderboard import TRANSDUCTIVE_MARK, Leaderboard
+from bench.report.style import colour, sort_key
 
-# Okabe & Ito (2008), "Color Universal Design".
-OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky_blue": "#56B4E9", "bluish_green": "#009E73",
-             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish_purple": "#CC79A7"}
-STRATEGY_COLOURS = {
-    "separate": OKABE_ITO["black"],
-    "naive_mtl": OKABE_ITO["orange"],
-    "fused": OKABE_ITO["sky_blue"],
-    "fuse_then_joint": OKABE_ITO["blue"],
-    "uncertainty": OKABE_ITO["bluish_green"],
-    "gradnorm": OKABE_ITO["vermillion"],
-}
-SPARE_COLOURS = (OKABE_ITO["reddish_purple"], OKABE_ITO["yellow"])
 HATCHES = ("", "//", "..", "xx", "\\\\", "++")
 MARKERS = ("o", "s", "^", "D", "v", "P")
 LINESTYLES = ("-", "--", ":", "-.")
-
-
-def colour(variant: str) -> str:
-    """The fixed colour of a variant's strategy (unknown strategies: a stable pick from the spare colours)."""
-    base = base_strategy(variant)
-    if base in STRATEGY_COLOURS:
-        return STRATEGY_COLOURS[base]
-    return SPARE_COLOURS[zlib.crc32(base.encode()) % len(SPARE_COLOURS)]
 
 
 def variant_index(variant: str, variants: list[str]) -> int:
@@ -176,16 +157,14 @@ def plot_pareto(lb: Leaderboard, out_dir: Path, x_column: str, x_better: str) ->
     return _save(fig, out_dir, stem)
 
 
-def _y_label(variant: str, key: str) -> str:
+def _y_label(runs: list[dict], key: str) -> str:
+    """The y label of a trajectory plot: for weights, what the weighting that logged them says they are."""
     if key == "loss":
         return "training loss"
     if key != "weights":
         return key
-    if "gradnorm" in variant:
-        return "GradNorm weight $w_t$"
-    if "uncertainty" in variant:
-        return r"uncertainty weight (from $\sigma_t^2$)"
-    return r"task weight ($\lambda_t$, or the aggregator's)"
+    labels = {r.get("weights_label") for r in runs} - {None}
+    return labels.pop() if len(labels) == 1 else r"task weight ($\lambda_t$, or the aggregator's)"
 
 
 def _constant(runs: list[dict], key: str) -> bool:
@@ -228,12 +207,12 @@ def plot_trajectories(trajectories: dict[str, list[dict]], out_dir: Path, suite:
                                 alpha=0.15, linewidth=0)
         ax.set_title(f"{variant} (n={len(runs)})", fontsize="medium")
         ax.set_xlabel("training step")
-        ax.set_ylabel(_y_label(variant, key))
+        ax.set_ylabel(_y_label(runs, key))
         ax.grid(alpha=0.3)
         ax.legend(title="task", fontsize="x-small")
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    what = "task-weight trajectories" if key == "weights" else f"per-task {_y_label('', key)}"
+    what = "task-weight trajectories" if key == "weights" else f"per-task {_y_label([], key)}"
     fig.suptitle(f"{suite}: {what} (mean over seeds, band = min..max)")
     return _save(fig, out_dir, "trajectories" if key == "weights" else "loss_curves")
 

@@ -14,18 +14,18 @@ Row naming rule (one leaderboard row per *variant*):
 * the ``separate`` strategy's ``separate`` rows are the Δm% baselines: a row's baseline is the one with the same data
   and budget fingerprints (:mod:`bench.report.leaderboard`).
 
-Schema 1 and 2 records are both read (docs/records.md); schema 2 adds the configuration, its fingerprints, per-row
-budgets, stage provenance and per-example predictions (what intervals and tests need). A row made with a fuse stage
-may carry a ``fusion`` object (method, params, ``transductive``, learned ``coefficients``), read by
-:func:`fusion_coefficients` and :func:`is_transductive`.
+Records are read and validated by the typed models of :mod:`bench.record` (schema 1 is migrated there, a newer
+schema refused); schema 2 adds the configuration, its fingerprints, per-row budgets, stage provenance and
+per-example predictions (what intervals and tests need). A row made with a fuse stage may carry a ``fusion`` object
+(method, params, ``transductive``, learned ``coefficients``), read by :func:`fusion_coefficients` and
+:func:`is_transductive`.
 
-Corrupted or foreign files are skipped with a :class:`RecordWarning` naming the file; an empty result is a
-:class:`~bench.errors.BenchError` that says which command produces records.
+Corrupted, foreign or newer-schema files are skipped with a :class:`RecordWarning` naming the file and the reason;
+an empty result is a :class:`~bench.errors.BenchError` that says which command produces records.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import warnings
@@ -35,163 +35,36 @@ from typing import Any
 
 import pandas as pd
 
-from bench.errors import BenchError
+from bench.config import BASELINE_STRATEGY
+from bench.errors import BenchError, BenchWarning
+from bench.record import SCHEMA_VERSION, Record, Row, base_strategy, label_suffix, variant_name
+from bench.store import RECORD, load_marker
 
-SCHEMA_VERSION = 2  # the newest record schema this reader knows
-SCHEMA_VERSIONS = (1, 2)
-BASELINE_VARIANT = "separate"
-BASELINE_STRATEGY = "separate"
+__all__ = ["SCHEMA_VERSION", "Record", "base_strategy", "label_suffix", "variant_name"]
+
+BASELINE_VARIANT = BASELINE_STRATEGY  # the baseline strategy's own row is the Δm% reference
 BUDGET_FIELDS = ("train_samples_seen", "optimizer_steps", "epochs")
-REQUIRED_KEYS = ("schema_version", "suite", "strategy", "label", "seed", "tasks", "rows")
 TELEMETRY_KEYS = ("wall_time_s", "train_samples_per_s", "peak_memory_mb", "trainable_params")
 
 
-class RecordWarning(UserWarning):
-    """A record file was skipped (unreadable, invalid, or from another suite)."""
+class RecordWarning(BenchWarning):
+    """A record file was skipped (unreadable, invalid, from a newer schema, or from another suite)."""
 
 
 def cells_dir(results_dir: Path | str, suite: str) -> Path:
     return Path(results_dir) / suite / "cells"
 
 
-def label_suffix(label: str) -> str:
-    """``'fuse_then_joint[fusion=ties]'`` -> ``'[fusion=ties]'``; ``'naive_mtl'`` -> ``''``."""
-    start = label.find("[")
-    return label[start:] if start >= 0 and label.endswith("]") else ""
-
-
-def variant_name(row: str, label: str, strategy: str | None = None) -> str:
-    """The leaderboard row name of ``row`` produced by a record labelled ``label`` (module docstring).
-
-    A custom label (``label=naive_mtl_fp32``, not the strategy name plus parameters) names the strategy's own row
-    and tags its other rows: ``naive_mtl_fp32``, ``fused[my_label]``."""
-    if strategy is not None and label != strategy and not label.startswith(strategy + "["):
-        return label if row == strategy else f"{row}[{label}]"
-    return row if "[" in row else row + label_suffix(label)
-
-
-def base_strategy(variant: str) -> str:
-    """``'fused[fusion=ties]'`` -> ``'fused'``: what picks a variant's colour and sort position."""
-    return variant.split("[", 1)[0]
-
-
-def _problem(data: Any, suite: str) -> str | None:
-    """Why ``data`` is not a usable record of ``suite``, or None when it is."""
-    if not isinstance(data, dict):
-        return "not a JSON object"
-    missing = [k for k in REQUIRED_KEYS if k not in data]
-    if missing:
-        return f"missing keys {', '.join(missing)}"
-    if data["schema_version"] not in SCHEMA_VERSIONS:
-        return f"schema_version {data['schema_version']!r}, expected one of {', '.join(map(str, SCHEMA_VERSIONS))}"
-    if data["suite"] != suite:
-        return f"belongs to suite {data['suite']!r}, not {suite!r}"
-    if data.get("status", "complete") != "complete":
-        return f"status {data.get('status')!r}, not 'complete'"
-    if not isinstance(data["tasks"], dict) or not data["tasks"]:
-        return "no tasks"
-    for task, spec in data["tasks"].items():
-        if not isinstance(spec, dict) or not isinstance(spec.get("metrics"), dict):
-            return f"task {task!r} has no metrics"
-        if any(d not in ("max", "min") for d in spec["metrics"].values()):
-            return f"task {task!r} has a metric direction other than 'max'/'min'"
-    if not isinstance(data["rows"], dict) or not data["rows"]:
-        return "no rows"
-    for name, row in data["rows"].items():
-        metrics = row.get("metrics") if isinstance(row, dict) else None
-        if not isinstance(metrics, dict) or not isinstance(metrics.get("test"), dict):
-            return f"row {name!r} has no test metrics"
-        for split in metrics.values():
-            for task, values in split.items():
-                if not isinstance(values, dict):
-                    return f"row {name!r}: metrics of task {task!r} are not an object"
-                for metric, value in values.items():
-                    if not isinstance(value, (int, float)) or isinstance(value, bool):
-                        return f"row {name!r}: {task}/{metric} is not a number"
-        problem = _row_v2_problem(row) or fusion_problem(row.get("fusion"))
-        if problem:
-            return f"row {name!r}: {problem}"
-    if data["schema_version"] >= 2:
-        if not isinstance(data.get("config"), dict):
-            return "schema 2 record without a 'config' object"
-        for key in ("config_fingerprint", "budget_fingerprint"):
-            if not isinstance(data.get(key), str) or not data[key]:
-                return f"schema 2 record without {key!r}"
-    return None
-
-
-def _row_v2_problem(row: dict) -> str | None:
-    """Why the schema-2 parts of a row (predictions, budget, stages) are malformed, or None."""
-    predictions = row.get("predictions")
-    if predictions is not None:
-        if not isinstance(predictions, dict) or not all(isinstance(t, dict) for t in predictions.values()):
-            return "'predictions' is not an object {split: {task: path}}"
-        if not all(isinstance(p, str) for t in predictions.values() for p in t.values()):
-            return "a predictions path is not a string"
-    budget = row.get("budget")
-    if budget is not None and not isinstance(budget, dict):
-        return "'budget' is not an object"
-    if row.get("stages") is not None and not isinstance(row["stages"], list):
-        return "'stages' is not a list"
-    return None
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def fusion_problem(fusion: Any) -> str | None:
-    """Why a row's optional ``fusion`` object (docs/records.md) is malformed, or None (also when it is absent).
-
-    Light checks only: the shapes the report relies on. ``coefficients.values`` must be ``len(layers)`` lists of
-    ``len(tasks)`` finite numbers, because the heatmap indexes it as a layers × tasks matrix."""
-    if fusion is None:
-        return None
-    if not isinstance(fusion, dict):
-        return "'fusion' is not an object"
-    if not isinstance(fusion.get("method"), str) or not fusion["method"]:
-        return "'fusion' has no 'method' name"
-    if fusion.get("params") is not None and not isinstance(fusion["params"], dict):
-        return "'fusion.params' is not an object"
-    if fusion.get("transductive") is not None and not isinstance(fusion["transductive"], bool):
-        return "'fusion.transductive' is not true/false"
-    coefficients = fusion.get("coefficients")
-    if coefficients is None:
-        return None
-    if not isinstance(coefficients, dict):
-        return "'fusion.coefficients' is not an object {layers, tasks, values}"
-    for key in ("layers", "tasks"):
-        names = coefficients.get(key)
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-            return f"'fusion.coefficients.{key}' is not a non-empty list of names"
-    layers, tasks, values = coefficients["layers"], coefficients["tasks"], coefficients.get("values")
-    if not isinstance(values, list) or len(values) != len(layers):
-        got = f"{len(values)} rows" if isinstance(values, list) else "not a list"
-        return f"'fusion.coefficients.values' is {got}, expected {len(layers)} (one per layer)"
-    for layer, row in zip(layers, values):
-        if not isinstance(row, list) or len(row) != len(tasks):
-            return (f"'fusion.coefficients.values' row of layer {layer!r} does not have {len(tasks)} numbers "
-                    f"(one per task)")
-        if not all(_finite(v) for v in row):
-            return f"'fusion.coefficients.values' row of layer {layer!r} has a value that is not a finite number"
-    return None
-
-
-def read_record(path: Path, suite: str) -> dict:
+def read_record(path: Path, suite: str) -> Record:
     """Read and validate one record; raises ValueError with the reason when it is unusable."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"unreadable ({type(exc).__name__}: {exc})") from None
-    problem = _problem(data, suite)
-    if problem:
-        raise ValueError(problem)
-    data["_path"] = str(path)
-    return data
+        return Record.read(path, suite)
+    except BenchError as e:
+        raise ValueError(str(e)) from None
 
 
-def _created(record: dict) -> datetime:
-    text = str(record.get("created") or "")
+def _created(record: Record) -> datetime:
+    text = record.created
     try:
         stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -199,47 +72,35 @@ def _created(record: dict) -> datetime:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def config_of(record: Record) -> dict:
+    """Everything that decided a record's results except seed and label (schema 1: rebuilt by the migration)."""
+    return record.config
 
 
-def config_of(record: dict) -> dict:
-    """Everything that decided a record's results except seed and label (schema 1: its budget, strategy, params)."""
-    if record.get("schema_version", 1) >= 2 and isinstance(record.get("config"), dict):
-        return record["config"]
-    return {"suite": {"train": record.get("budget") or {}}, "strategy": record.get("strategy"),
-            "params": record.get("params") or {}}
+def config_fingerprint(record: Record) -> str:
+    return record.config_fingerprint
 
 
-def config_fingerprint(record: dict) -> str:
-    """The record's ``config_fingerprint``; for schema-1 records a hash of their ``budget`` and ``params``."""
-    if record.get("schema_version", 1) >= 2 and record.get("config_fingerprint"):
-        return str(record["config_fingerprint"])
-    return "v1-" + _hash({"budget": record.get("budget") or {}, "params": record.get("params") or {}})
+def budget_fingerprint(record: Record) -> str:
+    """What a Δm% baseline must share with a row (schema 1: a hash of its ``budget``; no budget matching)."""
+    return record.budget_fingerprint
 
 
-def budget_fingerprint(record: dict) -> str:
-    """What a Δm% baseline must share with a row (schema 1: a hash of the ``budget`` dict; no budget matching)."""
-    if record.get("schema_version", 1) >= 2 and record.get("budget_fingerprint"):
-        return str(record["budget_fingerprint"])
-    return "v1-" + _hash({"budget": record.get("budget") or {}})
+def data_fingerprint(record: Record) -> str:
+    return record.data_fingerprint
 
 
-def data_fingerprint(record: dict) -> str:
-    return str(record.get("data_fingerprint") or "")
-
-
-def latest_per_seed(records: list[dict]) -> list[dict]:
+def latest_per_seed(records: list[Record]) -> list[Record]:
     """Keep the newest record (by ``created``) per (label, configuration, data, seed); older re-runs are ignored.
 
     Records of one label with another configuration or data are *not* re-runs: they are kept (and become rows of
     their own, see :func:`assign_names`)."""
-    newest: dict[tuple, dict] = {}
+    newest: dict[tuple, Record] = {}
     for record in records:
-        key = (record["label"], config_fingerprint(record), data_fingerprint(record), record["seed"])
+        key = (record.label, record.config_fingerprint, record.data_fingerprint, record.seed)
         if key not in newest or _created(record) >= _created(newest[key]):
             newest[key] = record
-    return sorted(newest.values(), key=lambda r: (r["label"], config_fingerprint(r), r["seed"]))
+    return sorted(newest.values(), key=lambda r: (r.label, r.config_fingerprint, r.seed))
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -293,27 +154,27 @@ def with_suffix(name: str, parts: list[str]) -> str:
     return f"{name}[{','.join(parts)}]"
 
 
-def assign_names(records: list[dict]) -> list[dict]:
-    """Give every (record, row) its leaderboard row name, stored in ``record["_names"][row]``.
+def assign_names(records: list[Record]) -> list[Record]:
+    """Give every (record, row) its leaderboard row name (:meth:`Record.variant` then returns it).
 
     One row per (variant name, configuration, data): when one variant name comes from several configurations, each
     gets the differing keys appended (module docstring); a difference the keys cannot show (a schema-1 record next to
     a schema-2 one, different data) gets ``schema=1`` / ``data=<fingerprint>`` / ``config=<fingerprint>``."""
-    groups: dict[str, dict[tuple[str, str], list[tuple[dict, str]]]] = {}
+    groups: dict[str, dict[tuple[str, str], list[tuple[Record, str]]]] = {}
     for record in records:
-        for row in record["rows"]:
-            origin = variant_name(row, record["label"], record["strategy"])
-            identity = (config_fingerprint(record), data_fingerprint(record))
+        for row in record.rows:
+            origin = variant_name(row, record.label, record.strategy)
+            identity = (record.config_fingerprint, record.data_fingerprint)
             groups.setdefault(origin, {}).setdefault(identity, []).append((record, row))
     for origin, by_identity in groups.items():
         names = {identity: origin for identity in by_identity}
         if len(by_identity) > 1:
             firsts = {identity: items[0][0] for identity, items in by_identity.items()}
             parts = config_differences({i: config_of(r) for i, r in firsts.items()})
-            schemas = {r.get("schema_version", 1) for r in firsts.values()}
+            schemas = {r.schema_version for r in firsts.values()}
             datas = {i[1] for i in firsts}
             for identity, record in firsts.items():
-                if len(schemas) > 1 and record.get("schema_version", 1) == 1:
+                if len(schemas) > 1 and record.schema_version == 1:
                     parts[identity].append("schema=1")
                 if len(datas) > 1:
                     parts[identity].append(f"data={identity[1][:8] or 'none'}")
@@ -326,69 +187,85 @@ def assign_names(records: list[dict]) -> list[dict]:
                     names[identity] = with_suffix(name, [f"config={identity[0][:8]}"])
         for identity, items in by_identity.items():
             for record, row in items:
-                record.setdefault("_names", {})[row] = names[identity]
-                record.setdefault("_origins", {})[row] = origin
+                record._names[row] = names[identity]
+                record._origins[row] = origin
     return records
 
 
-def row_name(record: dict, row: str) -> str:
+def row_name(record: Record, row: str) -> str:
     """The leaderboard row name of ``row`` of ``record`` (after :func:`assign_names`; else the naming rule)."""
-    return record.get("_names", {}).get(row) or variant_name(row, record["label"], record["strategy"])
+    return record.variant(row)
 
 
-def row_origin(record: dict, row: str) -> str:
+def row_origin(record: Record, row: str) -> str:
     """The row's name before any configuration suffix (the plain naming rule)."""
-    return record.get("_origins", {}).get(row) or variant_name(row, record["label"], record["strategy"])
+    return record._origins.get(row) or variant_name(row, record.label, record.strategy)
 
 
-def is_baseline_row(record: dict, row: str) -> bool:
-    """A Δm% baseline candidate: the ``separate`` row of the ``separate`` strategy."""
-    return record["strategy"] == BASELINE_STRATEGY and row == BASELINE_VARIANT
+def is_baseline_row(record: Record, row: str) -> bool:
+    """A Δm% baseline candidate: the baseline strategy's own row (``BASELINE_STRATEGY`` in bench.config)."""
+    return record.strategy == BASELINE_STRATEGY and row == BASELINE_VARIANT
 
 
-def load_records(results_dir: Path | str, suite: str, latest: bool = True) -> list[dict]:
+def load_records(results_dir: Path | str, suite: str, latest: bool = True) -> list[Record]:
     """All usable records of ``suite`` (the newest per (label, seed) when ``latest``).
 
     Unusable files are skipped with a :class:`RecordWarning` naming them. Raises BenchError when none is left.
     """
     root = cells_dir(results_dir, suite)
-    records = []
+    records, skipped = [], []
     for path in sorted(root.glob("*/*/record.json")):
+        damage = load_marker(path.parent, RECORD)[1]  # unreadable, or changed since it was sealed
         try:
+            if damage:
+                raise ValueError(damage)
             records.append(read_record(path, suite))
         except ValueError as exc:
-            warnings.warn(f"skipping record {path}: {exc}", RecordWarning, stacklevel=2)
+            skipped.append(str(path))
+            where = "" if Path(results_dir) == Path("results") else f" results_dir={results_dir}"
+            fix = (f"; `python -m bench verify suite={suite}{where} repair=true` moves it aside, then rerunning "
+                   "its `bench run` command recomputes it") if damage else ""
+            warnings.warn(f"skipping record {path}: {exc}{fix}", RecordWarning, stacklevel=2)
     if not records:
         raise BenchError(
             f"no records for suite {suite!r} under {root}; "
             f"`python -m bench run suite={suite}` produces them"
         )
-    return assign_names(latest_per_seed(records) if latest else records)
+    return Loaded(assign_names(latest_per_seed(records) if latest else records), skipped)
 
 
-def task_specs(records: list[dict]) -> dict[str, dict]:
+class Loaded(list):
+    """What :func:`load_records` returns: the records, and in ``skipped`` the record files it could not use (the
+    leaderboard's footnote counts them, so a damaged cell is never left out silently)."""
+
+    def __init__(self, records: list[Record], skipped: list[str]):
+        super().__init__(records)
+        self.skipped = list(skipped)
+
+
+def task_specs(records: list[Record]) -> dict[str, dict]:
     """Task name -> {"target", "primary", "metrics": {metric: direction}}, merged over records in order."""
     specs: dict[str, dict] = {}
     for record in records:
-        for task, spec in record["tasks"].items():
-            merged = specs.setdefault(task, {"target": spec.get("target"), "primary": None, "metrics": {}})
-            merged["metrics"].update(spec["metrics"])
-            merged["primary"] = merged["primary"] or spec.get("primary") or next(iter(spec["metrics"]))
+        for task, spec in record.tasks.items():
+            merged = specs.setdefault(task, {"target": spec.target, "primary": None, "metrics": {}})
+            merged["metrics"].update(spec.metrics)
+            merged["primary"] = merged["primary"] or spec.primary
     return specs
 
 
-def metrics_frame(records: list[dict]) -> pd.DataFrame:
+def metrics_frame(records: list[Record]) -> pd.DataFrame:
     """Long table: one row per (variant, seed, split, task, metric) with the record's raw value."""
     rows = []
     for record in records:
-        for name, row in record["rows"].items():
-            variant = row_name(record, name)
-            for split, tasks in row["metrics"].items():
+        for name, row in record.rows.items():
+            variant = record.variant(name)
+            for split, tasks in row.metrics.items():
                 for task, values in tasks.items():
                     for metric, value in values.items():
                         rows.append(
-                            {"variant": variant, "label": record["label"], "strategy": record["strategy"],
-                             "seed": record["seed"], "split": split, "task": task, "metric": metric,
+                            {"variant": variant, "label": record.label, "strategy": record.strategy,
+                             "seed": record.seed, "split": split, "task": task, "metric": metric,
                              "value": float(value)}
                         )
     return pd.DataFrame(rows, columns=["variant", "label", "strategy", "seed", "split", "task", "metric", "value"])
@@ -400,66 +277,63 @@ def _number(value: Any) -> float:
     return math.nan
 
 
-def telemetry_frame(records: list[dict]) -> pd.DataFrame:
+def telemetry_frame(records: list[Record]) -> pd.DataFrame:
     """One row per (variant, seed) with the row's telemetry (missing numbers are NaN)."""
     rows = []
     for record in records:
-        for name, row in record["rows"].items():
-            telemetry = row.get("telemetry") or {}
-            entry = {"variant": row_name(record, name), "label": record["label"],
-                     "seed": record["seed"], "memory_kind": telemetry.get("memory_kind")}
-            entry.update({key: _number(telemetry.get(key)) for key in TELEMETRY_KEYS})
+        for name, row in record.rows.items():
+            telemetry = row.telemetry
+            entry = {"variant": record.variant(name), "label": record.label,
+                     "seed": record.seed, "memory_kind": telemetry.memory_kind}
+            entry.update({key: _number(getattr(telemetry, key, None)) for key in TELEMETRY_KEYS})
             rows.append(entry)
     columns = ["variant", "label", "seed", "memory_kind", *TELEMETRY_KEYS]
     return pd.DataFrame(rows, columns=columns)
 
 
-def trajectories(records: list[dict]) -> dict[str, list[dict]]:
-    """Variant -> list of non-empty ``trajectories`` dicts (one per seed, with ``seed`` added)."""
+def trajectories(records: list[Record]) -> dict[str, list[dict]]:
+    """Variant -> list of non-empty ``trajectories`` dicts (one per seed, with ``seed`` and the weighting's
+    ``weights_label`` added)."""
     out: dict[str, list[dict]] = {}
     for record in records:
-        for name, row in record["rows"].items():
-            trajectory = row.get("trajectories") or {}
-            if trajectory.get("step"):
-                out.setdefault(row_name(record, name), []).append(
-                    {**trajectory, "seed": record["seed"]}
+        for name, row in record.rows.items():
+            if row.trajectories.get("step"):
+                out.setdefault(record.variant(name), []).append(
+                    {**row.trajectories, "seed": record.seed, "weights_label": row.weights_label}
                 )
     return out
 
 
-def is_transductive(row: dict) -> bool:
+def is_transductive(row: Row) -> bool:
     """Whether a record row's fusion coefficients were adapted on unlabeled *test* inputs (``fusion.transductive``):
     such rows are not comparable to inductive ones, and the leaderboard marks them."""
-    fusion = row.get("fusion")
-    return isinstance(fusion, dict) and fusion.get("transductive") is True
+    return row.fusion is not None and row.fusion.transductive
 
 
-def fusion_coefficients(records: list[dict]) -> dict[str, list[dict]]:
+def fusion_coefficients(records: list[Record]) -> dict[str, list[dict]]:
     """Variant -> list of learned fusion coefficient sets, one per seed, for rows whose ``fusion`` has
     ``coefficients``: ``{"seed", "method", "transductive", "layers", "tasks", "values"}`` (``values``: layers × tasks,
     ``layers == ["all"]`` for a task-wise method). Rows that share one fuse stage (a strategy's fused row and its
     fine-tuned row) carry the same coefficients; :mod:`bench.report.plots` draws each set once."""
     out: dict[str, list[dict]] = {}
     for record in records:
-        for name, row in record["rows"].items():
-            fusion = row.get("fusion")
-            if not isinstance(fusion, dict) or not isinstance(fusion.get("coefficients"), dict):
+        for name, row in record.rows.items():
+            if row.fusion is None or row.fusion.coefficients is None:
                 continue
-            coefficients = fusion["coefficients"]
-            out.setdefault(row_name(record, name), []).append(
-                {"seed": record["seed"], "method": fusion["method"], "transductive": is_transductive(row),
-                 "layers": list(coefficients["layers"]), "tasks": list(coefficients["tasks"]),
-                 "values": [[float(v) for v in values] for values in coefficients["values"]]}
+            c = row.fusion.coefficients
+            out.setdefault(record.variant(name), []).append(
+                {"seed": record.seed, "method": row.fusion.method, "transductive": row.fusion.transductive,
+                 "layers": list(c.layers), "tasks": list(c.tasks), "values": [[float(v) for v in r] for r in c.values]}
             )
     return out
 
 
-def budget_frame(records: list[dict]) -> pd.DataFrame:
+def budget_frame(records: list[Record]) -> pd.DataFrame:
     """One row per (variant, seed) with the row's training budget (schema 2; NaN for schema-1 records)."""
     rows = []
     for record in records:
-        for name, row in record["rows"].items():
-            budget = row.get("budget") or {}
-            rows.append({"variant": row_name(record, name), "seed": record["seed"],
+        for name, row in record.rows.items():
+            budget = row.budget or {}
+            rows.append({"variant": record.variant(name), "seed": record.seed,
                          **{key: _number(budget.get(key)) for key in BUDGET_FIELDS}})
     return pd.DataFrame(rows, columns=["variant", "seed", *BUDGET_FIELDS])

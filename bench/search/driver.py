@@ -26,6 +26,7 @@ from collections import Counter
 from typing import Any
 
 from bench.errors import BenchError
+from bench.launch.base import fmt_duration
 from bench.search.config import SearchConfig
 
 CONFIG_ATTR = "bench_search"
@@ -110,11 +111,6 @@ def finished(c: Counter) -> int:
     return c["COMPLETE"] + c["PRUNED"]
 
 
-def _fmt_time(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
 class Progress:
     """One line per finished trial, with the best so far and an ETA from this session's trial durations."""
 
@@ -158,7 +154,7 @@ class Progress:
         remaining = max(0, cfg.trials - done)
         eta = ""
         if remaining and self.durations:
-            eta = f"; ETA {_fmt_time(remaining * sum(self.durations) / len(self.durations) / cfg.workers)}"
+            eta = f"; ETA {fmt_duration(remaining * sum(self.durations) / len(self.durations) / cfg.workers)}"
         trainings = t.user_attrs.get("cost", {}).get("new_trainings")
         tr = f", {trainings} new training(s)" if trainings else ""
         print(f"[{min(done, cfg.trials)}/{cfg.trials}] trial #{t.number} {what} in {dur:.1f}s{tr}{best}{eta}",
