@@ -54,6 +54,7 @@ def cmd_list(args: list[str]) -> int:
 
     from bench.fusion import FUSIONS
     from bench.strategy import discover, origin
+    from bench.track import TRACKERS
     from bench.suites import list_suites, suite_files, where
     from bench.weighting import WEIGHTINGS
 
@@ -66,7 +67,8 @@ def cmd_list(args: list[str]) -> int:
     files = suite_files()
     console = Console(width=160)
     sections = [("suites", {n: (where(files[n], "suites"), d) for n, d in list_suites().items()})]
-    for title, reg in [("strategies", strategies), ("weightings", WEIGHTINGS), ("fusion methods", FUSIONS)]:
+    for title, reg in [("strategies", strategies), ("weightings", WEIGHTINGS), ("fusion methods", FUSIONS),
+                       ("trackers", TRACKERS)]:
         sections.append((title, {n: (origin(reg.get(n)), d) for n, d in reg.describe().items()}))
     for title, items in sections:
         table = Table(title=title, title_justify="left", show_header=False, box=None)

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench import metrics as M
+from bench import safestate
 from bench.batches import BatchSpec, Feeder, auto_workers
 from bench.config import TaskConfig, TrainConfig
 from bench.encode import EncodedSplit
@@ -33,6 +34,8 @@ from bench.store import atomic_write
 from bench.weighting.base import Balancer, Step
 
 Data = dict[str, dict[str, EncodedSplit]]  # task -> split -> encoded
+RESUME_FILE = "resume.safetensors"  # a training stage's state after its last finished epoch (bench.safestate)
+LEGACY_RESUME_FILE = "resume.pt"  # the pickle earlier versions wrote: deleted unread
 
 
 def resolve_device(name: str) -> torch.device:
@@ -301,20 +304,25 @@ class Trainer:
     """Trains ``model`` on ``tasks``, balanced by ``weighting`` (any :class:`~bench.weighting.Balancer`); best epoch
     chosen on validation only.
 
-    ``work_dir`` (optional) receives ``resume.pt`` after every epoch so that a killed run continues where it stopped.
+    ``work_dir`` (optional) receives ``resume.safetensors`` after every epoch so that a killed run continues where it
+    stopped.
     """
 
     def __init__(self, model: MultiTaskModel, tasks: list[TaskConfig], data: Data, weighting: Balancer,
                  cfg: TrainConfig, seed: int, collate, single_input: bool, work_dir: Path | None = None,
-                 desc: str = "train", on_epoch=None, max_steps: int | None = None):
+                 desc: str = "train", on_epoch=None, max_steps: int | None = None, on_log=None):
         """``max_steps``: train for exactly this many optimiser steps instead of ``cfg.epochs`` epochs (a matched
-        budget); the last epoch is then cut short, and validation still runs at every epoch's end."""
+        budget); the last epoch is then cut short, and validation still runs at every epoch's end. ``on_log(step,
+        scalars)``: called at every logging interval and after every epoch's validation (experiment trackers,
+        :mod:`bench.track`); it receives values the loop has already computed and changes nothing."""
         self.model, self.tasks, self.data, self.w, self.cfg = model, tasks, data, weighting, cfg
         self.max_steps = max_steps
         self.task_cfgs = {t.name: t for t in tasks}
         self.seed, self.collate, self.single_input = seed, collate, single_input
         self.work_dir, self.desc = work_dir, desc
         self.on_epoch = on_epoch  # e.g. an Optuna pruning callback: (epoch, validation score) -> None or raise
+        self.on_log = on_log
+        self._tick: tuple[float, int, int] | None = None  # (time, samples, epoch) at on_log's last throughput point
         self.device = resolve_device(cfg.device)
         if cfg.precision == "fp16" and self.device.type != "cuda":
             raise BenchError("train.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
@@ -345,7 +353,7 @@ class Trainer:
 
     # -- main loop ---------------------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Build optimiser, schedule, samplers and state (and restore them from ``resume.pt`` when present)."""
+        """Build optimiser, schedule, samplers and state (and restore them from ``resume.safetensors`` when present)."""
         cfg, device, model = self.cfg, self.device, self.model
         model.to(device)
         self.w.to(device)
@@ -391,9 +399,9 @@ class Trainer:
         for t in names:
             self.state["traj"]["weights"][t].append(float(start.get(t, float("nan"))))
             self.state["traj"]["loss"][t].append(float("nan"))
-        self.resume = self.work_dir / "resume.pt" if self.work_dir else None
-        if self.resume is not None and self.resume.exists():
-            ck = torch.load(self.resume, weights_only=False)
+        self.resume = self.work_dir / RESUME_FILE if self.work_dir else None
+        ck = self._read_resume()
+        if ck is not None:
             model.load_state_dict(ck["model"])
             self.w.load_state_dict(ck["weighting"])
             self.opt.load_state_dict(ck["opt"])
@@ -406,7 +414,7 @@ class Trainer:
             self.state = ck["state"]
             for k, v in (("compile_time", 0.0), ("compile_steps", 0), ("compile_samples", 0), ("compile_tokens", 0),
                          ("compile_timers", {})):
-                self.state.setdefault(k, v)  # a resume.pt written before these were counted
+                self.state.setdefault(k, v)  # a resume state written before these were counted
             print(f"[{self.desc}] resumed after epoch {self.state['epoch']}", file=sys.stderr)
         self.mem = MemoryMeter(device)
         self.timer = PhaseTimer(device, self.state["timers"])
@@ -414,6 +422,10 @@ class Trainer:
         self.loss_cnt = dict.fromkeys(names, 0)
         self.epoch_acc = {t: torch.zeros((), device=device) for t in names}  # the balancer's end_epoch reads them
         self.epoch_cnt = dict.fromkeys(names, 0)
+        if ck is not None and "loss_acc" in ck:  # a logging interval that an epoch boundary cut in two
+            for t in names:
+                self.loss_acc[t] += ck["loss_acc"][t].to(device)
+                self.loss_cnt[t] = int(ck["loss_cnt"][t])
         # what a balancer may touch: the backbone's declared shared parameters and each task's head
         self.shared = [p for p in model.shared_parameters() if p.requires_grad]
         self.heads = {t: [p for p in model.heads[t].parameters() if p.requires_grad] for t in names}
@@ -543,6 +555,7 @@ class Trainer:
         while state["epoch"] < self.n_epochs:
             model.train()
             t_epoch = time.perf_counter()
+            self._tick = (t_epoch, state["samples"], state["epoch"])  # on_log's throughput leaves validation out
             for _ in range(min(self.steps_per_epoch, self.total_steps - state["step"])):
                 self.step()
                 bar.update(1)
@@ -556,6 +569,7 @@ class Trainer:
                               cfg.precision, self.feeder)
             score = selection_score(self.task_cfgs, val)
             state["history"].append({"epoch": state["epoch"], "score": score, "validation": val})
+            self._emit_epoch(val, score)
             if score > state["best_score"]:
                 state["best_score"], state["best_epoch"] = score, state["epoch"]
                 state["best_state"] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -647,14 +661,66 @@ class Trainer:
             traj["weights"][t].append(float(cur.get(t, float("nan"))))
         traj["step"].append(state["step"])
         mem.sample()
+        if self.on_log is not None:
+            self._emit_step(state, cur)
+
+    def _emit_step(self, state, cur: dict[str, float]) -> None:
+        """The logging interval that just closed, for ``on_log``: each task's mean loss and their sum over the tasks
+        that had one (``loss/total``), the weights λ, the backbone's learning rate, and samples/s over the interval's
+        steps in this epoch (none when it spans a validation pass). Reads only values already on the host."""
+        traj, now = state["traj"], time.perf_counter()
+        losses = {t: traj["loss"][t][-1] for t in self.names}
+        scalars = {f"loss/{t}": v for t, v in losses.items()}
+        seen = [v for v in losses.values() if math.isfinite(v)]
+        if seen:
+            scalars["loss/total"] = sum(seen)
+        scalars.update({f"weight/{t}": float(cur.get(t, float("nan"))) for t in self.names})
+        scalars["lr"] = float(self.sched.get_last_lr()[0])
+        tick = self._tick
+        if tick is not None and tick[2] == state["epoch"] and now > tick[0] and state["samples"] > tick[1]:
+            scalars["throughput/samples_per_s"] = (state["samples"] - tick[1]) / (now - tick[0])
+        self._tick = (now, state["samples"], state["epoch"])
+        self.on_log(state["step"], scalars)
+
+    def _emit_epoch(self, val: dict[str, dict[str, float]], score: float) -> None:
+        """An epoch's validation for ``on_log``: the selection score and every metric (``epoch_validation/...``),
+        and the stage's mean samples/s so far (training time only, validation left out)."""
+        if self.on_log is None:
+            return
+        state = self.state
+        scalars = {"epoch": float(state["epoch"]), "epoch_validation/score": score}
+        if state["train_time"] > 0:
+            scalars["throughput/mean_samples_per_s"] = state["samples"] / state["train_time"]
+        scalars.update({f"epoch_validation/{t}/{m}": v for t, ms in val.items() for m, v in ms.items()})
+        self.on_log(self.state["step"], scalars)
 
     def _save_resume(self) -> None:
         ck = {"model": self.model.state_dict(), "weighting": self.w.state_dict(), "opt": self.opt.state_dict(),
               "sched": self.sched.state_dict(), "rng": self.rng.bit_generator.state,
               "torch_rng": torch.get_rng_state(), "streams": {k: (s.perm, s.pos) for k, s in self.streams.items()},
-              "sampler_i": self.sampler.i, "state": self.state}
-        with atomic_write(self.resume) as tmp:
-            torch.save(ck, tmp)
+              "sampler_i": self.sampler.i, "state": self.state, "loss_acc": self.loss_acc, "loss_cnt": self.loss_cnt}
+        safestate.save(ck, self.resume, "resume")
+
+    def _read_resume(self) -> dict[str, Any] | None:
+        """The state :meth:`_save_resume` left, or None (start from the beginning). Tensors in safetensors, the rest
+        in JSON: nothing is unpickled. A ``resume.pt`` of an older version (a pickle) is deleted unread, and a file
+        that cannot be read is ignored: the stage restarts, which gives the same result."""
+        if self.resume is None:
+            return None
+        legacy = self.resume.with_name(LEGACY_RESUME_FILE)
+        if legacy.exists():
+            legacy.unlink(missing_ok=True)
+            if not self.resume.exists():
+                print(f"[{self.desc}] ignoring {LEGACY_RESUME_FILE} of an older version (never unpickled); "
+                      "the stage restarts", file=sys.stderr)
+        if not self.resume.exists():
+            return None
+        try:
+            return safestate.load(self.resume, "resume")
+        except safestate.StateError as e:
+            print(f"[{self.desc}] ignoring unreadable resume state ({e}); the stage restarts", file=sys.stderr)
+            self.resume.unlink(missing_ok=True)
+            return None
 
 
 @dataclass
@@ -667,7 +733,7 @@ class FitResult:
 
 def optimise(params: list[torch.Tensor], loss_at: Callable[[int], torch.Tensor], steps: int, *, lr: float,
              device: torch.device, precision: str = "fp32", work_dir: Path | None = None, desc: str = "optimise",
-             log_every: int = 10, save_every: int = 50) -> FitResult:
+             log_every: int = 10, save_every: int = 50, on_log=None) -> FitResult:
     """Minimise ``loss_at(step)`` over the leaf tensors ``params`` with Adam for ``steps`` steps.
 
     The engine's loop for a *small* set of parameters (fusion coefficients, a gating network): the forward runs under
@@ -675,7 +741,7 @@ def optimise(params: list[torch.Tensor], loss_at: Callable[[int], torch.Tensor],
     matches :class:`Trainer`'s (step time, peak memory, device). ``loss_at`` must be a function of the step index
     alone (draw batch ``step`` of a fixed sequence), so that a run resumed from ``work_dir/resume_fit.pt``, written
     every ``save_every`` steps, continues exactly where it stopped. No weight decay: a coefficient whose gradient is
-    zero stays where it started.
+    zero stays where it started. ``on_log(step, {"loss/total": mean})`` sees every logging interval (trackers).
 
     Example (a least-squares fit):
         >>> w = torch.zeros(2, requires_grad=True)
@@ -717,6 +783,8 @@ def optimise(params: list[torch.Tensor], loss_at: Callable[[int], torch.Tensor],
             acc.zero_()
             cnt = 0
             mem.sample()
+            if on_log is not None:
+                on_log(step + 1, {"loss/total": losses[-1]})
         if resume is not None and (step + 1) % save_every == 0 and step + 1 < steps:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)

@@ -251,15 +251,17 @@ def make_plan(args: list[str]) -> Plan:
             pairs = load_params_file(str(value)) + [p for p in pairs if p[0] != "params"]
             break
     check_keys(pairs)
+    tracker = next(((v, sweep) for k, v, sweep in pairs if k == "tracker"), None)
+    pairs = [p for p in pairs if p[0] != "tracker"]  # never a sweep axis, a variant tag or a suite key
     combos = expand(pairs)
     first = combos[0]
     extra_dirs = first.get("strategy_dirs", [])
     discover(extra_dirs if isinstance(extra_dirs, list) else [extra_dirs])
-    trackers = []
-    if "tracker" in first:
+    trackers: list[str] = []
+    if tracker is not None:
         from bench.track import trackers_from
 
-        trackers = trackers_from(first["tracker"])
+        trackers = trackers_from(tracker[0], sweep=tracker[1])  # after discover: plug-in trackers live in strategy files
     seeds = seeds_of(first)
     suites: dict[str, tuple[SuiteConfig, list[str]]] = {}
     variants: list[Variant] = []

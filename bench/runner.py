@@ -54,7 +54,8 @@ def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force
         if store.done(folder, RECORD) and not force:
             return Record.read(folder / RECORD)
         (folder / "failed.json").unlink(missing_ok=True)
-        stages = Stages(ctx, store, seed, force=force, **({"trackers": trackers, "cell": cell, "label": variant.label}
+        stages = Stages(ctx, store, seed, force=force, **({"trackers": trackers, "cell": cell, "label": variant.label,
+                                                           "config": variant.config()}
                                                           if trackers else {}))
         n_reused, n_computed = len(store.reused), len(store.computed)  # the store object outlives one cell
         t0 = time.perf_counter()

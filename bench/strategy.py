@@ -215,3 +215,12 @@ def user_plugin_sources(extra: Iterable[str | Path] = ()) -> dict[str, str]:
     files = [p.resolve() for folder in user_dirs("strategies", list(extra)) if Path(folder).is_dir()
              for p in sorted(Path(folder).glob("*.py")) if not p.name.startswith("_")]
     return {str(p): _file_hash(str(p), p.stat().st_mtime_ns) for p in files}
+
+
+def origin(obj: Any) -> str:
+    """Where a registered strategy, weighting or fusion method was defined, for ``bench list``: ``built-in`` (the
+    package or its built-in strategies), ``./strategies``, or the ``strategy_dirs`` folder of its file."""
+    from bench.suites import where
+
+    file = getattr(sys.modules.get(getattr(obj, "__module__", "")), "__file__", None)
+    return where(Path(file), "strategies") if file else "built-in"
