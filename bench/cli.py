@@ -54,8 +54,8 @@ def cmd_list(args: list[str]) -> int:
 
     from bench.fusion import FUSIONS
     from bench.strategy import discover, origin
-    from bench.track import TRACKERS
     from bench.suites import list_suites, suite_files, where
+    from bench.track import TRACKERS
     from bench.weighting import WEIGHTINGS
 
     opts = _opts(args)

@@ -13,7 +13,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
@@ -41,27 +40,30 @@ class Frozen(BaseModel):
 
     @field_validator("*", mode="wrap")
     @classmethod
-    def _strict_booleans(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    def _strict_booleans(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         out = handler(value)
-        _same_booleans(value, out, info.field_name or "")
+        _same_booleans(value, out)
         return out
 
 
-def _same_booleans(raw: Any, out: Any, name: str) -> None:
+NOT_A_SWITCH = "must be true or false"
+
+
+def _same_booleans(raw: Any, out: Any) -> None:
     """Raise when validation turned true/false into a number, or something else into true/false."""
     if isinstance(out, BaseModel):
         return  # a nested model checked its own fields
     if isinstance(raw, bool) != isinstance(out, bool):
         if isinstance(raw, bool):
             raise ValueError("true/false is not a number; give a number")
-        raise ValueError(f"must be true or false, e.g. {name}=true")
+        raise ValueError(NOT_A_SWITCH)
     if isinstance(raw, (list, tuple)) and isinstance(out, (list, tuple)) and len(raw) == len(out):
         for r, o in zip(raw, out):
-            _same_booleans(r, o, name)
+            _same_booleans(r, o)
     elif isinstance(raw, dict) and isinstance(out, dict):
         for k, r in raw.items():
             if k in out:
-                _same_booleans(r, out[k], name)
+                _same_booleans(r, out[k])
 
 
 class NoParams(Frozen):
@@ -242,6 +244,10 @@ def explain(err: ValidationError, model: type[BaseModel], where: str = "") -> Be
         return BenchError(f"{prefix}{loc}={value!r}: {msg}")
     if e["type"] == "finite_number":
         return BenchError(f"{prefix}{loc}={value!r}: must be a finite number (not nan or inf)")
+    if msg == NOT_A_SWITCH:
+        return BenchError(f"{prefix}{loc}={value!r}: {msg}, e.g. {loc}=true")
+    if isinstance(value, bool):  # as the command line and YAML write it
+        return BenchError(f"{prefix}{loc}={str(value).lower()}: {msg}")
     return BenchError(f"{prefix}{loc}={value!r}: {msg}" if loc else f"{prefix}{msg}")
 
 

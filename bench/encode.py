@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench import safestate
 from bench.backbones.base import Preprocessor
 from bench.config import SuiteConfig, TrainConfig
 from bench.data.base import Split, SuiteData, subsample
-from bench.store import atomic_write, sweep_partial
+from bench.store import sweep_partial
 
 
 @dataclass
@@ -33,20 +34,27 @@ class EncodedSplit:
 
 
 def _encode_cached(pre: Preprocessor, split: Split, cache: Path | None, tag: str) -> dict[str, Any]:
+    """``pre.encode(split.inputs)``, read from or written to ``cache``: tensors and arrays in safetensors, the rest in
+    its JSON header (:mod:`bench.safestate`), so reading a cache never unpickles anything. A file that cannot be read
+    (torn, or a ``.pt`` pickle of an older version) is recomputed, never trusted; an encoding that holds something
+    other than tensors, arrays, numbers and strings is used uncached."""
     if cache is None:
         return pre.encode(split.inputs)
     key = hashlib.sha256(f"{tag}|{pre.key}".encode()).hexdigest()[:20]
-    path = cache / f"{key}.pt"
+    path = cache / f"{key}.safetensors"
+    (cache / f"{key}.pt").unlink(missing_ok=True)  # an older version's pickle: never read
     if path.exists():
         try:
-            return torch.load(path, weights_only=False)
-        except Exception:  # a torn cache file is recomputed, never trusted
+            return safestate.load(path, "encoded", device="cpu")
+        except safestate.StateError:
             path.unlink(missing_ok=True)
     enc = pre.encode(split.inputs)
     cache.mkdir(parents=True, exist_ok=True)
     sweep_partial(cache)  # encodings a killed run left half-written
-    with atomic_write(path) as tmp:
-        torch.save(enc, tmp)
+    try:
+        safestate.save(enc, path, "encoded")
+    except (TypeError, ValueError):  # a plugin preprocessor's own objects: fine in memory, not storable without pickle
+        pass
     return enc
 
 

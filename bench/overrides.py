@@ -53,10 +53,24 @@ def load_params_file(path: str) -> list[tuple[str, Any, bool]]:
     p = Path(path)
     if not p.exists():
         raise BenchError(f"params file {path!r} does not exist; `bench search` writes one (best.yaml)")
-    raw = yaml.safe_load(p.read_text()) or {}
+    if not p.is_file():
+        raise BenchError(f"params file {path!r} is not a file; give a YAML file such as best.yaml")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise BenchError(f"malformed params file {path}{at}: {e.problem or e.context}; it must be a YAML mapping of "
+                         "override keys to values (as in best.yaml)") from None
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise BenchError(f"cannot read params file {path}: {first}; it must be a YAML mapping of override keys to "
+                         "values (as in best.yaml)") from None
     if not isinstance(raw, dict):
         raise BenchError(f"params file {path!r} must be a mapping of override keys to values")
     raw = raw.get("overrides", raw)
+    if not isinstance(raw, dict):
+        raise BenchError(f"params file {path!r}: 'overrides' must be a mapping of override keys to values")
     return [(str(k), v, False) for k, v in raw.items()]
 
 

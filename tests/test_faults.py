@@ -2,6 +2,9 @@
 with a footnote) and a disk that is full or read-only (one line, exit 1, nothing half-written reads as complete).
 
 Each section keeps its own tests; a fault is injected into a copy of one clean store the module makes once.
+Further sections: stop signals (SIGTERM/SIGUSR2: exit 143/140 with one line, finished work kept, an exact resume),
+no pickle (resume states and caches are safetensors + JSON; old pickles are never read) and bad input (one line,
+exit 2, nothing written).
 """
 
 from __future__ import annotations
@@ -85,8 +88,8 @@ def test_rerun_heals_damaged_entries_with_a_clean_runs_metrics(clean, tmp_path):
     found = {f.entry: f.problem for f in verify(results, SUITE).damaged}
     rel = {name: f"{SUITE}/{folder.relative_to(results / SUITE).as_posix()}" for name, folder in damaged.items()}
     assert set(found) == set(rel.values())
-    assert found[rel["record"]].startswith("record.json is not readable JSON (JSONDecodeError: ")
-    assert found[rel["joint"]].startswith("stage.json is not readable JSON (JSONDecodeError: ")
+    assert found[rel["record"]].startswith("record.json is unreadable (JSONDecodeError: ")
+    assert found[rel["joint"]].startswith("stage.json is unreadable (JSONDecodeError: ")
     size = (clean / SUITE / "stages/init" / damaged["init"].name / "backbone.safetensors").stat().st_size
     assert found[rel["init"]] == f"backbone.safetensors holds 0 bytes, stage.json recorded {size}"
 
@@ -176,6 +179,31 @@ def test_markers_written_before_sealing_are_accepted(clean, tmp_path):
     (init / "backbone.safetensors").write_bytes(b"")  # an unsealed entry's empty weights are still caught
     assert not S.Store.done(init)
     assert [f.problem for f in verify(results, SUITE).damaged] == ["backbone.safetensors is empty"]
+
+
+def test_verify_lists_leftovers_and_entries_in_use_without_calling_them_damage(clean, tmp_path, capsys):
+    from filelock import FileLock
+
+    results = _copy(clean, tmp_path / "results")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    joint = _one(results, "stages/joint/*")
+    orphan = joint / f"backbone.safetensors.tmp{dead.pid}"
+    orphan.write_bytes(b"torn")
+    stopped = results / SUITE / "stages" / "joint" / "0123456789abcdef"  # a killed run's unfinished stage
+    stopped.mkdir()
+    (stopped / "resume.safetensors").write_bytes(b"state")
+    init = _one(results, "stages/init/*")
+    with FileLock(str(init / ".lock")):  # a running process computing or reading it
+        verdict = verify(results, SUITE)
+        assert main(["verify", f"suite={SUITE}", f"results_dir={results}", "repair=true"]) == 0
+    found = {(f.status, f.entry) for f in verdict.findings}
+    assert found == {("orphan file", f"{SUITE}/stages/joint/{joint.name}/{orphan.name}"),
+                     ("incomplete", f"{SUITE}/stages/joint/{stopped.name}"),
+                     ("in use", f"{SUITE}/stages/init/{init.name}")}
+    assert not verdict.damaged
+    assert not orphan.exists() and (stopped / "resume.safetensors").exists()  # repair removes only the dead's file
+    assert "repaired 1" in capsys.readouterr().out
 
 
 # --- disk ------------------------------------------------------------------------------------------------------

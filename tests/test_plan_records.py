@@ -262,3 +262,14 @@ def test_a_frozen_backbone_is_untouched_and_stage_train_overrides_change_the_key
         stages.joint(freeze="encoder.*")
     with pytest.raises(BenchError, match=r"finetune\(train=...\): unknown key 'epoch'"):
         stages.finetune("clean", train={"epoch": 2})
+
+
+def test_a_nan_from_a_weighting_is_blamed_on_the_weighting_not_the_data(results, tmp_path, capsys):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "nan_sum.py").write_text(BROKEN_WEIGHTING.replace("broken_sum", "nan_sum").replace(
+        'raise ZeroDivisionError("lambda of an empty batch")', 'return sum(losses.values()) * float("nan")'))
+    assert run(results, "strategy=naive_mtl", "strategy.weighting=nan_sum", f"strategy_dirs=[{plugins}]") == 1
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "FAILED" in x]
+    assert "weighting BrokenSum.combine returned nan from finite task losses" in line
+    assert f"{plugins}/nan_sum.py:" in line and "not the data" in line and "check the data" not in line

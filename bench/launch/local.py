@@ -6,7 +6,7 @@ Worker processes are forked when that is safe (Linux, no CUDA initialised, one t
 inherit the imported libraries, the plan and the loaded data and start in milliseconds; otherwise they are spawned
 (a forked child that runs a multi-threaded OpenMP region its parent had started can hang, and CUDA cannot be
 forked). They ignore Ctrl-C: the command stops them itself, so one message is printed, not one traceback per
-worker. A worker that dies (killed, out
+worker; SIGTERM or SIGUSR2 stops a worker the same way. A worker that dies (killed, out
 of memory) fails only the job it was running; a fresh worker takes its place for the rest.
 """
 
@@ -85,8 +85,10 @@ def _worker(tasks, results, threads: int, devices: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command handles Ctrl-C and stops its workers
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # a fork after the parent tokenised: no warning
     # ... with SIGTERM, which unwinds the running cell (its stage lock is released, its last epoch checkpoint kept)
-    # and lets the process's exit handlers run
+    # and lets the process's exit handlers run; SIGUSR2 (a cluster's warning before a time limit) does the same. A
+    # forked worker must not keep the command's own handlers (bench.cli.StopSignals)
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGUSR2, _stop)
     device = None
     if devices is not None:
         device = devices.get()

@@ -32,7 +32,11 @@ LOG_LINES = 8
 
 
 class Task(Checkpointable):
-    """A job as submitit runs it: in the folder the command ran in, with the torch threads its allocation gives."""
+    """A job as submitit runs it: in the folder the command ran in, with the torch threads its allocation gives.
+
+    Signals in the job's process are submitit's: SIGUSR2 checkpoints and requeues (:meth:`checkpoint`), SIGTERM is
+    bypassed (SLURM sends it before a preemption). Nothing here installs bench's own handlers, which belong to the
+    following command's process only (bench.cli.StopSignals)."""
 
     def __init__(self, fn: Callable[..., Any], args: tuple, cwd: str, threads: int):
         self.fn, self.args, self.cwd, self.threads = fn, args, cwd, threads
