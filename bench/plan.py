@@ -261,7 +261,8 @@ def make_plan(args: list[str]) -> Plan:
     if tracker is not None:
         from bench.track import trackers_from
 
-        trackers = trackers_from(tracker[0], sweep=tracker[1])  # after discover: plug-in trackers live in strategy files
+        # after discover: plug-in trackers live in strategy files
+        trackers = trackers_from(tracker[0], sweep=tracker[1])
     seeds = seeds_of(first)
     suites: dict[str, tuple[SuiteConfig, list[str]]] = {}
     variants: list[Variant] = []

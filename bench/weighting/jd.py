@@ -113,6 +113,9 @@ def _to_device(module: nn.Module, model: nn.Module) -> None:
                 setattr(mod, k, v.to(p.device))
 
 
+_WSUM, _WN = "__weights_sum", "__weights_n"  # keys of _Wrapped's own state beside the torchjd object's
+
+
 class _Wrapped:
     """What both adapters share: the wrapped torchjd object's state for resuming, and the weights it applied.
 
@@ -123,10 +126,21 @@ class _Wrapped:
     _wn = 0
 
     def get_extra_state(self) -> dict[str, Any]:
-        return _plain_state(self.inner)
+        # the weights averaged since the trajectory last read them: a resume cutting a logging interval continues it
+        wsum = self._wsum if self._wsum is not None else torch.zeros(0)
+        return {**_plain_state(self.inner), _WSUM: wsum, _WN: self._wn}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        wsum, wn = state.pop(_WSUM, None), state.pop(_WN, 0)
         _load_plain_state(self.inner, state)
+        self._wsum = wsum if isinstance(wsum, torch.Tensor) and wsum.numel() else None
+        self._wn = int(wn)
+        # solver objects are rebuilt, not saved: one that torchjd builds at its first step (Nash-MTL's cvxpy
+        # problem) is built now, from the restored warm start
+        for mod in self.inner.modules():
+            if getattr(mod, "step", 0) and hasattr(mod, "_init_optim_problem") and getattr(mod, "prob", None) is None:
+                mod._init_optim_problem()
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # torchjd registers some buffers at the first step (GradVac's similarity EMA): adopt them before loading
