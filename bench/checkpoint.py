@@ -47,6 +47,16 @@ def read_buffers(path: Path) -> list[str]:
     return json.loads(meta.get("buffers", "[]"))
 
 
+def state_bytes(module: nn.Module) -> int:
+    """Bytes of a module's parameters and buffers: about the size of its checkpoint on disk (safetensors adds a small
+    header), what :func:`bench.store.estimate_bytes` needs for each planned checkpoint.
+
+    >>> state_bytes(nn.Linear(16, 4))  # (16 * 4 + 4) float32 numbers
+    272
+    """
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
 def save_model(model: nn.Module, folder: Path) -> None:
     """Write ``model.backbone`` and ``model.heads`` of a MultiTaskModel into ``folder``."""
     folder = Path(folder)

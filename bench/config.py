@@ -234,6 +234,8 @@ def explain(err: ValidationError, model: type[BaseModel], where: str = "") -> Be
         parent = [str(p) for p in e["loc"][:-1] if not isinstance(p, int)]
         known = _known_keys(model, e["loc"][:-1])
         full = [".".join([*parent, k]) for k in known]
+        if not full:
+            return BenchError(f"{prefix}unknown key {loc!r}: it takes no parameters here")
         return BenchError(f"{prefix}unknown key {loc!r}{did_you_mean(loc, full)}; "
                           f"valid keys here: {', '.join(sorted(full))}")
     value = e.get("input")

@@ -552,7 +552,7 @@ def _fit(trainer) -> tuple[list, str, dict]:
     return res.history, json.dumps(res.trajectories, sort_keys=True), trainer.model.state_dict()
 
 
-@pytest.mark.parametrize("weighting", ["equal", "uncertainty", "gradnorm"])
+@pytest.mark.parametrize("weighting", ["equal", "uncertainty", "gradnorm", "dwa", "upgrad", "nash_mtl"])
 def test_a_resumed_training_stage_is_exact(tmp_path, weighting):
     """Killed after epoch 2 of 4 and resumed from resume.safetensors: the same history, trajectories and weights as
     an uninterrupted run (model, optimiser, schedule, numpy and torch RNG, batch streams, the balancer's own state
