@@ -42,13 +42,19 @@ def _encode_cached(pre: Preprocessor, split: Split, cache: Path | None, tag: str
         return pre.encode(split.inputs)
     key = hashlib.sha256(f"{tag}|{pre.key}".encode()).hexdigest()[:20]
     path = cache / f"{key}.safetensors"
-    (cache / f"{key}.pt").unlink(missing_ok=True)  # an older version's pickle: never read
+    writable = _writable(cache)  # a read-only store (an archive) still reads its cache, and never writes it
+    old = cache / f"{key}.pt"
+    if writable and old.exists():
+        old.unlink(missing_ok=True)  # an older version's pickle: never read
     if path.exists():
         try:
             return safestate.load(path, "encoded", device="cpu")
         except safestate.StateError:
-            path.unlink(missing_ok=True)
+            if writable:
+                path.unlink(missing_ok=True)
     enc = pre.encode(split.inputs)
+    if not writable:
+        return enc
     cache.mkdir(parents=True, exist_ok=True)
     sweep_partial(cache)  # encodings a killed run left half-written
     try:
@@ -56,6 +62,16 @@ def _encode_cached(pre: Preprocessor, split: Split, cache: Path | None, tag: str
     except (TypeError, ValueError):  # a plugin preprocessor's own objects: fine in memory, not storable without pickle
         pass
     return enc
+
+
+def _writable(folder: Path) -> bool:
+    """Whether ``folder`` (or its nearest existing parent, where it would be created) can be written."""
+    import os
+
+    folder = Path(folder)
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return os.access(folder, os.W_OK)
 
 
 def encode_suite(suite: SuiteConfig, data: SuiteData, pre: Preprocessor, train: TrainConfig,

@@ -17,7 +17,7 @@ import torch
 
 from bench import metrics as M
 from bench.config import SuiteConfig
-from bench.errors import BenchError, CellFailed
+from bench.errors import BenchError, CellFailed, StoreError
 from bench.launch import Job, launcher_from
 from bench.launch.base import fmt_duration
 from bench.plan import Plan, Variant, make_plan
@@ -178,6 +178,7 @@ def execute(plan: Plan, out=None) -> int:
         if id(variant) not in checked:
             checked.add(id(variant))
             variant.strategy().check_suite(variant.params, _context(plan, contexts, variant.suite, out))
+    _check_space(plan, [cells[i] for i in pending], contexts, stores)
     tags = [f"[{i}/{len(cells)}] {v.suite.name} {v.label} seed={s}" for i, (v, s) in enumerate(cells, 1)]
     for i in range(len(cells)):
         if i not in pending:
@@ -198,6 +199,12 @@ def execute(plan: Plan, out=None) -> int:
         i = by_job[id(done.job)]
         error = done.error if not done.ok else (done.value or {}).get("error") if \
             (done.value or {}).get("status") == "failed" else None
+        if error is not None and error.startswith(f"{StoreError.__name__}: "):
+            # the store cannot be written (full, read-only): no other cell can finish either, and nothing is kept
+            # by writing failed.json there; stop and say what is kept
+            kept = sum(Store.done(f, RECORD) for f in folders)
+            raise StoreError(f"{error[len(StoreError.__name__) + 2:]} ({kept} of {len(cells)} cell(s) finished and "
+                             "kept)")
         if error is not None:
             failures.append((tags[i], error))
             if not done.ok:  # the job died without writing its reason: keep it with the cell
@@ -239,6 +246,25 @@ def execute(plan: Plan, out=None) -> int:
     for tag, err in failures:
         print(f"failed: {tag}: {err}", file=out)
     return 1 if failures else 0
+
+
+def _check_space(plan: Plan, todo: list[tuple[Variant, int]], contexts: dict[str, SuiteContext],
+                 stores: dict[str, Store]) -> None:
+    """Before training: warn in one line when a suite's store has less free space than the planned checkpoints and
+    predictions need (the estimate is kept, so a later out-of-space error can quote it)."""
+    from bench.checkpoint import state_bytes
+    from bench.store import check_free_space, estimate_bytes, planned_stages
+
+    for name, store in stores.items():
+        mine = [(v, s) for v, s in todo if v.suite.name == name]
+        if not mine:
+            continue
+        ctx = _context(plan, contexts, mine[0][0].suite)
+        strategies = list({id(v): v.strategy for v, _ in mine}.values())
+        ckpts, evals = planned_stages(strategies, len(ctx.tasks), len({s for _, s in mine}))
+        examples = sum(len(es) for per in ctx.encoded.values() for split, es in per.items() if split != "train")
+        check_free_space(store.root, estimate_bytes(state_bytes(ctx.template), ckpts, evals, examples,
+                                                    cells=len(mine)))
 
 
 def _summary(records: list[Record], out) -> None:

@@ -466,21 +466,16 @@ ENTRY_BYTES = 16_000
 RECORD_BYTES = 32_000
 PREDICTION_BYTES = 16  # prediction, target and id of one example, compressed
 RESUME_FACTOR = 3  # a training stage's resume state: weights plus AdamW's two moments
-# checkpoints each built-in strategy's cell adds beyond θ0 and the per-task fine-tunes it may share
-_OWN_CHECKPOINTS = {"separate": 0, "naive_mtl": 1, "uncertainty": 1, "gradnorm": 1, "fuse_then_joint": 2}
-_USES_FINETUNES = {"separate", "fuse_then_joint"}
-
-
-def planned_stages(strategies: list[str], n_tasks: int, seeds: int) -> tuple[int, int]:
+def planned_stages(strategies: list[Any], n_tasks: int, seeds: int) -> tuple[int, int]:
     """``(checkpoints, evaluations)`` a plan adds at most: per seed θ0, the T fine-tunes when a strategy uses them
-    (shared), and each variant's own stages. A strategy this table does not know counts as T + 2 of each (every
-    task fine-tuned, fused and trained jointly). Every checkpoint but θ0 and a fusion keeps predictions, and so does
-    the evaluate stage after a fusion."""
+    (shared), and each variant's own stages, as the strategy classes declare them (``Strategy.uses_finetunes``,
+    ``Strategy.own_checkpoints``; the defaults count every task fine-tuned, fused and trained jointly). Every
+    checkpoint but θ0 and a fusion keeps predictions, and so does the evaluate stage after a fusion."""
     per_seed_ckpt, per_seed_eval = 1, 0
-    if any(s in _USES_FINETUNES or s not in _OWN_CHECKPOINTS for s in strategies):
+    if any(getattr(s, "uses_finetunes", True) for s in strategies):
         per_seed_ckpt, per_seed_eval = 1 + n_tasks, n_tasks
     for s in strategies:
-        own = _OWN_CHECKPOINTS.get(s, 2)
+        own = int(getattr(s, "own_checkpoints", 2))
         per_seed_ckpt += own
         per_seed_eval += own  # a joint stage evaluates; a fusion doesn't, but its evaluate stage does
     return seeds * per_seed_ckpt, seeds * per_seed_eval

@@ -51,6 +51,10 @@ class Strategy(ABC):
     Params: ClassVar[type[Frozen]] = NoParams
     rows: ClassVar[tuple[str, ...]] = ()
     colours: ClassVar[dict[str, str]] = {}
+    #: what a cell stores, for the free-space estimate before a run: whether it trains the per-task fine-tunes
+    #: (shared by every strategy that does) and how many checkpoints of its own it writes
+    uses_finetunes: ClassVar[bool] = True
+    own_checkpoints: ClassVar[int] = 2
     #: search space ``mode:`` -> the row a trial of that mode scores (``mode: train`` scores the strategy's own row
     #: unless the space names one); a mode the strategy does not list is refused for it
     search_rows: ClassVar[dict[str, str]] = {}

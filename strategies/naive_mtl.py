@@ -45,6 +45,7 @@ class NaiveMTL(Strategy):
 
     Params = Params
     colours = {"naive_mtl": "#E69F00"}  # Okabe-Ito: colour-blind safe, fixed per strategy across plots
+    uses_finetunes, own_checkpoints = False, 1  # for the free-space estimate
 
     @staticmethod
     def check(params: Params, tasks: list[str]) -> None:

@@ -12,6 +12,7 @@ class Separate(Strategy):
 
     Params = NoParams
     colours = {"separate": "#000000"}  # Okabe-Ito: colour-blind safe, fixed per strategy across plots
+    uses_finetunes, own_checkpoints = True, 0  # for the free-space estimate
 
     def run(self, stages: Stages, params: NoParams) -> dict:
         tunes = [stages.finetune(task) for task in stages.task_names]

@@ -29,6 +29,7 @@ class Uncertainty(Strategy):
 
     Params = Params
     colours = {"uncertainty": "#009E73"}  # Okabe-Ito: colour-blind safe, fixed per strategy across plots
+    uses_finetunes, own_checkpoints = False, 1  # for the free-space estimate
 
     def run(self, stages: Stages, params: Params) -> dict:
         wp = {"lr": params.lr} if params.lr is not None else {}

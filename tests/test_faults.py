@@ -347,7 +347,11 @@ def test_a_read_only_store_reads_reports_elsewhere_and_refuses_new_cells_in_one_
 
 def test_estimate_and_free_space_check(tmp_path, monkeypatch):
     monkeypatch.setattr(S, "_PLANNED", {})
-    checkpoints, evaluations = S.planned_stages(["separate", "naive_mtl"], n_tasks=5, seeds=2)
+    from bench.strategy import STRATEGIES, discover
+
+    discover()
+    plan = [STRATEGIES.get("separate"), STRATEGIES.get("naive_mtl")]
+    checkpoints, evaluations = S.planned_stages(plan, n_tasks=5, seeds=2)
     assert (checkpoints, evaluations) == (2 * (1 + 5 + 1), 2 * (5 + 1))  # θ0, five shared fine-tunes, one joint
     need = S.estimate_bytes(24_000, checkpoints, evaluations, eval_examples=4_800, cells=4)
     assert S.check_free_space(tmp_path, need) is None  # the test disk has room for a few MB
