@@ -269,6 +269,8 @@ def make_plan(args: list[str]) -> Plan:
     notes: list[str] = []
     # strategy.x goes to the strategies that have x; with one strategy in the whole command, x must be one of its
     everyone = list(dict.fromkeys(n for combo in combos for n in strategy_names(combo)))
+    classes = {n: STRATEGIES.get(n, hint="; strategies in another folder need strategy_dirs=[folder]")
+               for n in everyone}
     for combo in combos:
         skey = content_hash({k: v for k, v in combo.items() if not k.startswith("strategy") and k != "_swept"})
         if skey not in suites:
@@ -276,13 +278,11 @@ def make_plan(args: list[str]) -> Plan:
             suites[skey] = (build_suite(combo, suite_notes), suite_notes)
             notes += [n for n in suite_notes if n not in notes]
         suite, suite_notes = suites[skey]
-        names = strategy_names(combo)
-        for name in names:
-            cls = STRATEGIES.get(name, hint="; strategies in another folder need strategy_dirs=[folder]")
-            variants.append(make_variant(combo, cls, suite=suite, notes=suite_notes, only=len(everyone) == 1))
+        for name in strategy_names(combo):
+            variants.append(make_variant(combo, classes[name], suite=suite, notes=suite_notes,
+                                         only=len(everyone) == 1))
         given = [k[len("strategy."):] for k in combo if k.startswith("strategy.")]
-        unused = [k for k in given if not any(k.split(".")[0] in STRATEGIES.get(n).Params.model_fields
-                                              for n in everyone)]
+        unused = [k for k in given if not any(k.split(".")[0] in c.Params.model_fields for c in classes.values())]
         if unused and len(everyone) > 1:
             raise BenchError(f"strategy.{unused[0]} is a parameter of none of {', '.join(everyone)}")
     results_dir = Path(first.get("results_dir", "results"))
