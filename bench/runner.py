@@ -164,7 +164,9 @@ def execute(plan: Plan, out=None) -> int:
     stores = {v.suite.name: Store(plan.results_dir, v.suite.name) for v in plan.variants}
     _LOADED[tuple(plan.args)] = (plan, contexts, stores)  # jobs run in this process reuse the plan and its data
     folders = [stores[v.suite.name].cell_dir(v.strategy.name, v.cell_hash(s)) for v, s in cells]
-    pending = [i for i, f in enumerate(folders) if plan.force or not Store.done(f, RECORD)]
+    checked: dict = {}  # stage folder -> problem: records share stages, each is checked once per pass
+    finished = set() if plan.force else {i for i, f in enumerate(folders) if Store.done(f, RECORD, checked)}
+    pending = [i for i in range(len(cells)) if i not in finished]
     where = f" with launcher={launcher.name}, {launcher.describe()}" if launcher.parallel > 1 or \
         launcher.name != "local" else ""
     print(f"bench run: {len(cells)} cell(s) on {len({v.suite.name for v in plan.variants})} suite(s){where}, "
@@ -172,11 +174,11 @@ def execute(plan: Plan, out=None) -> int:
     for note in plan.notes:
         print(f"note: {note}", file=out)
     # what can only be checked against the loaded suite (its backbone, its tasks) fails here, before any stage
-    checked: set[int] = set()
+    seen: set[int] = set()
     for i in pending:
         variant = cells[i][0]
-        if id(variant) not in checked:
-            checked.add(id(variant))
+        if id(variant) not in seen:
+            seen.add(id(variant))
             variant.strategy().check_suite(variant.params, _context(plan, contexts, variant.suite, out))
     _check_space(plan, [cells[i] for i in pending], contexts, stores)
     tags = [f"[{i}/{len(cells)}] {v.suite.name} {v.label} seed={s}" for i, (v, s) in enumerate(cells, 1)]
@@ -215,13 +217,14 @@ def execute(plan: Plan, out=None) -> int:
                 print(f"    | {line}", file=out)
             continue
         computed += 1
+        finished.add(i)
         durations.append(done.seconds)
         remaining = len(pending) - computed - len(failures)
         at_once = max(1, min(launcher.parallel, done.running + 1, remaining))  # what runs now, not what may
         eta = f", ETA {fmt_duration(remaining * sum(durations) / len(durations) / at_once)}" if remaining else ""
         busy = f" ({done.running} running, {len(failures)} failed)" if launcher.parallel > 1 else ""
         print(f"{tags[i]}: done in {fmt_duration(done.seconds)}{busy}{eta}", file=out, flush=True)
-    records = [Record.read(f / RECORD) for f in folders if Store.done(f, RECORD)]
+    records = [Record.read(folders[i] / RECORD) for i in sorted(finished)]
     from_store = len(cells) - len(pending)
     print(f"{computed} cell(s) computed, {from_store} from the store, {len(failures)} failed", file=out)
     if computed == 0 and from_store == len(cells):

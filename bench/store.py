@@ -302,30 +302,34 @@ def record_stages(data: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def damaged_stages(cell_folder: Path, data: dict[str, Any], deep: bool = False) -> list[str]:
+def damaged_stages(cell_folder: Path, data: dict[str, Any], deep: bool = False,
+                   memo: dict[Path, str | None] | None = None) -> list[str]:
     """The stages a record was made from that are present but damaged, as ``"<stage>/<key> (why)"``. A stage that
-    is absent is not listed (a strategy may discard what it no longer needs; ``bench verify`` reports those)."""
+    is absent is not listed (a strategy may discard what it no longer needs; ``bench verify`` reports those).
+    ``memo``: stage folder -> problem, shared by the checks of one pass over many records (they share stages)."""
     root = Path(cell_folder).parents[2]
     out = []
+    memo = {} if memo is None else memo
     for stage, key in record_stages(data):
         folder = root / "stages" / stage / key
-        if (folder / STAGE_MARKER).exists():
-            problem = entry_problem(folder, STAGE_MARKER, deep)
-            if problem:
-                out.append(f"{stage}/{key} ({problem})")
+        if folder not in memo:
+            memo[folder] = entry_problem(folder, STAGE_MARKER, deep) if (folder / STAGE_MARKER).exists() else None
+        if memo[folder]:
+            out.append(f"{stage}/{key} ({memo[folder]})")
     return out
 
 
-def is_complete(folder: Path, marker: str = STAGE_MARKER) -> bool:
+def is_complete(folder: Path, marker: str = STAGE_MARKER, memo: dict[Path, str | None] | None = None) -> bool:
     """The entry can be reused: its marker exists, the cheap checks pass and, for a record, none of the stages it
-    was made from is damaged (so rerunning its command recomputes a damaged stage)."""
+    was made from is damaged (so rerunning its command recomputes a damaged stage). ``memo``: see
+    :func:`damaged_stages`."""
     folder = Path(folder)
     if not (folder / marker).exists():
         return False
     data, problem = load_marker(folder, marker)
     if problem or entry_problem(folder, marker, data=data):
         return False
-    return marker != RECORD or not damaged_stages(folder, data)
+    return marker != RECORD or not damaged_stages(folder, data, memo=memo)
 
 
 def quarantine(folder: Path, reason: str) -> Path:
@@ -577,10 +581,10 @@ class Store:
         return self.root / "cache"
 
     @staticmethod
-    def done(folder: Path, marker: str = STAGE_MARKER) -> bool:
+    def done(folder: Path, marker: str = STAGE_MARKER, memo: dict[Path, str | None] | None = None) -> bool:
         """The entry is finished and sound (:func:`is_complete`): a damaged one reads as not done, so the caller
         takes the lock, which moves it to quarantine, and recomputes it."""
-        return is_complete(folder, marker)
+        return is_complete(folder, marker, memo)
 
     @contextmanager
     def lock(self, folder: Path):

@@ -68,7 +68,8 @@ def find_suite(name: str) -> Path:
 def read_suite_yaml(path: Path) -> dict[str, Any]:
     """Parse a suite file; a syntax error names the file and line."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        # libyaml's loader where PyYAML was built with it: ~10x faster, and every command parses a suite
+        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f":{mark.line + 1}" if mark else ""
