@@ -259,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "verify":
             return cmd_verify(ns.overrides)
         return stops.check(cmd_search(ns.overrides))  # type: ignore[union-attr]
+    except BrokenPipeError:  # `bench run ... | head`: the reader left; what was computed is in the store
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 141
     except StoreError as e:  # the disk, not the input: one line, exit 1
         print(f"error: {e}", file=sys.stderr)
         return 1
