@@ -80,7 +80,6 @@ def test_fusion_trial_vs_evaluation_pass(benchmark, tmp_path):
     (target ≤ 1.05×). Tiny budgets: only the ratio matters here."""
     import numpy as np
 
-    from bench.search.objective import TrialRunner
     from bench.stages import Stages, SuiteContext
     from bench.store import Store
     from bench.strategy import STRATEGIES
@@ -97,11 +96,12 @@ def test_fusion_trial_vs_evaluation_pass(benchmark, tmp_path):
     rng = np.random.default_rng(0)
     before = len(store.computed)
 
-    params = STRATEGIES.get("fuse_then_joint").Params
+    strategy = STRATEGIES.get("fuse_then_joint")
+    stages.scratch = True  # as in a search trial: the fused model stays in memory
 
-    def trial():  # what a search trial runs: fuse in memory, evaluate
+    def trial():  # what a search trial runs: the strategy's search_row, which fuses in memory and evaluates
         w = rng.dirichlet(np.ones(len(tunes))).tolist()
-        TrialRunner._fuse_row(stages, params(fusion="weighted", fusion_params={"weights": w}), {}, keep=False)
+        strategy().search_row(stages, strategy.Params(fusion="weighted", fusion_params={"weights": w}), "fused")
 
     def eval_pass():
         stages._evaluate_ckpt(tunes[0].__class__("fuse", "x", tunes[0].path, tuple(stages.task_names)),
