@@ -43,6 +43,7 @@ class Variant:
     label: str
     notes: list[str] = field(default_factory=list)  # what planning decided for it (a skipped optional task)
     plugins: list[str] = field(default_factory=list)  # content hashes of the command's user plug-in files
+    _hashes: dict[int, str] = field(default_factory=dict, repr=False, compare=False)  # seed -> cell hash
 
     def config(self) -> dict[str, Any]:
         """Everything that decides this variant's results except the seed: what a leaderboard row must share."""
@@ -56,9 +57,12 @@ class Variant:
     def cell_hash(self, seed: int) -> str:
         # the label is part of the cell: two labels of one configuration are two records (an A/A control), whose
         # stages still come from one cache. The strategy's source is too: an edited strategy re-composes its rows
-        # (from cached stages where its stage calls did not change)
-        return content_hash({**self.config(), "label": self.label, "seed": seed, "v": STAGE_VERSION,
-                             "source": source_hash(self.strategy), "plugins": self.plugins})
+        # (from cached stages where its stage calls did not change). Memoised: a job looks its cell up by hash
+        if seed not in self._hashes:
+            self._hashes[seed] = content_hash({**self.config(), "label": self.label, "seed": seed,
+                                               "v": STAGE_VERSION, "source": source_hash(self.strategy),
+                                               "plugins": self.plugins})
+        return self._hashes[seed]
 
 
 @dataclass

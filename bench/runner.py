@@ -22,9 +22,9 @@ from bench.launch import Job, launcher_from
 from bench.launch.base import fmt_duration
 from bench.plan import Plan, Variant, make_plan
 from bench.record import SCHEMA_VERSION, Record, Row
-from bench.stages import Stages, SuiteContext, plugin_source
+from bench.stages import Stages, SuiteContext
 from bench.store import RECORD, Store, code_version, content_hash, library_versions, now_iso, write_json
-from bench.strategy import where_raised
+from bench.strategy import plugin_source, where_raised
 
 __all__ = ["execute", "make_plan", "run_cell", "run_cell_job"]
 
@@ -54,14 +54,13 @@ def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force
         if store.done(folder, RECORD) and not force:
             return Record.read(folder / RECORD)
         (folder / "failed.json").unlink(missing_ok=True)
-        stages = Stages(ctx, store, seed, force=force, **({"trackers": trackers, "cell": cell, "label": variant.label,
-                                                           "config": variant.config()}
-                                                          if trackers else {}))
+        config = variant.config()
+        stages = Stages(ctx, store, seed, force=force, trackers=trackers, cell=cell, label=variant.label,
+                        config=config)
         n_reused, n_computed = len(store.reused), len(store.computed)  # the store object outlives one cell
         t0 = time.perf_counter()
         rows = _rows(variant, stages)
         suite = variant.suite
-        config = variant.config()
         record = Record(
             schema_version=SCHEMA_VERSION, suite=suite.name, strategy=variant.strategy.name,
             label=variant.label, params=variant.params.model_dump(mode="json"), seed=seed, cell=cell,

@@ -137,19 +137,10 @@ def _freeze(model: MultiTaskModel, names: set[str]) -> None:
             p.requires_grad_(False)
 
 
-def plugin_source(cls: type) -> str:
-    """The source hash of a plug-in class defined outside this package (a ``strategy_dirs`` or ``./strategies``
-    file), else "" (built-in code is versioned by ``STAGE_VERSIONS``, so keys of built-ins stay stable)."""
-    import inspect
+def _plugin_source(cls: type) -> str:
+    from bench.strategy import plugin_source  # the strategy room imports this one
 
-    from bench.strategy import source_hash
-
-    try:
-        file = Path(inspect.getsourcefile(cls) or "").resolve()
-    except TypeError:
-        return ""
-    package = Path(__file__).resolve().parent
-    return "" if package in file.parents else source_hash(cls)
+    return plugin_source(cls)
 
 
 def weights_hash(module: torch.nn.Module) -> str:
@@ -560,7 +551,7 @@ class Stages:
             return {"telemetry": {"fusion": stats}, "fusion": summary}
 
         key = {"parts": [p.key for p in parts], "base": base.key, "method": method, "params": params}
-        source = plugin_source(type(fusion))
+        source = _plugin_source(type(fusion))
         if source:  # a fusion method from a plug-in folder: editing it invalidates what it fused
             key["fusion_source"] = source
         if model_based:  # what the data it reads depends on
@@ -637,7 +628,7 @@ class Stages:
         key = {"tasks": tasks, "init": init.key, "weighting": weighting, "weighting_params": wp,
                "train": _train_key(train_cfg), "data": {t: self.ctx.data.task_fingerprints[t] for t in tasks},
                "seed": self.seed}
-        source = plugin_source(type(w))
+        source = _plugin_source(type(w))
         if source:  # a weighting from a plug-in folder: editing it invalidates what it trained
             key["weighting_source"] = source
         if steps is not None:

@@ -210,6 +210,27 @@ def _file_hash(path: str, mtime_ns: int) -> str:
 _HASHES: dict[tuple[str, int], str] = {}
 
 
+def _is_builtin(file: Path) -> bool:
+    """Defined by bench itself: the package, or its built-in strategies folder (beside it in a checkout)."""
+    from bench.suites import builtin_dir
+
+    file = file.resolve()
+    return any(root in file.parents for root in (Path(__file__).resolve().parent, builtin_dir("strategies").resolve()))
+
+
+def plugin_source(cls: type) -> str:
+    """The source hash of a plug-in class from a user folder (``./strategies``, ``strategy_dirs=``), else "":
+    built-in code is versioned by ``STAGE_VERSIONS``, so the keys of built-ins stay stable across edits that do
+    not change results."""
+    import inspect
+
+    try:
+        file = inspect.getsourcefile(cls)
+    except TypeError:
+        return ""
+    return "" if not file or _is_builtin(Path(file)) else source_hash(cls)
+
+
 def user_plugin_sources(extra: Iterable[str | Path] = ()) -> dict[str, str]:
     """File -> content hash of every plug-in file in the user folders of a command (``./strategies``, then
     ``strategy_dirs=``; not the built-ins): part of every cell's hash, so that editing a plug-in (a weighting, a
@@ -217,7 +238,7 @@ def user_plugin_sources(extra: Iterable[str | Path] = ()) -> dict[str, str]:
     from bench.suites import user_dirs
 
     files = [p.resolve() for folder in user_dirs("strategies", list(extra)) if Path(folder).is_dir()
-             for p in sorted(Path(folder).glob("*.py")) if not p.name.startswith("_")]
+             for p in sorted(Path(folder).glob("*.py")) if not p.name.startswith("_") and not _is_builtin(p)]
     return {str(p): _file_hash(str(p), p.stat().st_mtime_ns) for p in files}
 
 

@@ -24,16 +24,22 @@ OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky_blue": "#56B4E9", "bl
 SPARE_COLOURS = (OKABE_ITO["reddish_purple"], OKABE_ITO["yellow"])
 
 _cache: dict[tuple[str, ...], dict[str, tuple[int, int, str | None]]] = {}
+_discovered = False
 
 
 def row_kinds() -> dict[str, tuple[int, int, str | None]]:
-    """Row kind -> (strategy position, position among its strategy's rows, declared colour or None)."""
+    """Row kind -> (strategy position, position among its strategy's rows, declared colour or None). Called from
+    sort keys: the strategy folders are imported once per process, and the table is rebuilt only when the registry
+    changed."""
+    global _discovered
     from bench.strategy import STRATEGIES, discover
 
-    try:
-        discover()  # the built-in strategies and ./strategies: what the records in a store were made with
-    except BenchError:
-        pass  # a broken plug-in must not stop a report; its rows just sort last
+    if not _discovered:
+        _discovered = True
+        try:
+            discover()  # the built-in strategies and ./strategies: what the records in a store were made with
+        except BenchError:
+            pass  # a broken plug-in must not stop a report; its rows just sort last
     names = tuple(STRATEGIES.names())
     if names not in _cache:
         order = [n for n in DEFAULT_STRATEGIES if n in names] + [n for n in names if n not in DEFAULT_STRATEGIES]

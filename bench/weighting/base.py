@@ -129,7 +129,9 @@ class Weighting(Balancer):
 
     def backward(self, losses: dict[str, torch.Tensor], step: Step) -> None:
         total = self.combine(losses)
-        if not torch.isfinite(total):  # the task losses were finite (the trainer checked): the weighting broke
+        # the task losses were finite (the trainer checked): a non-finite total is the weighting's. Checked where
+        # it is free, as the trainer's own per-step check: on the CPU (a GPU check would sync every step)
+        if total.device.type == "cpu" and not torch.isfinite(total):
             import inspect
 
             where = f"{inspect.getsourcefile(type(self))}:{inspect.getsourcelines(type(self).combine)[1]}"
