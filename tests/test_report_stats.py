@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import t as scipy_t
 
 from bench import stats
 from bench.cli import main
@@ -131,39 +132,63 @@ def md_lines(md: str) -> dict[str, str]:
 # ----------------------------------------------------------------------------------------------- A/A control
 
 
-def test_aa_control_identical_rows_are_tied_with_p_1_and_no_star(results):
+def seeds_of(results: Path, label: str, target: dict, correct: dict[str, list[int]], shift: int = 0, **kw) -> None:
+    """One record per seed of ``label``: task t is right on ``correct[t][s]`` examples at seed s."""
+    for s in range(len(next(iter(correct.values())))):
+        preds = {t: with_correct(target[t], correct[t][s], 97 * s + shift) for t in correct}
+        write_record(results, label=label, seed=s, preds=preds, targets=target, **kw)
+
+
+def test_aa_control_identical_rows_with_one_seed_get_p_1_and_no_mark(results):
     target = {"a": labels(150), "b": labels(150, 1)}
     preds = {"a": with_correct(target["a"], 110), "b": with_correct(target["b"], 95, 1)}
     for label in ("separate", "naive_mtl"):
         write_record(results, label=label, seed=0, preds=preds, targets=target)
-    lb = board(results, bootstrap=500)
+    lb = board(results)
     t = lb.table
     assert t.loc["naive_mtl", "a/accuracy"] == t.loc["separate", "a/accuracy"]
     for key in ("a/accuracy", "b/accuracy", "avg", "delta_m"):
-        assert t.loc["naive_mtl", key + ":p"] == 1.0 and t.loc["naive_mtl", key + ":p_adj"] == 1.0, key
-        assert t.loc["naive_mtl", key + ":mark"] == t.loc["separate", key + ":mark"] == "tie", key
-    assert t.loc["naive_mtl", "a/accuracy:test"] == "McNemar"  # one seed each: exact test
-    assert t.loc["naive_mtl", "avg:test"] == "bootstrap"
+        assert t.loc["naive_mtl", key + ":p"] == 1.0, key
+        assert math.isnan(t.loc["naive_mtl", key + ":p_adj"]), key  # one seed: not a markable test
+        assert t.loc["naive_mtl", key + ":mark"] == t.loc["separate", key + ":mark"] == "", key
+        assert not t.loc["naive_mtl", key + ":markable"]
+    assert t.loc["naive_mtl", "a/accuracy:test"] == "McNemar (one seed)"  # the test-set-only question
+    assert t.loc["naive_mtl", "avg:test"] == "z (one seed)"
     md = to_markdown(lb)
-    assert "\\*" not in md and "**" not in md.split("| Samples seen")[0]  # no star, no bold score
+    assert "\\*" not in md and "≈" not in md.split("## Validation")[0] and "**" not in md.split("| Samples seen")[0]
+    assert "No *, bold or ≈: rows have 1 seed, and marks need ≥ 3 seeds per row and baseline (`seeds=3`)" in caption(lb)
+    assert "test-set variance only" in caption(lb) and "seed variance is unknown" in caption(lb)
     row = md_lines(md)["naive_mtl"]
-    assert "73.3 [" in row and "≈" in row
-    compare = write_report(results, SUITE, results / "out", bootstrap=500, compare="naive_mtl,separate")["compare"]
+    assert "73.3 [" in row
+    compare = write_report(results, SUITE, results / "out", compare="naive_mtl,separate")["compare"]
     text = compare.read_text()
     assert compare.name == "compare_naive_mtl_vs_separate.md"
-    assert "| a accuracy | 73.3 | 73.3 | +0.0 | [+0.0, +0.0] | McNemar | 1.000 | 1.000 |" in text
+    assert "| a accuracy | 73.3 | 73.3 | +0.0 | [+0.0, +0.0] | McNemar (one seed) | 1.000 | 1.000 |" in text
+    assert "Not a claim about training methods" in text
 
 
-def test_aa_control_with_three_seeds_uses_the_bootstrap(results):
+def test_aa_control_with_three_identical_seeds_is_a_paired_t_with_p_1_and_a_tie(results):
     target = {"a": labels(120)}
-    for seed in range(3):
-        preds = {"a": with_correct(target["a"], 80 + 5 * seed, seed)}
-        for label in ("separate", "naive_mtl"):
-            write_record(results, label=label, seed=seed, preds=preds, targets=target)
-    t = board(results, bootstrap=400).table
-    assert t.loc["naive_mtl", "a/accuracy:test"] == "bootstrap"
+    for label in ("separate", "naive_mtl"):
+        seeds_of(results, label, target, {"a": [80, 85, 90]})
+    t = board(results).table
+    assert t.loc["naive_mtl", "a/accuracy:test"] == "paired t"
     assert t.loc["naive_mtl", "a/accuracy:p"] == 1.0 and t.loc["naive_mtl", "a/accuracy:mark"] == "tie"
-    assert t.loc["naive_mtl", "n"] == 3
+    assert t.loc["naive_mtl", "n"] == 3 and t.loc["naive_mtl", "a/accuracy:markable"]
+
+
+def test_aa_control_with_disjoint_seeds_is_a_welch_t_and_unmarked_when_equal(results):
+    target = {"a": labels(120)}
+    seeds_of(results, "separate", target, {"a": [80, 85, 90]})
+    seeds_of(results, "naive_mtl", target, {"a": [84, 81, 88]}, shift=1)
+    for s, n_right in zip((3, 4, 5), (83, 86, 80)):
+        write_record(results, label="aa_copy", strategy="naive_mtl", seed=s,
+                     preds={"a": with_correct(target["a"], n_right, s)}, targets=target)
+    lb = board(results)
+    est = lb.inference.difference("aa_copy", "naive_mtl", "a/accuracy")
+    assert not est.paired and est.k == 3 and est.df >= 2 and est.p > 0.05
+    assert lb.table.loc["aa_copy", "a/accuracy:test"] == "Welch t"  # against separate, whose seeds are 0..2
+    assert lb.table.loc["naive_mtl", "a/accuracy:test"] == "paired t"
 
 
 # ----------------------------------------------------------------------------------------------- winners
@@ -171,51 +196,62 @@ def test_aa_control_with_three_seeds_uses_the_bootstrap(results):
 
 def test_clearly_better_row_gets_a_star_and_is_the_bold_winner(results):
     target = {"a": labels(200)}
-    write_record(results, label="separate", seed=0, preds={"a": with_correct(target["a"], 120)}, targets=target)
-    write_record(results, label="naive_mtl", seed=0, preds={"a": with_correct(target["a"], 190, 1)}, targets=target)
-    write_record(results, label="gradnorm", seed=0, preds={"a": with_correct(target["a"], 124, 2)}, targets=target)
-    lb = board(results, bootstrap=1000)
+    seeds_of(results, "separate", target, {"a": [118, 120, 122]})
+    seeds_of(results, "naive_mtl", target, {"a": [189, 190, 191]}, shift=1)
+    seeds_of(results, "gradnorm", target, {"a": [121, 127, 118]}, shift=2)
+    lb = board(results)
     t = lb.table
     assert t.loc["naive_mtl", "a/accuracy"] == pytest.approx(95.0)
-    assert t.loc["naive_mtl", "a/accuracy:p_adj"] < 1e-6
+    assert t.loc["naive_mtl", "a/accuracy:p_adj"] < 1e-3
     assert t.loc["naive_mtl", "a/accuracy:mark"] == "best"
     assert t.loc["gradnorm", "a/accuracy:mark"] == "" and t.loc["gradnorm", "a/accuracy:p_adj"] > 0.05
     rows = md_lines(to_markdown(lb))
     assert re.search(r"\| \*\*95\.0\\\* \[\d+\.\d, \d+\.\d\]\*\* \|", rows["naive_mtl"])
-    assert "62.0 [" in rows["gradnorm"] and "\\*" not in rows["gradnorm"].split(" | ")[2]
+    assert "61.0 [" in rows["gradnorm"] and "\\*" not in rows["gradnorm"].split(" | ")[2]
     tex = to_latex(lb)
     assert re.search(r"\\bfseries 95\.0\$\^\{\*\}\$\{\\scriptsize\\,\[", tex)
-    assert "Bold: best of its column and significantly better than every other row" in caption(lb)
+    assert "Bold: best of its column and significantly better than every other markable row" in caption(lb)
 
 
 def test_one_point_better_on_150_examples_is_no_winner(results):
     target = {"a": labels(150)}
-    write_record(results, label="separate", seed=0, preds={"a": with_correct(target["a"], 105)}, targets=target)
-    write_record(results, label="naive_mtl", seed=0, preds={"a": with_correct(target["a"], 107, 1)}, targets=target)
-    lb = board(results, bootstrap=1000)
+    seeds_of(results, "separate", target, {"a": [104, 105, 106]})
+    seeds_of(results, "naive_mtl", target, {"a": [106, 107, 108]}, shift=1)
+    lb = board(results)
     t = lb.table
     assert t.loc["naive_mtl", "a/accuracy"] > t.loc["separate", "a/accuracy"]
     assert t.loc["naive_mtl", "a/accuracy:mark"] == t.loc["separate", "a/accuracy:mark"] == "tie"
-    assert t.loc["naive_mtl", "a/accuracy:p_best"] > 0.05 or t.loc["separate", "a/accuracy:p_best"] > 0.05
+    assert t.loc["separate", "a/accuracy:p_best"] > 0.05
     md = to_markdown(lb)
     assert "**71.3" not in md and "71.3 [" in md_lines(md)["naive_mtl"] and " ≈" in md_lines(md)["naive_mtl"]
     assert r"\underline{71.3" in to_latex(lb)
 
 
+def test_two_seeds_print_intervals_and_p_but_no_mark_and_say_how_many_seeds_are_needed(results):
+    target = {"a": labels(200)}
+    seeds_of(results, "separate", target, {"a": [100, 102]})
+    seeds_of(results, "naive_mtl", target, {"a": [190, 191]}, shift=1)
+    lb = board(results)
+    t = lb.table
+    assert t.loc["naive_mtl", "a/accuracy:p"] < 0.05 and math.isnan(t.loc["naive_mtl", "a/accuracy:p_adj"])
+    assert (t["a/accuracy:mark"] == "").all() and lb.marking.n_tests == 0
+    assert "marks need ≥ 3 seeds" in caption(lb) and "\\*" not in to_markdown(lb)
+    assert not math.isnan(t.loc["naive_mtl", "a/accuracy:lo"])
+
+
 def test_row_without_predictions_is_never_the_bold_winner(results, tmp_path):
     target = {"a": labels(200)}
-    write_record(results, label="separate", seed=0, preds={"a": with_correct(target["a"], 100)}, targets=target)
-    write_record(results, label="naive_mtl", seed=0, preds={"a": with_correct(target["a"], 180, 1)},
-                 targets=target)
-    old = write_record(results, label="gradnorm", seed=0, preds={"a": with_correct(target["a"], 199, 2)},
-                       targets=target)
-    path = next((results / SUITE / "cells" / "gradnorm").glob("*/record.json"))
-    old["schema_version"] = 1
-    for key in ("config", "config_fingerprint", "budget_fingerprint"):
-        old.pop(key)
-    del old["rows"]["gradnorm"]["predictions"]
-    path.write_text(json.dumps(old))
-    lb = board(results, bootstrap=500)
+    seeds_of(results, "separate", target, {"a": [99, 100, 101]})
+    seeds_of(results, "naive_mtl", target, {"a": [179, 180, 181]}, shift=1)
+    seeds_of(results, "gradnorm", target, {"a": [198, 199, 199]}, shift=2)
+    for path in (results / SUITE / "cells" / "gradnorm").glob("*/record.json"):
+        old = json.loads(path.read_text())
+        old["schema_version"] = 1
+        for key in ("config", "config_fingerprint", "budget_fingerprint"):
+            old.pop(key)
+        del old["rows"]["gradnorm"]["predictions"]
+        path.write_text(json.dumps(old))
+    lb = board(results)
     t = lb.table
     assert t.loc["gradnorm", "a/accuracy"] > t.loc["naive_mtl", "a/accuracy"]
     assert (t["a/accuracy:mark"] != "best").all()  # the untestable row is better: nobody is bold
@@ -236,7 +272,7 @@ def test_one_label_at_two_budgets_is_two_rows_and_a_foreign_budget_baseline_leav
                      preds={"a": with_correct(target["a"], 75, seed), "b": with_correct(target["b"], 62, seed)})
     write_record(results, label="naive_mtl", seed=0, targets=target, train={"epochs": 3}, samples_seen=1200,
                  preds={"a": with_correct(target["a"], 90, 5), "b": with_correct(target["b"], 80, 5)})
-    lb = board(results, bootstrap=300)
+    lb = board(results)
     t = lb.table
     assert list(t.index) == ["separate", "naive_mtl[train.epochs=2]", "naive_mtl[train.epochs=3]"]
     assert "naive_mtl" not in t.index  # never one mixed row
@@ -250,11 +286,11 @@ def test_one_label_at_two_budgets_is_two_rows_and_a_foreign_budget_baseline_leav
     note = ("Δm% empty for naive_mtl[train.epochs=3]: no separate row with the same budget (train.epochs=3) and "
             "data; run `bench run suite=toy strategy=separate train.epochs=3`")
     assert note in lb.notes
-    paths = write_report(results, SUITE, results / "out", bootstrap=300)
+    paths = write_report(results, SUITE, results / "out")
     assert note in paths["md"].read_text()
     assert note in json.loads(paths["json"].read_text())["notes"]
     assert "| `naive_mtl[train.epochs=3]` | 1 |" in paths["md"].read_text()
-    report_command({"suite": SUITE, "results_dir": str(results), "out": str(results / "out2"), "bootstrap": 300})
+    report_command({"suite": SUITE, "results_dir": str(results), "out": str(results / "out2")})
     printed = " ".join(capsys.readouterr().out.split())
     assert "Δm% empty for naive_mtl[train.epochs=3]" in printed
 
@@ -266,7 +302,7 @@ def test_a_separate_row_at_the_same_budget_is_the_baseline(results):
                      preds={"a": with_correct(target["a"], 60 + 10 * epochs, epochs)})
         write_record(results, label="naive_mtl", seed=0, targets=target, train={"epochs": epochs},
                      preds={"a": with_correct(target["a"], 65 + 10 * epochs, 7 + epochs)})
-    t = board(results, bootstrap=200).table
+    t = board(results).table
     assert t.loc["naive_mtl[train.epochs=3]", "baseline"] == "separate[train.epochs=3]"
     assert t.loc["naive_mtl[train.epochs=2]", "baseline"] == "separate[train.epochs=2]"
     # 95 vs 90 and 85 vs 80: each against its own budget's separate
@@ -287,7 +323,7 @@ def test_two_labels_of_one_configuration_stay_two_rows_and_reruns_keep_the_newes
     (path.parent.parent / "older.json").rename(old_dir / "record.json")
     write_record(results, label="aa_copy", strategy="naive_mtl", seed=0, preds={"a": with_correct(target["a"], 40)},
                  targets=target)
-    t = board(results, bootstrap=200).table
+    t = board(results).table
     assert set(t.index) == {"separate", "naive_mtl", "aa_copy"}
     assert t.loc["naive_mtl", "a/accuracy"] == pytest.approx(80.0)  # the newer re-run, not the older one
 
@@ -309,7 +345,7 @@ def _imbalanced(results: Path) -> None:
 
 def test_delta_m_primary_vs_all_flips_the_sign_and_the_caption_names_the_metrics(results):
     _imbalanced(results)
-    primary, every = board(results, bootstrap=300), board(results, bootstrap=300, delta_m="all")
+    primary, every = board(results), board(results, delta_m="all")
     f1_sep, f1_mtl = (compute(["macro_f1"], np.array([0] * 140 + [1] * 60), p)["macro_f1"] for p in (
         np.r_[np.ones(40), np.zeros(100), np.zeros(10), np.ones(50)].astype(int),
         np.r_[np.zeros(140), np.ones(15), np.zeros(45)].astype(int)))
@@ -335,7 +371,7 @@ def test_delta_m_per_seed_mean_and_std_against_the_same_seed(results):
                      targets=target)
         write_record(results, label="naive_mtl", seed=seed, preds={"a": with_correct(target["a"], m, 9 + seed)},
                      targets=target)
-    t = board(results, bootstrap=200).table
+    t = board(results).table
     per_seed = [100 * (60 - 50) / 50, 0.0]
     assert t.loc["naive_mtl", "delta_m_seed_mean"] == pytest.approx(np.mean(per_seed))
     assert t.loc["naive_mtl", "delta_m_seed_std"] == pytest.approx(np.std(per_seed, ddof=1))
@@ -360,14 +396,14 @@ def _three_rows_three_seeds(results: Path, n: int = 150, rows: int = 3, tasks: i
 
 def test_holm_adjusted_p_values_in_the_csv_equal_bench_stats_holm(results):
     _three_rows_three_seeds(results)
-    paths = write_report(results, SUITE, results / "out", bootstrap=300)
+    paths = write_report(results, SUITE, results / "out")
     csv = pd.read_csv(paths["csv"])
     test = csv[csv["split"] == "test"].set_index("variant")
     raw = [(v, c) for c in test.columns if c.endswith(":p") for v in test.index if not math.isnan(test.loc[v, c])]
     assert len(raw) == 2 * (3 + 2)  # two rows against separate: three tasks, Avg, Δm%
     adjusted = stats.holm([test.loc[v, c] for v, c in raw])
     assert [test.loc[v, c + "_adj"] for v, c in raw] == pytest.approx(list(adjusted))
-    bh = write_report(results, SUITE, results / "bh", bootstrap=300, correction="bh")
+    bh = write_report(results, SUITE, results / "bh", correction="bh")
     csv_bh = pd.read_csv(bh["csv"]).query("split == 'test'").set_index("variant")
     assert [csv_bh.loc[v, c + "_adj"] for v, c in raw] == pytest.approx(list(stats.bh([test.loc[v, c]
                                                                                          for v, c in raw])))
@@ -375,24 +411,37 @@ def test_holm_adjusted_p_values_in_the_csv_equal_bench_stats_holm(results):
     assert "after Benjamini–Hochberg correction over the table's 10 tests" in bh["md"].read_text()
 
 
-def test_report_interval_equals_a_direct_bench_stats_computation(results):
+def test_report_interval_equals_the_two_level_formula_computed_by_hand(results):
+    """mean ± t_ν √(s²/k + c_e): s² over the per-seed accuracies, c_e the mean covariance between two different seeds'
+    per-example correctness divided by n (the jackknife of a mean), ν Welch–Satterthwaite; the tasks of this
+    multi-input suite have their own examples, so Avg's c_e is the sum of theirs over T²."""
     data = _three_rows_three_seeds(results, n=90, tasks=2)
-    lb = board(results, bootstrap=500, level=0.9)
-    draws = stats.draw({t: 90 for t in data["targets"]}, 3, B=500, seed=0)
-    reps = {}
+    lb = board(results, level=0.9)
+    k, n = 3, 90
+
+    def by_hand(xs: np.ndarray, ce: float) -> tuple[float, float]:
+        s2 = np.var(xs, ddof=1)
+        var = s2 / k + max(ce, 0.0)  # a covariance estimate can be negative; the test-set term cannot
+        df = var**2 / ((s2 / k) ** 2 / (k - 1))
+        half = scipy_t.ppf(0.95, df) * np.sqrt(var)
+        return xs.mean() - half, xs.mean() + half
+
+    per_seed, ce = {}, {}
     for task, target in data["targets"].items():
-        preds = np.stack([data["preds"][("naive_mtl", s)][task] for s in range(3)])
-        reps[task] = 100 * stats.replicate_scores("accuracy", target, preds, draws, task)
-        lo, hi = stats.interval(reps[task], 0.9)
-        assert lb.table.loc["naive_mtl", f"{task}/accuracy:lo"] == pytest.approx(lo)
-        assert lb.table.loc["naive_mtl", f"{task}/accuracy:hi"] == pytest.approx(hi)
-        k = int(sum((data["preds"][("naive_mtl", s)][task] == target).sum() for s in range(3)))
-        w_lo, w_hi = stats.wilson(k, 3 * 90, 0.9)
+        z = np.stack([100.0 * (data["preds"][("naive_mtl", s)][task] == target) for s in range(3)])
+        cov = np.cov(z)  # ddof=1 over examples
+        ce[task] = (cov.sum() - np.trace(cov)) / (k * (k - 1)) / n
+        per_seed[task] = z.mean(axis=1)
+        lo, hi = by_hand(per_seed[task], ce[task])
+        assert lb.table.loc["naive_mtl", f"{task}/accuracy:lo"] == pytest.approx(lo, abs=1e-9)
+        assert lb.table.loc["naive_mtl", f"{task}/accuracy:hi"] == pytest.approx(hi, abs=1e-9)
+        assert lb.table.loc["naive_mtl", f"{task}/accuracy:seed_sd"] == pytest.approx(np.std(per_seed[task], ddof=1))
+        kk = int(sum((data["preds"][("naive_mtl", s)][task] == target).sum() for s in range(3)))
+        w_lo, w_hi = stats.wilson(kk, 3 * 90, 0.9)
         assert lb.table.loc["naive_mtl", f"{task}/accuracy:wilson_lo"] == pytest.approx(100 * w_lo)
         assert lb.table.loc["naive_mtl", f"{task}/accuracy:wilson_hi"] == pytest.approx(100 * w_hi)
-    avg = (reps["t0"] + reps["t1"]) / 2
-    assert (lb.table.loc["naive_mtl", "avg:lo"], lb.table.loc["naive_mtl", "avg:hi"]) == pytest.approx(
-        stats.interval(avg, 0.9))
+    lo, hi = by_hand((per_seed["t0"] + per_seed["t1"]) / 2, (ce["t0"] + ce["t1"]) / 4)
+    assert (lb.table.loc["naive_mtl", "avg:lo"], lb.table.loc["naive_mtl", "avg:hi"]) == pytest.approx((lo, hi))
     # the point estimate stays the mean over seeds of the recorded metric
     assert lb.table.loc["naive_mtl", "t0/accuracy"] == pytest.approx(
         np.mean([100 * (data["preds"][("naive_mtl", s)]["t0"] == data["targets"]["t0"]).mean() for s in range(3)]))
@@ -400,16 +449,18 @@ def test_report_interval_equals_a_direct_bench_stats_computation(results):
 
 def test_mde_in_the_caption_and_interval_display_options(results):
     _three_rows_three_seeds(results)
-    lb = board(results, bootstrap=300)
-    assert lb.mde > 0
-    assert f"MDE (Avg, α=0.05, power 0.8): {lb.mde:.1f} points." in caption(lb)
-    pm = board(results, bootstrap=300, interval="pm")
-    lo, hi = pm.table.loc["naive_mtl", "t0/accuracy:lo"], pm.table.loc["naive_mtl", "t0/accuracy:hi"]
-    value = pm.table.loc["naive_mtl", "t0/accuracy"]
-    assert f"{value:.1f} ± {(hi - lo) / 2:.1f}" in md_lines(to_markdown(pm))["naive_mtl"]
-    assert f"{value:.1f} [{lo:.1f}, {hi:.1f}]" in md_lines(to_markdown(lb))["naive_mtl"]
-    assert f"95% percentile bootstrap intervals [lo, hi] (B={lb.options.bootstrap} " in caption(lb)
-    assert lb.options.bootstrap >= 300 and 2 / (lb.options.bootstrap + 1) < 0.05 / 8  # 2 rows × 4 columns tested
+    lb = board(results)
+    m = lb.marking
+    assert m.mde > 0 and m.mde_seeds == 3 and set(m.mde_more) == {5, 10, 20}
+    assert m.mde_more[5] < m.mde and m.mde_more[20] < m.mde_more[10] < m.mde_more[5]  # more seeds detect less
+    more = ", ".join(f"{k} seeds: {v:.1f}" for k, v in m.mde_more.items())
+    assert f"MDE (Avg, α=0.05, power 0.8): {m.mde:.1f} points at n=3 ({more})." in caption(lb)
+    pm = board(results, interval="pm")
+    lo, hi = pm.table.loc["separate", "t0/accuracy:lo"], pm.table.loc["separate", "t0/accuracy:hi"]
+    value = pm.table.loc["separate", "t0/accuracy"]
+    assert f"{value:.1f} ± {(hi - lo) / 2:.1f}" in md_lines(to_markdown(pm))["separate"]
+    assert f"{value:.1f} [{lo:.1f}, {hi:.1f}]" in md_lines(to_markdown(lb))["separate"]
+    assert "95% two-level t intervals [lo, hi]: mean ± t_ν·√(s²/n + c_e)" in caption(lb)
     assert "as ± half their width" in caption(pm)
 
 
@@ -424,8 +475,8 @@ def test_provenance_budget_columns_and_extra_split(results):
                      targets=target, code_versions=versions, samples_seen=4000,
                      extra_split={"split": "test_mismatched", "targets": mm,
                                   "preds": {"mnli": with_correct(mm["mnli"], right - 10, 3, classes=3)}})
-    paths = write_report(results, SUITE, results / "out", bootstrap=200)
-    lb = board(results, bootstrap=200)
+    paths = write_report(results, SUITE, results / "out")
+    lb = board(results)
     assert "rows naive_mtl: assembled from stages of code versions 0.2.0+gaaa, 0.2.0+gbbb" in lb.notes
     assert list(lb.tasks) == ["mnli", "mnli_mismatched"]
     assert lb.table.loc["naive_mtl", "mnli_mismatched/accuracy"] == pytest.approx(100 * 45 / 60)
@@ -442,7 +493,7 @@ def test_provenance_budget_columns_and_extra_split(results):
 
 def test_bar_error_bars_are_the_interval(results):
     _three_rows_three_seeds(results, n=60, tasks=1)
-    lb = board(results, bootstrap=200)
+    lb = board(results)
     bars, kinds = error_bars(lb, "t0/accuracy")
     assert kinds == ["interval"] * 3
     t = lb.table
@@ -455,7 +506,7 @@ def test_predictions_on_other_examples_get_no_interval_and_a_note(results):
     write_record(results, label="separate", seed=0, preds={"a": with_correct(target["a"], 20)}, targets=target)
     write_record(results, label="naive_mtl", seed=0, preds={"a": with_correct(target["a"], 30)}, targets=target,
                  ids={"a": np.arange(100, 140)})
-    lb = board(results, bootstrap=200)
+    lb = board(results)
     assert math.isnan(lb.table.loc["naive_mtl", "a/accuracy:lo"])
     assert "rows naive_mtl: evaluated on other a examples than separate: no intervals" in lb.notes
 
@@ -467,7 +518,7 @@ def test_a_missing_predictions_file_is_named_in_a_note(results):
                           targets=target)
     path = results / SUITE / record["rows"]["naive_mtl"]["predictions"]["test"]["a"]
     path.unlink()
-    lb = board(results, bootstrap=200)
+    lb = board(results)
     assert f"rows naive_mtl: predictions file {path} is missing: no intervals" in lb.notes
     assert lb.table.loc["naive_mtl", "a/accuracy"] == pytest.approx(75.0)  # the recorded point estimate stays
     assert math.isnan(lb.table.loc["naive_mtl", "a/accuracy:p"])
@@ -480,7 +531,7 @@ def test_examples_are_paired_by_id_not_by_position(results):
     write_record(results, label="separate", seed=0, preds={"a": pred}, targets=target)
     write_record(results, label="naive_mtl", seed=0, preds={"a": pred[order]}, targets={"a": target["a"][order]},
                  ids={"a": np.arange(60)[order]})
-    t = board(results, bootstrap=200).table
+    t = board(results).table
     assert t.loc["naive_mtl", "a/accuracy:p"] == 1.0  # the same predictions, shuffled: still identical when paired
     assert t.loc["naive_mtl", "a/accuracy:lo"] == t.loc["separate", "a/accuracy:lo"]
 
@@ -499,7 +550,10 @@ def test_compare_unknown_row_and_bad_level_are_one_line_errors(results, capsys):
     for bad, message in (("interval=brace", "unknown interval display 'brace'"),
                          ("correction=bonferroni", "unknown p-value correction 'bonferroni'"),
                          ("delta_m=some", "unknown delta_m mode 'some'"),
-                         ("bootstrap=10", "bootstrap=10 must be a whole number of replicates >= 100"),
+                         ("bootstrap=10", "bootstrap=10: intervals and tests no longer resample"),
+                         ("min_seeds=1", "min_seeds=1 must be a whole number >= 2"),
+                         ("budget_tolerance=2", "budget_tolerance=2 must be a fraction in [0, 1)"),
+                         ("components=yes", "components='yes' must be true or false"),
                          ("level=1.5", "confidence level 1.5"),
                          ("compare=naive_mt,separate", "unknown row 'naive_mt'"),
                          ("compare=separate", "needs exactly two rows")):
@@ -511,21 +565,9 @@ def test_compare_unknown_row_and_bad_level_are_one_line_errors(results, capsys):
 
 def test_compare_from_the_cli_writes_the_paired_comparison(results, capsys):
     _imbalanced(results)
-    code = main(["report", f"suite={SUITE}", f"results_dir={results}", f"out={results / 'out'}", "bootstrap=300",
+    code = main(["report", f"suite={SUITE}", f"results_dir={results}", f"out={results / 'out'}",
                  "compare=naive_mtl,separate", "delta_m=all"])
     assert code == 0
     text = (results / "out" / "compare_naive_mtl_vs_separate.md").read_text()
     assert "| a accuracy | 77.5 | 75.0 | +2.5 |" in text and "| a macro_f1 |" in text and "| Δm% |" in text
     assert "naive_mtl vs separate" in capsys.readouterr().out
-
-
-def test_replicates_are_raised_until_a_corrected_test_can_reject():
-    """A bootstrap p is at least 2/(B+1): with 147 tests Holm's first threshold 0.05/147 needs B > 5879."""
-    from bench.report.leaderboard import ReportOptions, _enough_replicates
-
-    notes: list[str] = []
-    raised = _enough_replicates(ReportOptions(bootstrap=2000), rows=21, columns=7, notes=notes)
-    assert raised.bootstrap == 11760 and 2 / (raised.bootstrap + 1) < 0.05 / 147
-    assert notes and "B raised from 2000 to 11760" in notes[0]
-    assert _enough_replicates(ReportOptions(bootstrap=2000, correction="none"), 21, 7, []).bootstrap == 2000
-    assert _enough_replicates(ReportOptions(bootstrap=2000), 2, 5, []).bootstrap == 2000  # 14 tests: enough

@@ -2,7 +2,8 @@
 
 See :mod:`bench.report.records` for the row-naming rule (one row per configuration),
 :mod:`bench.report.leaderboard` for units, Δm%, intervals, tests and marks, and docs/statistics.md for the
-statistics and the report options (``level``, ``interval``, ``delta_m``, ``correction``, ``bootstrap``,
+statistics and the report options (``level``, ``interval``, ``delta_m``, ``correction``, ``min_seeds``,
+``budget_tolerance``, ``components``,
 ``compare``).
 """
 
@@ -27,7 +28,7 @@ from bench.report.plots import write_plots
 from bench.report.records import fusion_coefficients, load_records, row_name, trajectories
 
 SPLITS = ("test", "validation")
-OPTION_KEYS = ("level", "interval", "delta_m", "correction", "bootstrap")
+OPTION_KEYS = ("level", "interval", "delta_m", "correction", "bootstrap", "min_seeds", "budget_tolerance", "components")
 
 __all__ = ["ReportOptions", "build_leaderboards", "compare_names", "report_command", "report_options",
            "write_boards", "write_report"]
@@ -96,10 +97,11 @@ def compare_names(value) -> list[str] | None:
 def write_report(results_dir: Path, suite: str, out_dir: Path | None = None, strategies: list[str] | None = None,
                  main_split: str = "test", *, level: float | None = None, interval: str | None = None,
                  delta_m: str | None = None, correction: str | None = None, bootstrap: int | None = None,
-                 compare=None) -> dict[str, Path]:
+                 compare=None, min_seeds: int | None = None, budget_tolerance: float | None = None,
+                 components: bool | None = None) -> dict[str, Path]:
     """Write leaderboard.{md,tex,csv,json}, the plots and, with ``compare=(a, b)``, ``compare_<a>_vs_<b>.md``;
     returns name -> path. Options are validated first (a bad one raises BenchError before any work)."""
-    options = report_options(level, interval, delta_m, correction, bootstrap)
+    options = report_options(level, interval, delta_m, correction, bootstrap, min_seeds, budget_tolerance, components)
     pair = compare_names(compare)
     boards, records = build_leaderboards(results_dir, suite, strategies, main_split, options)
     out = Path(out_dir) if out_dir is not None else Path(results_dir) / suite / "report"
@@ -132,15 +134,21 @@ def _write_compare(board: Leaderboard, a: str, b: str, out_dir: Path) -> tuple[P
 
 
 def report_command(opts: dict) -> int:
-    """CLI entry: opts ``suite`` (required), ``results_dir``, ``strategy`` (list), ``out``, ``split``, ``level``,
-    ``interval``, ``delta_m``, ``correction``, ``bootstrap``, ``compare`` (two row names)."""
+    """CLI entry: opts ``suite`` (required; a list or ``all``: the cross-suite report, bench/report/across.py),
+    ``results_dir``, ``strategy`` (list), ``out``, ``split``, ``level``,
+    ``interval``, ``delta_m``, ``correction``, ``min_seeds``, ``budget_tolerance``, ``components``, ``compare`` (two
+    row names)."""
     from rich.console import Console
     from rich.markdown import Markdown
 
     suite = opts.get("suite")
     if not suite:
         raise BenchError("report needs a suite: `python -m bench report suite=<name>`")
-    options = report_options(*(opts.get(k) for k in OPTION_KEYS))
+    if isinstance(suite, (list, tuple)) or suite == "all":  # suite=a,b,c or suite=all: docs/across_suites.md
+        from bench.report.across import across_command
+
+        return across_command(opts)
+    options = report_options(**{k: opts.get(k) for k in OPTION_KEYS})
     pair = compare_names(opts.get("compare"))
     results_dir = Path(opts.get("results_dir") or "results")
     strategies = opts.get("strategy")

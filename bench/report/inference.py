@@ -1,15 +1,15 @@
 """Intervals, paired tests and winner marks of one leaderboard, from the rows' per-example predictions.
 
-The numbers come from :mod:`bench.stats` (docs/statistics.md explains the protocol); this module decides *what* is
-compared with what:
+The numbers come from :mod:`bench.twolevel` (docs/statistics.md explains the protocol); this module decides *what*
+is compared with what:
 
-* **rows and seeds**: a row is one configuration (:func:`bench.report.records.assign_names`); its seeds are sorted,
-  and a row's ``i``-th seed is paired with the ``i``-th seed of any row with the same number of seeds;
-* **draws**: one :class:`bench.stats.Draws` per seed count, all with the same resampled examples (``draw`` keys the
-  example streams by seed and task only), so every row of a table is scored on the same replicates;
+* **rows and seeds**: a row is one configuration (:func:`bench.report.records.assign_names`); two rows with the same
+  seeds are paired seed by seed (seed s gives every strategy the same heads and batch order); rows with other seeds
+  are compared as independent groups (Welch);
 * **examples**: per task, the first row that has predictions fixes the example ids; other rows are aligned to them
-  by id, and a row whose ids or targets differ gets no interval for that task (a note says so);
-* **replicates** are in the table's units (points: ``max`` metrics ×100, ``min`` metrics raw), as are intervals.
+  by id, and a row whose ids or targets differ gets no interval for that task (a note says so); the tasks of a
+  single-input suite share one example space, so their test-set errors are treated as the correlated errors they are;
+* **units**: estimates are in the table's units (points: ``max`` metrics ×100, ``min`` metrics raw).
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import stats
-from bench.metrics import delta_m
+from bench import stats, twolevel
 from bench.record import Record, Row
 from bench.report.records import (
     BUDGET_FIELDS,
@@ -209,21 +208,27 @@ def align(ids: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
     return order if np.array_equal(ids[order], reference) and len(np.unique(order)) == len(order) else None
 
 
-# ----------------------------------------------------------------------------------------------- replicates
+# ----------------------------------------------------------------------------------------------- estimates
+
+
+JOINT_SPACE = "examples"  # the one example space of a single-input suite's tasks
 
 
 class Inference:
-    """Replicates of every (row, column) of one board, computed on demand from one shared set of draws.
+    """Two-level estimates (:mod:`bench.twolevel`) of every (row, column) of one board, computed on demand.
 
-    Columns are ``"<board task>/<metric>"``, ``"avg"`` and ``"delta_m"`` (the keys of the leaderboard table).
+    Columns are ``"<board task>/<metric>"``, ``"avg"`` and ``"delta_m"`` (the keys of the leaderboard table). Every
+    column of a row is a linear combination of per-seed metric values: a task metric itself, Avg the mean of the
+    tasks' primaries, Δm% the baseline-relative differences linearised at the baseline's seed means (its point
+    estimate is exactly the table's Δm%, computed on seed means).
     """
 
     def __init__(self, infos: dict[str, RowInfo], board_tasks: dict[str, BoardTask], order: list[str],
                  avg_tasks: list[str] | None, delta_metrics: list[tuple[str, str]], baselines: dict[str, str | None],
-                 B: int, level: float, seed: int = 0) -> None:
-        self.infos, self.board_tasks, self.B, self.level, self.seed = infos, board_tasks, B, level, seed
+                 level: float) -> None:
+        self.infos, self.board_tasks, self.level = infos, board_tasks, level
         self.avg_tasks, self.delta_metrics, self.baselines = avg_tasks, delta_metrics, baselines
-        self.reasons: dict[str, dict[str, str]] = {}  # row -> board task -> why it has no replicates
+        self.reasons: dict[str, dict[str, str]] = {}  # row -> board task -> why it has no estimate
         self.data: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # (row, task) -> target, preds
         loader = Predictions()
         self.references: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}  # task -> (row, ids, target)
@@ -247,16 +252,25 @@ class Inference:
                 self.data[(name, bt.name)] = (ref_target, preds[:, position])
         loader.close()
         self.n_examples = {task: len(ref[1]) for task, ref in self.references.items()}
-        self._draws: dict[int, stats.Draws] = {}
-        self._reps: dict[tuple[str, str], np.ndarray | None] = {}
+        self.spaces = self._spaces(order)
+        self._scores: dict[tuple[str, str], twolevel.Scores | None] = {}
+        self._estimates: dict[tuple, twolevel.Estimate | None] = {}
 
-    # -- draws and replicates
+    def _spaces(self, order: list[str]) -> dict[str, str]:
+        """Board task -> example space. The tasks of a single-input suite are scored on the same inputs, so their
+        test-set errors are correlated and are resampled jointly (one space) when their example ids agree; every
+        other task (multi-input suites, extra splits) has a space of its own."""
+        kinds = {self.infos[n].config.get("suite", {}).get("kind") for n in order}
+        main = [t for t, bt in self.board_tasks.items() if not bt.extra and t in self.references]
+        if kinds == {"single_input"} and main:
+            first = self.references[main[0]][1]
+            if all(np.array_equal(self.references[t][1], first) for t in main):
+                return {t: (JOINT_SPACE if t in main else t) for t in self.board_tasks}
+        return {t: t for t in self.board_tasks}
 
-    def draws(self, n_seeds: int) -> stats.Draws:
-        """The table's draws for a row with ``n_seeds`` seeds: the same examples for every seed count."""
-        if n_seeds not in self._draws:
-            self._draws[n_seeds] = stats.draw(self.n_examples, n_seeds, self.B, self.seed)
-        return self._draws[n_seeds]
+    @property
+    def joint(self) -> bool:
+        return JOINT_SPACE in self.spaces.values()
 
     def has(self, row: str, task: str) -> bool:
         return (row, task) in self.data
@@ -264,47 +278,90 @@ class Inference:
     def any(self) -> bool:
         return bool(self.data)
 
-    def replicates(self, row: str, key: str) -> np.ndarray | None:
-        """``[B]`` replicates of ``row`` in column ``key`` (table units), or None when they cannot be computed."""
-        if (row, key) not in self._reps:
-            self._reps[(row, key)] = self._compute(row, key)
-        return self._reps[(row, key)]
+    # -- per-seed scores
 
-    def _compute(self, row: str, key: str) -> np.ndarray | None:
+    def scores(self, row: str, key: str) -> twolevel.Scores | None:
+        """Per-seed scores of ``row`` in a task column or Avg (table units), or None when they cannot be computed."""
+        if (row, key) not in self._scores:
+            self._scores[(row, key)] = self._compute(row, key)
+        return self._scores[(row, key)]
+
+    def _compute(self, row: str, key: str) -> twolevel.Scores | None:
         if key == "avg":
             if not self.avg_tasks:
                 return None
-            parts = [self.replicates(row, f"{t}/{self.board_tasks[t].spec['primary']}") for t in self.avg_tasks]
-            return None if any(p is None for p in parts) else np.mean(np.stack(parts), axis=0)
-        if key == "delta_m":
-            base = self.baselines.get(row)
-            return None if base is None else self.delta_m(row, base)
+            parts = [self.scores(row, f"{t}/{self.board_tasks[t].spec['primary']}") for t in self.avg_tasks]
+            if any(p is None for p in parts):
+                return None
+            return twolevel.Scores.weighted([(1.0 / len(parts), p) for p in parts])
         task, metric = key.rsplit("/", 1)
         if (row, task) not in self.data or metric not in self.board_tasks[task].spec["metrics"]:
             return None
         target, preds = self.data[(row, task)]
         factor = scale(self.board_tasks[task].spec["metrics"][metric])
-        return stats.replicate_scores(metric, target, preds, self.draws(len(preds)), task) * factor
+        return twolevel.Scores.of(metric, target, preds, self.infos[row].seeds, self.spaces[task], factor)
 
-    def delta_m(self, row: str, base: str) -> np.ndarray | None:
-        """Δm% of ``row`` against ``base`` on every replicate (:func:`delta_m` on the replicate arrays)."""
-        if row == base:
-            ok = all(self.replicates(row, f"{t}/{m}") is not None for t, m in self.delta_metrics)
-            return np.zeros(self.B) if ok else None
-        values, bases = {}, {}
-        for task, metric in self.delta_metrics:
-            n, b = self.replicates(row, f"{task}/{metric}"), self.replicates(base, f"{task}/{metric}")
-            if n is None or b is None:
-                return None
-            values[(task, metric)], bases[(task, metric)] = n, b
-        if not bases:
+    def terms(self, row: str, key: str) -> list[tuple[float, twolevel.Scores]] | None:
+        """The column as Σ c · (row mean of scores): one term for a task or Avg, two for Δm% (row − baseline)."""
+        if key != "delta_m":
+            scores = self.scores(row, key)
+            return None if scores is None else [(1.0, scores)]
+        base = self.baselines.get(row)
+        if base is None:
             return None
+        weighted: dict[str, list[tuple[float, twolevel.Scores]]] = {row: [], base: []}
         directions = {(t, m): self.board_tasks[t].spec["metrics"][m] for t, m in self.delta_metrics}
-        return delta_m(values, bases, self.delta_metrics, directions)
+        per_task: dict[str, list[tuple[str, float]]] = {}
+        for task, metric in self.delta_metrics:
+            mine, theirs = self.scores(row, f"{task}/{metric}"), self.scores(base, f"{task}/{metric}")
+            if mine is None or theirs is None:
+                return None
+            b = float(theirs.x.mean())
+            if b == 0 or math.isnan(b):  # as bench.metrics.delta_m: a zero baseline leaves the metric out
+                continue
+            sign = -1.0 if directions[(task, metric)] == "min" else 1.0
+            per_task.setdefault(task, []).append((metric, sign / abs(b)))
+        if not per_task:
+            return None
+        for task, metrics in per_task.items():
+            for metric, w in metrics:
+                weight = 100.0 * w / (len(per_task) * len(metrics))
+                weighted[row].append((weight, self.scores(row, f"{task}/{metric}")))
+                weighted[base].append((-weight, self.scores(base, f"{task}/{metric}")))
+        return [(1.0, twolevel.Scores.weighted(weighted[row])), (1.0, twolevel.Scores.weighted(weighted[base]))]
+
+    # -- estimates and tests
+
+    def estimate(self, row: str, key: str) -> twolevel.Estimate | None:
+        """The two-level estimate of ``row`` in column ``key`` (Δm%: against the row's baseline)."""
+        return self._combination((row, key), lambda: self.terms(row, key))
+
+    def difference(self, a: str, b: str, key: str) -> twolevel.Estimate | None:
+        """The two-level estimate of ``a − b`` in column ``key`` (paired seed by seed when they share seeds)."""
+        def terms():
+            ta, tb = self.terms(a, key), self.terms(b, key)
+            return None if ta is None or tb is None else ta + [(-c, s) for c, s in tb]
+        return self._combination((a, b, key), terms)
+
+    def _combination(self, cache_key: tuple, terms) -> twolevel.Estimate | None:
+        if cache_key not in self._estimates:
+            t = terms()
+            self._estimates[cache_key] = None if t is None else twolevel.estimate(t)
+        return self._estimates[cache_key]
 
     def interval(self, row: str, key: str) -> tuple[float, float]:
-        reps = self.replicates(row, key)
-        return (math.nan, math.nan) if reps is None else stats.interval(reps, self.level)
+        """The row's ``level`` interval in column ``key``; a task metric's is cut to the metric's range (accuracy
+        cannot pass 100, r cannot pass ±100), which keeps the coverage and loses only impossible values."""
+        est = self.estimate(row, key)
+        if est is None:
+            return math.nan, math.nan
+        lo, hi = est.interval(self.level)
+        if "/" in key:
+            task, metric = key.rsplit("/", 1)
+            low, high = twolevel.BOUNDS.get(metric, (-math.inf, math.inf))
+            factor = scale(self.board_tasks[task].spec["metrics"][metric])
+            lo, hi = max(lo, low * factor), min(hi, high * factor)
+        return lo, hi
 
     def wilson(self, row: str, task: str) -> tuple[float, float]:
         """Wilson interval of accuracy (×100) pooled over the row's seeds: k correct of n_seeds × n predictions."""
@@ -314,26 +371,34 @@ class Inference:
         lo, hi = stats.wilson(int((preds == target[None, :]).sum()), int(preds.size), self.level)
         return 100.0 * lo, 100.0 * hi
 
-    # -- tests
-
     def paired_test(self, a: str, b: str, key: str) -> tuple[float, str]:
-        """Two-sided p of "row a and row b score the same in column ``key``" and the test's name.
+        """Two-sided p of "row a and row b score the same in column ``key``" and the test's name (:data:`TESTS`).
 
-        Exact McNemar on per-example correctness for accuracy when both rows have a single seed; otherwise the
-        paired bootstrap p of the difference's replicates (Δm%: of ``a``'s Δm% against ``b``'s)."""
-        if key.endswith("/accuracy"):
-            task = key.rsplit("/", 1)[0]
-            if self.has(a, task) and self.has(b, task):
+        Two-level t (paired over seeds when the rows share them, else Welch) when both rows have at least two
+        seeds; with one seed the question can only be about this test set: the exact McNemar test for accuracy,
+        else a z test on the test-set variance."""
+        est = self.difference(a, b, key)
+        if est is None:
+            return math.nan, ""
+        if est.test_only:
+            if key.endswith("/accuracy"):
+                task = key.rsplit("/", 1)[0]
                 (target, pa), (_, pb) = self.data[(a, task)], self.data[(b, task)]
                 if len(pa) == 1 and len(pb) == 1:
-                    return stats.mcnemar(pa[0] == target, pb[0] == target), "McNemar"
-        diff = self.difference(a, b, key)
-        return (math.nan, "") if diff is None else (stats.paired_bootstrap_p(diff), "bootstrap")
+                    return stats.mcnemar(pa[0] == target, pb[0] == target), MCNEMAR
+            return est.p, Z_TEST
+        return est.p, PAIRED_T if est.paired else WELCH_T
 
-    def difference(self, a: str, b: str, key: str) -> np.ndarray | None:
-        """Replicates of ``a − b`` in column ``key``."""
-        ra, rb = self.replicates(a, key), self.replicates(b, key)
-        return None if ra is None or rb is None else ra - rb
+
+PAIRED_T = "paired t"
+WELCH_T = "Welch t"
+MCNEMAR = "McNemar (one seed)"
+Z_TEST = "z (one seed)"
+TESTS = {PAIRED_T: "two-level t over paired seeds (seed variance of the per-seed differences plus the test-set "
+                   "covariance between seeds)",
+         WELCH_T: "two-level Welch t (rows with other seeds: seed variances of both plus the test-set term)",
+         MCNEMAR: "exact McNemar test on per-example correctness: one seed, so it is about this test set only",
+         Z_TEST: "z test on the test-set variance: one seed, so it is about this test set only"}
 
 
 # ----------------------------------------------------------------------------------------------- notes

@@ -6,17 +6,19 @@ Units and statistics (all documented in the outputs' captions; the protocol is i
   by 100; ``min`` metrics (mse) stay raw;
 * point estimates are means over seeds; ``n`` is the number of seeds of the row; ``:std`` (ddof=1) is kept in the
   CSV/JSON and shown for rows without predictions;
-* rows with per-example predictions (schema-2 records) get a ``level`` percentile bootstrap interval per column,
-  from one set of draws shared by the table ("resample seeds, then examples"), and a paired test against their
-  Δm% baseline, corrected over the table (Holm by default): ``*`` marks a significant difference;
+* rows with per-example predictions (schema-2 records) get a ``level`` two-level t interval per column (seed
+  variance plus the test-set covariance between seeds, :mod:`bench.twolevel`) and a test against their Δm%
+  baseline, corrected over the table's markable tests (Holm by default): ``*`` marks a significant difference;
+  rows with too few seeds or another budget than their baseline get no mark (:mod:`bench.report.marks`);
 * ``Avg`` is, per seed, the mean of the tasks' primary scores, then the mean over seeds; it is left empty when a
   primary metric is lower-is-better (points and raw units do not average);
 * ``Δm%`` (Maninis et al., 2019) over the metrics ``delta_m`` selects (``primary``: the primary metrics the table
   shows; ``all``: every metric, all shown): Δm = (100/T) Σ_t (1/M_t) Σ_m (−1)^{l_tm} (N_tm − B_tm) / |B_tm| on the
   seed means, B = the row's baseline: the ``separate`` row with the same data and budget fingerprints (none: empty,
   with a note), l = 1 for ``min`` metrics; metrics with B = 0 are left out; positive = better; separate itself is 0;
-* winners: the best of a score column is bold only when a paired bootstrap test says it beats every other row;
-  rows it does not beat are marked tied (≈ / underlined); cost columns keep plain best-in-bold;
+* winners: the best of a score column is bold only when a two-level t test says it beats every other markable
+  row; rows it does not beat after the correction are marked tied (≈ / underlined); cost columns keep plain
+  best-in-bold;
 * transductive rows (fusion coefficients adapted on unlabeled test inputs, ``fusion.transductive`` in the record)
   carry ``†`` after their name in Markdown, LaTeX and the terminal, a ``transductive`` column in the CSV/JSON, and a
   caption sentence; a board without such rows is unchanged.
@@ -39,6 +41,7 @@ from bench.metrics import delta_m
 from bench.record import Record
 from bench.report.inference import (
     OLD_RECORDS,
+    TESTS,
     BoardTask,
     Inference,
     RowInfo,
@@ -47,6 +50,7 @@ from bench.report.inference import (
     row_infos,
     scale,
 )
+from bench.report.marks import BUDGET_TOLERANCE, MIN_SEEDS, POWER, Marking, add_inference, budget_notes
 from bench.report.records import (
     BASELINE_VARIANT,
     BUDGET_FIELDS,
@@ -64,8 +68,6 @@ TELEMETRY_COLUMNS = ("train_samples_per_s", "peak_memory_mb", "wall_time_s", "tr
 LEADERBOARD_SCHEMA = 2  # leaderboard.json: 2 adds intervals, tests, marks, notes and the report options
 INTERVAL_STYLES = ("brackets", "pm")
 DELTA_M_MODES = ("primary", "all")
-MIN_BOOTSTRAP = 100
-POWER = 0.8
 TRANSDUCTIVE_MARK = "†"
 TRANSDUCTIVE_NOTE = (f"Rows marked {TRANSDUCTIVE_MARK} adapted their fusion coefficients on unlabeled test inputs "
                      f"(transductive); they are not comparable to inductive rows.")
@@ -84,17 +86,21 @@ class ReportOptions:
     level: float = stats.LEVEL
     interval: str = "brackets"  # brackets: 95.3 [92.0, 97.9]; pm: 95.3 ± 3.0 (half the interval's width)
     delta_m: str = "primary"  # primary | all: the metrics entering Δm% (all of them are shown with "all")
-    correction: str = "holm"  # holm | bh | none, over every test of a table
-    bootstrap: int = 2000  # replicates B
-    seed: int = 0  # of the draws
+    correction: str = "holm"  # holm | bh | none, over every markable test of a table
+    min_seeds: int = MIN_SEEDS  # rows (and baselines) with fewer seeds get no *, bold or ≈
+    budget_tolerance: float = BUDGET_TOLERANCE  # a row whose budget differs more from its baseline's: no mark
+    components: bool = False  # md/tex show the seed SD and test-set SE of the score column
 
     @property
     def alpha(self) -> float:
         return round(1.0 - self.level, 12)  # 1 - 0.95 = 0.050000000000000044 would let p = 0.05 pass
 
 
-def report_options(level=None, interval=None, delta_m=None, correction=None, bootstrap=None) -> ReportOptions:
-    """Validated :class:`ReportOptions` (None keeps a default); bad values raise a one-line BenchError."""
+def report_options(level=None, interval=None, delta_m=None, correction=None, bootstrap=None, min_seeds=None,
+                   budget_tolerance=None, components=None) -> ReportOptions:
+    """Validated :class:`ReportOptions` (None keeps a default); bad values raise a one-line BenchError.
+
+    ``bootstrap`` is refused: intervals and tests are analytic since the two-level t replaced the bootstrap."""
     defaults = ReportOptions()
     level = defaults.level if level is None else stats.check_level(level)
     interval = defaults.interval if interval is None else str(interval)
@@ -106,12 +112,26 @@ def report_options(level=None, interval=None, delta_m=None, correction=None, boo
     correction = defaults.correction if correction is None else str(correction)
     if correction not in stats.CORRECTIONS:
         raise unknown("p-value correction", correction, stats.CORRECTIONS)
-    if bootstrap is None:
-        bootstrap = defaults.bootstrap
-    elif isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < MIN_BOOTSTRAP:
-        raise BenchError(f"bootstrap={bootstrap!r} must be a whole number of replicates >= {MIN_BOOTSTRAP}, "
-                         f"e.g. bootstrap=2000")
-    return ReportOptions(level=level, interval=interval, delta_m=delta_m, correction=correction, bootstrap=bootstrap)
+    if bootstrap is not None:
+        raise BenchError(f"bootstrap={bootstrap!r}: intervals and tests no longer resample (two-level t over seeds "
+                         f"and test examples, docs/statistics.md); drop bootstrap=")
+    if min_seeds is None:
+        min_seeds = defaults.min_seeds
+    elif isinstance(min_seeds, bool) or not isinstance(min_seeds, int) or min_seeds < 2:
+        raise BenchError(f"min_seeds={min_seeds!r} must be a whole number >= 2 (a mark needs a seed variance), "
+                         f"e.g. min_seeds=3")
+    if budget_tolerance is None:
+        budget_tolerance = defaults.budget_tolerance
+    elif (isinstance(budget_tolerance, bool) or not isinstance(budget_tolerance, (int, float))
+          or not 0 <= budget_tolerance < 1):
+        raise BenchError(f"budget_tolerance={budget_tolerance!r} must be a fraction in [0, 1), "
+                         f"e.g. budget_tolerance=0.05")
+    if components is None:
+        components = defaults.components
+    elif not isinstance(components, bool):
+        raise BenchError(f"components={components!r} must be true or false")
+    return ReportOptions(level=level, interval=interval, delta_m=delta_m, correction=correction,
+                         min_seeds=min_seeds, budget_tolerance=float(budget_tolerance), components=components)
 
 
 # ----------------------------------------------------------------------------------------------- the board
@@ -133,9 +153,7 @@ class Leaderboard:
     options: ReportOptions = field(default_factory=ReportOptions)
     delta_metrics: tuple[tuple[str, str], ...] = ()  # (task, metric) entering Δm%
     examples: dict[str, int] = field(default_factory=dict)  # board task -> test examples (rows with predictions)
-    n_tests: int = 0
-    tests_used: tuple[str, ...] = ()
-    mde: float = math.nan
+    marking: Marking = field(default_factory=Marking)
     baselines: dict[str, str | None] = field(default_factory=dict)
     transductive: tuple[str, ...] = ()  # rows whose fusion coefficients were adapted on unlabeled test inputs
     inference: Inference | None = field(default=None, compare=False, repr=False)
@@ -377,10 +395,11 @@ def build_leaderboard(records: list[Record], split: str = "test", options: Repor
     notes = [baseline_notes[v] for v in shown if v in baseline_notes]
     notes += _mixing_notes(infos, shown)
     inference = None
-    if options.bootstrap and any(not infos[v].schema_1 for v in order):
-        options = _enough_replicates(options, len(shown) - 1, len(board_tasks) + 2, notes)
+    if any(not infos[v].schema_1 for v in order):
         inference = Inference(infos, board_tasks, order, avg_tasks if averaged else None, delta_metrics, baselines,
-                              options.bootstrap, options.level, options.seed)
+                              options.level)
+    notes += budget_notes(table, inference, infos, baselines, shown, order, suite, options.budget_tolerance,
+                          options.level)
     notes += _prediction_notes(inference, infos, shown, board_tasks)
     notes += [f"rows {', '.join(rows)}: {text}" for rows, text in group_rows(
         (v, f"assembled from stages of code versions {', '.join(infos[v].code_versions)}")
@@ -400,22 +419,31 @@ def build_leaderboard(records: list[Record], split: str = "test", options: Repor
         examples=dict(inference.n_examples) if inference else {}, **_caption_facts(records))
     board = replace(board, table=_statistics_columns(board.table, board.score_keys()))
     if inference is not None and inference.any():
-        board = _add_inference(board, inference, shown)
+        keys = board.score_keys()
+        directions_ = {k: "max" if k in ("avg", "delta_m") else tasks[k.rsplit("/", 1)[0]]["metrics"][k.rsplit("/", 1)[1]]
+                       for k in keys}
+        marked, marking = add_inference(board.table, inference, infos, shown, keys, directions_, baselines, options)
+        few = [(v, f"no *, bold or ≈: {why}") for v, why in marking.unmarked.items() if "seed" in why]
+        if len(few) < len(shown):  # when no row has enough seeds the caption says so once
+            notes = notes + [f"rows {', '.join(rows)}: {text}" for rows, text in group_rows(few)]
+        board = replace(board, table=marked, marking=marking, notes=notes)
     return replace(board, table=board.table[_column_order(board.table.columns)])
 
 
-STAT_SUFFIXES = ("", ":std", ":n", ":lo", ":hi", ":p", ":p_adj", ":test", ":mark", ":p_best", ":wilson_lo",
-                 ":wilson_hi")
+STAT_SUFFIXES = ("", ":std", ":n", ":lo", ":hi", ":seed_sd", ":test_se", ":df", ":p", ":p_adj", ":test",
+                 ":markable", ":mark", ":p_best", ":wilson_lo", ":wilson_hi")
 
 
 def _statistics_columns(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """The inference columns of every score column, empty (NaN / "") until :func:`_add_inference` fills them: the
     CSV/JSON have the same columns whether or not rows have predictions."""
     table = table.copy()
+    table["unmarked"] = ""
     for key in keys:
-        for suffix in (":lo", ":hi", ":p", ":p_adj", ":p_best"):
+        for suffix in (":lo", ":hi", ":seed_sd", ":test_se", ":df", ":p", ":p_adj", ":p_best"):
             table[key + suffix] = math.nan
         table[key + ":test"] = ""
+        table[key + ":markable"] = False
         table[key + ":mark"] = ""
         if key.endswith("/accuracy"):
             table[key + ":wilson_lo"] = table[key + ":wilson_hi"] = math.nan
@@ -461,86 +489,6 @@ def _prediction_notes(inference: Inference | None, infos: dict[str, RowInfo], sh
     return [f"rows {', '.join(rows)}: {text}" for rows, text in group_rows(items)]
 
 
-def _add_inference(board: Leaderboard, inference: Inference, shown: list[str]) -> Leaderboard:
-    """Intervals, Wilson cross-checks, tests against the baselines (corrected over the table), winner marks, MDE."""
-    table = board.table.copy()
-    options = board.options
-    keys = board.score_keys()
-    family: list[tuple[str, str, float]] = []
-    used: set[str] = set()
-    for name in shown:
-        for key in keys:
-            lo, hi = inference.interval(name, key)
-            table.loc[name, [key + ":lo", key + ":hi"]] = [lo, hi]
-            if key.endswith("/accuracy"):
-                table.loc[name, [key + ":wilson_lo", key + ":wilson_hi"]] = list(
-                    inference.wilson(name, key.rsplit("/", 1)[0]))
-            base = board.baselines.get(name)
-            if base is None or base == name:
-                continue
-            p, test = inference.paired_test(name, base, key)
-            if not math.isnan(p):
-                table.loc[name, key + ":p"] = p
-                table.loc[name, key + ":test"] = test
-                family.append((name, key, p))
-                used.add(test)
-    if family:
-        adjusted = stats.adjust([p for _, _, p in family], options.correction)
-        for (name, key, _), q in zip(family, adjusted):
-            table.loc[name, key + ":p_adj"] = float(q)
-    for key in keys:
-        direction = "max" if key in ("avg", "delta_m") else board.tasks[key.rsplit("/", 1)[0]]["metrics"][
-            key.rsplit("/", 1)[1]]
-        marks, p_best = winner_marks(table, inference, shown, key, direction, options.alpha)
-        for name, mark in marks.items():
-            table.loc[name, key + ":mark"] = mark
-        for name, p in p_best.items():
-            table.loc[name, key + ":p_best"] = p
-    avg = [(n, inference.replicates(n, "avg")) for n in shown]
-    avg = [(n, r) for n, r in avg if r is not None]
-    diffs = [ra - rb for i, (_, ra) in enumerate(avg) for _, rb in avg[i + 1:]]
-    mde = stats.mde(diffs, alpha=options.alpha, power=POWER) if diffs else math.nan
-    return replace(board, table=table, n_tests=len(family), tests_used=tuple(sorted(used)), mde=mde)
-
-
-def _enough_replicates(options: ReportOptions, rows: int, columns: int, notes: list[str]) -> ReportOptions:
-    """Raise B so that a corrected test can reject at all. A bootstrap p is never below 2/(B+1), and Holm's (and
-    BH's) smallest threshold is α/m over m tests, so with m = 147 tests and B = 2000 no difference could ever be
-    marked. B becomes at least 4m/α (a margin of 2 above the bare minimum), and the caption says so."""
-    m = rows * columns
-    if options.correction == "none" or m <= 0:
-        return options
-    needed = math.ceil(4 * m / options.alpha)
-    if needed <= options.bootstrap:
-        return options
-    notes.append(f"B raised from {options.bootstrap} to {needed}: a bootstrap p is at least 2/(B+1), and the "
-                 f"correction's smallest threshold over {m} tests is α/{m}")
-    return replace(options, bootstrap=needed)
-
-
-def winner_marks(table: pd.DataFrame, inference: Inference, shown: list[str], key: str, direction: str,
-                 alpha: float) -> tuple[dict[str, str], dict[str, float]]:
-    """Marks of one score column: ``{"row": "best"}`` when the best row beats every other row with predictions
-    (paired bootstrap p < alpha on the difference), else ``"tie"`` for the best and each row it does not beat.
-
-    Only rows with replicates compete; a row without predictions is never marked, and when its value is at least
-    the best one, the best is not bold (a win nobody can test). Returns the marks and each row's p against the best.
-    """
-    values = table[key]
-    testable = [r for r in shown if not math.isnan(values[r]) and inference.replicates(r, key) is not None]
-    if len(testable) < 2:
-        return {}, {}
-    sign = 1.0 if direction == "max" else -1.0
-    best = max(testable, key=lambda r: (sign * values[r], -shown.index(r)))
-    p_best = {r: stats.paired_bootstrap_p(inference.difference(best, r, key)) for r in testable if r != best}
-    tied = [r for r, p in p_best.items() if not p < alpha]
-    untested_better = any(sign * values[r] >= sign * values[best] for r in shown
-                          if r not in testable and not math.isnan(values[r]))
-    if tied:
-        return {best: "tie", **{r: "tie" for r in tied}}, p_best
-    return ({} if untested_better else {best: "best"}), p_best
-
-
 # ----------------------------------------------------------------------------------------------- columns
 
 
@@ -572,8 +520,13 @@ def columns(lb: Leaderboard) -> list[Column]:
                                score=True))
     if lb.table["avg"].notna().any():
         cols.append(Column("avg", "Avg (%)", r"Avg (\%)", std="avg:std", better="max", score=True))
+    cols.append(Column("delta_m", "Δm%", r"$\Delta_m$ (\%)", digits=2, better="max", kind="signed", score=True))
+    if lb.options.components and lb.has_intervals:  # which term a claim rests on: seeds or the test set
+        key = lb.score_column
+        label = "Δm%" if key == "delta_m" else "Avg"
+        cols += [Column(f"{key}:seed_sd", f"{label} seed SD", f"{_tex(label)} seed SD", digits=2),
+                 Column(f"{key}:test_se", f"{label} test SE", f"{_tex(label)} test SE", digits=2)]
     cols += [
-        Column("delta_m", "Δm%", r"$\Delta_m$ (\%)", digits=2, better="max", kind="signed", score=True),
         Column("train_samples_seen", "Samples seen", "Samples seen", digits=0, kind="int"),
         Column("train_samples_per_s", "Train (samples/s)", "Train (samples/s)", digits=0,
                std="train_samples_per_s:std", better="max"),
@@ -720,9 +673,10 @@ def delta_m_metrics_text(lb: Leaderboard) -> str:
 
 def caption_sentences(lb: Leaderboard, latex: bool = False) -> list[str]:
     """The caption of a board as plain sentences (LaTeX symbols are substituted by :func:`caption`)."""
-    o = lb.options
+    o, m = lb.options, lb.marking
     level = f"{100 * o.level:g}%"
     alpha = f"{o.alpha:g}"
+    seeds = [int(n) for n in lb.table["n"].dropna()] if "n" in lb.table else []
     out = []
     if lb.has_intervals:
         shape = "[lo, hi]" if o.interval == "brackets" else "as ± half their width"
@@ -731,32 +685,47 @@ def caption_sentences(lb: Leaderboard, latex: bool = False) -> list[str]:
         if task_keys and lb.table[task_keys].isna().all(axis=1).any():
             without = ("; rows without predictions: ± std over seeds" if o.interval == "brackets"
                        else "; rows without predictions: (sd) std over seeds")
-        out.append(f"Mean over seeds (n per row) with {level} percentile bootstrap intervals {shape} (B={o.bootstrap} "
-                   f"replicates resampling seeds, then {lb.split} examples; one draw shared by all rows, so rows are "
-                   f"paired){without}; fractions ×100, mse raw.")
+        joint = ("; the tasks share their inputs, so their test-set errors are correlated"
+                 if lb.inference is not None and lb.inference.joint else "")
+        if seeds and max(seeds) < 2:
+            out.append(f"Mean with {level} intervals {shape} of the test-set variance only (jackknife over the "
+                       f"{lb.split} examples{joint}): one seed per row, so the seed variance is unknown and the "
+                       f"intervals say nothing about training noise{without}; fractions ×100, mse raw.")
+        else:
+            one = "; rows with n=1: test-set variance only" if seeds and min(seeds) < 2 else ""
+            out.append(f"Mean over seeds (n per row) with {level} two-level t intervals {shape}: mean ± "
+                       f"t_ν·√(s²/n + c_e), s the SD over seeds, c_e the test-set covariance between seeds "
+                       f"(jackknife over the {lb.split} examples{joint}), ν Welch–Satterthwaite{one}{without}; "
+                       f"fractions ×100, mse raw.")
     else:
         out.append("Mean ± std over seeds (n per row); fractions ×100, mse raw; no intervals, tests or significance "
                    "marks (no row has per-example predictions).")
     out.append(f"Δm% (Maninis et al., 2019) vs the separate row of the same budget and data, over: "
                f"{delta_m_metrics_text(lb)}.")
-    if lb.n_tests:
-        if lb.tests_used == ("McNemar",):
-            how = "exact McNemar tests"
-        elif "McNemar" in lb.tests_used:
-            how = "exact McNemar test for accuracy when both rows have one seed, else paired bootstrap test"
-        else:
-            how = "paired bootstrap tests"
+    if m.n_tests:
         correction = ("without correction" if o.correction == "none"
                       else f"after {stats.CORRECTIONS[o.correction]} correction")
-        out.append(f"*: differs from separate at α={alpha} {correction} over the table's {lb.n_tests} tests "
-                   f"({how}; per task, Avg and Δm%; raw and adjusted p in the CSV/JSON).")
+        how = "; ".join(TESTS[t] for t in m.tests_used)
+        out.append(f"*: differs from separate at α={alpha} {correction} over the table's {m.n_tests} tests ({how}; "
+                   f"per task, Avg and Δm%; raw and adjusted p in the CSV/JSON).")
     if lb.has_intervals:
-        tie = "underlined" if latex else "≈"
-        out.append(f"Bold: best of its column and significantly better than every other row (paired bootstrap, "
-                   f"p < {alpha}); {tie}: statistically tied for best (p ≥ {alpha} against the best); rows without "
-                   f"predictions are never marked. Cost columns: best in bold, untested.")
-        if not math.isnan(lb.mde):
-            out.append(f"MDE (Avg, α={alpha}, power {POWER:g}): {lb.mde:.1f} points.")
+        shown = [v for v in lb.table.index if v not in m.unmarked]
+        if seeds and not shown:
+            fewest = min(seeds)
+            out.append(f"No *, bold or ≈: rows have {fewest} seed{'s' if fewest != 1 else ''}, and marks need ≥ "
+                       f"{o.min_seeds} seeds per row and baseline (`seeds={o.min_seeds}`); with fewer, two copies of "
+                       f"one configuration are marked different far more often than α.")
+        else:
+            tie = "underlined" if latex else "≈"
+            correction = "" if o.correction == "none" else f" after {stats.CORRECTIONS[o.correction]} correction"
+            out.append(f"Bold: best of its column and significantly better than every other markable row (two-level "
+                       f"t, p < {alpha} each); {tie}: not significantly worse than the best{correction}; rows with "
+                       f"fewer than {o.min_seeds} seeds, another budget than their baseline, or no predictions are "
+                       f"never marked. Cost columns: best in bold, untested.")
+        if not math.isnan(m.mde):
+            more = ", ".join(f"{k} seeds: {v:.1f}" for k, v in m.mde_more.items())
+            out.append(f"MDE (Avg, α={alpha}, power {POWER:g}): {m.mde:.1f} points at n={m.mde_seeds}"
+                       + (f" ({more})." if more else "."))
     else:
         out.append("Cost columns: best in bold, untested.")
     out.append(f"Samples seen: training examples processed by the row's training stages; peak memory is "
@@ -863,17 +832,22 @@ def to_frame(lbs: list[Leaderboard]) -> pd.DataFrame:
 
 
 UNITS = ("points: max-direction metrics ×100, min-direction metrics raw; delta_m in %; std with ddof=1; "
-         "<col>:lo/:hi percentile bootstrap interval at `level`; <col>:p raw and <col>:p_adj corrected p of the "
-         "paired test against the row's baseline (<col>:test names it); <col>:mark best|tie; <col>:p_best paired "
-         "bootstrap p against the column's best; <col>:wilson_lo/hi Wilson interval of accuracy pooled over seeds")
+         "<col>:lo/:hi two-level t interval at `level`; <col>:seed_sd SD over seeds of the per-seed scores; "
+         "<col>:test_se test-set standard error of the mean; <col>:df Welch–Satterthwaite degrees of freedom; "
+         "<col>:p raw and <col>:p_adj corrected p of the test against the row's baseline (<col>:test names it; "
+         "p_adj only for markable rows); <col>:markable whether the row may carry a mark (unmarked: why not); "
+         "<col>:mark best|tie; <col>:p_best two-level t p against the column's best; <col>:wilson_lo/hi Wilson "
+         "interval of accuracy pooled over seeds")
 
 
 def board_info(lb: Leaderboard) -> dict:
     """What a board's JSON says besides its rows: caption, notes and the statistics' settings."""
     return {"caption": caption(lb), "notes": list(lb.notes), "delta_m_metrics": [f"{t}/{m}" for t, m in
                                                                                   lb.delta_metrics],
-            "examples": lb.examples, "n_tests": lb.n_tests, "tests": list(lb.tests_used),
-            "mde_avg": None if math.isnan(lb.mde) else lb.mde, "baselines": lb.baselines}
+            "examples": lb.examples, "n_tests": lb.marking.n_tests, "tests": list(lb.marking.tests_used),
+            "mde_avg": None if math.isnan(lb.marking.mde) else lb.marking.mde, "mde_seeds": lb.marking.mde_seeds,
+            "mde_avg_with_more_seeds": {str(k): v for k, v in lb.marking.mde_more.items()},
+            "unmarked": dict(lb.marking.unmarked), "baselines": lb.baselines}
 
 
 def to_json(lbs: list[Leaderboard]) -> str:
@@ -885,7 +859,8 @@ def to_json(lbs: list[Leaderboard]) -> str:
         "schema_version": LEADERBOARD_SCHEMA, "suite": lb.suite, "backbone": lb.backbone, "seeds": list(lb.seeds),
         "budget": lb.budget, "memory_kind": lb.memory_kind, "units": UNITS, "baseline_variant": BASELINE_VARIANT,
         "options": {"level": o.level, "interval": o.interval, "delta_m": o.delta_m, "correction": o.correction,
-                    "correction_name": stats.CORRECTIONS[o.correction], "bootstrap": o.bootstrap, "power": POWER},
+                    "correction_name": stats.CORRECTIONS[o.correction], "min_seeds": o.min_seeds,
+                    "budget_tolerance": o.budget_tolerance, "power": POWER},
         "notes": list(lb.notes),
         "tasks": lb.tasks,
         "boards": {b.split: board_info(b) for b in lbs},
@@ -945,7 +920,7 @@ def compare_rows(lb: Leaderboard, a: str, b: str) -> pd.DataFrame:
         if inference is not None:
             diff = inference.difference(a, b, key)
             if diff is not None:
-                lo, hi = stats.interval(diff, lb.options.level)
+                lo, hi = diff.interval(lb.options.level)
             p, test = inference.paired_test(a, b, key)
         label = {"avg": "Avg", "delta_m": "Δm%"}.get(key, key.replace("/", " "))
         rows.append({"column": label, "key": key, a: va, b: vb, "difference": va - vb, "lo": lo, "hi": hi,
@@ -959,11 +934,13 @@ def compare_markdown(lb: Leaderboard, frame: pd.DataFrame, a: str, b: str) -> st
     """``compare_<a>_vs_<b>.md``: the comparison table and what its numbers are."""
     o = lb.options
     level = f"{100 * o.level:g}%"
+    used = [t for t in dict.fromkeys(frame["test"]) if t]
+    how = "; ".join(f"{t}: {TESTS[t]}" for t in used) or "none"
     lines = [f"# {a} vs {b} ({lb.suite}, {lb.split})\n",
-             f"Difference = {a} − {b} in points (Δm%: in %), with its {level} paired percentile bootstrap interval "
-             f"(B={o.bootstrap}, the leaderboard's draws) and a two-sided paired test (exact McNemar for accuracy "
-             f"when both rows have one seed, else paired bootstrap); p adjusted over these {frame['p'].notna().sum()} "
-             f"tests with {stats.CORRECTIONS[o.correction]}.\n",
+             f"Difference = {a} − {b} in points (Δm%: in %), with its {level} two-level t interval (seed variance "
+             f"plus the test-set covariance between seeds; paired seed by seed when the rows share their seeds) and "
+             f"a two-sided test ({how}); p adjusted over these {frame['p'].notna().sum()} tests with "
+             f"{stats.CORRECTIONS[o.correction]}.\n",
              _md_row(["column", a, b, "difference", f"{level} interval", "test", "p", "p adj"]),
              "|---|" + "---:|" * 7]
     for row in frame.to_dict("records"):
@@ -975,6 +952,12 @@ def compare_markdown(lb: Leaderboard, frame: pd.DataFrame, a: str, b: str) -> st
                               _p(row["p_adj"])]))
     if lb.inference is None or not lb.inference.any():
         lines.append("\nNo per-example predictions (records older than schema 2): differences of means only.")
+    else:
+        few = [f"{n} has {len(lb.inference.infos[n].seeds)}" for n in (a, b)
+               if n in lb.inference.infos and len(lb.inference.infos[n].seeds) < o.min_seeds]
+        if few:
+            lines.append(f"\nNot a claim about training methods: {' and '.join(few)} seed(s), fewer than the "
+                         f"{o.min_seeds} a mark needs; with one seed a test is about this test set only.")
     if lb.inference is not None and a in lb.inference.infos and b in lb.inference.infos:
         setup = {n: {k: lb.inference.infos[n].config.get(k) for k in ("suite", "budget_match")} for n in (a, b)}
         diff = config_differences(setup)  # suite and budget settings; strategies and their params differ anyway
