@@ -43,14 +43,20 @@ class Strategy(ABC):
 
     A strategy is a plug-in: the core never names one. What the report needs to draw its rows it declares here:
     ``rows`` (the variants ``run`` returns, in the order the leaderboard lists them; default: one row named like
-    the strategy) and ``colours`` (row -> a colour for plots; rows without one get a stable colour from the
-    palette). Where rows sit among strategies follows ``DEFAULT_STRATEGIES`` in :mod:`bench.config`, then names.
+    the strategy), ``colours`` (row -> a colour for plots; rows without one get a stable colour from the
+    palette) and ``families`` (row -> the family the report's figures group and colour it by: ``baseline``,
+    ``fusion``, ``loss``, ``gradient``, or a name of the plug-in's own). A row whose family depends on the weighting
+    it trained with is left out of ``families``: it then takes the ``family`` of the weighting in its name
+    (``naive_mtl[weighting=pcgrad]``: ``gradient``), else of the default of the strategy's ``weighting`` parameter
+    (docs/figures.md). Where rows sit among strategies follows ``DEFAULT_STRATEGIES`` in :mod:`bench.config`, then
+    names.
     """
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[Frozen]] = NoParams
     rows: ClassVar[tuple[str, ...]] = ()
     colours: ClassVar[dict[str, str]] = {}
+    families: ClassVar[dict[str, str]] = {}
     #: what a cell stores, for the free-space estimate before a run: whether it trains the per-task fine-tunes
     #: (shared by every strategy that does) and how many checkpoints of its own it writes
     uses_finetunes: ClassVar[bool] = True

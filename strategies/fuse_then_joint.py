@@ -41,6 +41,7 @@ class FuseThenJoint(Strategy):
     Params = Params
     rows = ("fused", "fuse_then_joint")
     colours = {"fused": "#56B4E9", "fuse_then_joint": "#0072B2"}  # Okabe-Ito sky blue, blue
+    families = {"fused": "fusion", "fuse_then_joint": "fusion"}  # whatever weighting the joint phase used
     uses_finetunes, own_checkpoints = True, 2  # for the free-space estimate
     search_rows = {"fuse": "fused"}  # a fusion-weight search scores the fused model, before any joint training
 

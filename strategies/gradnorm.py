@@ -19,6 +19,7 @@ class GradNorm(Strategy):
 
     Params = Params
     colours = {"gradnorm": "#D55E00"}  # Okabe-Ito: colour-blind safe, fixed per strategy across plots
+    families = {"gradnorm": "loss"}  # GradNorm weights the losses (Balancer.family), the only weighting it uses
     uses_finetunes, own_checkpoints = False, 1  # for the free-space estimate
 
     def run(self, stages: Stages, params: Params) -> dict:

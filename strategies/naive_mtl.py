@@ -45,6 +45,7 @@ class NaiveMTL(Strategy):
 
     Params = Params
     colours = {"naive_mtl": "#E69F00"}  # Okabe-Ito: colour-blind safe, fixed per strategy across plots
+    # no `families`: a row takes the family of its weighting (naive_mtl[weighting=pcgrad]: gradient; plain: equal)
     uses_finetunes, own_checkpoints = False, 1  # for the free-space estimate
 
     @staticmethod

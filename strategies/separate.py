@@ -12,6 +12,7 @@ class Separate(Strategy):
 
     Params = NoParams
     colours = {"separate": "#000000"}  # Okabe-Ito: colour-blind safe, fixed per strategy across plots
+    families = {"separate": "baseline"}  # the Δm% baseline: its own group in the figures
     uses_finetunes, own_checkpoints = True, 0  # for the free-space estimate
 
     def run(self, stages: Stages, params: NoParams) -> dict:

@@ -29,6 +29,7 @@ class Uncertainty(Strategy):
 
     Params = Params
     colours = {"uncertainty": "#009E73"}  # Okabe-Ito: colour-blind safe, fixed per strategy across plots
+    families = {"uncertainty": "loss"}  # the uncertainty weighting (Balancer.family), the only one it trains with
     uses_finetunes, own_checkpoints = False, 1  # for the free-space estimate
 
     def run(self, stages: Stages, params: Params) -> dict:

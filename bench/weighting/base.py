@@ -16,6 +16,9 @@ Two kinds implement it:
 * :class:`Aggregator` (gradient level): sees every task's gradient (the Jacobian of the losses) and decides the
   update itself. PCGrad, MGDA, UPGrad, Nash-MTL, ... (``bench/weighting/jd.py`` adapts torchjd's).
 
+The kind is also the balancer's ``family`` (``"loss"`` or ``"gradient"``, :data:`FAMILIES`), which the report's
+figures colour and group rows by; a balancer may set it explicitly.
+
 Both are registered with :func:`register_weighting` (the CLI key is ``strategy.weighting=``) and declare their
 hyper-parameters as a frozen pydantic ``Params`` model, so a joint stage takes any of them. Parameters a balancer
 wants trained *by the model's optimiser* (uncertainty's s_i) are returned by :meth:`Balancer.param_groups`.
@@ -91,6 +94,10 @@ class Balancer(nn.Module, ABC):
     extra: ClassVar[str] = "full"
     #: what :meth:`current` logs, as the y label of the report's weight-trajectory plot
     weights_label: ClassVar[str] = r"task weight ($\lambda_t$, or the aggregator's)"
+    #: the family the report's figures group and colour this balancer's rows by (docs/figures.md): ``"loss"`` for
+    #: a weighting that combines the task losses into one scalar, ``"gradient"`` for an aggregator of per-task
+    #: gradients (every :class:`Aggregator`)
+    family: ClassVar[str] = "loss"
 
     def __init__(self, tasks: list[TaskConfig], params: Frozen | None = None):
         super().__init__()
@@ -147,7 +154,11 @@ class Aggregator(Balancer):
 
     needs_all_tasks = True
     uses_features = True
+    family = "gradient"
 
+
+#: the values ``Balancer.family`` may take
+FAMILIES = ("loss", "gradient")
 
 WEIGHTINGS: Registry[type[Balancer]] = Registry("weighting")
 

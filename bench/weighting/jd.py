@@ -175,6 +175,7 @@ class JDAggregator(_Wrapped, Aggregator):
     """Adapter: a torchjd aggregator decides the shared update from the per-task gradients."""
 
     Params: ClassVar[type[Frozen]] = ViaParams
+    family = "gradient"  # what the report groups its rows by (an Aggregator's default, stated where it is used)
 
     def __init__(self, tasks: list[TaskConfig], params: Frozen | None = None):
         super().__init__(tasks, params)
@@ -429,6 +430,7 @@ class JDScalarizer(_Wrapped, Weighting):
     """Adapter: a torchjd scalarizer turns the vector of task losses (in suite order) into the scalar to backprop."""
 
     needs_all_tasks = True  # the scalarizers take a fixed-length vector of every task's loss
+    family = "loss"  # a weighting of the losses (DWA, GLS, RLW, IMTL-L, STCH, FAMO), not of per-task gradients
     #: True when the scalarizer's parameters are trained by the network's optimiser (IMTL-L's scales)
     trained_with_model: ClassVar[bool] = False
 
