@@ -21,6 +21,7 @@ EPILOG = """examples:
   python -m bench search suite=synthetic strategy=naive_mtl space=lambda trials=30
   python -m bench report suite=synthetic
   python -m bench report suite=text level=0.9 interval=pm delta_m=all correction=bh compare=naive_mtl,separate
+  python -m bench report suite=synthetic,synthetic_conflict     # across suites: IQM, profiles, P(X>Y), CD diagram
   python -m bench check suite=synthetic [--update]
   python -m bench list [strategy_dirs=[my_plugins]]     # where each entry was found: built-in, ./suites, ...
   python -m bench verify suite=synthetic [deep=true] [repair=true]   # check the store; exit 1 when damaged
@@ -81,12 +82,13 @@ def cmd_list(args: list[str]) -> int:
     return 0
 
 
-REPORT_LISTS = ("compare", "strategy")  # report options whose comma list names several rows, not a sweep
+REPORT_LISTS = ("compare", "strategy", "suite")  # report options whose comma list names several items, not a sweep
 
 
 def cmd_report(args: list[str]) -> int:
     """``report`` options: suite, results_dir, out, split, strategy=a,b, level, interval, delta_m, correction,
-    bootstrap, compare=a,b (a row name with brackets needs quotes: compare="'naive_mtl[train.epochs=3]',separate")."""
+    bootstrap, compare=a,b (a row name with brackets needs quotes: compare="'naive_mtl[train.epochs=3]',separate").
+    ``suite=a,b,c`` or ``suite=all`` writes the cross-suite report instead (bench/report/across.py)."""
     from bench.overrides import parse
     from bench.report import report_command
 
