@@ -156,9 +156,10 @@ def test_write_report_files(results, tmp_path):
         if name.endswith("_pdf"):
             assert path.read_bytes()[:5] == b"%PDF-"
     payload = json.loads(paths["json"].read_text())
-    assert payload["schema_version"] == 2 and payload["suite"] == "synthetic"
+    assert payload["schema_version"] == 3 and payload["suite"] == "synthetic"
     assert payload["options"] == {"level": 0.95, "interval": "brackets", "delta_m": "primary", "correction": "holm",
-                                  "correction_name": "Holm–Bonferroni", "bootstrap": 2000, "power": 0.8}
+                                  "correction_name": "Holm–Bonferroni", "min_seeds": 3, "budget_tolerance": 0.05,
+                                  "power": 0.8}
     first = payload["splits"]["test"][0]
     assert first["variant"] == "separate" and first["delta_m"] == 0.0
     csv = pd.read_csv(paths["csv"])

@@ -56,7 +56,8 @@ def write_record(results: Path, *, label: str, seed: int, preds: dict[str, np.nd
                  train: dict | None = None, params: dict | None = None, tasks: dict | None = None,
                  ids: dict[str, np.ndarray] | None = None, data_fp: str = "data0000", budget_match: str = "none",
                  created: str = "2026-12-01T00:00:00Z", code_versions: list[str] | None = None,
-                 samples_seen: int = 800, extra_split: dict | None = None, suite: str = SUITE) -> dict:
+                 samples_seen: int = 800, extra_split: dict | None = None, suite: str = SUITE,
+                 kind: str | None = None) -> dict:
     """Write one schema-2 record of ``suite`` (test split) plus its predictions.npz; returns the record.
 
     ``preds[task]`` are the row's test predictions; metrics are computed from them with bench.metrics, so the
@@ -68,7 +69,7 @@ def write_record(results: Path, *, label: str, seed: int, preds: dict[str, np.nd
     params = params or {}
     tasks = tasks or {t: CLASSIFICATION for t in preds}
     config = {"suite": {"name": suite, "train": train, "backbone": {"name": "mlp"}, "split": {"seed": 0},
-                        "tasks": list(tasks)},
+                        "tasks": list(tasks), **({"kind": kind} if kind else {})},
               "strategy": strategy, "params": params, "budget_match": budget_match}
     fingerprint = _hash(config)
     key = _hash([label, seed, fingerprint, data_fp])
@@ -571,3 +572,53 @@ def test_compare_from_the_cli_writes_the_paired_comparison(results, capsys):
     text = (results / "out" / "compare_naive_mtl_vs_separate.md").read_text()
     assert "| a accuracy | 77.5 | 75.0 | +2.5 |" in text and "| a macro_f1 |" in text and "| Δm% |" in text
     assert "naive_mtl vs separate" in capsys.readouterr().out
+
+
+def test_single_input_tasks_share_their_examples_in_the_test_set_term(tmp_path):
+    """Two tasks answered right on the same examples: on a single-input suite their test-set errors are one error,
+    so Avg's test-set SE equals a task's; scored as a multi-input suite (independent examples) it would be 1/√2 of
+    it. Seeds and point estimates are the same either way."""
+    target = labels(200)
+    se = {}
+    for kind in ("single_input", "multi_input"):
+        results = tmp_path / kind
+        for label in ("separate", "naive_mtl"):
+            for seed, right in enumerate((120, 130, 125)):
+                pred = with_correct(target, right, seed + (label == "naive_mtl"))
+                write_record(results, label=label, seed=seed, preds={"a": pred, "b": pred.copy()},
+                             targets={"a": target, "b": target}, kind=kind)
+        lb = board(results)
+        assert lb.inference.joint == (kind == "single_input")
+        se[kind] = (lb.table.loc["naive_mtl", "avg:test_se"], lb.table.loc["naive_mtl", "a/accuracy:test_se"])
+        assert lb.table.loc["naive_mtl", "avg"] == pytest.approx(lb.table.loc["naive_mtl", "a/accuracy"])
+    assert se["single_input"][0] == pytest.approx(se["single_input"][1])
+    assert se["multi_input"][0] == pytest.approx(se["multi_input"][1] / math.sqrt(2))
+    assert "the tasks share their inputs" in caption(board(tmp_path / "single_input"))
+
+
+def test_a_row_with_twice_the_samples_gets_no_mark_and_names_the_matched_control(results):
+    target = {"a": labels(200)}
+    seeds_of(results, "separate", target, {"a": [100, 102, 104]})
+    seeds_of(results, "fuse_then_joint", target, {"a": [190, 191, 192]}, shift=1, samples_seen=1600)
+    seeds_of(results, "naive_mtl", target, {"a": [150, 151, 152]}, shift=2)
+    lb = board(results)
+    t = lb.table
+    assert not t.loc["fuse_then_joint", "delta_m:markable"] and t.loc["naive_mtl", "delta_m:markable"]
+    assert t.loc["fuse_then_joint", "delta_m:p"] < 0.05 and math.isnan(t.loc["fuse_then_joint", "delta_m:p_adj"])
+    assert (t.loc["fuse_then_joint", [k + ":mark" for k in lb.score_keys()]] == "").all()
+    # naive_mtl beats separate, but the unmarked fuse_then_joint scores higher: "best of its column" cannot be claimed
+    assert t.loc["naive_mtl", "a/accuracy:mark"] == "" and t.loc["separate", "a/accuracy:p_best"] < 0.05
+    note = ("fuse_then_joint spent 2.00× the training samples of its baseline separate (1,600 vs 800; tolerance "
+            "±5%): no *, bold or ≈ for it; run the matched control: `bench run suite=toy "
+            "strategy=separate,fuse_then_joint budget.match=samples seeds=3`")
+    assert note in lb.notes
+    assert "\\*" not in md_lines(to_markdown(lb))["fuse_then_joint"]
+    # the matched control in the store: the note shows its Δm% instead of the command
+    seeds_of(results, "separate", target, {"a": [100, 102, 104]}, budget_match="samples")
+    seeds_of(results, "fuse_then_joint", target, {"a": [101, 104, 103]}, shift=1, budget_match="samples")
+    lb = board(results)
+    matched, unmatched = "fuse_then_joint[budget_match=samples]", "fuse_then_joint[budget_match=none]"
+    assert lb.table.loc[matched, "delta_m:markable"] and not lb.table.loc[unmatched, "delta_m:markable"]
+    budget_note = next(n for n in lb.notes if n.startswith(f"{unmatched} spent"))
+    value, lo, hi = (lb.table.loc[matched, k] for k in ("delta_m", "delta_m:lo", "delta_m:hi"))
+    assert f"its matched control {matched}: Δm% {value:+.2f} [{lo:+.2f}, {hi:+.2f}]" in budget_note

@@ -193,3 +193,15 @@ def test_nan_loss_fails_only_its_cell(results):
     recs = records(results)
     assert len(recs) == 1 and recs[0]["budget"]["lr"] == 1e-3
     assert list(results.rglob("failed.json"))
+
+
+def test_bench_run_with_one_seed_prints_no_mark_and_says_how_many_seeds_marks_need(results):
+    """One seed: the printed leaderboard has intervals (test set only) but no *, bold or ≈, and its caption names
+    the seeds a mark needs."""
+    code, out = _run(results, "strategy=separate,naive_mtl", "report=true")
+    assert code == 0, out
+    flat = " ".join(out.split())
+    assert "No *, bold or ≈: rows have 1 seed" in flat and "`seeds=3`" in flat
+    assert "seed variance is unknown" in flat
+    table = [line for line in out.splitlines() if line.lstrip().startswith(("separate", "naive_mtl"))]
+    assert table and not any("*" in line or "≈" in line for line in table)

@@ -65,7 +65,7 @@ from bench.report.style import sort_key
 
 MEMORY_KINDS = {"host_rss": "host RSS", "cuda_max_allocated": "GPU"}
 TELEMETRY_COLUMNS = ("train_samples_per_s", "peak_memory_mb", "wall_time_s", "trainable_params")
-LEADERBOARD_SCHEMA = 2  # leaderboard.json: 2 adds intervals, tests, marks, notes and the report options
+LEADERBOARD_SCHEMA = 3  # leaderboard.json: 2 adds intervals, tests, marks, notes, options; 3 two-level t
 INTERVAL_STYLES = ("brackets", "pm")
 DELTA_M_MODES = ("primary", "all")
 TRANSDUCTIVE_MARK = "†"
