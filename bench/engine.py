@@ -51,6 +51,88 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
+PROGRESS_INTERVAL_S = 20.0  # seconds between plain progress lines (BENCH_PROGRESS_INTERVAL overrides it)
+
+
+def live_bar() -> bool:
+    """The live tqdm bar: on a terminal only (stdout and stderr both), unless ``BENCH_PROGRESS=0``."""
+    return os.environ.get("BENCH_PROGRESS") != "0" and sys.stderr.isatty() and sys.stdout.isatty()
+
+
+class ProgressLines:
+    """Plain progress lines inside a cell when stdout is not a terminal (a file, a pipe, CI, ``nohup``, SLURM).
+
+    A training loop calls :meth:`due` after every step (one clock read) and, when it says so, :meth:`emit` one line:
+    the cell, the stage, epoch and step of total, the recent loss (summed over the stage's tasks) and samples/s, and
+    the ETA of the stage, the cell and the run. The throttle is time-based and shared by every stage of the process,
+    so short stages do not flood a log: a line at most every ``BENCH_PROGRESS_INTERVAL`` seconds (default
+    :data:`PROGRESS_INTERVAL_S`), i.e. at least every interval + one step while training runs. ``BENCH_PROGRESS=0``
+    silences them, as it does the bar. ``bench run`` tells it which cell runs (:meth:`start_cell`) and how long the
+    cells finished so far took; until one has finished the cell and run ETAs print as ``?``.
+
+    Example (the first cell of a run: no cell has finished yet, so only the stage has an ETA):
+        >>> import io
+        >>> lines, out = ProgressLines(), io.StringIO()
+        >>> lines.start_cell("[1/2] a cell", expected_s=None, rest_s=None)
+        >>> lines.emit("joint s0", "epoch 1/2, step 3/10", 0.25, 640.0, 7.0, out=out)
+        >>> print(out.getvalue(), end="")
+        [1/2] a cell | joint s0: epoch 1/2, step 3/10, loss 0.2500, 640 samples/s | ETA stage 0m07s, cell ?, run ?
+    """
+
+    def __init__(self) -> None:
+        self.last: float | None = None  # perf_counter of the last line (or of the cell's start)
+        self.tag = ""
+        self.started: float | None = None
+        self.expected_s: float | None = None  # the cell's expected duration, from finished cells of this run
+        self.rest_s: float | None = None  # the run's time after this cell
+
+    @staticmethod
+    def interval() -> float:
+        raw = os.environ.get("BENCH_PROGRESS_INTERVAL")
+        try:
+            return max(0.0, float(raw)) if raw else PROGRESS_INTERVAL_S
+        except ValueError:
+            return PROGRESS_INTERVAL_S
+
+    @staticmethod
+    def enabled() -> bool:
+        return os.environ.get("BENCH_PROGRESS") != "0" and not sys.stdout.isatty()
+
+    def start_cell(self, tag: str, expected_s: float | None, rest_s: float | None) -> None:
+        self.tag, self.expected_s, self.rest_s = tag, expected_s, rest_s
+        self.started = self.last = time.perf_counter()
+
+    def due(self) -> bool:
+        now = time.perf_counter()
+        if self.last is None:  # a worker process that was not told about its cell: count from its first step
+            self.last = now
+        return now - self.last >= self.interval()
+
+    def emit(self, stage: str, where: str, loss: float | None, rate: float | None, stage_eta: float | None,
+             out=None) -> None:
+        """Print one line (to ``out``, default the current ``sys.stdout``)."""
+        from bench.launch.base import fmt_duration
+
+        now = time.perf_counter()
+        self.last = now
+        eta = lambda s: "?" if s is None or not math.isfinite(s) else fmt_duration(max(0.0, s))  # noqa: E731
+        cell = None
+        if self.expected_s is not None and self.started is not None:
+            cell = max(self.expected_s - (now - self.started), stage_eta or 0.0)
+        run = cell + self.rest_s if cell is not None and self.rest_s is not None else None
+        parts = [where]
+        if loss is not None and math.isfinite(loss):
+            parts.append(f"loss {loss:.4f}")
+        if rate is not None and math.isfinite(rate):
+            parts.append(f"{rate:,.0f} samples/s")
+        head = f"{self.tag} | " if self.tag else ""
+        print(f"{head}{stage}: {', '.join(parts)} | ETA stage {eta(stage_eta)}, cell {eta(cell)}, run {eta(run)}",
+              file=out or sys.stdout, flush=True)
+
+
+progress = ProgressLines()  # this process's throttle and cell context (bench.runner sets the cell)
+
+
 class MemoryMeter:
     """Peak memory of a stage: CUDA max allocated/reserved on GPU, sampled process RSS on the host."""
 
@@ -548,10 +630,10 @@ class Trainer:
 
     def _fit(self) -> TrainResult:
         cfg, device, model, state = self.cfg, self.device, self.model, self.state
-        interactive = sys.stderr.isatty()
         bar = tqdm(total=self.total_steps, initial=state["step"], desc=self.desc, unit="step",
-                   leave=False, mininterval=0.5,
-                   disable=not interactive or os.environ.get("BENCH_PROGRESS") == "0")
+                   leave=False, mininterval=0.5, disable=not live_bar())
+        lines = ProgressLines.enabled()
+        self._line_start = self._line_at = (time.perf_counter(), state["step"], state["samples"])
         while state["epoch"] < self.n_epochs:
             model.train()
             t_epoch = time.perf_counter()
@@ -559,6 +641,8 @@ class Trainer:
             for _ in range(min(self.steps_per_epoch, self.total_steps - state["step"])):
                 self.step()
                 bar.update(1)
+                if lines and progress.due():
+                    self._progress_line()
             self.timer.flush()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)  # once per epoch, so the epoch's train time is real
@@ -589,6 +673,28 @@ class Trainer:
         model.load_state_dict(state["best_state"])
         return TrainResult(state["best_epoch"], state["history"], state["traj"] if state["traj"]["step"] else {},
                            self.telemetry())
+
+    def _progress_line(self) -> None:
+        """One plain progress line (:class:`ProgressLines`): epoch and step of total, the loss summed over the
+        stage's tasks since the last logging interval (one host sync, at most once per line), samples/s since the
+        previous line of this stage, and the stage's ETA from its steps so far."""
+        state, now = self.state, time.perf_counter()
+        losses = []
+        for t in self.names:
+            if self.loss_cnt[t]:
+                losses.append((self.loss_acc[t] / self.loss_cnt[t]).item())
+            else:
+                last = [v for v in self.state["traj"]["loss"][t] if math.isfinite(v)]
+                if last:
+                    losses.append(last[-1])
+        t0, step0, _ = self._line_start
+        t1, _, samples1 = self._line_at
+        rate = (state["samples"] - samples1) / (now - t1) if now > t1 else None
+        stage_eta = (now - t0) / (state["step"] - step0) * (self.total_steps - state["step"]) \
+            if state["step"] > step0 else None
+        self._line_at = (now, state["step"], state["samples"])
+        where = f"epoch {state['epoch'] + 1}/{self.n_epochs}, step {state['step']}/{self.total_steps}"
+        progress.emit(self.desc, where, sum(losses) if losses else None, rate, stage_eta)
 
     def telemetry(self) -> dict[str, Any]:
         """Throughput, step time and MFU over the steady steps: under ``train.compile`` the steps that compiled are
@@ -764,7 +870,8 @@ def optimise(params: list[torch.Tensor], loss_at: Callable[[int], torch.Tensor],
         print(f"[{desc}] resumed at step {start}", file=sys.stderr)
     mem = MemoryMeter(device)
     bar = tqdm(total=steps, initial=start, desc=desc, unit="step", leave=False, mininterval=0.5,
-               disable=not sys.stderr.isatty() or os.environ.get("BENCH_PROGRESS") == "0")
+               disable=not live_bar())
+    lines = ProgressLines.enabled()
     acc, cnt = torch.zeros((), device=device), 0
     t0 = time.perf_counter()
     for step in range(start, steps):
@@ -778,6 +885,10 @@ def optimise(params: list[torch.Tensor], loss_at: Callable[[int], torch.Tensor],
         acc += loss.detach().float()
         cnt += 1
         bar.update(1)
+        if lines and progress.due():
+            now, done = time.perf_counter(), step + 1 - start
+            recent = (acc / cnt).item() if cnt else (losses[-1] if losses else None)
+            progress.emit(desc, f"step {step + 1}/{steps}", recent, None, (now - t0) / done * (steps - step - 1))
         if (step + 1) % log_every == 0 or step + 1 == steps:
             losses.append((acc / cnt).item())  # one host sync per logging interval
             acc.zero_()

@@ -116,6 +116,38 @@ def _runtime() -> dict[str, Any]:
 _LOADED: dict[tuple[str, ...], tuple[Plan, dict[str, SuiteContext], dict[str, Store]]] = {}
 
 
+class RunProgress:
+    """What the in-cell progress lines (:class:`bench.engine.ProgressLines`) need from the run: each cell's tag and
+    label, and how long the cells finished so far took, for the cell's and the run's ETA. ``execute`` fills it;
+    :func:`run_cell_job` reads it when a cell starts (in this process: ``workers=1``; a worker process has the tags
+    it was forked with and no durations, so its lines in its log carry the stage's ETA only)."""
+
+    def __init__(self) -> None:
+        self.tags: dict[str, tuple[str, str]] = {}  # cell hash -> (tag, label)
+        self.durations: dict[str, float] = {}  # cell hash -> seconds
+        self.pending: list[str] = []  # cells of this run still to compute, in order
+
+    def estimate(self, cell: str) -> tuple[float | None, float | None]:
+        """(this cell's expected seconds, the seconds of the pending cells after it), or None where nothing has
+        finished yet: the mean duration of this run's finished cells of the same label, else of all of them."""
+        if not self.durations:
+            return None, None
+        mean = sum(self.durations.values()) / len(self.durations)
+        by_label: dict[str, list[float]] = {}
+        for c, seconds in self.durations.items():
+            by_label.setdefault(self.tags.get(c, ("", ""))[1], []).append(seconds)
+
+        def expected(c: str) -> float:
+            same = by_label.get(self.tags.get(c, ("", ""))[1])
+            return sum(same) / len(same) if same else mean
+
+        rest = [c for c in self.pending if c != cell and c not in self.durations]
+        return expected(cell), sum(expected(c) for c in rest)
+
+
+_RUN = RunProgress()
+
+
 def _context(plan: Plan, contexts: dict[str, SuiteContext], suite: SuiteConfig, out=None) -> SuiteContext:
     skey = content_hash(suite.model_dump(mode="json"))
     if skey not in contexts:
@@ -145,6 +177,10 @@ def run_cell_job(args: list[str], cell: str) -> dict[str, Any]:
     # one Store per suite and process: it remembers what this process computed (force=true recomputes a stage once)
     store = stores.setdefault(variant.suite.name, Store(plan.results_dir, variant.suite.name))
     folder = store.cell_dir(variant.strategy.name, cell)
+    from bench.engine import progress
+
+    tag = _RUN.tags.get(cell, (f"{variant.suite.name} {variant.label} seed={seed}", ""))[0]
+    progress.start_cell(tag, *_RUN.estimate(cell))
     try:
         run_cell(variant, seed, _context(plan, contexts, variant.suite), store, plan.force, plan.trackers)
     except CellFailed as e:
@@ -184,8 +220,11 @@ def execute(plan: Plan, out=None) -> int:
     for i in range(len(cells)):
         if i not in pending:
             print(f"{tags[i]}: from store", file=out, flush=True)
-    jobs = [Job(tags[i], run_cell_job, (plan.args, cells[i][0].cell_hash(cells[i][1])),
-                stores[cells[i][0].suite.name].root) for i in pending]
+    hashes = [v.cell_hash(s) for v, s in cells]
+    _RUN.tags = {hashes[i]: (tags[i], cells[i][0].label) for i in range(len(cells))}
+    _RUN.durations, _RUN.pending = {}, [hashes[i] for i in pending]
+    jobs = [Job(tags[i], run_cell_job, (plan.args, hashes[i]), stores[cells[i][0].suite.name].root)
+            for i in pending]
     if not launcher.common.wait:
         ids = launcher.submit(jobs)
         suites = sorted(stores)
@@ -218,6 +257,7 @@ def execute(plan: Plan, out=None) -> int:
         computed += 1
         finished.add(i)
         durations.append(done.seconds)
+        _RUN.durations[hashes[i]] = done.seconds
         remaining = len(pending) - computed - len(failures)
         at_once = max(1, min(launcher.parallel, done.running + 1, remaining))  # what runs now, not what may
         eta = f", ETA {fmt_duration(remaining * sum(durations) / len(durations) / at_once)}" if remaining else ""
