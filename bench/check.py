@@ -68,7 +68,7 @@ def build_baseline(records: list[Record], suite: str) -> dict:
 
 def read_baseline(path: Path, suite: str) -> dict:
     if not path.is_file():
-        raise BenchError(f"no baseline at {path}; create it with `python -m bench check suite={suite} update=true`")
+        raise BenchError(f"no baseline at {path}; create it with `python -m bench check suite={suite} --update`")
     try:
         baseline = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -77,7 +77,7 @@ def read_baseline(path: Path, suite: str) -> dict:
         raise BenchError(f"{path} is not a bench baseline (needs 'suite' and 'variants')")
     if baseline["suite"] != suite:
         raise BenchError(f"baseline {path} is for suite {baseline['suite']!r}, not {suite!r}; pass "
-                         f"baseline={default_baseline('results', suite)} or write one with update=true")
+                         f"baseline={default_baseline('results', suite)} or write one with --update")
     return baseline
 
 
@@ -144,10 +144,13 @@ def check_command(opts: dict) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    suite = opts.get("suite")
-    if not suite:
+    from bench.suites import stored_suite, suite_name
+
+    item = opts.get("suite")
+    if not item:
         raise BenchError("check needs a suite: `python -m bench check suite=<name>`")
-    suite = str(suite)
+    item = str(item)
+    suite = suite_name(item)  # a name or a suite YAML's path: the name its store and its baseline use
     results_dir = Path(opts.get("results_dir") or "results")
     path = Path(opts["baseline"]) if opts.get("baseline") else default_baseline(results_dir, suite)
     tolerance = _number(opts, "tolerance", DEFAULT_TOLERANCE)
@@ -156,7 +159,7 @@ def check_command(opts: dict) -> int:
     console = Console()
 
     baseline = None if update else read_baseline(path, suite)  # bad baseline fails before loading records
-    current = build_baseline(load_records(results_dir, suite), suite)
+    current = build_baseline(load_records(results_dir, stored_suite(item, results_dir)), suite)
     if update:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(current, indent=2, sort_keys=False) + "\n")
@@ -166,7 +169,7 @@ def check_command(opts: dict) -> int:
     result = compare(baseline, current, tolerance, throughput_tolerance)
     new = sorted(set(current["variants"]) - set(baseline["variants"]))
     if new:
-        console.print(f"not in the baseline (update=true adds them): {', '.join(new)}", markup=False)
+        console.print(f"not in the baseline (--update adds them): {', '.join(new)}", markup=False)
     fewer = [f"{v} (n={current['variants'][v]['n']}, baseline n={b.get('n')})"
              for v, b in baseline["variants"].items()
              if v in current["variants"] and b.get("n") not in (None, current["variants"][v]["n"])]

@@ -89,6 +89,68 @@ def validate_suite(raw: dict[str, Any], where: str) -> SuiteConfig:
         raise explain(e, SuiteConfig, where) from None
 
 
+def is_suite_file(item: str) -> bool:
+    return Path(item).suffix in (".yaml", ".yml")
+
+
+def suite_name(item: str) -> str:
+    """A ``suite=`` argument -> the name its store uses (``results/<name>/``): a suite YAML's ``name:`` (its file
+    stem when it has none), for a path or a name of ``suites/`` alike, else the name as given (a store whose suite
+    file is gone is still read). What ``bench run`` and ``bench search`` store under, for ``report``, ``check`` and
+    ``verify`` to read back.
+
+    >>> suite_name("synthetic")
+    'synthetic'
+    """
+    if is_suite_file(item):
+        if not Path(item).is_file():
+            raise BenchError(f"suite file {item!r} does not exist; give a suite name or the path of a suite YAML")
+        return str(read_suite_yaml(Path(item))["name"])
+    path = suite_files().get(item)
+    if path is None:
+        return item
+    try:
+        return str(read_suite_yaml(path)["name"])
+    except BenchError:
+        return item
+
+
+def stored_suites(results_dir: Path | str, records: bool = True) -> list[str]:
+    """The suites under ``results_dir`` with at least one record (``records=False``: with a store, ``stages/`` or
+    ``cells/``, as a search alone leaves)."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        return []
+    if records:
+        return sorted(d.name for d in root.iterdir() if next(d.glob("cells/*/*/record.json"), None))
+    return sorted(d.name for d in root.iterdir() if (d / "stages").is_dir() or (d / "cells").is_dir())
+
+
+def stored_suite(item: str, results_dir: Path | str, records: bool = True) -> str:
+    """A ``suite=`` argument of a command that reads a store (``report``, ``check``, ``verify``) -> the suite's name
+    in ``results_dir``, a name and a YAML path alike (:func:`suite_name`). One line that names the fix when there is
+    no such store (``records=False``: a store without records, as a search alone leaves, is enough)."""
+    results_dir = Path(results_dir)
+    name = suite_name(item)
+    root = results_dir / name
+    found = root / "cells" if records else root
+    if found.is_dir() and (records or (root / "stages").is_dir() or (root / "cells").is_dir()):
+        return name
+    where = "" if results_dir == Path("results") else f" results_dir={results_dir}"
+    stored = stored_suites(results_dir, records)
+    there = f"suites with {'records' if records else 'a store'} under {results_dir}: {', '.join(stored) or 'none'}"
+    if not is_suite_file(item) and item not in suite_files():
+        raise BenchError(f"no {'records' if records else 'store'} for suite {item!r} under {found}: unknown suite "
+                         f"{item!r}{did_you_mean(item, [*stored, *suite_files()])}; {there} (a new suite: write "
+                         f"suites/{item}.yaml, then `python -m bench run suite={item}`)")
+    named = f"suite {name!r}" + (f" ({item})" if name != item else "")
+    if records:
+        raise BenchError(f"no records for {named} under {found}; `python -m bench run suite={item}{where}` "
+                         f"produces them ({there})")
+    raise BenchError(f"no store for {named} under {results_dir} ({there}); give results_dir= the folder "
+                     f"`bench run` wrote to, or run `python -m bench run suite={item}{where}` first")
+
+
 def list_suites() -> dict[str, str]:
     out = {}
     for name, f in suite_files().items():

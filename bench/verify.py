@@ -221,11 +221,9 @@ def verify(results_dir: Path, suite: str | None = None, deep: bool = False, repa
     """Check one suite's store, or every suite under ``results_dir`` when ``suite`` is None."""
     results_dir = Path(results_dir)
     if suite is not None:
-        root = results_dir / suite
-        if not root.is_dir():
-            raise BenchError(f"no store for suite {suite!r} under {results_dir}; `python -m bench run "
-                             f"suite={suite} results_dir={results_dir}` makes one")
-        roots = [root]
+        from bench.suites import stored_suite
+
+        roots = [results_dir / stored_suite(suite, results_dir, records=False)]  # a name or a suite YAML's path
     else:
         roots = sorted(p for p in results_dir.iterdir() if (p / "stages").is_dir() or (p / "cells").is_dir()) \
             if results_dir.is_dir() else []

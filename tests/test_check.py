@@ -119,7 +119,7 @@ def test_baseline_from_another_suite(baselined, tmp_path):
 
 
 def test_bad_input(results, tmp_path):
-    with pytest.raises(BenchError, match=r"no baseline at .*update=true"):
+    with pytest.raises(BenchError, match=r"no baseline at .*--update"):
         check_command(opts(results))
     garbage = tmp_path / "garbage.json"
     garbage.write_text("{not json")

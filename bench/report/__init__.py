@@ -148,9 +148,12 @@ def report_command(opts: dict) -> int:
         from bench.report.across import across_command
 
         return across_command(opts)
+    from bench.suites import stored_suite
+
     options = report_options(**{k: opts.get(k) for k in OPTION_KEYS})
     pair = compare_names(opts.get("compare"))
     results_dir = Path(opts.get("results_dir") or "results")
+    suite = stored_suite(str(suite), results_dir)  # a name or a suite YAML's path: the name its store uses
     strategies = opts.get("strategy")
     if isinstance(strategies, str):
         strategies = [s for s in strategies.split(",") if s]

@@ -42,8 +42,9 @@ from scipy import stats as st
 from bench.config import BASELINE_STRATEGY
 from bench.errors import BenchError, did_you_mean
 from bench.record import base_strategy
-from bench.report.records import cells_dir, load_records, metrics_frame, row_name, task_specs
+from bench.report.records import load_records, metrics_frame, row_name, task_specs
 from bench.report.style import sort_key
+from bench.suites import stored_suite, stored_suites
 
 ALL = "all"
 SPLIT = "test"  # the only split the cross-suite report reads
@@ -58,48 +59,18 @@ __all__ = ["AcrossReport", "across_command", "build_across", "iqm", "method_name
 # ------------------------------------------------------------------------------------------------ suites
 
 
-def _stores(results_dir: Path) -> list[str]:
-    """Suites with at least one record under ``results_dir`` (what ``suite=all`` selects)."""
-    if not results_dir.is_dir():
-        return []
-    return sorted(d.name for d in results_dir.iterdir()
-                  if d.is_dir() and next(cells_dir(results_dir, d.name).glob("*/*/record.json"), None))
-
-
-def _suite_of(item: str, results_dir: Path) -> str:
-    """A ``suite=`` element -> the suite's name in the store: a name, or a path to a suite YAML (its ``name:``)."""
-    from bench.suites import read_suite_yaml, suite_files
-
-    path = Path(item)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise BenchError(f"suite file {item!r} does not exist; give a suite name or the path of a suite YAML")
-        name = str(read_suite_yaml(path)["name"])
-    else:
-        name = item
-    if not cells_dir(results_dir, name).is_dir():
-        stored = _stores(results_dir)
-        where = "" if results_dir == Path("results") else f" results_dir={results_dir}"
-        if name in suite_files() or path.suffix in (".yaml", ".yml"):
-            raise BenchError(f"no records for suite {name!r} under {cells_dir(results_dir, name)}; "
-                             f"`python -m bench run suite={item}{where}` produces them")
-        raise BenchError(f"unknown suite {item!r}{did_you_mean(item, stored)}; suites with records under "
-                         f"{results_dir}: {', '.join(stored) or 'none'}")
-    return name
-
-
 def resolve_suites(value, results_dir: Path | str) -> list[str]:
     """``suite=`` of a cross-suite report (a list, or ``all``) -> suite names in the store, at least two."""
     results_dir = Path(results_dir)
     if isinstance(value, str) and value == ALL:
-        names = _stores(results_dir)
+        names = stored_suites(results_dir)
         if len(names) < 2:
             raise BenchError(f"suite=all found {len(names)} suite(s) with records under {results_dir} "
                              f"({', '.join(names) or 'none'}); the cross-suite report needs 2 or more: run "
                              f"`python -m bench run suite=<another suite>` first")
         return names
     items = [value] if isinstance(value, str) else [str(getattr(v, "text", v)) for v in value]
-    names = [_suite_of(item, results_dir) for item in items]
+    names = [stored_suite(item, results_dir) for item in items]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise BenchError(f"suite={','.join(items)} names suite {twice[0]!r} twice; name each suite once")
