@@ -238,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
                         ("report", "write leaderboards (Markdown, LaTeX, CSV, JSON) and plots"),
                         ("check", "compare the latest records with a committed baseline (CI gate)"),
                         ("verify", "check the results store (markers, sizes, hashes); repair=true quarantines damage")]:
-        p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG,
+        epilog = EPILOG
+        if name == "check":  # every option and tolerance, from bench/check.py (cheap to import)
+            from bench.check import HELP
+
+            epilog = HELP
+        p = sub.add_parser(name, help=help_, description=help_, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("overrides", nargs="*", help="key=value overrides (Hydra grammar: a,b sweeps; [x,y] lists)")
         if name == "check":
