@@ -617,7 +617,7 @@ def test_a_row_with_twice_the_samples_gets_no_mark_and_names_the_matched_control
     seeds_of(results, "separate", target, {"a": [100, 102, 104]}, budget_match="samples")
     seeds_of(results, "fuse_then_joint", target, {"a": [101, 104, 103]}, shift=1, budget_match="samples")
     lb = board(results)
-    matched, unmatched = "fuse_then_joint[budget_match=samples]", "fuse_then_joint[budget_match=none]"
+    matched, unmatched = "fuse_then_joint[budget.match=samples]", "fuse_then_joint[budget.match=none]"
     assert lb.table.loc[matched, "delta_m:markable"] and not lb.table.loc[unmatched, "delta_m:markable"]
     budget_note = next(n for n in lb.notes if n.startswith(f"{unmatched} spent"))
     value, lo, hi = (lb.table.loc[matched, k] for k in ("delta_m", "delta_m:lo", "delta_m:hi"))

@@ -10,7 +10,10 @@ Row naming rule (one leaderboard row per *variant*):
 * a row is *one configuration*: records of one variant name whose configurations differ (``config_fingerprint``,
   or for schema-1 records their ``budget`` + ``params``; or whose data fingerprints differ) become separate rows, the
   differing configuration keys appended in the brackets: ``naive_mtl[train.epochs=3]``, ``naive_mtl[train.epochs=2]``
-  (dotted keys of ``config`` without the leading ``suite.`` / ``params.``), never one mixed row;
+  (dotted keys of ``config`` without the leading ``suite.`` / ``params.``, each once, spelled as on the command
+  line: ``budget.match=samples``, :func:`short_key`), never one mixed row;
+* a row that two configurations computed identically (the same stages and test metrics, seed by seed) is one row
+  (:func:`merge_unchanged`): a re-run that changed nothing it depends on does not list it twice;
 * the ``separate`` strategy's ``separate`` rows are the Δm% baselines: a row's baseline is the one with the same data
   and budget fingerprints (:mod:`bench.report.leaderboard`).
 
@@ -117,13 +120,21 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# config keys that repeat another under an internal spelling: shown once, as the command line spells it
+KEY_ALIASES = {"budget_match": "budget.match"}  # the top-level copy of suite.budget.match (bench.plan.Variant.config)
+
+
 def short_key(key: str) -> str:
-    """How a dotted config key is shown in a row name: ``suite.train.epochs`` -> ``train.epochs``,
-    ``params.fusion`` -> ``fusion``."""
+    """How a dotted config key is shown in a row name, spelled as on the command line: ``suite.train.epochs`` ->
+    ``train.epochs``, ``params.fusion`` -> ``fusion``, ``budget_match`` -> ``budget.match``.
+
+    >>> short_key("suite.budget.match"), short_key("budget_match"), short_key("params.fusion")
+    ('budget.match', 'budget.match', 'fusion')
+    """
     for prefix in ("suite.", "params."):
         if key.startswith(prefix):
             return key[len(prefix):]
-    return key
+    return KEY_ALIASES.get(key, key)
 
 
 def format_value(value: Any) -> str:
@@ -137,12 +148,20 @@ def format_value(value: Any) -> str:
 
 
 def config_differences(configs: dict[Any, dict]) -> dict[Any, list[str]]:
-    """Per key of ``configs``: ``["train.epochs=3", ...]``, the keys (present in every config) whose values differ."""
+    """Per key of ``configs``: ``["train.epochs=3", ...]``, the keys (present in every config) whose values differ,
+    each once under its command-line spelling (:func:`short_key`; a key stored twice is shown once).
+
+    >>> a = {"suite": {"budget": {"match": "none"}}, "budget_match": "none"}
+    >>> b = {"suite": {"budget": {"match": "samples"}}, "budget_match": "samples"}
+    >>> config_differences({"a": a, "b": b})
+    {'a': ['budget.match=none'], 'b': ['budget.match=samples']}
+    """
     flats = {key: flatten(config) for key, config in configs.items()}
     first = next(iter(flats.values()), {})
     common = [k for k in first if all(k in f for f in flats.values())]
     differing = [k for k in common if len({json.dumps(f[k], sort_keys=True, default=str) for f in flats.values()}) > 1]
-    return {key: [f"{short_key(k)}={format_value(flat[k])}" for k in differing] for key, flat in flats.items()}
+    shown = list({short_key(k): k for k in reversed(differing)}.items())[::-1]  # first of each spelling, in order
+    return {key: [f"{name}={format_value(flat[k])}" for name, k in shown] for key, flat in flats.items()}
 
 
 def with_suffix(name: str, parts: list[str]) -> str:
@@ -154,12 +173,70 @@ def with_suffix(name: str, parts: list[str]) -> str:
     return f"{name}[{','.join(parts)}]"
 
 
+def _computation(record: Record, row: str) -> tuple | None:
+    """What decides a row's numbers: the keys of the stages it was made from and its test metrics (None when the
+    record does not say: schema 1, or a row without stage provenance)."""
+    r = record.rows[row]
+    if not r.stages:
+        return None
+    return tuple(sorted(s.key for s in r.stages)), json.dumps(r.metrics.get("test"), sort_keys=True, default=str)
+
+
+def merge_unchanged(records: list[Record]) -> list[Record]:
+    """Rows that two runs computed identically are one row: of the rows of one variant name, configurations that
+    differ only in keys the row's stages do not depend on (a ``budget.match=samples`` re-run of ``naive_mtl``, whose
+    matched budget is its own) have, seed by seed, the same stage keys and the same test metrics. One configuration
+    of each such set is kept (one whose budget has a Δm% baseline row, the newest of those) and the other records'
+    copies of the row are left out, so the row is listed, counted and tested once. Δm% baseline rows are never
+    merged: each budget keeps its own reference. Returns the records (copies where a row was left out; a record with
+    no row left is dropped)."""
+    groups: dict[str, dict[tuple[str, str], list[tuple[Record, str]]]] = {}
+    for record in records:
+        for row in record.rows:
+            origin = variant_name(row, record.label, record.strategy)
+            groups.setdefault(origin, {}).setdefault((record.config_fingerprint, record.data_fingerprint), []).append(
+                (record, row))
+    references = {(r.budget_fingerprint, r.data_fingerprint) for r in records for row in r.rows
+                  if is_baseline_row(r, row)}
+    drop: set[tuple[int, str]] = set()
+    for by_identity in groups.values():
+        if len(by_identity) < 2 or any(is_baseline_row(r, row) for items in by_identity.values() for r, row in items):
+            continue
+        same: dict[tuple, list[tuple[str, str]]] = {}
+        for identity, items in by_identity.items():
+            done = [(r.seed, _computation(r, row)) for r, row in items]
+            if all(c is not None for _, c in done) and len({seed for seed, _ in done}) == len(done):
+                same.setdefault((identity[1], tuple(sorted(done))), []).append(identity)
+        preference = {identity: ((items[0][0].budget_fingerprint, identity[1]) in references,
+                                 max(_created(r) for r, _ in items), identity)
+                      for identity, items in by_identity.items()}
+        for identities in same.values():
+            if len(identities) < 2:
+                continue
+            keep = max(identities, key=preference.__getitem__)
+            drop |= {(id(r), row) for identity in identities if identity != keep for r, row in by_identity[identity]}
+    if not drop:
+        return records
+    out = []
+    for record in records:
+        rows = {k: v for k, v in record.rows.items() if (id(record), k) not in drop}
+        if len(rows) == len(record.rows):
+            out.append(record)
+        elif rows:
+            kept = record.model_copy(update={"rows": rows})
+            kept._names, kept._origins = {}, {}
+            out.append(kept)
+    return out
+
+
 def assign_names(records: list[Record]) -> list[Record]:
-    """Give every (record, row) its leaderboard row name (:meth:`Record.variant` then returns it).
+    """Give every (record, row) its leaderboard row name (:meth:`Record.variant` then returns it); returns the
+    records, rows that two runs computed identically kept once (:func:`merge_unchanged`).
 
     One row per (variant name, configuration, data): when one variant name comes from several configurations, each
     gets the differing keys appended (module docstring); a difference the keys cannot show (a schema-1 record next to
     a schema-2 one, different data) gets ``schema=1`` / ``data=<fingerprint>`` / ``config=<fingerprint>``."""
+    records = merge_unchanged(records)
     groups: dict[str, dict[tuple[str, str], list[tuple[Record, str]]]] = {}
     for record in records:
         for row in record.rows:
