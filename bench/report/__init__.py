@@ -28,7 +28,8 @@ from bench.report.plots import write_plots
 from bench.report.records import fusion_coefficients, load_records, row_name, trajectories
 
 SPLITS = ("test", "validation")
-OPTION_KEYS = ("level", "interval", "delta_m", "correction", "bootstrap", "min_seeds", "budget_tolerance", "components")
+OPTION_KEYS = ("level", "interval", "delta_m", "correction", "bootstrap", "min_seeds", "budget_tolerance", "components",
+               "columns")
 
 __all__ = ["ReportOptions", "build_leaderboards", "compare_names", "report_command", "report_options",
            "write_boards", "write_report"]
@@ -98,10 +99,11 @@ def write_report(results_dir: Path, suite: str, out_dir: Path | None = None, str
                  main_split: str = "test", *, level: float | None = None, interval: str | None = None,
                  delta_m: str | None = None, correction: str | None = None, bootstrap: int | None = None,
                  compare=None, min_seeds: int | None = None, budget_tolerance: float | None = None,
-                 components: bool | None = None) -> dict[str, Path]:
+                 components: bool | None = None, columns: str | None = None) -> dict[str, Path]:
     """Write leaderboard.{md,tex,csv,json}, the plots and, with ``compare=(a, b)``, ``compare_<a>_vs_<b>.md``;
     returns name -> path. Options are validated first (a bad one raises BenchError before any work)."""
-    options = report_options(level, interval, delta_m, correction, bootstrap, min_seeds, budget_tolerance, components)
+    options = report_options(level, interval, delta_m, correction, bootstrap, min_seeds, budget_tolerance, components,
+                             columns)
     pair = compare_names(compare)
     boards, records = build_leaderboards(results_dir, suite, strategies, main_split, options)
     out = Path(out_dir) if out_dir is not None else Path(results_dir) / suite / "report"
@@ -136,8 +138,8 @@ def _write_compare(board: Leaderboard, a: str, b: str, out_dir: Path) -> tuple[P
 def report_command(opts: dict) -> int:
     """CLI entry: opts ``suite`` (required; a list or ``all``: the cross-suite report, bench/report/across.py),
     ``results_dir``, ``strategy`` (list), ``out``, ``split``, ``level``,
-    ``interval``, ``delta_m``, ``correction``, ``min_seeds``, ``budget_tolerance``, ``components``, ``compare`` (two
-    row names)."""
+    ``interval``, ``delta_m``, ``correction``, ``min_seeds``, ``budget_tolerance``, ``components``, ``columns``
+    (``all`` | ``scores``), ``compare`` (two row names)."""
     from rich.console import Console
     from rich.markdown import Markdown
 

@@ -64,7 +64,10 @@ from bench.report.records import (
 from bench.report.style import sort_key
 
 MEMORY_KINDS = {"host_rss": "host RSS", "cuda_max_allocated": "GPU"}
-TELEMETRY_COLUMNS = ("train_samples_per_s", "peak_memory_mb", "wall_time_s", "trainable_params")
+TELEMETRY_COLUMNS = ("train_samples_per_s", "peak_memory_mb", "wall_time_s", "trainable_params", "wall_own_s",
+                     "wall_shared_s", "deployed_params")
+COST_COLUMNS = ("train_samples_seen", *TELEMETRY_COLUMNS)  # what `columns=scores` leaves to the CSV/JSON
+COLUMN_SETS = ("all", "scores")  # report option `columns`: md/tex/terminal show every column, or the scores only
 LEADERBOARD_SCHEMA = 3  # leaderboard.json: 2 adds intervals, tests, marks, notes, options; 3 two-level t
 INTERVAL_STYLES = ("brackets", "pm")
 DELTA_M_MODES = ("primary", "all")
@@ -90,6 +93,7 @@ class ReportOptions:
     min_seeds: int = MIN_SEEDS  # rows (and baselines) with fewer seeds get no *, bold or ≈
     budget_tolerance: float = BUDGET_TOLERANCE  # a row whose budget differs more from its baseline's: no mark
     components: bool = False  # md/tex show the seed SD and test-set SE of the score column
+    columns: str = "all"  # all | scores: md/tex/terminal without the cost columns (CSV/JSON keep them)
 
     @property
     def alpha(self) -> float:
@@ -97,7 +101,7 @@ class ReportOptions:
 
 
 def report_options(level=None, interval=None, delta_m=None, correction=None, bootstrap=None, min_seeds=None,
-                   budget_tolerance=None, components=None) -> ReportOptions:
+                   budget_tolerance=None, components=None, columns=None) -> ReportOptions:
     """Validated :class:`ReportOptions` (None keeps a default); bad values raise a one-line BenchError.
 
     ``bootstrap`` is refused: intervals and tests are analytic since the two-level t replaced the bootstrap."""
@@ -130,8 +134,13 @@ def report_options(level=None, interval=None, delta_m=None, correction=None, boo
         components = defaults.components
     elif not isinstance(components, bool):
         raise BenchError(f"components={components!r} must be true or false")
+    columns = defaults.columns if columns is None else str(columns)
+    if columns not in COLUMN_SETS:
+        raise BenchError(f"columns={columns!r}: valid are all (scores and costs) and scores (no cost columns), "
+                         f"e.g. columns=scores")
     return ReportOptions(level=level, interval=interval, delta_m=delta_m, correction=correction,
-                         min_seeds=min_seeds, budget_tolerance=float(budget_tolerance), components=components)
+                         min_seeds=min_seeds, budget_tolerance=float(budget_tolerance), components=components,
+                         columns=columns)
 
 
 # ----------------------------------------------------------------------------------------------- the board
@@ -156,6 +165,7 @@ class Leaderboard:
     marking: Marking = field(default_factory=Marking)
     baselines: dict[str, str | None] = field(default_factory=dict)
     transductive: tuple[str, ...] = ()  # rows whose fusion coefficients were adapted on unlabeled test inputs
+    identical: tuple[tuple[tuple[str, ...], str], ...] = ()  # (rows with identical scores, why), a note each
     inference: Inference | None = field(default=None, compare=False, repr=False)
     full_table: pd.DataFrame | None = field(default=None, compare=False, repr=False)  # every row, shown or not
 
@@ -381,7 +391,7 @@ def build_leaderboard(records: list[Record], split: str = "test", options: Repor
     for name in order:
         for key, value in budget_means(infos[name]).items():
             table.loc[name, key] = value
-    telemetry = telemetry_frame(records)
+    telemetry = telemetry_frame(records, shown)  # own vs shared wall time: shared with another row shown
     telemetry = telemetry[telemetry["variant"].isin(order)]
     by_variant = telemetry.groupby("variant")
     for column in TELEMETRY_COLUMNS:
@@ -404,6 +414,8 @@ def build_leaderboard(records: list[Record], split: str = "test", options: Repor
     notes += [f"rows {', '.join(rows)}: {text}" for rows, text in group_rows(
         (v, f"assembled from stages of code versions {', '.join(infos[v].code_versions)}")
         for v in shown if len(infos[v].code_versions) > 1)]
+    identical = _identical_rows(table, infos, shown, directions, split)
+    notes += [identical_note(rows, why) for rows, why in identical]
     skipped = getattr(records, "skipped", [])  # record files load_records could not use (each named in a warning)
     if skipped:
         results_dir = Path(skipped[0]).parents[4]  # <results_dir>/<suite>/cells/<strategy>/<cell>/record.json
@@ -415,7 +427,7 @@ def build_leaderboard(records: list[Record], split: str = "test", options: Repor
         suite=suite, split=split, tasks=tasks, table=table.loc[shown], full_table=table,
         memory_kind="/".join(kinds) or "host RSS",
         notes=notes, options=options, delta_metrics=tuple(delta_metrics), baselines=baselines, inference=inference,
-        transductive=transductive,
+        transductive=transductive, identical=tuple((tuple(rows), why) for rows, why in identical),
         examples=dict(inference.n_examples) if inference else {}, **_caption_facts(records))
     board = replace(board, table=_statistics_columns(board.table, board.score_keys()))
     if inference is not None and inference.any():
@@ -459,6 +471,24 @@ def _column_order(columns) -> list[str]:
         mine = [c for c in columns if c.split(":", 1)[0] == base]
         out += sorted(mine, key=lambda c: rank.get(c[len(base):], len(rank)))
     return out
+
+
+def _identical_rows(table: pd.DataFrame, infos: dict[str, RowInfo], shown: list[str], directions: dict,
+                    split: str) -> list[tuple[list[str], str]]:
+    """Shown rows whose every task metric (mean over the same seeds) is identical to another row's, and why when the
+    records say it (:func:`bench.report.provenance.identical_groups`)."""
+    from bench.report.provenance import identical_groups
+
+    keys = [f"{t}/{m}" for t, m in directions if f"{t}/{m}" in table]
+    if not keys:
+        return []
+    scores = {v: (tuple(infos[v].seeds), *table.loc[v, keys].tolist()) for v in shown}
+    entries = {v: [(e.record, e.row) for e in infos[v].entries] for v in shown}
+    return identical_groups(scores, entries, split)
+
+
+def identical_note(rows: list[str] | tuple[str, ...], why: str) -> str:
+    return f"rows {', '.join(rows)}: identical scores in every task column; {why}"
 
 
 def _mixing_notes(infos: dict[str, RowInfo], shown: list[str]) -> list[str]:
@@ -526,16 +556,32 @@ def columns(lb: Leaderboard) -> list[Column]:
         label = "Δm%" if key == "delta_m" else "Avg"
         cols += [Column(f"{key}:seed_sd", f"{label} seed SD", f"{_tex(label)} seed SD", digits=2),
                  Column(f"{key}:test_se", f"{label} test SE", f"{_tex(label)} test SE", digits=2)]
+    if lb.options.columns == "scores":  # a paper's table: costs stay in the CSV/JSON
+        return cols
     cols += [
         Column("train_samples_seen", "Samples seen", "Samples seen", digits=0, kind="int"),
         Column("train_samples_per_s", "Train (samples/s)", "Train (samples/s)", digits=0,
                std="train_samples_per_s:std", better="max"),
         Column("peak_memory_mb", f"Peak mem (MB, {lb.memory_kind})", f"Peak mem (MB, {_tex(lb.memory_kind)})",
                digits=0, better="min"),
-        Column("wall_time_s", "Wall (s)", "Wall (s)", digits=1, better="min"),
-        Column("trainable_params", "Params", "Params", kind="params"),
     ]
+    # split by the rows' stage provenance where the records have it (docs/records.md, "Cost columns"); older records
+    # keep the totals: wall time over every stage used, parameters trained over every training stage
+    if _known(lb, "wall_own_s"):
+        cols += [Column("wall_own_s", "Wall own (s)", "Wall own (s)", digits=1),
+                 Column("wall_shared_s", "Wall shared (s)", "Wall shared (s)", digits=1)]
+    else:
+        cols.append(Column("wall_time_s", "Wall (s)", "Wall (s)", digits=1, better="min"))
+    if _known(lb, "deployed_params"):
+        cols += [Column("deployed_params", "Params deployed", "Params deployed", kind="params"),
+                 Column("trainable_params", "Params trained", "Params trained", kind="params")]
+    else:
+        cols.append(Column("trainable_params", "Params", "Params", kind="params"))
     return cols
+
+
+def _known(lb: Leaderboard, key: str) -> bool:
+    return key in lb.table and lb.table[key].notna().any()
 
 
 _TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -736,20 +782,41 @@ def caption_sentences(lb: Leaderboard, latex: bool = False) -> list[str]:
 
 
 def caption(lb: Leaderboard, latex: bool = False) -> str:
+    """The board's caption. Markdown, terminal and JSON: the facts, every statistics sentence and what the cost
+    columns are. LaTeX: the facts, the split and the cost columns only (a paper's caption); the statistics and the
+    notes go to the table's footnote (:mod:`bench.report.render_latex`)."""
     seeds = ", ".join(str(s) for s in lb.seeds)
     split = f"{lb.split.capitalize()} split{_examples_text(lb)}."
-    body = " ".join([split, *caption_sentences(lb, latex)])
     if not latex:
+        body = " ".join([split, *caption_sentences(lb, latex), *cost_sentences(lb)])
         return f"Suite {lb.suite}, backbone {lb.backbone}, seeds {{{seeds}}}, budget {lb.budget}. {body}"
-    notes = " ".join(_latex_text(_sentence(re.sub(r"; (re)?run `[^`]*`.*$", "", n))) for n in lb.notes)
+    body = " ".join([split, *cost_sentences(lb)])
     return (rf"Suite \texttt{{{_tex(lb.suite)}}}, backbone \texttt{{{_tex(lb.backbone)}}}, "
-            rf"seeds \{{{seeds}\}}, budget {_tex(lb.budget)}. {_latex_text(body)}"
-            + (f" Notes: {notes}" if notes else ""))
+            rf"seeds \{{{seeds}\}}, budget {_tex(lb.budget)}. {_latex_text(body)}")
 
 
-def _sentence(text: str) -> str:
-    text = text.rstrip(".")
-    return (text[:1].upper() + text[1:] + ".") if text else ""
+def cost_sentences(lb: Leaderboard) -> list[str]:
+    """What the wall-time and parameter columns count (none with ``columns=scores``)."""
+    if lb.options.columns == "scores":
+        return []
+    out = []
+    if _known(lb, "wall_own_s"):
+        out.append("Wall own: seconds of the stages only this row uses; Wall shared: of the stages other rows here "
+                   "use too (fine-tunes, fusions), counted in full in each row.")
+    else:
+        out.append("Wall: seconds of every stage the row used, stages shared with other rows included.")
+    if _known(lb, "deployed_params"):
+        out.append("Params deployed: the model(s) that serve the tasks (separate: one per task); Params trained: "
+                   "summed over every training stage the row used, shared fine-tunes included.")
+    else:
+        out.append("Params: trained parameters summed over every training stage the row used (separate: one model "
+                   "per task).")
+    return out
+
+
+def latex_notes(lb: Leaderboard) -> list[str]:
+    """The board's notes as LaTeX sentences, without the command hints (a paper has no command line)."""
+    return [_latex_text(re.sub(r";\s*(re)?run\b.*$", "", n).rstrip(".") + ".") for n in lb.notes]
 
 
 def notes_markdown(lb: Leaderboard) -> str:
@@ -775,17 +842,12 @@ def to_markdown(lb: Leaderboard) -> str:
 
 
 def to_latex(lb: Leaderboard) -> str:
-    """A booktabs table via pandas Styler: significant winners bold, ties for best underlined, ``$^{*}$`` vs
-    separate, intervals in \\scriptsize."""
-    text, rank = cell_text(lb, latex=True), ranks(lb)
-    text.index = [_tex(v) + (r"$^{\dagger}$" if lb.is_transductive(v) else "") for v in text.index]
-    props = pd.DataFrame(rank.to_numpy(), index=text.index, columns=text.columns).map(
-        {0: "", 1: "bfseries: ;", 2: "underline: --rwrap;"}.get)
-    styler = text.style.apply(lambda _: props, axis=None)
-    return styler.to_latex(
-        hrules=True, column_format="l" + "r" * len(text.columns), position="t", position_float="centering",
-        caption=caption(lb, latex=True), label=f"tab:{lb.suite}-{lb.split}", environment="table",
-    )
+    """A ``table*`` for a two-column paper (:func:`bench.report.render_latex.to_latex`): booktabs rules, significant
+    winners bold, ties for best underlined, ``$^{*}$`` vs separate, intervals in \\scriptsize, the statistics as a
+    short footnote."""
+    from bench.report.render_latex import to_latex as render
+
+    return render(lb)
 
 
 def to_rich(lb: Leaderboard, compact: bool = False):
@@ -886,7 +948,7 @@ def write_tables(lbs: list[Leaderboard], out_dir: Path) -> dict[str, Path]:
             md.append(notes_markdown(lb))
         md.append(to_markdown(lb))
     paths["md"].write_text("\n".join(md))
-    tex = "% generated by `python -m bench report`; needs \\usepackage{booktabs}\n"
+    tex = "% generated by `python -m bench report`; needs \\usepackage{booktabs} and \\usepackage{graphicx}\n"
     paths["tex"].write_text(tex + "\n".join(to_latex(lb) for lb in lbs))
     to_frame(lbs).to_csv(paths["csv"], index=False)
     paths["json"].write_text(to_json(lbs))

@@ -48,6 +48,8 @@ __all__ = ["SCHEMA_VERSION", "Record", "base_strategy", "label_suffix", "variant
 BASELINE_VARIANT = BASELINE_STRATEGY  # the baseline strategy's own row is the Δm% reference
 BUDGET_FIELDS = ("train_samples_seen", "optimizer_steps", "epochs")
 TELEMETRY_KEYS = ("wall_time_s", "train_samples_per_s", "peak_memory_mb", "trainable_params")
+# derived from the rows' stage provenance (bench/report/provenance.py; docs/records.md, "Cost columns")
+PROVENANCE_KEYS = ("wall_own_s", "wall_shared_s", "deployed_params")
 
 
 class RecordWarning(BenchWarning):
@@ -354,29 +356,46 @@ def _number(value: Any) -> float:
     return math.nan
 
 
-def telemetry_frame(records: list[Record]) -> pd.DataFrame:
-    """One row per (variant, seed) with the row's telemetry (missing numbers are NaN)."""
+def telemetry_frame(records: list[Record], variants: list[str] | None = None) -> pd.DataFrame:
+    """One row per (variant, seed) with the row's telemetry (missing numbers are NaN), and what its stage provenance
+    adds (:mod:`bench.report.provenance`): ``wall_own_s`` / ``wall_shared_s`` (the wall time of the stages only this
+    row uses / that another row of ``variants`` uses too; all rows when None) and ``deployed_params`` (the model(s)
+    its test predictions come from). ``trainable_params`` is the record's: trained, summed over training stages."""
+    from bench.report.provenance import deployed_params, wall_split
+
     rows = []
+    entries = []
     for record in records:
         for name, row in record.rows.items():
             telemetry = row.telemetry
             entry = {"variant": record.variant(name), "label": record.label,
                      "seed": record.seed, "memory_kind": telemetry.memory_kind}
             entry.update({key: _number(getattr(telemetry, key, None)) for key in TELEMETRY_KEYS})
+            entry["deployed_params"] = deployed_params(record, row)
             rows.append(entry)
-    columns = ["variant", "label", "seed", "memory_kind", *TELEMETRY_KEYS]
+            entries.append((entry["variant"], record, row))
+    chosen = set(variants) if variants is not None else None
+    split = wall_split([e for e in entries if chosen is None or e[0] in chosen])
+    for entry in rows:
+        entry["wall_own_s"], entry["wall_shared_s"] = split.get((entry["variant"], entry["seed"]), (math.nan,) * 2)
+    columns = ["variant", "label", "seed", "memory_kind", *TELEMETRY_KEYS, *PROVENANCE_KEYS]
     return pd.DataFrame(rows, columns=columns)
 
 
 def trajectories(records: list[Record]) -> dict[str, list[dict]]:
     """Variant -> list of non-empty ``trajectories`` dicts (one per seed, with ``seed`` and the weighting's
-    ``weights_label`` added)."""
+    ``weights_label`` added). A row's own ``trajectories`` are those of its last training stage; ``stages`` adds the
+    curves of every training stage it used, read from the store (:func:`bench.report.provenance.stage_curves`: each
+    fine-tune of a ``separate`` row, the fine-tunes and the joint phase of ``fuse_then_joint``)."""
+    from bench.report.provenance import stage_curves
+
     out: dict[str, list[dict]] = {}
     for record in records:
         for name, row in record.rows.items():
-            if row.trajectories.get("step"):
+            curves = stage_curves(record, row)
+            if row.trajectories.get("step") or curves:
                 out.setdefault(record.variant(name), []).append(
-                    {**row.trajectories, "seed": record.seed, "weights_label": row.weights_label}
+                    {**row.trajectories, "seed": record.seed, "weights_label": row.weights_label, "stages": curves}
                 )
     return out
 

@@ -90,17 +90,19 @@ def search_command(args: list[str], out=None) -> int:
         _report(cfg, study, out, plots=False)
         return 130
     n = finished(counts(study))
-    _report(cfg, study, out, plots=cfg.plots)
+    _report(cfg, study, out, plots=cfg.plots, runner=runner)
     if n < cfg.trials:
         print(f"the study has {n} of {cfg.trials} finished trials; rerun the same command to finish it", file=out)
         return 1
     return rc
 
 
-def _report(cfg, study, out, plots: bool) -> None:
-    from bench.search.outputs import write_outputs
+def _report(cfg, study, out, plots: bool, runner=None) -> None:
+    """The summary; with ``runner`` the best trial's margin over the baseline trial gets its interval (re-scoring
+    both from the store)."""
+    from bench.search.outputs import margin_text, write_outputs
 
-    res = write_outputs(cfg, study, plots)
+    res = write_outputs(cfg, study, plots, runner=runner)
     counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(res["counts"].items()))
     print(f"study {cfg.study!r}: {counts}", file=out)
     costs = res["costs"]
@@ -117,6 +119,8 @@ def _report(cfg, study, out, plots: bool) -> None:
             base = res["baseline"]
             bvals = ", ".join(f"{o.spec}={v:.4f}" for o, v in zip(cfg.objectives, base.values))
             print(f"baseline trial #{base.number} (the space's defaults): {bvals}", file=out)
+            if res.get("margin") is not None:
+                print(margin_text(res["margin"]), file=out)
         if "pareto" in res:
             print(f"Pareto set: {len(res['pareto'])} trial(s): {res['dir'] / 'pareto.csv'}", file=out)
         print(f"best params: {res['best_yaml']}\n  tuned row: python -m bench run params={res['best_yaml']}",

@@ -8,7 +8,8 @@
   the resolved overrides, per-task validation metrics and the stages each trial had to compute);
 * ``plots/``: Optuna's matplotlib plots as PNG: optimisation history, parameter importances, parallel coordinates,
   intermediate values (training spaces) and the Pareto front (2 or 3 objectives);
-* ``summary.json``: counts, best values, where the study lives, cost figures.
+* ``summary.json``: counts, best values, where the study lives, cost figures, and ``margin``: the best trial's first
+  objective minus the baseline trial's with its interval over the validation examples (:func:`margin`).
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ def best_trial(cfg: SearchConfig, study):
     return max(study.best_trials, key=lambda t: sign * t.values[0])
 
 
-def write_outputs(cfg: SearchConfig, study, plots: bool) -> dict[str, Any]:
-    """Write every output; returns the paths and the figures the summary prints."""
+def write_outputs(cfg: SearchConfig, study, plots: bool, runner=None) -> dict[str, Any]:
+    """Write every output; returns the paths and the figures the summary prints. With ``runner`` (the search's
+    :class:`~bench.search.objective.TrialRunner`) the best trial's margin over the baseline trial gets its interval
+    (:func:`margin`)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -108,8 +111,136 @@ def write_outputs(cfg: SearchConfig, study, plots: bool) -> dict[str, Any]:
         "optuna": optuna.__version__,
     }
     write_json(out / "summary.json", summary)
+    if runner is not None and baseline is not None and "best" in result:
+        result["margin"] = summary["margin"] = margin(cfg, runner, result["best"], baseline, len(complete))
+        write_json(out / "summary.json", summary)
     result["baseline"] = baseline
     return result
+
+
+LEVEL = 0.95
+
+
+def margin(cfg: SearchConfig, runner, best, baseline, n_trials: int, level: float = LEVEL) -> dict[str, Any]:
+    """The best trial's first objective minus the baseline trial's, with its ``level`` interval over the validation
+    examples: both trials are scored again from the store (their stages are cached; a fusion trial re-fuses), their
+    per-example predictions give jackknife influences of the objective (:mod:`bench.twolevel`), and the paired
+    difference gets a normal interval and a two-sided p. A search trains one seed, so the interval is the
+    validation-set part of the noise only: it says nothing about training noise, and the best of many trials is
+    chosen because it scored high (its margin is optimistic). ``{"value", "lo", "hi", "level", "p", "examples",
+    "objective", "note"}``; ``lo``/``hi`` None with a ``note`` when no interval can be given."""
+    objective = cfg.objectives[0]
+    value = float(best.values[0] - baseline.values[0])
+    out: dict[str, Any] = {"objective": objective.spec, "value": value, "lo": None, "hi": None, "level": level,
+                           "p": None, "examples": None, "best_trial": best.number, "baseline_trial": baseline.number,
+                           "trials": n_trials, "note": ""}
+    if best.number == baseline.number:
+        out["note"] = "the baseline trial is the best one"
+        return out
+    if objective.kind == "throughput":
+        out["note"] = "throughput has no per-example scores to resample"
+        return out
+    n0 = len(runner.store.computed)
+    try:
+        scores = [_objective_scores(cfg, runner, t, objective) for t in (best, baseline)]
+    except Exception as exc:  # noqa: BLE001 - a margin without interval is still a margin
+        out["note"] = f"no interval: {type(exc).__name__}: {exc}"
+        return out
+    finally:
+        if not cfg.keep_checkpoints:  # what re-scoring wrote (a fusion trial's fused model): the store as it was
+            _forget(runner.store, runner.store.computed[n0:])
+    if any(isinstance(s, str) for s in scores):
+        out["note"] = f"no interval: {next(s for s in scores if isinstance(s, str))}"
+        return out
+    from bench import twolevel
+
+    (sa, na), (sb, _) = scores
+    est = twolevel.estimate([(1.0, sa), (-1.0, sb)])
+    lo, hi = est.interval(level)
+    out.update(value=est.value, lo=lo, hi=hi, p=est.p, examples=na)
+    return out
+
+
+def _forget(store, entries: list[str]) -> None:
+    """Delete the stage folders ``entries`` (``stage/key``) and their stage's folder when it is left empty."""
+    import shutil
+
+    from bench.store import Store
+
+    for entry in entries:
+        stage, key = entry.split("/", 1)
+        folder = store.stage_dir(stage, key)
+        with store.lock(folder):
+            Store.reset(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            folder.parent.rmdir()
+        except OSError:  # other stages of that kind are there
+            pass
+    del store.computed[len(store.computed) - len(entries):]
+
+
+def _objective_scores(cfg: SearchConfig, runner, trial, objective):
+    """A trial's first objective as :class:`bench.twolevel.Scores` (one seed) and the number of validation examples
+    per task, from its re-scored row's validation predictions; a string says why not."""
+    import numpy as np
+
+    from bench import metrics as M
+    from bench import twolevel
+    from bench.search.objective import VALIDATION
+    from bench.stages import Stages
+
+    variant = cfg.variant(trial.user_attrs.get("overrides", {}))
+    ctx = runner.context(variant.suite)
+    stages = Stages(ctx, runner.store, cfg.seed, eval_splits=VALIDATION)
+    row = variant.strategy().search_row(stages, variant.params, cfg.row)
+    files = (row.predictions or {}).get("validation") or {}
+    suite = variant.suite
+    if objective.kind == "task":
+        terms = [(objective.task, objective.metric, 1.0)]
+    elif objective.kind == "mean":
+        prim = [(t.name, t.primary_metric) for t in suite.tasks]
+        mixed = objective.direction == "maximize" and any(M.direction(m) == "min" for _, m in prim)
+        terms = [(t, m, (-1.0 if mixed and M.direction(m) == "min" else 1.0) / len(prim)) for t, m in prim]
+    elif objective.kind == "delta_m":
+        base = runner.baseline
+        if not base:
+            return "the separate baseline of delta_m is not loaded"
+        keys = [(t.name, m) for t in suite.tasks for m in base.get(t.name, {})]
+        per_task = {t: sum(1 for k in keys if k[0] == t) for t, _ in keys}
+        terms = [(t, m, (100.0 / len(per_task)) / per_task[t] * (-1.0 if M.direction(m) == "min" else 1.0)
+                  / abs(base[t][m])) for t, m in keys if base[t][m] != 0]
+    else:
+        return f"objective {objective.spec} has no per-example scores"
+    single = suite.kind == "single_input"
+    parts, examples = [], {}
+    for task, metric, weight in terms:
+        if task not in files:
+            return f"trial #{trial.number} kept no validation predictions of task {task!r}"
+        with np.load(runner.store.root / files[task]) as z:
+            target, pred, ids = (z[f"validation/{task}/{k}"] for k in ("target", "pred", "id"))
+        order = np.argsort(ids, kind="stable")
+        examples[task] = len(ids)
+        s = twolevel.Scores.of(metric, target[order], pred[order][None], seeds=(cfg.seed,),
+                               space="inputs" if single else task)
+        parts.append((weight, s))
+    return twolevel.Scores.weighted(parts), examples
+
+
+def margin_text(m: dict[str, Any]) -> str:
+    """One line for the summary: the margin, its interval, what the interval covers, and what it means."""
+    sign = "+" if m["value"] >= 0 else ""
+    text = f"best − baseline ({m['objective']}, validation): {sign}{m['value']:.4f}"
+    if m.get("lo") is None:
+        return text + (f" ({m['note']})" if m.get("note") else "")
+    counts = set((m.get("examples") or {}).values())
+    n = f"{counts.pop():,} examples per task" if len(counts) == 1 else "the validation examples"
+    inside = m["lo"] <= 0 <= m["hi"]
+    verdict = ("not distinguishable from the baseline on this validation set" if inside
+               else "beyond the validation-set noise")
+    return (f"{text} [{m['lo']:+.4f}, {m['hi']:+.4f}], {100 * m['level']:g}% interval over {n} (p = {m['p']:.2g}): "
+            f"{verdict}; one seed, so training noise is not included, and the best of {m['trials']} trials is an "
+            f"optimistic pick: confirm with `bench run params=best.yaml seeds=3`")
 
 
 def _costs(cfg: SearchConfig, trials) -> dict[str, Any]:
