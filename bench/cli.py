@@ -41,36 +41,37 @@ def _opts(args: list[str]) -> dict:
 
 
 def cmd_run(args: list[str]) -> int:
-    from bench.runner import execute, make_plan
+    from bench.precheck import check_run
+
+    check_run(args)  # a mistake that needs no model answers now, before the training stack is imported
+    from bench.runner import execute, make_plan  # real work starts here
 
     return execute(make_plan(args))
 
 
 def cmd_list(args: list[str]) -> int:
     """Every suite, strategy, weighting and fusion method with where it was found: ``built-in``, ``./suites`` /
-    ``./strategies`` of the working directory (these come first), or a ``strategy_dirs=[...]`` folder."""
+    ``./strategies`` of the working directory (these come first), or a ``strategy_dirs=[...]`` folder. Read from
+    the plug-in files (:mod:`bench.plugins`), so nothing of the training stack is imported."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from bench.fusion import FUSIONS
-    from bench.strategy import discover, origin
+    from bench.plugins import Scan
     from bench.suites import list_suites, suite_files, where
-    from bench.track import TRACKERS
-    from bench.weighting import WEIGHTINGS
 
     opts = _opts(args)
     unknown = sorted(set(opts) - {"strategy_dirs"})
     if unknown:
         raise BenchError(f"list takes strategy_dirs=[folder,...] only, not {unknown[0]!r}")
     extra = opts.get("strategy_dirs", [])
-    strategies = discover(extra if isinstance(extra, list) else [extra])
+    scan = Scan.of(extra if isinstance(extra, list) else [extra])
     files = suite_files()
     console = Console(width=160)
     sections = [("suites", {n: (where(files[n], "suites"), d) for n, d in list_suites().items()})]
-    for title, reg in [("strategies", strategies), ("weightings", WEIGHTINGS), ("fusion methods", FUSIONS),
-                       ("trackers", TRACKERS)]:
-        sections.append((title, {n: (origin(reg.get(n)), d) for n, d in reg.describe().items()}))
+    for title, kind in [("strategies", "strategy"), ("weightings", "weighting"), ("fusion methods", "fusion method"),
+                        ("trackers", "tracker")]:
+        sections.append((title, {n: (scan.origin(kind, n), d) for n, d in scan.describe(kind).items()}))
     for title, items in sections:
         table = Table(title=title, title_justify="left", show_header=False, box=None)
         table.add_column(no_wrap=True)

@@ -6,31 +6,49 @@ note, so the static λ, fusion weights and a search's simplex are sized from the
 each strategy's ``Params`` (``strategy.x=...`` goes to the strategies that have a parameter ``x``), and the
 strategy's own :meth:`~bench.strategy.Strategy.check`. A search builds every trial's variant with
 :func:`make_variant`, the very function a run uses, so a trial and ``bench run params=best.yaml`` are one code path.
+
+The front half, what needs no imported plug-in and no model, is defined once in :mod:`bench.precheck`: ``bench
+run`` checks a command line with it before it imports this module and the training stack behind it.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.config import DEFAULT_STRATEGIES, Frozen, SuiteConfig
-from bench.errors import BenchError, did_you_mean
-from bench.launch import LAUNCH_KEYS, Launcher, launcher_from, without_launch_args
-from bench.overrides import as_bool, expand, load_params_file, parse
+from bench.config import Frozen, SuiteConfig
+from bench.errors import BenchError
+from bench.launch import Launcher, without_launch_args
+from bench.overrides import as_bool
+from bench.precheck import (  # the front half of planning, which imports nothing heavy: defined there once
+    DEFAULT_SUITE,
+    FALLBACK_SUITE,
+    PREFIXES,
+    STRATEGY_HINT,
+    SUITE_PREFIXES,
+    TOP_KEYS,
+    check_keys,
+    default_suite,
+    folders,
+    front,
+    given_params,
+    seeds_of,
+    select_params,
+    set_dotted,
+    strategy_names,
+    suite_of,
+    unused_params,
+)
 from bench.stages import STAGE_VERSION
 from bench.store import content_hash
 from bench.strategy import STRATEGIES, Strategy, discover, source_hash, user_plugin_sources
-from bench.suites import find_suite, read_suite_yaml, validate_suite
+from bench.suites import validate_suite
 
-DEFAULT_SUITE = "text"
-FALLBACK_SUITE = "synthetic"
-TOP_KEYS = {"suite", "strategy", "seeds", "seed", "tasks", "results_dir", "force", "budget", "budget.match",
-            "strategy_dirs", "params", "label", "report", "data_dir", "tracker", *LAUNCH_KEYS}
-PREFIXES = ("train.", "backbone.", "split.", "strategy.", "launcher.")
-SUITE_PREFIXES = ("train.", "backbone.", "split.", "budget.")
+__all__ = ["DEFAULT_SUITE", "FALLBACK_SUITE", "PREFIXES", "SUITE_PREFIXES", "TOP_KEYS", "Plan", "Variant",
+           "build_suite", "check_keys", "default_suite", "make_plan", "make_variant", "seeds_of", "set_dotted",
+           "strategy_names", "strategy_params"]
 
 
 @dataclass
@@ -82,46 +100,6 @@ class Plan:
         return [(v, s) for v in self.variants for s in self.seeds]
 
 
-def default_suite() -> str:
-    from bench.suites import suite_files
-
-    return DEFAULT_SUITE if DEFAULT_SUITE in suite_files() else FALLBACK_SUITE
-
-
-def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
-    """``set_dotted(d, "a.b", 1)``: ``d["a"]["b"] = 1``, creating (or replacing non-dict) parents."""
-    parts = dotted.split(".")
-    for p in parts[:-1]:
-        if not isinstance(d.get(p), dict):
-            d[p] = {}
-        d = d[p]
-    d[parts[-1]] = value
-
-
-def _as_list(key: str, value: Any, example: str) -> list[Any]:
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        raise BenchError(f"{key}=[] is empty: name at least one, e.g. {key}={example}")
-    return values
-
-
-def seeds_of(combo: dict[str, Any]) -> list[int]:
-    if "seed" in combo and "seeds" in combo:
-        raise BenchError("give either seeds=N (runs seeds 0..N-1) or seed=[...], not both")
-    if "seed" in combo:
-        s = combo["seed"]
-        seeds = _as_list("seed", s, "[0,1,2]")
-        if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds):
-            raise BenchError(f"seed={s!r} must be a non-negative integer or a list of them, e.g. seed=[0,1,2]")
-        if len(set(seeds)) != len(seeds):
-            raise BenchError(f"seed={s!r} names a seed twice; each seed is one cell")
-        return list(seeds)
-    n = combo.get("seeds", 1)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise BenchError(f"seeds={n!r} must be a positive integer (the number of seeds), e.g. seeds=3")
-    return list(range(n))
-
-
 # optional task -> why it is absent ("" when present), per data spec: probed once per process
 _ABSENT: dict[str, str] = {}
 
@@ -146,36 +124,7 @@ def _absent(task: dict[str, Any], split: dict[str, Any]) -> str:
 def build_suite(combo: dict[str, Any], notes: list[str] | None = None) -> SuiteConfig:
     """The suite of one combination of overrides, validated, with absent optional tasks dropped (their reasons
     appended to ``notes``). The one task list everything sizes from is its ``task_names``."""
-    name = combo.get("suite", default_suite())
-    if not isinstance(name, str):
-        raise BenchError(f"suite={name!r} must be a suite name or a path to a YAML file")
-    path = find_suite(name)
-    raw = copy.deepcopy(read_suite_yaml(path))
-    for key, value in combo.items():
-        if key.startswith(SUITE_PREFIXES):
-            set_dotted(raw, key, value)
-    if "data_dir" in combo:  # point file-backed sources (e.g. GLUE) at a local copy
-        for spec in [raw.get("data")] + [t.get("data") for t in raw.get("tasks", []) if isinstance(t, dict)]:
-            if isinstance(spec, dict):
-                spec.setdefault("options", {})["data_dir"] = str(combo["data_dir"])
-    if "tasks" in combo:
-        want = _as_list("tasks", combo["tasks"], "[" + ",".join(str(t.get("name")) for t in raw.get("tasks", [])[:2])
-                        + "]")
-        names = [t.get("name") for t in raw.get("tasks", [])]
-        for w in want:
-            if w not in names:
-                raise BenchError(f"tasks: suite {raw['name']!r} has no task {w!r}{did_you_mean(str(w), names)}; "
-                                 f"tasks: {', '.join(map(str, names))}")
-        raw["tasks"] = [t for t in raw["tasks"] if t.get("name") in want]
-    if "budget" in combo:
-        b = combo["budget"]
-        if not isinstance(b, (int, float)) or isinstance(b, bool) or not 0 < b < float("inf"):
-            raise BenchError(f"budget={b!r} must be a positive number (it scales the suite's sample budgets)")
-        train = raw.setdefault("train", {})
-        for k in ("max_train_samples", "max_eval_samples"):
-            if train.get(k):
-                train[k] = max(1, int(round(train[k] * b)))
-    suite = validate_suite(raw, f"suite {name!r} ({path})")
+    suite, name, path = suite_of(combo)
     # registry names are checked here too, so a typo fails before any data or model is loaded
     from bench.backbones import BACKBONES
     from bench.data import SOURCES
@@ -204,12 +153,7 @@ def build_suite(combo: dict[str, Any], notes: list[str] | None = None) -> SuiteC
 def strategy_params(cls: type[Strategy], given: dict[str, Any], only: bool) -> Frozen:
     """``cls``'s validated params from the ``strategy.*`` overrides it has a field for (all of them when it is the
     only strategy, so that a typo is reported against its fields)."""
-    fields = set(cls.Params.model_fields)
-    mine: dict[str, Any] = {}
-    for k, v in given.items():
-        if only or k.split(".")[0] in fields:
-            set_dotted(mine, k, v)
-    return cls.parse_params(mine)
+    return cls.parse_params(select_params(cls.Params, given, only))
 
 
 def make_variant(combo: dict[str, Any], cls: type[Strategy], label: str | None = None,
@@ -218,7 +162,7 @@ def make_variant(combo: dict[str, Any], cls: type[Strategy], label: str | None =
     already built suite of ``combo`` (planning builds each distinct suite once)."""
     notes = [] if notes is None else notes
     suite = suite or build_suite(combo, notes)
-    given = {k[len("strategy."):]: v for k, v in combo.items() if k.startswith("strategy.")}
+    given = given_params(combo)
     params = strategy_params(cls, given, only)
     cls.check(params, suite.task_names)
     if label is None:
@@ -231,50 +175,24 @@ def make_variant(combo: dict[str, Any], cls: type[Strategy], label: str | None =
     return Variant(suite, cls, params, label, list(notes))
 
 
-def check_keys(pairs: list[tuple[str, Any, bool]]) -> None:
-    for key, _, _ in pairs:
-        if key not in TOP_KEYS and not key.startswith(PREFIXES):
-            known = sorted(TOP_KEYS) + ["train.epochs", "train.lr", "train.batch_size", "backbone.name",
-                                        "strategy.weighting"]
-            raise BenchError(f"unknown key {key!r}{did_you_mean(key, known)}; valid: {', '.join(sorted(TOP_KEYS))}, "
-                             f"and dotted keys under {', '.join(p[:-1] for p in PREFIXES)}")
-
-
-def strategy_names(combo: dict[str, Any]) -> list[str]:
-    names = _as_list("strategy", combo.get("strategy", list(DEFAULT_STRATEGIES)), DEFAULT_STRATEGIES[0])
-    return [str(n) for n in names]
-
-
 def make_plan(args: list[str]) -> Plan:
     """Parse and validate everything a run needs, before any work."""
-    pairs = parse(args)
-    launcher = launcher_from(pairs)  # checked first: a typo there must not wait for the suite to load
-    pairs = [p for p in pairs if p[0] not in LAUNCH_KEYS and not p[0].startswith("launcher.")]
-    for key, value, _ in pairs:
-        if key == "params":
-            pairs = load_params_file(str(value)) + [p for p in pairs if p[0] != "params"]
-            break
-    check_keys(pairs)
-    tracker = next(((v, sweep) for k, v, sweep in pairs if k == "tracker"), None)
-    pairs = [p for p in pairs if p[0] != "tracker"]  # never a sweep axis, a variant tag or a suite key
-    combos = expand(pairs)
-    first = combos[0]
-    extra_dirs = first.get("strategy_dirs", [])
-    discover(extra_dirs if isinstance(extra_dirs, list) else [extra_dirs])
+    f = front(args)
+    combos, first, extra_dirs = f.combos, f.first, folders(f.first)
+    discover(extra_dirs)
     trackers: list[str] = []
-    if tracker is not None:
+    if f.tracker is not None:
         from bench.track import trackers_from
 
         # after discover: plug-in trackers live in strategy files
-        trackers = trackers_from(tracker[0], sweep=tracker[1])
+        trackers = trackers_from(f.tracker[0], sweep=f.tracker[1])
     seeds = seeds_of(first)
     suites: dict[str, tuple[SuiteConfig, list[str]]] = {}
     variants: list[Variant] = []
     notes: list[str] = []
     # strategy.x goes to the strategies that have x; with one strategy in the whole command, x must be one of its
     everyone = list(dict.fromkeys(n for combo in combos for n in strategy_names(combo)))
-    classes = {n: STRATEGIES.get(n, hint="; strategies in another folder need strategy_dirs=[folder]")
-               for n in everyone}
+    classes = {n: STRATEGIES.get(n, hint=STRATEGY_HINT) for n in everyone}
     for combo in combos:
         skey = content_hash({k: v for k, v in combo.items() if not k.startswith("strategy") and k != "_swept"})
         if skey not in suites:
@@ -285,13 +203,10 @@ def make_plan(args: list[str]) -> Plan:
         for name in strategy_names(combo):
             variants.append(make_variant(combo, classes[name], suite=suite, notes=suite_notes,
                                          only=len(everyone) == 1))
-        given = [k[len("strategy."):] for k in combo if k.startswith("strategy.")]
-        unused = [k for k in given if not any(k.split(".")[0] in c.Params.model_fields for c in classes.values())]
-        if unused and len(everyone) > 1:
-            raise BenchError(f"strategy.{unused[0]} is a parameter of none of {', '.join(everyone)}")
+        unused_params(combo, [c.Params for c in classes.values()], everyone)
     results_dir = Path(first.get("results_dir", "results"))
-    plugins = sorted(user_plugin_sources(extra_dirs if isinstance(extra_dirs, list) else [extra_dirs]).values())
+    plugins = sorted(user_plugin_sources(extra_dirs).values())
     for v in variants:
         v.plugins = plugins
     return Plan(variants, seeds, results_dir, as_bool(first, "force", False), as_bool(first, "report", True),
-                notes=notes, launcher=launcher, args=without_launch_args(args), trackers=trackers)
+                notes=notes, launcher=f.launcher, args=without_launch_args(args), trackers=trackers)

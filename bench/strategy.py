@@ -30,12 +30,14 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.config import Frozen, NoParams, validated
 from bench.errors import BenchError
 from bench.registry import Registry
-from bench.stages import Stages, SuiteContext
+
+if TYPE_CHECKING:  # annotations only: the interface imports no torch, so names and Params are read before it
+    from bench.stages import Stages, SuiteContext
 
 
 class Strategy(ABC):

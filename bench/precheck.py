@@ -1,0 +1,228 @@
+"""The front half of planning: everything a command line can be checked for without a model, in a fraction of a
+second, before torch, transformers, timm, sklearn or pandas is imported.
+
+:func:`check_run` reads a ``bench run`` command line the way :func:`bench.plan.make_plan` does and stops at the
+first mistake with the same one line: the override grammar, the launcher and its options, a ``params=`` file, the
+top-level keys, seeds, the suite (name or path, its YAML, the ``train.*``/``split.*``/... overrides, ``tasks=``,
+``budget=``), the strategy names and each strategy's ``Params``, and the weighting and fusion method names its
+parameters give (a parameter named ``weighting`` or ``fusion`` names a registered one). Plug-ins are not imported:
+their names and ``Params`` are read from their files (:mod:`bench.plugins`). The plan then checks all of it again,
+and what needs imported code besides (a strategy's own ``check``, backbone and data source names, absent optional
+tasks), so this module may let a mistake through but never refuses a command the plan accepts.
+
+Every function here that the plan uses too is defined here once: the plan imports it.
+
+>>> check_run(["suite=synthetic", "strategy=naive_mtl", "trian.epochs=2"])
+Traceback (most recent call last):
+...
+bench.errors.BenchError: unknown key 'trian.epochs' (did you mean 'train.epochs'?); valid: budget, budget.match, \
+data_dir, devices, force, label, launcher, params, report, results_dir, seed, seeds, strategy, strategy_dirs, suite, \
+tasks, tracker, wait, workers, and dotted keys under train, backbone, split, strategy, launcher
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.config import DEFAULT_STRATEGIES, Frozen, SuiteConfig, validated
+from bench.errors import BenchError, did_you_mean
+from bench.launch import LAUNCH_KEYS, Launcher, launcher_from
+from bench.overrides import expand, load_params_file, parse
+from bench.plugins import Scan
+from bench.suites import find_suite, read_suite_yaml, suite_files, validate_suite
+
+DEFAULT_SUITE = "text"
+FALLBACK_SUITE = "synthetic"
+TOP_KEYS = {"suite", "strategy", "seeds", "seed", "tasks", "results_dir", "force", "budget", "budget.match",
+            "strategy_dirs", "params", "label", "report", "data_dir", "tracker", *LAUNCH_KEYS}
+PREFIXES = ("train.", "backbone.", "split.", "strategy.", "launcher.")
+SUITE_PREFIXES = ("train.", "backbone.", "split.", "budget.")
+#: a strategy parameter of one of these names names an entry of that registry (checked before any import)
+NAMED_PARAMS = {"fusion": "fusion method", "weighting": "weighting"}
+STRATEGY_HINT = "; strategies in another folder need strategy_dirs=[folder]"
+
+
+def default_suite() -> str:
+    return DEFAULT_SUITE if DEFAULT_SUITE in suite_files() else FALLBACK_SUITE
+
+
+def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
+    """``set_dotted(d, "a.b", 1)``: ``d["a"]["b"] = 1``, creating (or replacing non-dict) parents.
+
+    >>> d = {}; set_dotted(d, "train.epochs", 2); d
+    {'train': {'epochs': 2}}
+    """
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        if not isinstance(d.get(p), dict):
+            d[p] = {}
+        d = d[p]
+    d[parts[-1]] = value
+
+
+def as_list(key: str, value: Any, example: str) -> list[Any]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise BenchError(f"{key}=[] is empty: name at least one, e.g. {key}={example}")
+    return values
+
+
+def seeds_of(combo: dict[str, Any]) -> list[int]:
+    if "seed" in combo and "seeds" in combo:
+        raise BenchError("give either seeds=N (runs seeds 0..N-1) or seed=[...], not both")
+    if "seed" in combo:
+        s = combo["seed"]
+        seeds = as_list("seed", s, "[0,1,2]")
+        if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds):
+            raise BenchError(f"seed={s!r} must be a non-negative integer or a list of them, e.g. seed=[0,1,2]")
+        if len(set(seeds)) != len(seeds):
+            raise BenchError(f"seed={s!r} names a seed twice; each seed is one cell")
+        return list(seeds)
+    n = combo.get("seeds", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise BenchError(f"seeds={n!r} must be a positive integer (the number of seeds), e.g. seeds=3")
+    return list(range(n))
+
+
+def check_keys(pairs: list[tuple[str, Any, bool]]) -> None:
+    for key, _, _ in pairs:
+        if key not in TOP_KEYS and not key.startswith(PREFIXES):
+            known = sorted(TOP_KEYS) + ["train.epochs", "train.lr", "train.batch_size", "backbone.name",
+                                        "strategy.weighting"]
+            raise BenchError(f"unknown key {key!r}{did_you_mean(key, known)}; valid: {', '.join(sorted(TOP_KEYS))}, "
+                             f"and dotted keys under {', '.join(p[:-1] for p in PREFIXES)}")
+
+
+def strategy_names(combo: dict[str, Any]) -> list[str]:
+    names = as_list("strategy", combo.get("strategy", list(DEFAULT_STRATEGIES)), DEFAULT_STRATEGIES[0])
+    return [str(n) for n in names]
+
+
+def folders(combo: dict[str, Any]) -> list[Any]:
+    """The ``strategy_dirs=`` folders of a combination (one folder or a list)."""
+    extra = combo.get("strategy_dirs", [])
+    return extra if isinstance(extra, list) else [extra]
+
+
+@dataclass
+class Front:
+    """A command line read up to the plug-ins: its launcher, its ``tracker=`` (value, is a sweep) and the
+    combinations its sweeps expand into."""
+
+    launcher: Launcher
+    tracker: tuple[Any, bool] | None
+    combos: list[dict[str, Any]]
+
+    @property
+    def first(self) -> dict[str, Any]:
+        return self.combos[0]
+
+
+def front(args: list[str]) -> Front:
+    """Parse ``args``; check the launcher (first: a typo there must not wait for the suite), read a ``params=``
+    file (the command line wins over it), check every key and expand the sweeps."""
+    pairs = parse(args)
+    launcher = launcher_from(pairs)
+    pairs = [p for p in pairs if p[0] not in LAUNCH_KEYS and not p[0].startswith("launcher.")]
+    for key, value, _ in pairs:
+        if key == "params":
+            pairs = load_params_file(str(value)) + [p for p in pairs if p[0] != "params"]
+            break
+    check_keys(pairs)
+    tracker = next(((v, sweep) for k, v, sweep in pairs if k == "tracker"), None)
+    pairs = [p for p in pairs if p[0] != "tracker"]  # never a sweep axis, a variant tag or a suite key
+    return Front(launcher, tracker, expand(pairs))
+
+
+def suite_of(combo: dict[str, Any]) -> tuple[SuiteConfig, str, Path]:
+    """The suite of one combination as its YAML and the overrides give it, validated: (suite, name, path). The plan
+    then checks its registry names and drops absent optional tasks (:func:`bench.plan.build_suite`)."""
+    name = combo.get("suite", default_suite())
+    if not isinstance(name, str):
+        raise BenchError(f"suite={name!r} must be a suite name or a path to a YAML file")
+    path = find_suite(name)
+    raw = copy.deepcopy(read_suite_yaml(path))
+    for key, value in combo.items():
+        if key.startswith(SUITE_PREFIXES):
+            set_dotted(raw, key, value)
+    if "data_dir" in combo:  # point file-backed sources (e.g. GLUE) at a local copy
+        for spec in [raw.get("data")] + [t.get("data") for t in raw.get("tasks", []) if isinstance(t, dict)]:
+            if isinstance(spec, dict):
+                spec.setdefault("options", {})["data_dir"] = str(combo["data_dir"])
+    if "tasks" in combo:
+        want = as_list("tasks", combo["tasks"], "[" + ",".join(str(t.get("name")) for t in raw.get("tasks", [])[:2])
+                       + "]")
+        names = [t.get("name") for t in raw.get("tasks", [])]
+        for w in want:
+            if w not in names:
+                raise BenchError(f"tasks: suite {raw['name']!r} has no task {w!r}{did_you_mean(str(w), names)}; "
+                                 f"tasks: {', '.join(map(str, names))}")
+        raw["tasks"] = [t for t in raw["tasks"] if t.get("name") in want]
+    if "budget" in combo:
+        b = combo["budget"]
+        if not isinstance(b, (int, float)) or isinstance(b, bool) or not 0 < b < float("inf"):
+            raise BenchError(f"budget={b!r} must be a positive number (it scales the suite's sample budgets)")
+        train = raw.setdefault("train", {})
+        for k in ("max_train_samples", "max_eval_samples"):
+            if train.get(k):
+                train[k] = max(1, int(round(train[k] * b)))
+    return validate_suite(raw, f"suite {name!r} ({path})"), name, path
+
+
+def given_params(combo: dict[str, Any]) -> dict[str, Any]:
+    """The ``strategy.*`` overrides of a combination, without the prefix."""
+    return {k[len("strategy."):]: v for k, v in combo.items() if k.startswith("strategy.")}
+
+
+def select_params(model: type[Frozen], given: dict[str, Any], only: bool) -> dict[str, Any]:
+    """The ``strategy.*`` overrides (nested by their dots) that a strategy's ``model`` has a field for: all of them
+    when it is the only strategy, so that a typo is reported against its fields."""
+    fields = set(model.model_fields)
+    mine: dict[str, Any] = {}
+    for k, v in given.items():
+        if only or k.split(".")[0] in fields:
+            set_dotted(mine, k, v)
+    return mine
+
+
+def unused_params(combo: dict[str, Any], models: list[type[Frozen]], everyone: list[str]) -> None:
+    """With several strategies, a ``strategy.x`` that none of them has is a typo."""
+    unused = [k for k in given_params(combo) if not any(k.split(".")[0] in m.model_fields for m in models)]
+    if unused and len(everyone) > 1:
+        raise BenchError(f"strategy.{unused[0]} is a parameter of none of {', '.join(everyone)}")
+
+
+def check_run(args: list[str]) -> None:
+    """Stop a ``bench run`` command line at its first mistake that needs no model, with the plan's own one line
+    (:func:`bench.plan.make_plan` follows the same order). Imports nothing heavy."""
+    f = front(args)
+    scan = Scan.of(folders(f.first))
+    seeds_of(f.first)
+    everyone = list(dict.fromkeys(n for combo in f.combos for n in strategy_names(combo)))
+    for name in everyone:
+        scan.check_name("strategy", name, STRATEGY_HINT)
+    models = {n: scan.params(n) for n in everyone}
+    suites: set[str] = set()
+    for combo in f.combos:
+        skey = repr(sorted((k, repr(v)) for k, v in combo.items() if not k.startswith("strategy") and k != "_swept"))
+        if skey not in suites:
+            suites.add(skey)
+            suite_of(combo)
+        for name in strategy_names(combo):
+            model = models.get(name)
+            if model is None:
+                continue  # its Params needs its import: the plan checks it
+            try:
+                params = validated(model, select_params(model, given_params(combo), len(everyone) == 1),
+                                   f"strategy {name!r}")
+            except BenchError:
+                raise
+            except Exception:  # noqa: BLE001 (a model the light read did not build faithfully: the plan decides)
+                continue
+            for field, kind in NAMED_PARAMS.items():
+                scan.check_name(kind, getattr(params, field, None))
+        if all(m is not None for m in models.values()):
+            unused_params(combo, list(models.values()), everyone)  # type: ignore[arg-type]
