@@ -92,24 +92,36 @@ def _matched_control(infos: dict[str, RowInfo], table: pd.DataFrame, row: str, s
     return None
 
 
-def _command(suite: str, info: RowInfo, base: str, quantity: str, k: int) -> str:
-    match = "steps" if quantity == "optimizer_steps" else "samples"
-    strategies = info.strategy if info.strategy == base else f"{base},{info.strategy}"
-    params = ""
+def _overrides(info: RowInfo) -> list[tuple[str, str]]:
+    """The strategy parameters a row's name shows (``naive_mtl[weighting=pcgrad]`` -> [("weighting", "pcgrad")])."""
     inner = info.name.split("[", 1)[1][:-1] if "[" in info.name and info.name.endswith("]") else ""
-    for part in (p for p in inner.split(",") if "=" in p):
-        key = part.split("=", 1)[0]
-        if not key.startswith(("train.", "budget", "data=", "config=", "schema=")) and "." not in key:
-            params += f" strategy.{part}"
-    return f"bench run suite={suite} strategy={strategies}{params} budget.match={match} seeds={max(k, MIN_SEEDS)}"
+    parts = [p.split("=", 1) for p in inner.split(",") if "=" in p]
+    return [(k, v) for k, v in parts if "." not in k and k not in ("data", "config", "schema", "budget_match")]
+
+
+def _command(suite: str, rows: list[RowInfo], base: RowInfo, quantity: str) -> str:
+    """One `bench run` that makes the matched controls of ``rows`` (and their matched baseline)."""
+    match = "steps" if quantity == "optimizer_steps" else "samples"
+    strategies = list(dict.fromkeys([base.strategy, *(r.strategy for r in rows)]))
+    params: dict[str, list[str]] = {}
+    for row in rows:
+        for key, value in _overrides(row):
+            params.setdefault(key, [])
+            if value not in params[key]:
+                params[key].append(value)
+    sweep = "".join(f" strategy.{k}={','.join(v)}" for k, v in params.items())
+    k = max(max(len(r.seeds) for r in rows), MIN_SEEDS)
+    return f"bench run suite={suite} strategy={','.join(strategies)}{sweep} budget.match={match} seeds={k}"
 
 
 def budget_notes(table: pd.DataFrame, inference: Inference | None, infos: dict[str, RowInfo],
                  baselines: dict[str, str | None], shown: list[str], order: list[str], suite: str,
                  tolerance: float, level: float) -> list[str]:
-    """A note per row whose budget differs from its baseline's: the ratio, the command for the matched control,
-    and the matched control's Δm% with its interval when the store has it."""
-    notes = []
+    """Notes on the rows whose budget differs from their baseline's: the ratio, and the matched control's Δm% with
+    its interval when the store has it, else the one command that runs the matched controls (rows with the same
+    ratio and baseline share a note)."""
+    groups: dict[tuple, list[str]] = {}
+    controls: list[str] = []
     for row in shown:
         base = baselines.get(row)
         if base is None or base == row:
@@ -119,20 +131,28 @@ def budget_notes(table: pd.DataFrame, inference: Inference | None, infos: dict[s
             continue
         what = "optimiser steps" if quantity == "optimizer_steps" else "training samples"
         mine, theirs = table.loc[row, quantity], table.loc[base, quantity]
-        text = (f"{row} spent {ratio:.2f}× the {what} of its baseline {base} ({mine:,.0f} vs {theirs:,.0f}; "
-                f"tolerance ±{100 * tolerance:g}%): no *, bold or ≈ for it")
+        head = (f"spent {ratio:.2f}× the {what} of its baseline {base} ({mine:,.0f} vs "
+                f"{theirs:,.0f}; tolerance ±{100 * tolerance:g}%): no *, bold or ≈ for it")
         control = _matched_control(infos, table, row, order)
         if control is not None and inference is not None and control in table.index:
             est = inference.estimate(control, "delta_m")
             value = table.loc[control, "delta_m"]
             if est is not None and not math.isnan(value):
                 lo, hi = est.interval(level)
-                text += f"; its matched control {control}: Δm% {value:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+                controls.append(f"{row} {head}; its matched control {control}: Δm% {value:+.2f} [{lo:+.2f}, "
+                                f"{hi:+.2f}]")
             else:
-                text += f"; its matched control is the row {control}"
+                controls.append(f"{row} {head}; its matched control is the row {control}")
+            continue
+        groups.setdefault((head, base, quantity), []).append(row)
+    notes = list(controls)
+    for (head, base, quantity), rows in groups.items():
+        command = _command(suite, [infos[r] for r in rows], infos[base], quantity)
+        if len(rows) == 1:
+            notes.append(f"{rows[0]} {head}; run the matched control: `{command}`")
         else:
-            text += f"; run the matched control: `{_command(suite, infos[row], base, quantity, len(infos[row].seeds))}`"
-        notes.append(text)
+            plural = head.replace("of its baseline", "of their baseline").replace("for it", "for them")
+            notes.append(f"rows {', '.join(rows)} {plural}; run the matched controls: `{command}`")
     return notes
 
 
