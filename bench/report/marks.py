@@ -144,6 +144,11 @@ def budget_notes(table: pd.DataFrame, inference: Inference | None, infos: dict[s
             else:
                 controls.append(f"{row} {head}; its matched control is the row {control}")
             continue
+        matching = infos[row].config.get("budget_match", "none")
+        if matching != "none":  # already run under budget.match: the strategy spends less here by design
+            controls.append(f"{row} {head}; it was run under budget.match={matching}, where this row is an "
+                            f"intermediate that spends less by design (docs/budgets.md)")
+            continue
         groups.setdefault((head, base, quantity), []).append(row)
     notes = list(controls)
     for (head, base, quantity), rows in groups.items():
