@@ -141,6 +141,11 @@ class _Wrapped:
         for mod in self.inner.modules():
             if getattr(mod, "step", 0) and hasattr(mod, "_init_optim_problem") and getattr(mod, "prob", None) is None:
                 mod._init_optim_problem()
+            # GradVac keys its similarity EMA by (tasks, dtype), a tuple that is not saved: without it the first step
+            # after a resume would reset the restored EMA to zero. Rebuilt from the EMA itself
+            phi = getattr(mod, "_phi_t", None)
+            if isinstance(phi, torch.Tensor) and hasattr(mod, "_state_key") and mod._state_key is None:
+                mod._state_key = (phi.shape[0], phi.dtype)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # torchjd registers some buffers at the first step (GradVac's similarity EMA): adopt them before loading
