@@ -18,20 +18,12 @@ import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
+from bench.report.plots.common import save
 from bench.report.style import colour
 
 __all__ = ["write_figures"]
 
 LINESTYLES = ("-", "--", "-.", ":")
-
-
-def _save(fig: Figure, out_dir: Path, stem: str) -> dict[str, Path]:
-    paths = {}
-    for ext, metadata in (("png", {"Software": None}), ("pdf", {"CreationDate": None})):
-        path = out_dir / f"{stem}.{ext}"
-        fig.savefig(path, dpi=150, bbox_inches="tight", metadata=metadata)
-        paths[f"{stem}_{ext}"] = path
-    return paths
 
 
 def _colours(methods: list[str]) -> dict[str, str]:
@@ -194,5 +186,5 @@ def write_figures(report, out_dir: Path) -> dict[str, Path]:
     paths: dict[str, Path] = {}
     for stem, draw in (("across_iqm", plot_iqm), ("across_profiles", plot_profiles),
                        ("across_improvement", plot_improvement), ("across_cd", plot_cd)):
-        paths |= _save(draw(report), out_dir, stem)
+        paths |= save(draw(report), out_dir, stem)
     return paths
