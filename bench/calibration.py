@@ -92,13 +92,13 @@ def _twolevel_columns(data, rows: dict[str, slice], seeds: dict[str, tuple[int, 
         cls = twolevel.Scores.of("accuracy", data["cls"][0], data["cls"][1][sl], seeds[row], SPACE, 100.0)
         reg = twolevel.Scores.of("pearson", data["reg"][0], data["reg"][1][sl], seeds[row], SPACE, 100.0)
         scores[row] = {"cls": cls, "reg": reg, "avg": twolevel.Scores.weighted([(0.5, cls), (0.5, reg)])}
-    # Δm% of A against B, linearised at B's seed means (as bench.report.inference does)
-    wa = [(100.0 / (2 * scores["B"][c].x.mean()), c) for c in ("cls", "reg")]
-    dm_a = twolevel.Scores.weighted([(w, scores["A"][c]) for w, c in wa])
-    dm_b = twolevel.Scores.weighted([(-w, scores["B"][c]) for w, c in wa])
+    # Δm% of A against B, through the leaderboard's own linearisation
+    keys = [("cls", "accuracy"), ("reg", "pearson")]
+    dm = twolevel.delta_m_terms({k: scores["A"][k[0]] for k in keys}, {k: scores["B"][k[0]] for k in keys},
+                                {k: "max" for k in keys})
     row_est = {c: twolevel.estimate([(1.0, scores["A"][c])]) for c in ("cls", "reg", "avg")}
     tests = {c: twolevel.estimate([(1.0, scores["A"][c]), (-1.0, scores["B"][c])]) for c in ("cls", "reg", "avg")}
-    tests["delta_m"] = twolevel.estimate([(1.0, dm_a), (1.0, dm_b)])
+    tests["delta_m"] = twolevel.estimate(dm)
     return row_est, tests
 
 

@@ -51,7 +51,6 @@ _LINEAR = {"accuracy", "mse", "mae"}
 BOUNDS = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "f1": (0.0, 1.0), "mcc": (-1.0, 1.0),
           "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0), "mse": (0.0, math.inf), "mae": (0.0, math.inf)}
 _CONFUSION = {"macro_f1", "mcc"}
-_GENERIC_CHUNK = 1 << 22  # elements of a delete-one index block for metrics without a closed form
 
 
 # ----------------------------------------------------------------------------------------------- jackknife
@@ -133,12 +132,7 @@ def _pearson_loo(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
 def _generic(name: str, target: np.ndarray, pred: np.ndarray) -> tuple[float, np.ndarray]:
     n = len(target)
     theta = float(bench_metrics.compute([name], target, pred)[name])
-    loo = np.empty(n)
-    rows = max(1, _GENERIC_CHUNK // n)
-    for start in range(0, n, rows):
-        for i in range(start, min(n, start + rows)):
-            keep = np.r_[0:i, i + 1:n]
-            loo[i] = bench_metrics.compute([name], target[keep], pred[keep])[name]
+    loo = np.array([bench_metrics.compute([name], np.delete(target, i), np.delete(pred, i))[name] for i in range(n)])
     return theta, n * theta - (n - 1) * loo
 
 
@@ -190,6 +184,32 @@ class Scores:
         (c0, first), rest = terms[0], terms[1:]
         start = Scores(first.seeds, c0 * first.x, {k: c0 * v for k, v in first.phi.items()})
         return start.combine(rest)
+
+
+def delta_m_terms(mine: dict, theirs: dict, directions: dict) -> list[tuple[float, Scores]] | None:
+    """Δm% of a row against its baseline as Σ c · (row mean of scores), linearised at the baseline's seed means.
+
+    ``mine`` and ``theirs`` map (task, metric) to the two rows' :class:`Scores`, in the order Δm% lists its metrics;
+    per seed the value is (100/T) Σ_t (1/M_t) Σ_m (−1)^{l_tm} (N_tm,s − B_tm,s) / |B̄_tm|, so its mean over seeds is
+    exactly :func:`bench.metrics.delta_m` on the seed means. A zero baseline leaves its metric out, as there; None
+    when no metric is left.
+    """
+    per_task: dict[str, list[tuple[tuple[str, str], float]]] = {}
+    for key, base in theirs.items():
+        b = float(base.x.mean())
+        if b == 0 or math.isnan(b):
+            continue
+        sign = -1.0 if directions[key] == "min" else 1.0
+        per_task.setdefault(key[0], []).append((key, sign / abs(b)))
+    if not per_task:
+        return None
+    row, baseline = [], []
+    for metrics in per_task.values():
+        for key, w in metrics:
+            weight = 100.0 * w / (len(per_task) * len(metrics))
+            row.append((weight, mine[key]))
+            baseline.append((-weight, theirs[key]))
+    return [(1.0, Scores.weighted(row)), (1.0, Scores.weighted(baseline))]
 
 
 # ----------------------------------------------------------------------------------------------- estimates

@@ -309,26 +309,14 @@ class Inference:
         base = self.baselines.get(row)
         if base is None:
             return None
-        weighted: dict[str, list[tuple[float, twolevel.Scores]]] = {row: [], base: []}
-        directions = {(t, m): self.board_tasks[t].spec["metrics"][m] for t, m in self.delta_metrics}
-        per_task: dict[str, list[tuple[str, float]]] = {}
+        mine, theirs = {}, {}
         for task, metric in self.delta_metrics:
-            mine, theirs = self.scores(row, f"{task}/{metric}"), self.scores(base, f"{task}/{metric}")
-            if mine is None or theirs is None:
+            mine[(task, metric)] = self.scores(row, f"{task}/{metric}")
+            theirs[(task, metric)] = self.scores(base, f"{task}/{metric}")
+            if mine[(task, metric)] is None or theirs[(task, metric)] is None:
                 return None
-            b = float(theirs.x.mean())
-            if b == 0 or math.isnan(b):  # as bench.metrics.delta_m: a zero baseline leaves the metric out
-                continue
-            sign = -1.0 if directions[(task, metric)] == "min" else 1.0
-            per_task.setdefault(task, []).append((metric, sign / abs(b)))
-        if not per_task:
-            return None
-        for task, metrics in per_task.items():
-            for metric, w in metrics:
-                weight = 100.0 * w / (len(per_task) * len(metrics))
-                weighted[row].append((weight, self.scores(row, f"{task}/{metric}")))
-                weighted[base].append((-weight, self.scores(base, f"{task}/{metric}")))
-        return [(1.0, twolevel.Scores.weighted(weighted[row])), (1.0, twolevel.Scores.weighted(weighted[base]))]
+        directions = {(t, m): self.board_tasks[t].spec["metrics"][m] for t, m in self.delta_metrics}
+        return twolevel.delta_m_terms(mine, theirs, directions)
 
     # -- estimates and tests
 

@@ -28,6 +28,7 @@ from bench import stats, twolevel
 from bench.report.inference import Inference, RowInfo
 
 MIN_SEEDS = 3  # below this a seed-disjoint A/A check marks well above α (docs/statistics.md has the rates)
+POWER = 0.8  # of the MDE in the caption
 BUDGET_TOLERANCE = 0.05  # relative difference of samples (or steps) to the baseline above which rows get no mark
 
 
@@ -77,7 +78,7 @@ def why_unmarked(table: pd.DataFrame, infos: dict[str, RowInfo], baselines: dict
     return ""
 
 
-def _matched_control(infos: dict[str, RowInfo], table: pd.DataFrame, row: str, shown_or_all: list[str]) -> str | None:
+def _matched_control(infos: dict[str, RowInfo], row: str, shown_or_all: list[str]) -> str | None:
     """A row of the store that is ``row``'s configuration under ``budget.match`` (samples or steps), if any."""
     def strip(config: dict) -> dict:
         suite = {k: v for k, v in config.get("suite", {}).items() if k != "budget"}
@@ -133,7 +134,7 @@ def budget_notes(table: pd.DataFrame, inference: Inference | None, infos: dict[s
         mine, theirs = table.loc[row, quantity], table.loc[base, quantity]
         head = (f"spent {ratio:.2f}× the {what} of its baseline {base} ({mine:,.0f} vs "
                 f"{theirs:,.0f}; tolerance ±{100 * tolerance:g}%): no *, bold or ≈ for it")
-        control = _matched_control(infos, table, row, order)
+        control = _matched_control(infos, row, order)
         if control is not None and inference is not None and control in table.index:
             est = inference.estimate(control, "delta_m")
             value = table.loc[control, "delta_m"]
@@ -269,5 +270,3 @@ def _power(marking: Marking, inference: Inference, shown: list[str], options) ->
             marking.mde_more[k] = twolevel.mde([twolevel.Estimate(0.0, var, df, seed_var / k, test_term, math.nan,
                                                                   math.nan, False, True, k)], alpha, POWER)
 
-
-POWER = 0.8
