@@ -133,7 +133,7 @@ def test_metric_matrix_chunks_give_the_same_result(monkeypatch):
     idx = rng.integers(0, n, (40, n))
     whole = {m: stats.metric_matrix(m, target, pred, idx) for m in CLASSIFICATION}
     whole |= {m: stats.metric_matrix(m, ytrue, ypred, idx) for m in REGRESSION}
-    monkeypatch.setattr(stats, "_CHUNK_ELEMENTS", 25)  # 2 replicates per chunk, the last one partial
+    monkeypatch.setattr(stats.vectorised, "_CHUNK_ELEMENTS", 25)  # 2 replicates per chunk, the last one partial
     for m in CLASSIFICATION:
         np.testing.assert_array_equal(stats.metric_matrix(m, target, pred, idx), whole[m])
     for m in REGRESSION:
