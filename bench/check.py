@@ -36,27 +36,87 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, ClassVar
+
+from pydantic import ValidationInfo, field_validator
 
 from bench.errors import BenchError, did_you_mean
+from bench.gate import (  # noqa: F401  (BASELINE_SCHEMA_VERSION, SPLIT: read by tests and scripts from here)
+    BASELINE_SCHEMA_VERSION,
+    COLUMNS,
+    DEFAULT_THROUGHPUT,
+    DEFAULT_THROUGHPUT_TOLERANCE,
+    DEFAULT_TOLERANCE,
+    DEFAULT_Z,
+    SPLIT,
+    THROUGHPUT_MODES,
+    build_baseline,
+    compare,
+    default_baseline,
+    empty_current,
+    match_rows,
+    read_baseline,
+)
+from bench.options import Options, one_line
 
-if TYPE_CHECKING:  # imported where used: `bench check --help` and bad options answer without pandas
-    import pandas as pd
 
-    from bench.record import Record
+class CheckOptions(Options):
+    """The options of ``bench check`` (:data:`HELP` explains each); switches as every command reads them."""
 
-SPLIT = "test"
-BASELINE_SCHEMA_VERSION = 1  # of the baseline file below, independent of the record schema
-DEFAULT_TOLERANCE = 1.0
-DEFAULT_Z = 3.0
-DEFAULT_THROUGHPUT = "off"
-THROUGHPUT_MODES = ("off", "relative", "absolute")
-DEFAULT_THROUGHPUT_TOLERANCE = 0.5
-OPTIONS = ("suite", "results_dir", "baseline", "tolerance", "z", "throughput", "throughput_tolerance",
-           "require_all", "update")
+    SWITCHES: ClassVar[tuple[str, ...]] = ("require_all", "update")
+
+    suite: str
+    results_dir: Path = Path("results")
+    baseline: Path | None = None  # None: <results_dir>/baselines/<suite>.json
+    tolerance: float = DEFAULT_TOLERANCE
+    z: float = DEFAULT_Z
+    throughput: str = DEFAULT_THROUGHPUT
+    throughput_tolerance: float = DEFAULT_THROUGHPUT_TOLERANCE
+    require_all: bool = False
+    update: bool = False
+
+    @field_validator("suite", mode="before")
+    @classmethod
+    def _suite(cls, value: Any) -> str:
+        return str(value)
+
+    @field_validator("results_dir", mode="before")
+    @classmethod
+    def _results(cls, value: Any) -> Any:
+        return value or "results"
+
+    @field_validator("baseline", mode="before")
+    @classmethod
+    def _baseline(cls, value: Any) -> Any:
+        return value or None
+
+    @field_validator("tolerance", "z", "throughput_tolerance", mode="before")
+    @classmethod
+    def _number(cls, value: Any, info: ValidationInfo) -> float:
+        key, default = info.field_name, cls.model_fields[str(info.field_name)].default
+        not_a_number = one_line(f"{key}={value!r} is not a number; e.g. {key}={default:g}")
+        if isinstance(value, bool):
+            raise not_a_number
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise not_a_number from None
+        if not math.isfinite(number) or number < 0:
+            raise one_line(f"{key}={value!r} must be a finite number >= 0; e.g. {key}={default:g}")
+        return number
+
+    @field_validator("throughput", mode="before")
+    @classmethod
+    def _throughput(cls, value: Any) -> str:
+        value = str(value)
+        if value not in THROUGHPUT_MODES:
+            raise one_line(f"throughput={value!r}{did_you_mean(value, THROUGHPUT_MODES)}; valid: "
+                           f"{', '.join(THROUGHPUT_MODES)}")
+        return value
+
+
+OPTIONS = tuple(CheckOptions.model_fields)
 
 _OPTION_HELP = [
     ("suite=NAME|path.yaml", "the suite (a name or its YAML file, as for bench run)"),
@@ -91,161 +151,6 @@ def _help() -> str:
 
 
 HELP = _help()
-
-
-def default_baseline(results_dir: Path | str, suite: str) -> Path:
-    return Path(results_dir) / "baselines" / f"{suite}.json"
-
-
-def _none_if_nan(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else float(value)
-
-
-def _throughputs(records: list[Record]) -> dict[str, float]:
-    """Per row: the seed mean of its training samples/s (rows that trained nothing are left out)."""
-    import numpy as np
-
-    values: dict[str, list[float]] = {}
-    for record in records:
-        for name, row in record.rows.items():
-            v = row.telemetry.train_samples_per_s
-            if v is not None and math.isfinite(v):
-                values.setdefault(record.variant(name), []).append(float(v))
-    return {k: float(np.mean(v)) for k, v in values.items()}
-
-
-def build_baseline(records: list[Record], suite: str) -> dict:
-    """The baseline of ``records`` (already the newest per (label, configuration, seed))."""
-    from bench.report.records import metrics_frame, task_specs
-
-    metrics = metrics_frame(records)
-    metrics = metrics[metrics["split"] == SPLIT]
-    grouped = metrics.groupby(["variant", "task", "metric"])["value"]
-    means, sds = grouped.mean(), grouped.std(ddof=1)
-    seeds = metrics.groupby("variant")["seed"].unique()
-    throughput = _throughputs(records)
-    origin: dict[str, tuple[str, set[str]]] = {}
-    for record in records:
-        for row in record.rows:
-            strategy, configs = origin.setdefault(record.variant(row), (record.strategy, set()))
-            configs.add(record.config_fingerprint)
-    variants: dict[str, dict] = {}
-    for (variant, task, metric), value in means.items():
-        entry = variants.setdefault(variant, {
-            "n": int(len(seeds[variant])), "metrics": {}, "train_samples_per_s": _none_if_nan(throughput.get(variant)),
-            "strategy": origin[variant][0], "seeds": sorted(int(s) for s in seeds[variant]),
-            "configs": sorted(origin[variant][1])})
-        entry["metrics"].setdefault(task, {})[metric] = round(float(value), 10)
-        sd = sds[(variant, task, metric)]
-        if entry["n"] > 1 and math.isfinite(sd):
-            entry.setdefault("sd", {}).setdefault(task, {})[metric] = round(float(sd), 10)
-    versions = Counter(r.code_version for r in records)
-    return {
-        "schema_version": BASELINE_SCHEMA_VERSION, "suite": suite,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "code_version": versions.most_common(1)[0][0], "split": SPLIT,
-        "directions": {t: dict(spec["metrics"]) for t, spec in task_specs(records).items()},
-        "variants": variants,
-    }
-
-
-def empty_current() -> dict:
-    return {"variants": {}, "directions": {}}
-
-
-def read_baseline(path: Path, suite: str) -> dict:
-    if not path.is_file():
-        raise BenchError(f"no baseline at {path}; create it with `python -m bench check suite={suite} --update`")
-    try:
-        baseline = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BenchError(f"baseline {path} is not valid JSON ({exc})") from None
-    if not isinstance(baseline, dict) or not isinstance(baseline.get("variants"), dict) or "suite" not in baseline:
-        raise BenchError(f"{path} is not a bench baseline (needs 'suite' and 'variants')")
-    if baseline["suite"] != suite:
-        raise BenchError(f"baseline {path} is for suite {baseline['suite']!r}, not {suite!r}; pass "
-                         f"baseline={default_baseline('results', suite)} or write one with --update")
-    return baseline
-
-
-def match_rows(baseline: dict, current: dict) -> dict[str, str | None]:
-    """Baseline row -> the current row it is compared with: the same name, else (baselines that stored them) the
-    row of the same configuration fingerprints under another name, else None (not run)."""
-    by_configs = {tuple(v.get("configs") or ()): name for name, v in current["variants"].items() if v.get("configs")}
-    out: dict[str, str | None] = {}
-    for name, base in baseline["variants"].items():
-        if name in current["variants"]:
-            out[name] = name
-        else:
-            out[name] = by_configs.get(tuple(base.get("configs") or ())) if base.get("configs") else None
-    return out
-
-
-def _relative(throughputs: dict[str, float]) -> dict[str, float]:
-    """Each row's samples/s over the median of the rows given (one run's rows: the reference is measured with them)."""
-    import numpy as np
-
-    if not throughputs:
-        return {}
-    median = float(np.median(list(throughputs.values())))
-    return {k: v / median for k, v in throughputs.items()} if median > 0 else {}
-
-
-def _sd(base: dict, now: dict | None, task: str, metric: str) -> float | None:
-    for entry in (base, now or {}):
-        sd = (entry.get("sd") or {}).get(task, {}).get(metric)
-        if sd is not None and math.isfinite(sd):
-            return float(sd)
-    return None
-
-
-COLUMNS = ["variant", "task", "metric", "baseline", "now", "delta", "limit", "unit", "status"]
-
-
-def compare(baseline: dict, current: dict, tolerance: float = DEFAULT_TOLERANCE, z: float = DEFAULT_Z,
-            throughput: str = DEFAULT_THROUGHPUT, throughput_tolerance: float = DEFAULT_THROUGHPUT_TOLERANCE,
-            ) -> pd.DataFrame:
-    """One row per baseline quantity: variant, task, metric, baseline, now, delta, the limit it was judged by, unit
-    (``pts`` / ``%``) and status: ``ok``, ``regressed`` or ``not run``."""
-    import pandas as pd
-
-    rows = []
-    directions = {**baseline.get("directions", {}), **current.get("directions", {})}
-    matched = match_rows(baseline, current)
-    for variant, base in baseline["variants"].items():
-        now = current["variants"].get(matched[variant]) if matched[variant] else None
-        n_base, n_now = base.get("n") or 1, (now or {}).get("n") or 1
-        for task, metrics in base.get("metrics", {}).items():
-            for metric, b in metrics.items():
-                value = (now or {}).get("metrics", {}).get(task, {}).get(metric)
-                if value is None:
-                    rows.append((variant, task, metric, b, math.nan, math.nan, math.nan, "", "not run"))
-                    continue
-                sd = _sd(base, now, task, metric)
-                noise = z * sd * math.sqrt(1 / n_base + 1 / n_now) if sd is not None else 0.0
-                if directions.get(task, {}).get(metric, "max") == "max":
-                    delta, limit, unit = 100.0 * (value - b), max(tolerance, 100.0 * noise), "pts"
-                    worse = -delta
-                else:
-                    delta = 100.0 * (value - b) / abs(b) if b else (math.inf if value > b else 0.0)
-                    limit = max(tolerance, 100.0 * noise / abs(b)) if b else tolerance
-                    unit, worse = "%", delta
-                rows.append((variant, task, metric, b, value, delta, limit, unit,
-                             "regressed" if worse > limit else "ok"))
-    if throughput != "off":
-        base_tp = {v: b["train_samples_per_s"] for v, b in baseline["variants"].items()
-                   if b.get("train_samples_per_s") and matched[v]
-                   and current["variants"][matched[v]].get("train_samples_per_s")}
-        now_tp = {v: current["variants"][matched[v]]["train_samples_per_s"] for v in base_tp}
-        if throughput == "relative":  # the reference: the median of the rows compared, in each run
-            base_tp, now_tp = _relative(base_tp), _relative(now_tp)
-        for variant, b in base_tp.items():
-            value = now_tp[variant]
-            rows.append((variant, "-", "train_samples_per_s" if throughput == "absolute" else
-                         "train_samples_per_s/median", b, value, 100.0 * (value - b) / b,
-                         100.0 * throughput_tolerance, "%", "regressed" if value < b * (1.0 - throughput_tolerance)
-                         else "ok"))
-    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def _split(inner: str) -> list[str]:
@@ -305,30 +210,6 @@ def run_commands(baseline: dict, variants: list[str], item: str, results_dir: Pa
             for extra, s in groups.items()]
 
 
-def _bool(opts: dict, key: str) -> bool:
-    value = opts.get(key, False)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise BenchError(f"{key}={value!r} is not a boolean; use {key}=true or {key}=false")
-
-
-def _number(opts: dict, key: str, default: float) -> float:
-    value = opts.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        raise BenchError(f"{key}={value!r} is not a number; e.g. {key}={default:g}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise BenchError(f"{key}={value!r} is not a number; e.g. {key}={default:g}") from None
-    if not math.isfinite(number) or number < 0:
-        raise BenchError(f"{key}={value!r} must be a finite number >= 0; e.g. {key}={default:g}")
-    return number
-
-
 def _fmt(value: float, metric: str) -> str:
     if isinstance(value, float) and math.isnan(value):
         return "—"
@@ -352,21 +233,14 @@ def check_command(opts: dict) -> int:
     if unknown:
         raise BenchError(f"check takes {', '.join(f'{k}=' for k in OPTIONS)}, not {unknown[0]!r}"
                          f"{did_you_mean(unknown[0], OPTIONS)} (`python -m bench check --help` explains each)")
-    item = opts.get("suite")
-    if not item:
+    if not opts.get("suite"):
         raise BenchError("check needs a suite: `python -m bench check suite=<name>`")
-    item = str(item)
+    o = CheckOptions.of(opts)
+    item = o.suite
     suite = suite_name(item)  # a name or a suite YAML's path: the name its store and its baseline use
-    results_dir = Path(opts.get("results_dir") or "results")
-    path = Path(opts["baseline"]) if opts.get("baseline") else default_baseline(results_dir, suite)
-    tolerance = _number(opts, "tolerance", DEFAULT_TOLERANCE)
-    z = _number(opts, "z", DEFAULT_Z)
-    throughput = str(opts.get("throughput", DEFAULT_THROUGHPUT))
-    if throughput not in THROUGHPUT_MODES:
-        raise BenchError(f"throughput={throughput!r}{did_you_mean(throughput, THROUGHPUT_MODES)}; valid: "
-                         f"{', '.join(THROUGHPUT_MODES)}")
-    throughput_tolerance = _number(opts, "throughput_tolerance", DEFAULT_THROUGHPUT_TOLERANCE)
-    require_all, update = _bool(opts, "require_all"), _bool(opts, "update")
+    results_dir, path = o.results_dir, o.baseline or default_baseline(o.results_dir, suite)
+    tolerance, z, throughput, throughput_tolerance = o.tolerance, o.z, o.throughput, o.throughput_tolerance
+    require_all, update = o.require_all, o.update
     console = Console(width=max(150, Console().width))  # a CI log's 80 columns would squeeze the row names out
 
     def say(text: str) -> None:  # one line, as written (no markup, no highlighting, no wrapping)

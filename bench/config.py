@@ -238,6 +238,8 @@ def explain(err: ValidationError, model: type[BaseModel], where: str = "") -> Be
             return BenchError(f"{prefix}unknown key {loc!r}: it takes no parameters here")
         return BenchError(f"{prefix}unknown key {loc!r}{did_you_mean(loc, full)}; "
                           f"valid keys here: {', '.join(sorted(full))}")
+    if e["type"] == "bench":  # a validator's own whole line (bench.options.one_line)
+        return BenchError(f"{prefix}{e['msg']}")
     value = e.get("input")
     msg = e["msg"].replace("Value error, ", "")
     if e["type"] == "missing":

@@ -14,14 +14,12 @@ from typing import Any
 import yaml
 
 from bench.errors import BenchError
+from bench.options import switch
 
 
 def as_bool(opts: dict[str, Any], key: str, default: bool) -> bool:
-    """A switch (``force=true``). The grammar types true/false; anything else is a typo, not a truthy string."""
-    v = opts.get(key, default)
-    if not isinstance(v, bool):
-        raise BenchError(f"{key}={v!r} must be true or false, e.g. {key}={str(not default).lower()}")
-    return v
+    """A switch (``force=true``): true or false only, as every command reads one (:func:`bench.options.switch`)."""
+    return switch(key, opts.get(key, default), default)
 
 
 def parse(args: list[str]) -> list[tuple[str, Any, bool]]:

@@ -3,10 +3,11 @@ second, before torch, transformers, timm, sklearn or pandas is imported.
 
 :func:`check_run` reads a ``bench run`` command line the way :func:`bench.plan.make_plan` does and stops at the
 first mistake with the same one line: the override grammar, the launcher and its options, a ``params=`` file, the
-top-level keys, seeds, the suite (name or path, its YAML, the ``train.*``/``split.*``/... overrides, ``tasks=``,
-``budget=``), the strategy names and each strategy's ``Params``, and the weighting and fusion method names its
-parameters give (a parameter named ``weighting`` or ``fusion`` names a registered one). Plug-ins are not imported:
-their names and ``Params`` are read from their files (:mod:`bench.plugins`). The plan then checks all of it again,
+top-level keys (:class:`bench.options.RunOptions`), the suite (name or path, its YAML, the
+``train.*``/``split.*``/... overrides, ``tasks=``, ``sample_scale=``), the strategy names and each strategy's
+``Params``, and the weighting and fusion method names its parameters give (a parameter named ``weighting`` or
+``fusion`` names a registered one). Plug-ins are not imported: their names and ``Params`` are read from their files
+(:mod:`bench.plugins`). The plan then checks all of it again,
 and what needs imported code besides (a strategy's own ``check``, backbone and data source names, absent optional
 tasks), so this module may let a mistake through but never refuses a command the plan accepts.
 
@@ -15,9 +16,9 @@ Every function here that the plan uses too is defined here once: the plan import
 >>> check_run(["suite=synthetic", "strategy=naive_mtl", "trian.epochs=2"])
 Traceback (most recent call last):
 ...
-bench.errors.BenchError: unknown key 'trian.epochs' (did you mean 'train.epochs'?); valid: budget, budget.match, \
-data_dir, devices, force, label, launcher, params, report, results_dir, seed, seeds, strategy, strategy_dirs, suite, \
-tasks, tracker, wait, workers, and dotted keys under train, backbone, split, strategy, launcher
+bench.errors.BenchError: unknown key 'trian.epochs' (did you mean 'train.epochs'?); valid: budget.match, data_dir, \
+devices, force, label, launcher, params, plugin_dirs, report, results_dir, sample_scale, seed, seeds, strategy, \
+strategy_dirs, suite, tasks, tracker, wait, workers, and dotted keys under train, backbone, split, strategy, launcher
 """
 
 from __future__ import annotations
@@ -27,17 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config import DEFAULT_STRATEGIES, Frozen, SuiteConfig, validated
+from bench.config import Frozen, SuiteConfig, validated
 from bench.errors import BenchError, did_you_mean
 from bench.launch import LAUNCH_KEYS, Launcher, launcher_from
+from bench.options import RunOptions, renamed
 from bench.overrides import expand, load_params_file, parse
 from bench.plugins import Scan
+from bench.plugins.discovery import HINT
 from bench.suites import find_suite, read_suite_yaml, suite_files, validate_suite
 
 DEFAULT_SUITE = "text"
 FALLBACK_SUITE = "synthetic"
-TOP_KEYS = {"suite", "strategy", "seeds", "seed", "tasks", "results_dir", "force", "budget", "budget.match",
-            "strategy_dirs", "params", "label", "report", "data_dir", "tracker", *LAUNCH_KEYS}
+#: every top-level key (RunOptions') and budget.match, the suite key the command line spells without a prefix
+TOP_KEYS = RunOptions.keys() | {"budget.match"}
 PREFIXES = ("train.", "backbone.", "split.", "strategy.", "launcher.")
 SUITE_PREFIXES = ("train.", "backbone.", "split.", "budget.")
 #: a strategy parameter of one of these names names an entry of that registry (checked before any import)
@@ -63,32 +66,20 @@ def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
     d[parts[-1]] = value
 
 
-def as_list(key: str, value: Any, example: str) -> list[Any]:
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        raise BenchError(f"{key}=[] is empty: name at least one, e.g. {key}={example}")
-    return values
+def options(combo: dict[str, Any]) -> RunOptions:
+    """The top-level keys of one combination, validated (the dotted keys are the suite's and the strategies')."""
+    return RunOptions.of({k: v for k, v in combo.items() if "." not in k and not k.startswith("_")})
 
 
 def seeds_of(combo: dict[str, Any]) -> list[int]:
-    if "seed" in combo and "seeds" in combo:
-        raise BenchError("give either seeds=N (runs seeds 0..N-1) or seed=[...], not both")
-    if "seed" in combo:
-        s = combo["seed"]
-        seeds = as_list("seed", s, "[0,1,2]")
-        if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds):
-            raise BenchError(f"seed={s!r} must be a non-negative integer or a list of them, e.g. seed=[0,1,2]")
-        if len(set(seeds)) != len(seeds):
-            raise BenchError(f"seed={s!r} names a seed twice; each seed is one cell")
-        return list(seeds)
-    n = combo.get("seeds", 1)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise BenchError(f"seeds={n!r} must be a positive integer (the number of seeds), e.g. seeds=3")
-    return list(range(n))
+    return options(combo).seed_list
 
 
 def check_keys(pairs: list[tuple[str, Any, bool]]) -> None:
-    for key, _, _ in pairs:
+    for key, value, _ in pairs:
+        err = renamed(key, value)
+        if err is not None:
+            raise err
         if key not in TOP_KEYS and not key.startswith(PREFIXES):
             known = sorted(TOP_KEYS) + ["train.epochs", "train.lr", "train.batch_size", "backbone.name",
                                         "strategy.weighting"]
@@ -97,14 +88,12 @@ def check_keys(pairs: list[tuple[str, Any, bool]]) -> None:
 
 
 def strategy_names(combo: dict[str, Any]) -> list[str]:
-    names = as_list("strategy", combo.get("strategy", list(DEFAULT_STRATEGIES)), DEFAULT_STRATEGIES[0])
-    return [str(n) for n in names]
+    return options(combo).strategy
 
 
 def folders(combo: dict[str, Any]) -> list[Any]:
-    """The ``strategy_dirs=`` folders of a combination (one folder or a list)."""
-    extra = combo.get("strategy_dirs", [])
-    return extra if isinstance(extra, list) else [extra]
+    """The plug-in folders of a combination (``plugin_dirs=``, or its old name ``strategy_dirs=``)."""
+    return options(combo).plugin_dirs
 
 
 @dataclass
@@ -140,35 +129,33 @@ def front(args: list[str]) -> Front:
 def suite_of(combo: dict[str, Any]) -> tuple[SuiteConfig, str, Path]:
     """The suite of one combination as its YAML and the overrides give it, validated: (suite, name, path). The plan
     then checks its registry names and drops absent optional tasks (:func:`bench.plan.build_suite`)."""
-    name = combo.get("suite", default_suite())
-    if not isinstance(name, str):
-        raise BenchError(f"suite={name!r} must be a suite name or a path to a YAML file")
+    opts = options(combo)
+    name = opts.suite or default_suite()
     path = find_suite(name)
     raw = copy.deepcopy(read_suite_yaml(path))
     for key, value in combo.items():
         if key.startswith(SUITE_PREFIXES):
             set_dotted(raw, key, value)
-    if "data_dir" in combo:  # point file-backed sources (e.g. GLUE) at a local copy
+    if opts.data_dir is not None:  # point file-backed sources (e.g. GLUE) at a local copy
         for spec in [raw.get("data")] + [t.get("data") for t in raw.get("tasks", []) if isinstance(t, dict)]:
             if isinstance(spec, dict):
-                spec.setdefault("options", {})["data_dir"] = str(combo["data_dir"])
-    if "tasks" in combo:
-        want = as_list("tasks", combo["tasks"], "[" + ",".join(str(t.get("name")) for t in raw.get("tasks", [])[:2])
-                       + "]")
+                spec.setdefault("options", {})["data_dir"] = opts.data_dir
+    if opts.tasks is not None:
+        want = opts.tasks
+        if not want:
+            example = "[" + ",".join(str(t.get("name")) for t in raw.get("tasks", [])[:2]) + "]"
+            raise BenchError(f"tasks=[] is empty: name at least one, e.g. tasks={example}")
         names = [t.get("name") for t in raw.get("tasks", [])]
         for w in want:
             if w not in names:
                 raise BenchError(f"tasks: suite {raw['name']!r} has no task {w!r}{did_you_mean(str(w), names)}; "
                                  f"tasks: {', '.join(map(str, names))}")
         raw["tasks"] = [t for t in raw["tasks"] if t.get("name") in want]
-    if "budget" in combo:
-        b = combo["budget"]
-        if not isinstance(b, (int, float)) or isinstance(b, bool) or not 0 < b < float("inf"):
-            raise BenchError(f"budget={b!r} must be a positive number (it scales the suite's sample budgets)")
+    if opts.sample_scale is not None:
         train = raw.setdefault("train", {})
         for k in ("max_train_samples", "max_eval_samples"):
             if train.get(k):
-                train[k] = max(1, int(round(train[k] * b)))
+                train[k] = max(1, int(round(train[k] * opts.sample_scale)))
     return validate_suite(raw, f"suite {name!r} ({path})"), name, path
 
 
@@ -223,6 +210,6 @@ def check_run(args: list[str]) -> None:
             except Exception:  # noqa: BLE001 (a model the light read did not build faithfully: the plan decides)
                 continue
             for field, kind in NAMED_PARAMS.items():
-                scan.check_name(kind, getattr(params, field, None))
+                scan.check_name(kind, getattr(params, field, None), HINT)
         if all(m is not None for m in models.values()):
             unused_params(combo, list(models.values()), everyone)  # type: ignore[arg-type]

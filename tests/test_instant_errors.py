@@ -168,7 +168,8 @@ BAD = [
     ["suite=synthetc"],
     ["tasks=[nope]"],
     ["seeds=0"],
-    ["budget=nan"],
+    ["sample_scale=nan"],
+    ["budget=4"],
     ["launcher=nope"],
     ["strategy_dirs=[/no/such/folder]"],
 ]

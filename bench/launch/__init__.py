@@ -17,6 +17,7 @@ from typing import Any
 from bench.errors import BenchError
 from bench.launch import local, submitit_  # noqa: F401  (importing registers the built-in launchers)
 from bench.launch.base import LAUNCHERS, Common, Done, Job, Launcher, build_launcher, register_launcher
+from bench.options import LaunchOptions
 
 LAUNCH_KEYS = ("launcher", "workers", "devices", "wait")
 
@@ -38,19 +39,11 @@ def launcher_from(pairs: list[tuple[str, Any, bool]], default: str = "local") ->
         if is_sweep:
             raise BenchError(f"{key}: a comma list is not allowed here; give one value")
         opts[key] = value
-    name = opts.pop("launcher", default)
+    given = {k: v for k, v in opts.items() if k in LAUNCH_KEYS}
+    name = given.setdefault("launcher", default)
     if not isinstance(name, str):
         raise BenchError(f"launcher={name!r} must be a launcher name; valid: {', '.join(LAUNCHERS.names())}")
-    workers = opts.get("workers", 1)
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise BenchError(f"workers={workers!r} must be a positive integer (jobs running at once), e.g. workers=2")
-    devices = opts.get("devices")
-    if devices is not None and (not isinstance(devices, list)
-                                or not all(isinstance(d, int) and not isinstance(d, bool) for d in devices)):
-        raise BenchError(f"devices={devices!r} must be a list of GPU ids, e.g. devices=[0,1]")
-    wait = opts.get("wait", True)
-    if not isinstance(wait, bool):
-        raise BenchError(f"wait={wait!r} must be true or false, e.g. wait=false")
+    LaunchOptions.of(given)  # the types of the top-level keys, as bench run reads them: one line on a mistake
     options = {k[len("launcher."):]: v for k, v in opts.items() if k.startswith("launcher.")}
     common = {k: opts[k] for k in ("workers", "devices", "wait") if k in opts}
     return build_launcher(name, options, common)

@@ -2,7 +2,7 @@
 
 Search keys: ``space trials workers study storage objective pruner sampler_seed startup seed heartbeat plots label
 threads keep_checkpoints``, and the launcher's (``launcher launcher.* devices wait``: where the ``workers`` run).
-Every other key is a ``bench run`` override (``suite strategy results_dir tasks budget data_dir strategy_dirs``,
+Every other key is a ``bench run`` override (``suite strategy results_dir tasks sample_scale data_dir plugin_dirs``,
 ``train.* backbone.* split.* strategy.*``) and is validated by ``bench run``'s own planner, so a typo fails the same
 way in both commands.
 """
@@ -17,8 +17,11 @@ from typing import Any
 from bench.config import SPEED_KNOBS, SuiteConfig, TrainConfig
 from bench.errors import BenchError, did_you_mean
 from bench.launch import LAUNCH_KEYS, Launcher, is_launch_key, launcher_from
+from bench.options import renamed
 from bench.overrides import as_bool, expand, parse
 from bench.plan import PREFIXES, SUITE_PREFIXES, Variant, build_suite, check_keys, default_suite, make_variant
+from bench.precheck import STRATEGY_HINT
+from bench.precheck import folders as plugin_folders
 from bench.search.objective import Objective, parse_objectives
 from bench.search.space import Space, load_space
 from bench.store import content_hash
@@ -26,7 +29,7 @@ from bench.strategy import STRATEGIES, Strategy, discover, strategy_dirs
 
 SEARCH_KEYS = {"space", "trials", "workers", "study", "storage", "objective", "pruner", "sampler_seed", "startup",
                "seed", "heartbeat", "plots", "label", "threads", "keep_checkpoints", "_worker"}
-RUN_KEYS = {"suite", "strategy", "results_dir", "tasks", "budget", "data_dir", "strategy_dirs"}
+RUN_KEYS = {"suite", "strategy", "results_dir", "tasks", "sample_scale", "data_dir", "plugin_dirs", "strategy_dirs"}
 PRUNERS = ("median", "hyperband", "none")
 
 
@@ -103,7 +106,9 @@ class SearchConfig:
 
 def load_config(args: list[str]) -> SearchConfig:
     pairs = parse(args)
-    for key, _value, is_sweep in pairs:
+    for key, value, is_sweep in pairs:
+        if renamed(key, value) is not None:
+            raise renamed(key, value)  # type: ignore[misc]
         if is_sweep:
             raise BenchError(f"{key}: a search takes one value per key (the space declares what varies), not a "
                              f"comma sweep")
@@ -125,9 +130,8 @@ def load_config(args: list[str]) -> SearchConfig:
     run_pairs = parse(run_args)
     check_keys(run_pairs)
     combo = expand(run_pairs)[0]
-    extra = combo.get("strategy_dirs", [])
-    discover(extra if isinstance(extra, list) else [extra])
-    strategy = STRATEGIES.get(str(strategy_name), hint="; strategies in another folder need strategy_dirs=[folder]")
+    discover(plugin_folders(combo))
+    strategy = STRATEGIES.get(str(strategy_name), hint=STRATEGY_HINT)
 
     spec = opts.get("space")
     if not spec:
@@ -177,8 +181,7 @@ def load_config(args: list[str]) -> SearchConfig:
 
 
 def _folders(combo: dict[str, Any]) -> list[Path]:
-    extra = combo.get("strategy_dirs", [])
-    return strategy_dirs(extra if isinstance(extra, list) else [extra])  # the order strategies are found in
+    return strategy_dirs(plugin_folders(combo))  # the order strategies are found in
 
 
 def _check_space_keys(space: Space, strategy: type[Strategy], combo: dict[str, Any]) -> None:
