@@ -28,7 +28,7 @@ from bench.report import build_leaderboards, report_options, write_report
 from bench.report.leaderboard import caption, to_latex, to_markdown
 from bench.report.plots.training import trajectory_figure
 from bench.report.records import load_records, trajectories
-from bench.report.render_latex import footnote
+from bench.report.leaderboard.render_tex import footnote
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")

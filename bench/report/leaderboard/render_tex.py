@@ -10,7 +10,7 @@
 * rows whose scores are identical to another row's carry a letter (``$^{\\mathrm{a}}$``) that the footnote explains;
 * ``columns=scores`` (a report option) leaves the cost columns out.
 
-:func:`bench.report.leaderboard.to_latex` calls :func:`to_latex` here.
+The LaTeX renderer of :mod:`bench.report.leaderboard`.
 """
 
 from __future__ import annotations
@@ -18,20 +18,11 @@ from __future__ import annotations
 import textwrap
 
 from bench import stats
-from bench.report.leaderboard import (
-    COST_COLUMNS,
-    TRANSDUCTIVE_NOTE,
-    Leaderboard,
-    _latex_text,
-    _tex,
-    caption,
-    cell_text,
-    columns,
-    delta_m_metrics_text,
-    identical_note,
-    latex_notes,
-    ranks,
-)
+from bench.report.leaderboard.board import COST_COLUMNS, TRANSDUCTIVE_NOTE, Leaderboard
+from bench.report.leaderboard.captions import caption, delta_m_metrics_text, latex_notes
+from bench.report.leaderboard.cells import cell_text, columns, ranks
+from bench.report.leaderboard.escape import latex_text, tex
+from bench.report.leaderboard.notes import identical_note
 
 __all__ = ["footnote", "to_latex"]
 
@@ -57,10 +48,10 @@ def statistics_note(lb: Leaderboard) -> list[str]:
             out.append(f"Mean over $n$ seeds with {level} two-level $t$ interval {shape} (seeds and test examples)")
     else:
         out.append(r"Mean $\pm$ std over $n$ seeds (no per-example predictions: no intervals or tests)")
-    out.append(r"$\Delta_m$\% vs.\ separate over: " + _latex_text(delta_m_metrics_text(lb)))
+    out.append(r"$\Delta_m$\% vs.\ separate over: " + latex_text(delta_m_metrics_text(lb)))
     if m.n_tests:
         correction = ("uncorrected" if o.correction == "none"
-                      else f"{_latex_text(stats.CORRECTIONS[o.correction])} over {m.n_tests} tests")
+                      else f"{latex_text(stats.CORRECTIONS[o.correction])} over {m.n_tests} tests")
         out.append(rf"$^{{*}}$: differs from separate ($\alpha$={o.alpha:g}, {correction})")
     if lb.has_intervals:
         if m.unmarked and all(v in m.unmarked for v in lb.table.index):
@@ -74,7 +65,7 @@ def statistics_note(lb: Leaderboard) -> list[str]:
         out.append("costs: best in bold, untested")
     sentences = [s[:1].upper() + s[1:] + "." for s in out]
     if lb.any_transductive:
-        sentences.append(_latex_text(TRANSDUCTIVE_NOTE))
+        sentences.append(latex_text(TRANSDUCTIVE_NOTE))
     return sentences
 
 
@@ -86,8 +77,8 @@ def footnote(lb: Leaderboard) -> str:
     if plain:
         parts.append("Notes: " + " ".join(f"({i}) {n}" for i, n in enumerate(plain, 1)))
     for i, (rows, why) in enumerate(_shown_groups(lb)):
-        names = ", ".join(_tex(r) for r in rows)
-        parts.append(f"{_letter(i)}{names}: identical scores in every task column; {_latex_text(why)}.")
+        names = ", ".join(tex(r) for r in rows)
+        parts.append(f"{_letter(i)}{names}: identical scores in every task column; {latex_text(why)}.")
     return " ".join(parts)
 
 
@@ -95,7 +86,7 @@ def _shown_groups(lb: Leaderboard) -> list[tuple[tuple[str, ...], str]]:
     return [(rows, why) for rows, why in lb.identical if sum(r in lb.table.index for r in rows) > 1]
 
 
-# what _latex_text leaves as Unicode, for pdflatex without extra packages (any other character becomes "?")
+# what latex_text leaves as Unicode, for pdflatex without extra packages (any other character becomes "?")
 _ASCII = {"ν": r"$\nu$", "σ": r"$\sigma$", "λ": r"$\lambda$", "θ": r"$\theta$", "²": r"$^2$", "√": r"$\surd$",
           "·": r"$\cdot$", "≤": r"$\leq$", "≠": r"$\neq$", "—": "---", "’": "'", "‘": "`", "“": "``", "”": "''",
           "→": r"$\to$", "…": r"\ldots{}", "−": "$-$", "\u00a0": "~"}
@@ -116,7 +107,7 @@ def _header(col) -> str:
     if col.key in COST_COLUMNS:
         return rf"\rotatebox{{90}}{{{col.latex}}}"
     if col.score and "/" in col.key:
-        task = _tex(col.key.rsplit("/", 1)[0])
+        task = tex(col.key.rsplit("/", 1)[0])
         if col.latex.startswith(task + " "):
             return rf"\begin{{tabular}}[b]{{@{{}}c@{{}}}}{task}\\{col.latex[len(task) + 1:]}\end{{tabular}}"
     return col.latex
@@ -135,7 +126,7 @@ def to_latex(lb: Leaderboard) -> str:
     for variant, cells in text.iterrows():
         # the identical-rows letter hangs left of the name, which keeps the name and its † together
         mark = rf"\llap{{{letters[variant]}}}" if variant in letters else ""
-        name = mark + _tex(variant) + (r"$^{\dagger}$" if lb.is_transductive(variant) else "")
+        name = mark + tex(variant) + (r"$^{\dagger}$" if lb.is_transductive(variant) else "")
         marked = []
         for cell, r in zip(cells, rank.loc[variant]):
             marked.append(rf"\bfseries {cell}" if r == 1 else rf"\underline{{{cell}}}" if r == 2 else cell)
