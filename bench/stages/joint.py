@@ -1,0 +1,52 @@
+"""The ``joint`` stage: every task trained at once from θ0 (or another checkpoint) with a weighting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.stages.cache import run_stage
+from bench.stages.context import Checkpoint, Outcome
+from bench.stages.keys import _freeze, _plugin_source, _train_key, frozen_names
+from bench.stages.models import build_model, sub_seed
+from bench.stages.training import budget_steps, train_config, train_stage
+from bench.weighting import build_weighting
+
+if TYPE_CHECKING:  # annotations only: the class delegates to this module
+    from bench.stages.base import Stages
+
+
+def run_joint(stages: Stages, init: Checkpoint, tasks: list[str], weighting: str = "equal",
+          weighting_params: dict[str, Any] | None = None, share: float = 1.0, sampling: str | None = None,
+          epochs: int | None = None, train: dict[str, Any] | None = None,
+          freeze: str | list[str] | None = None) -> Outcome:
+    """See :meth:`bench.stages.Stages.joint`."""
+    ctx = stages.ctx
+    wp = dict(weighting_params or {})
+    w = build_weighting(weighting, [ctx.task(t) for t in tasks], wp)  # fail before any work
+    overrides = {**(train or {}), **{k: v for k, v in (("sampling", sampling), ("epochs", epochs))
+                                     if v is not None}}
+    train_cfg = train_config(ctx, overrides, "joint")
+    all_tasks = w.needs_all_tasks or train_cfg.sampling == "all"
+    steps = budget_steps(ctx, tasks, share, len(tasks) if all_tasks else 1, train_cfg.epochs)
+    frozen = frozen_names(ctx.template, freeze)
+
+    def compute(folder: Path) -> dict[str, Any]:
+        # the weighting's name stays out of the seed: seed s gives every weighting the same heads and batches
+        seed = sub_seed(stages.seed, "joint")
+        model = build_model(ctx, tasks, init, seed)
+        _freeze(model, frozen)
+        return train_stage(stages, folder, model, tasks, weighting, wp, seed, f"joint[{weighting}] s{stages.seed}",
+                           train=train_cfg, max_steps=steps)
+
+    key = {"tasks": tasks, "init": init.key, "weighting": weighting, "weighting_params": wp,
+           "train": _train_key(train_cfg), "data": {t: ctx.data.task_fingerprints[t] for t in tasks},
+           "seed": stages.seed}
+    source = _plugin_source(type(w))
+    if source:  # a weighting from a plug-in folder: editing it invalidates what it trained
+        key["weighting_source"] = source
+    if steps is not None:
+        key["steps"] = steps
+    if frozen:
+        key["frozen"] = sorted(frozen)
+    return run_stage(stages, "joint", key, tuple(tasks), compute)

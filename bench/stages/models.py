@@ -1,0 +1,45 @@
+"""The models stages build: a copy of the suite's pristine backbone with a checkpoint's weights and seeded heads,
+and the seeds they are built under (paired: seed s gives every stage of the same kind the same heads and batches)."""
+
+from __future__ import annotations
+
+import copy
+import zlib
+
+import torch
+
+from bench import checkpoint as C
+from bench.engine import seed_everything
+from bench.model import MultiTaskModel
+from bench.stages.context import Checkpoint, SuiteContext
+
+
+def sub_seed(seed: int, *parts: str) -> int:
+    """The seed of one use (``"joint"``, ``"finetune", task``, ...) under the cell's ``seed``."""
+    return zlib.crc32("/".join([str(seed), *parts]).encode()) % 2**31
+
+
+def build_model(ctx: SuiteContext, tasks: list[str], init: Checkpoint | None, seed: int) -> MultiTaskModel:
+    """A model with ``init``'s backbone (the template's weights when None) and heads for ``tasks``: ``init``'s own
+    where it has them, else fresh ones drawn under ``seed``."""
+    seed_everything(seed)  # heads (and random backbones) start from the same weights for the same seed
+    backbone = copy.deepcopy(ctx.template)
+    model = MultiTaskModel(backbone, [ctx.task(t) for t in tasks], dropout=ctx.train.dropout)
+    if init is not None:
+        backbone.load_state_dict(C.load_state(init.path / C.BACKBONE_FILE))
+        heads_file = init.path / C.HEADS_FILE
+        if heads_file.exists():
+            heads = C.load_state(heads_file)
+            own = {k: v for k, v in heads.items() if k.split(".")[0] in tasks}
+            model.heads.load_state_dict(own, strict=False)
+    return model
+
+
+def heads_of(parts: list[Checkpoint]) -> dict[str, torch.Tensor]:
+    """Each part's own task heads."""
+    heads: dict[str, torch.Tensor] = {}
+    for p in parts:
+        for k, v in C.load_state(p.path / C.HEADS_FILE).items():
+            if k.split(".")[0] in p.tasks:
+                heads[k] = v
+    return heads
