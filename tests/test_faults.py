@@ -237,8 +237,8 @@ def test_a_full_disk_mid_run_is_one_line_that_quotes_the_estimate_and_keeps_fini
                                                                                             capsys):
     import bench.checkpoint as C
 
-    monkeypatch.setattr(S, "_PLANNED", {})
-    monkeypatch.setattr(S, "_FINISHED", [])
+    monkeypatch.setattr(S.failures, "_PLANNED", {})
+    monkeypatch.setattr(S.failures, "_FINISHED", [])
     real, calls = C.save_file, []
 
     def save_file(tensors, filename, metadata=None):  # a short write on the fifth checkpoint file, then ENOSPC
@@ -345,7 +345,7 @@ def test_a_read_only_store_reads_reports_elsewhere_and_refuses_new_cells_in_one_
 
 
 def test_estimate_and_free_space_check(tmp_path, monkeypatch):
-    monkeypatch.setattr(S, "_PLANNED", {})
+    monkeypatch.setattr(S.failures, "_PLANNED", {})
     from bench.strategy import STRATEGIES, discover
 
     discover()
@@ -627,7 +627,8 @@ BAD = [  # (command, arguments, what the one line must say); {tmp} is the test's
     ("run", ["train.lr=-inf"], "train.lr=-inf: must be a finite number"),
     ("run", ["train.temperature=inf"], "train.temperature=inf: must be a finite number"),
     ("run", ["train.grad_clip=nan"], "train.grad_clip=nan: must be a finite number"),
-    ("run", ["budget=nan"], "budget=nan must be a positive number"),
+    ("run", ["sample_scale=nan"], "sample_scale=nan must be a positive number"),
+    ("run", ["budget=4"], "budget=4 is now spelled sample_scale=4"),
     # params= files
     ("run", ["params={tmp}/malformed.yaml"], "malformed params file {tmp}/malformed.yaml:3:1: "),
     ("run", ["params={tmp}/list.yaml"], "must be a mapping of override keys to values"),
