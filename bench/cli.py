@@ -23,7 +23,7 @@ EPILOG = """examples:
   python -m bench report suite=text level=0.9 interval=pm delta_m=all correction=bh compare=naive_mtl,separate
   python -m bench report suite=synthetic,synthetic_conflict     # across suites: IQM, profiles, P(X>Y), CD diagram
   python -m bench check suite=synthetic [--update]
-  python -m bench list [strategy_dirs=[my_plugins]]     # where each entry was found: built-in, ./suites, ...
+  python -m bench list [plugin_dirs=[my_plugins]]       # where each entry was found: built-in, ./suites, ...
   python -m bench verify suite=synthetic [deep=true] [repair=true]   # check the store; exit 1 when damaged
 """
 
@@ -50,27 +50,28 @@ def cmd_run(args: list[str]) -> int:
 
 
 def cmd_list(args: list[str]) -> int:
-    """Every suite, strategy, weighting and fusion method with where it was found: ``built-in``, ``./suites`` /
-    ``./strategies`` of the working directory (these come first), or a ``strategy_dirs=[...]`` folder. Read from
-    the plug-in files (:mod:`bench.plugins`), so nothing of the training stack is imported."""
+    """Every suite and every plug-in, grouped by kind (strategy, weighting, fusion method, tracker, launcher), with
+    where it was found: ``built-in``, ``./suites`` / ``./strategies`` of the working directory (these come first), a
+    ``plugin_dirs=[...]`` folder, or the distribution (name and version) of an installed plug-in package. Read from
+    the plug-in files (:mod:`bench.plugins.scan`), so nothing of the training stack is imported."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from bench.plugins import Scan
-    from bench.suites import list_suites, suite_files, where
+    from bench.plugins import Scan, where
+    from bench.precheck import folders
+    from bench.suites import list_suites, suite_files
 
     opts = _opts(args)
-    unknown = sorted(set(opts) - {"strategy_dirs"})
+    unknown = sorted(set(opts) - {"plugin_dirs", "strategy_dirs"})
     if unknown:
-        raise BenchError(f"list takes strategy_dirs=[folder,...] only, not {unknown[0]!r}")
-    extra = opts.get("strategy_dirs", [])
-    scan = Scan.of(extra if isinstance(extra, list) else [extra])
+        raise BenchError(f"list takes plugin_dirs=[folder,...] only, not {unknown[0]!r}")
+    scan = Scan.of(folders(opts))
     files = suite_files()
     console = Console(width=160)
     sections = [("suites", {n: (where(files[n], "suites"), d) for n, d in list_suites().items()})]
     for title, kind in [("strategies", "strategy"), ("weightings", "weighting"), ("fusion methods", "fusion method"),
-                        ("trackers", "tracker")]:
+                        ("trackers", "tracker"), ("launchers", "launcher")]:
         sections.append((title, {n: (scan.origin(kind, n), d) for n, d in scan.describe(kind).items()}))
     for title, items in sections:
         table = Table(title=title, title_justify="left", show_header=False, box=None)

@@ -22,6 +22,7 @@ from bench.config import Frozen, SuiteConfig
 from bench.errors import BenchError
 from bench.launch import Launcher, without_launch_args
 from bench.overrides import as_bool
+from bench.plugins.hashing import used_plugins
 from bench.precheck import (  # the front half of planning, which imports nothing heavy: defined there once
     DEFAULT_SUITE,
     FALLBACK_SUITE,
@@ -43,7 +44,7 @@ from bench.precheck import (  # the front half of planning, which imports nothin
 )
 from bench.stages import STAGE_VERSION
 from bench.store import content_hash
-from bench.strategy import STRATEGIES, Strategy, discover, source_hash, user_plugin_sources
+from bench.strategy import STRATEGIES, Strategy, discover, source_hash
 from bench.suites import validate_suite
 
 __all__ = ["DEFAULT_SUITE", "FALLBACK_SUITE", "PREFIXES", "SUITE_PREFIXES", "TOP_KEYS", "Plan", "Variant",
@@ -60,7 +61,9 @@ class Variant:
     params: Frozen
     label: str
     notes: list[str] = field(default_factory=list)  # what planning decided for it (a skipped optional task)
-    plugins: list[str] = field(default_factory=list)  # content hashes of the command's user plug-in files
+    #: ``"<kind>:<name>"`` -> source hash of each user plug-in it uses (its strategy, the weighting and fusion method
+    #: its params name): editing one plug-in re-keys the cells that use it and no other
+    plugins: dict[str, str] = field(default_factory=dict)
     _hashes: dict[int, str] = field(default_factory=dict, repr=False, compare=False)  # seed -> cell hash
 
     def config(self) -> dict[str, Any]:
@@ -79,7 +82,7 @@ class Variant:
         if seed not in self._hashes:
             self._hashes[seed] = content_hash({**self.config(), "label": self.label, "seed": seed,
                                                "v": STAGE_VERSION, "source": source_hash(self.strategy),
-                                               "plugins": self.plugins})
+                                               "plugins": [f"{k}={h}" for k, h in self.plugins.items()]})
         return self._hashes[seed]
 
 
@@ -172,7 +175,7 @@ def make_variant(combo: dict[str, Any], cls: type[Strategy], label: str | None =
         tags += [f"{k}={v}" for k, v in sorted(combo.get("_swept", {}).items()) if not k.startswith("strategy")]
         if tags and "label" not in combo:
             label = f"{cls.name}[{','.join(tags)}]"
-    return Variant(suite, cls, params, label, list(notes))
+    return Variant(suite, cls, params, label, list(notes), used_plugins(cls, params))
 
 
 def make_plan(args: list[str]) -> Plan:
@@ -205,8 +208,5 @@ def make_plan(args: list[str]) -> Plan:
                                          only=len(everyone) == 1))
         unused_params(combo, [c.Params for c in classes.values()], everyone)
     results_dir = Path(first.get("results_dir", "results"))
-    plugins = sorted(user_plugin_sources(extra_dirs).values())
-    for v in variants:
-        v.plugins = plugins
     return Plan(variants, seeds, results_dir, as_bool(first, "force", False), as_bool(first, "report", True),
                 notes=notes, launcher=f.launcher, args=without_launch_args(args), trackers=trackers)

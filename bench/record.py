@@ -191,6 +191,7 @@ class Record(_Open):
     task_fingerprints: dict[str, str] = Field(default_factory=dict)
     backbone_weights: str | None = None
     code_version: str = "unknown"
+    plugins: dict[str, str] = Field(default_factory=dict)  # "<kind>:<name>" -> source hash of a user plug-in
     backbone: str | None = None
     budget: dict[str, Any] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)

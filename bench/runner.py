@@ -21,10 +21,10 @@ from bench.errors import BenchError, CellFailed, StoreError
 from bench.launch import Job, launcher_from
 from bench.launch.base import fmt_duration
 from bench.plan import Plan, Variant, make_plan
+from bench.plugins import plugin_source, where_raised
 from bench.record import SCHEMA_VERSION, Record, Row
 from bench.stages import Stages, SuiteContext
 from bench.store import RECORD, Store, code_version, content_hash, library_versions, now_iso, write_json
-from bench.strategy import plugin_source, where_raised
 
 __all__ = ["execute", "make_plan", "run_cell", "run_cell_job"]
 
@@ -68,7 +68,8 @@ def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force
             budget_fingerprint=variant.budget_fingerprint(), budget_match=suite.budget.match,
             data_fingerprint=ctx.data.fingerprint, task_fingerprints=ctx.data.task_fingerprints,
             backbone_weights=ctx.weights_hash,
-            code_version=code_version(), backbone=suite.backbone.name or suite.backbone.source,
+            code_version=code_version(), plugins=variant.plugins,
+            backbone=suite.backbone.name or suite.backbone.source,
             tasks=_task_info(suite, ctx.data.task_names), rows=rows,
             budget=suite.train.model_dump(mode="json"), notes=[*variant.notes, *ctx.data.notes],
             versions=_versions(), cell_wall_time_s=time.perf_counter() - t0,

@@ -1,14 +1,13 @@
-"""The Strategy interface, its registry, and discovery of strategy files.
+"""The Strategy interface and its registry.
 
-A strategy is one Python file under ``strategies/`` (or any folder named by ``strategy_dirs=[...]``) holding a class
-registered with :func:`register_strategy`. It declares its knobs as a frozen pydantic ``Params`` model and composes
-stages in :meth:`Strategy.run`, returning one leaderboard row per variant it produced.
+A strategy is one Python file under ``strategies/`` (or any folder named by ``plugin_dirs=[...]``, or a module of an
+installed plug-in package) holding a class registered with :func:`register_strategy`. It declares its knobs as a
+frozen pydantic ``Params`` model and composes stages in :meth:`Strategy.run`, returning one leaderboard row per
+variant it produced. Discovery, origins and source hashes of plug-ins live in :mod:`bench.plugins`.
 
 Example (a complete strategy file):
 
-    from bench.config import Frozen
-    from bench.stages import Stages, make_row
-    from bench.strategy import Strategy, register_strategy
+    from bench.api import Frozen, Stages, Strategy, make_row, register_strategy
 
     class Params(Frozen):
         weighting: str = "equal"
@@ -25,8 +24,6 @@ Example (a complete strategy file):
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -34,7 +31,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.config import Frozen, NoParams, validated
 from bench.errors import BenchError
-from bench.registry import Registry
+from bench.plugins.discovery import default_dirs, origin, plugin_dirs, where_raised
+from bench.plugins.discovery import discover as discover_plugins
+from bench.plugins.hashing import plugin_source, source_hash
+from bench.plugins.registry import Registry
+
+__all__ = ["STRATEGIES", "Strategy", "default_dirs", "discover", "origin", "plugin_source", "register_strategy",
+           "source_hash", "strategy_dirs", "where_raised"]
 
 if TYPE_CHECKING:  # annotations only: the interface imports no torch, so names and Params are read before it
     from bench.stages import Stages, SuiteContext
@@ -108,152 +111,23 @@ class Strategy(ABC):
         return cls.rows or (cls.name,)
 
 
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+#: the strategies: the built-in strategy files, ``./strategies``, ``plugin_dirs=`` folders and installed plug-in
+#: packages register here (discovered on first read, :mod:`bench.plugins.discovery`)
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", Strategy, plugins=True)
 
 
 def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
-    def deco(cls: type[Strategy]) -> type[Strategy]:
-        cls.name = name
-        return STRATEGIES.register(name)(cls)
-
-    return deco
-
-
-def default_dirs() -> list[Path]:
-    """``./strategies`` of the working directory (when it exists), then the built-in strategies (``strategies/``
-    beside the package in a checkout, ``bench/_builtin/strategies`` in a wheel)."""
-    from bench.suites import builtin_dir, user_dirs
-
-    return [*user_dirs("strategies"), builtin_dir("strategies")]
-
-
-def strategy_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
-    """Every strategy folder in search order: ``./strategies``, the ``strategy_dirs=[...]`` folders, the built-ins.
-    A file name found earlier shadows the same name later (a user's ``naive_mtl.py`` replaces the built-in one); given
-    to :func:`bench.search.space.load_space`, the same order holds for search spaces (``<folder>/spaces/*.yaml``)."""
-    from bench.suites import builtin_dir, user_dirs
-
-    return [*user_dirs("strategies", list(extra)), builtin_dir("strategies")]
-
-
-_loaded: set[Path] = set()
+    """Class decorator: ``strategy=name`` runs this class (the registry sets ``cls.name``)."""
+    return STRATEGIES.register(name)
 
 
 def discover(extra: Iterable[str | Path] = ()) -> Registry[type[Strategy]]:
-    """Import every ``*.py`` in the strategy folders once (:func:`strategy_dirs`), which registers the strategies they
-    define. A file whose name an earlier folder already has is skipped."""
-    extra = [Path(e) for e in extra]
-    for folder in extra:
-        if not folder.is_dir():
-            raise BenchError(f"strategy folder {str(folder)!r} does not exist; fix strategy_dirs")
-    seen: set[str] = set()
-    for folder in dict.fromkeys(p.resolve() for p in strategy_dirs(extra)):
-        if not folder.is_dir():
-            continue
-        for file in sorted(folder.glob("*.py")):
-            path = file.resolve()
-            if file.name.startswith("_") or file.name in seen:
-                continue
-            seen.add(file.name)
-            if path in _loaded:
-                continue
-            mod_name = f"bench_strategies.{file.stem}_{abs(hash(str(path))) % 10**8}"
-            spec = importlib.util.spec_from_file_location(mod_name, path)
-            assert spec and spec.loader
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[mod_name] = module
-            _loaded.add(path)
-            try:
-                spec.loader.exec_module(module)
-            except BenchError as e:  # e.g. a name another plug-in registered
-                _loaded.discard(path)
-                raise BenchError(f"plug-in {file}: {e}") from None
-            except Exception as e:  # noqa: BLE001 (a plug-in's bug: one line, before any work)
-                _loaded.discard(path)
-                raise BenchError(f"plug-in {file} failed to import: {where_raised(e, path)}; fix it or move it out "
-                                 f"of {folder}") from None
+    """Import every plug-in file of the plug-in folders and every installed plug-in package once
+    (:func:`bench.plugins.discovery.discover`); the strategies they register."""
+    discover_plugins(extra)
     return STRATEGIES
 
 
-def where_raised(err: BaseException, near: Path | None = None) -> str:
-    """``"ZeroDivisionError: division by zero (at strategies/mine.py:12)"``: an exception as one line, with the
-    innermost frame of ``near`` (a plug-in file), else the innermost frame outside this package."""
-    import traceback
-
-    frames = traceback.extract_tb(err.__traceback__)
-    if isinstance(err, SyntaxError) and err.filename:
-        frames.append(traceback.FrameSummary(err.filename, err.lineno or 0, "<module>"))
-    pick = [f for f in frames if near is not None and Path(f.filename).resolve() == Path(near).resolve()]
-    if not pick:
-        package = str(Path(__file__).resolve().parent)
-        pick = [f for f in frames if not str(Path(f.filename).resolve()).startswith(package)] or frames
-    at = f" (at {pick[-1].filename}:{pick[-1].lineno})" if pick else ""
-    text = str(err).splitlines()[0] if str(err) else ""
-    return f"{type(err).__name__}: {text}{at}" if text else f"{type(err).__name__}{at}"
-
-
-def source_hash(obj: Any) -> str:
-    """A content hash of the file that defines ``obj`` (a strategy, weighting or fusion class): editing a plug-in
-    changes the keys of what it computes, so its cached results are not reused."""
-    import inspect
-
-    try:
-        file = inspect.getsourcefile(obj)
-    except TypeError:
-        file = None
-    if not file or not Path(file).is_file():
-        return ""
-    return _file_hash(str(Path(file).resolve()), Path(file).stat().st_mtime_ns)
-
-
-def _file_hash(path: str, mtime_ns: int) -> str:
-    import hashlib
-
-    key = (path, mtime_ns)
-    if key not in _HASHES:
-        _HASHES[key] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    return _HASHES[key]
-
-
-_HASHES: dict[tuple[str, int], str] = {}
-
-
-def _is_builtin(file: Path) -> bool:
-    """Defined by bench itself: the package, or its built-in strategies folder (beside it in a checkout)."""
-    from bench.suites import builtin_dir
-
-    file = file.resolve()
-    return any(root in file.parents for root in (Path(__file__).resolve().parent, builtin_dir("strategies").resolve()))
-
-
-def plugin_source(cls: type) -> str:
-    """The source hash of a plug-in class from a user folder (``./strategies``, ``strategy_dirs=``), else "":
-    built-in code is versioned by ``STAGE_VERSIONS``, so the keys of built-ins stay stable across edits that do
-    not change results."""
-    import inspect
-
-    try:
-        file = inspect.getsourcefile(cls)
-    except TypeError:
-        return ""
-    return "" if not file or _is_builtin(Path(file)) else source_hash(cls)
-
-
-def user_plugin_sources(extra: Iterable[str | Path] = ()) -> dict[str, str]:
-    """File -> content hash of every plug-in file in the user folders of a command (``./strategies``, then
-    ``strategy_dirs=``; not the built-ins): part of every cell's hash, so that editing a plug-in (a weighting, a
-    fusion method, a strategy) recomposes the records; the stages it computed are recomputed through their own keys."""
-    from bench.suites import user_dirs
-
-    files = [p.resolve() for folder in user_dirs("strategies", list(extra)) if Path(folder).is_dir()
-             for p in sorted(Path(folder).glob("*.py")) if not p.name.startswith("_") and not _is_builtin(p)]
-    return {str(p): _file_hash(str(p), p.stat().st_mtime_ns) for p in files}
-
-
-def origin(obj: Any) -> str:
-    """Where a registered strategy, weighting or fusion method was defined, for ``bench list``: ``built-in`` (the
-    package or its built-in strategies), ``./strategies``, or the ``strategy_dirs`` folder of its file."""
-    from bench.suites import where
-
-    file = getattr(sys.modules.get(getattr(obj, "__module__", "")), "__file__", None)
-    return where(Path(file), "strategies") if file else "built-in"
+def strategy_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
+    """The plug-in folders in search order (the old name of :func:`bench.plugins.discovery.plugin_dirs`)."""
+    return plugin_dirs(extra)

@@ -10,33 +10,7 @@ from pydantic import ValidationError
 
 from bench.config import SuiteConfig, explain
 from bench.errors import BenchError, did_you_mean
-
-PACKAGE = Path(__file__).resolve().parent
-
-
-def builtin_dir(kind: str) -> Path:
-    """The built-in ``suites`` or ``strategies`` folder: ``bench/_builtin/<kind>`` in an installed wheel, the top-level
-    ``<kind>/`` folder beside the package in a source checkout (an editable install or ``PYTHONPATH``)."""
-    installed = PACKAGE / "_builtin" / kind
-    return installed if installed.is_dir() else PACKAGE.parent / kind
-
-
-def user_dirs(kind: str, extra: list[str | Path] | tuple = ()) -> list[Path]:
-    """``./<kind>`` of the working directory (when it exists and is not the built-in folder), then ``extra``."""
-    cwd = Path.cwd() / kind
-    first = [cwd] if cwd.is_dir() and cwd.resolve() != builtin_dir(kind).resolve() else []
-    return first + [Path(e) for e in extra]
-
-
-def where(path: Path, kind: str) -> str:
-    """Where a suite or strategy file was found, for ``bench list``: ``built-in``, ``./suites`` or its folder."""
-    folder = path.resolve().parent
-    if folder == builtin_dir(kind).resolve() or folder.is_relative_to(PACKAGE):
-        return "built-in"
-    try:
-        return f"./{folder.relative_to(Path.cwd().resolve())}"
-    except ValueError:
-        return str(folder)
+from bench.plugins.discovery import builtin_dir, user_dirs  # where suite files are found
 
 
 def suite_dirs() -> list[Path]:

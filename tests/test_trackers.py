@@ -226,10 +226,10 @@ class Recorder(Tracker):
 
 @pytest.fixture
 def recorder():
-    register_tracker("test_recorder")(Recorder)
-    Recorder.calls, Recorder.fail_on_log = [], False
-    yield Recorder
-    TRACKERS._items.pop("test_recorder", None)  # other tests (and doctests) list the valid trackers
+    with TRACKERS.scope():  # other tests (and doctests) list the valid trackers
+        register_tracker("test_recorder")(Recorder)
+        Recorder.calls, Recorder.fail_on_log = [], False
+        yield Recorder
 
 
 def test_a_plugin_tracker_sees_a_failed_stage_closed_as_failed(recorder, tmp_path):
@@ -384,7 +384,7 @@ class Csv(Tracker):
 
 
 def test_a_plugin_tracker_from_a_strategy_folder_needs_no_edit_of_bench(tmp_path, capsys):
-    """docs/trackers.md's example: a file in a strategy_dirs folder registers `tracker=csv_test`."""
+    """docs/trackers.md's example: a file in a plugin_dirs folder registers `tracker=csv_test`."""
     _wired()
     import csv
 
@@ -392,12 +392,10 @@ def test_a_plugin_tracker_from_a_strategy_folder_needs_no_edit_of_bench(tmp_path
     plugins.mkdir()
     (plugins / "csv_tracker.py").write_text(PLUGIN)
     results = tmp_path / "results"
-    try:
-        code = main(["run", *FAST, "strategy=naive_mtl", f"results_dir={results}", f"strategy_dirs=[{plugins}]",
+    with TRACKERS.scope():
+        code = main(["run", *FAST, "strategy=naive_mtl", f"results_dir={results}", f"plugin_dirs=[{plugins}]",
                      "tracker=[csv_test,tensorboard]"])
         assert code == 0, capsys.readouterr()
-    finally:
-        TRACKERS._items.pop("csv_test", None)
     (record,) = records(results)
     (joint,) = (results / "synthetic" / "csv").glob(f"naive_mtl_s0_{record['cell'][:8]}/joint*.csv")
     rows = list(csv.reader(joint.open()))

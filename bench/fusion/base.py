@@ -45,12 +45,14 @@ from safetensors import safe_open
 from bench.checkpoint import save_state
 from bench.config import Frozen, NoParams, validated
 from bench.errors import BenchError
-from bench.registry import Registry
+from bench.plugins.discovery import HINT
+from bench.plugins.registry import Registry
 
 
 class FusionMethod(ABC):
     """Fuses N task checkpoints (+ θ0) one tensor name at a time. Subclasses declare ``Params`` and :meth:`fuse`."""
 
+    name: ClassVar[str] = ""  # the registered name (set by :func:`register_fusion`)
     Params: ClassVar[type[Frozen]] = NoParams
     #: True when the method works on task vectors τ_i = θ_i − θ0 and therefore needs the pre-trained file
     needs_base: ClassVar[bool] = False
@@ -79,18 +81,19 @@ class FusionMethod(ABC):
         return {"method": _name_of(type(self)), **self.params.model_dump()}
 
 
-FUSIONS: Registry[type[FusionMethod]] = Registry("fusion method")
+#: every fusion method: the built-in modules of :mod:`bench.fusion` and the plug-ins register here
+FUSIONS: Registry[type[FusionMethod]] = Registry("fusion method", FusionMethod, builtins=("bench.fusion",),
+                                                 plugins=True, hint=HINT)
 
 
 def register_fusion(name: str) -> Callable[[type[FusionMethod]], type[FusionMethod]]:
+    """Class decorator: ``strategy.fusion=name`` builds this class (the registry sets ``cls.name``)."""
     return FUSIONS.register(name)
 
 
 def _name_of(cls: type[FusionMethod]) -> str:
-    for n in FUSIONS.names():
-        if FUSIONS.get(n) is cls:
-            return n
-    return cls.__name__
+    """The registered name of ``cls`` (its class name when it is not registered itself, e.g. a subclass)."""
+    return str(cls.__dict__.get("name") or cls.__name__)
 
 
 def build_fusion(name: str, params: dict[str, Any] | None, n: int) -> FusionMethod:

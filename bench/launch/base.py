@@ -34,19 +34,12 @@ from pydantic import Field
 
 from bench.config import Frozen
 from bench.errors import BenchError
-from bench.registry import Registry
-
-LAUNCHERS: Registry[type[Launcher]] = Registry("launcher")
+from bench.plugins.registry import Registry
 
 
 def register_launcher(name: str) -> Callable[[type[Launcher]], type[Launcher]]:
-    """Class decorator: ``launcher=name`` builds this class."""
-
-    def deco(cls: type[Launcher]) -> type[Launcher]:
-        cls.name = name
-        return LAUNCHERS.register(name)(cls)
-
-    return deco
+    """Class decorator: ``launcher=name`` builds this class (the registry sets ``cls.name``)."""
+    return LAUNCHERS.register(name)
 
 
 class NoOptions(Frozen):
@@ -123,6 +116,10 @@ class Launcher(ABC):
     def threads(self) -> int:
         """Torch threads per job: the cores of this machine split between the jobs that run at once."""
         return max(1, (os.cpu_count() or 1) // max(1, self.parallel))
+
+
+#: every launcher: the built-in modules of :mod:`bench.launch` and the plug-ins register here
+LAUNCHERS: Registry[type[Launcher]] = Registry("launcher", Launcher, builtins=("bench.launch",), plugins=True)
 
 
 def build_launcher(name: str, options: dict[str, Any], common: dict[str, Any]) -> Launcher:

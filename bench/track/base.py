@@ -45,19 +45,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bench.errors import BenchError
-from bench.registry import Registry
-
-TRACKERS: Registry[type[Tracker]] = Registry("tracker")
+from bench.plugins.registry import Registry
 
 
 def register_tracker(name: str) -> Callable[[type[Tracker]], type[Tracker]]:
-    """Class decorator: ``tracker=name`` logs to this class (one instance per computed stage)."""
-
-    def deco(cls: type[Tracker]) -> type[Tracker]:
-        cls.name = name
-        return TRACKERS.register(name)(cls)
-
-    return deco
+    """Class decorator: ``tracker=name`` logs to this class (one instance per computed stage; the registry sets
+    ``cls.name``)."""
+    return TRACKERS.register(name)
 
 
 def _safe(text: str) -> str:
@@ -126,6 +120,10 @@ class Tracker(ABC):
     def finish(self, metrics: Mapping[str, float], ok: bool = True) -> None:
         """Record the stage's final metrics (``<split>/<task>/<metric>``, ``telemetry/<name>``) and close the run;
         ``ok=False``: the stage failed or was interrupted (``metrics`` is then empty)."""
+
+
+#: every tracker: the built-in modules of :mod:`bench.track` and the plug-ins register here
+TRACKERS: Registry[type[Tracker]] = Registry("tracker", Tracker, builtins=("bench.track",), plugins=True)
 
 
 def final_scalars(info: Mapping[str, Any]) -> dict[str, float]:

@@ -50,7 +50,8 @@ from torch import nn
 
 from bench.config import Frozen, NoParams, TaskConfig, validated
 from bench.errors import BenchError, CellFailed
-from bench.registry import Registry
+from bench.plugins.discovery import HINT
+from bench.plugins.registry import Registry
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Step:
 class Balancer(nn.Module, ABC):
     """Decides the update of a joint step from the per-task losses. Subclasses declare ``Params``."""
 
+    name: ClassVar[str] = ""  # the registered name (set by :func:`register_weighting`)
     Params: ClassVar[type[Frozen]] = NoParams
     #: True when a step must contain every task's loss: multi-input suites then draw one batch from every task per
     #: step (``sampling=all``) instead of sampling one task
@@ -160,11 +162,14 @@ class Aggregator(Balancer):
 #: the values ``Balancer.family`` may take
 FAMILIES = ("loss", "gradient")
 
-WEIGHTINGS: Registry[type[Balancer]] = Registry("weighting")
+#: every balancer: the built-in modules of :mod:`bench.weighting` and the plug-ins register here
+WEIGHTINGS: Registry[type[Balancer]] = Registry("weighting", Balancer, builtins=("bench.weighting",), plugins=True,
+                                                hint=HINT)
 
 
 def register_weighting(name: str) -> Callable[[type[Balancer]], type[Balancer]]:
-    """Register a :class:`Weighting` or an :class:`Aggregator` under ``name`` (``strategy.weighting=name``)."""
+    """Register a :class:`Weighting` or an :class:`Aggregator` under ``name`` (``strategy.weighting=name``; the
+    registry sets ``cls.name``)."""
     return WEIGHTINGS.register(name)
 
 

@@ -1,13 +1,14 @@
 """What plug-in files register, read from their source without importing them (nor torch behind them).
 
-A plug-in file (a strategy, or a weighting, fusion method or tracker defined in a strategy folder) and the built-in
-weighting, fusion and tracker modules import the training stack at their top (``from bench.stages import ...``,
-``import torch``): importing them to learn a name costs seconds. This module reads their syntax tree instead: every
-class decorated ``@register_strategy("name")`` (or ``register_weighting``, ``register_fusion``,
-``register_tracker``) gives an :class:`Entry` with its name, the first line of its docstring and its file. A
-strategy's ``Params`` model is built by running only the light part of its file: imports from the standard library,
-pydantic and bench's light modules (:data:`LIGHT_BENCH`), module-level constants without calls, and the classes that
-need nothing else; so ``strategy.x=...`` is validated by the very pydantic model the strategy declares.
+A plug-in file (a strategy, weighting, fusion method, tracker or launcher in a plug-in folder or an installed
+plug-in package) and the built-in weighting, fusion, tracker and launcher modules import the training stack at
+their top (``from bench.stages import ...``, ``import torch``): importing them to learn a name costs seconds. This
+module reads their syntax tree instead: every class decorated ``@register_strategy("name")`` (or
+``register_weighting``, ``register_fusion``, ``register_tracker``, ``register_launcher``) gives an :class:`Entry`
+with its name, the first line of its docstring and its file. A strategy's ``Params`` model is built by running only
+the light part of its file: imports from the standard library, pydantic and bench's light modules
+(:data:`LIGHT_BENCH`), module-level constants without calls, and the classes that need nothing else; so
+``strategy.x=...`` is validated by the very pydantic model the strategy declares.
 
 This is a pre-check, never the authority: ``bench run`` imports the plug-ins for real afterwards and validates
 again. So a pre-check only ever errs on the safe side: a file whose registrations it cannot read (a ``register_*``
@@ -34,20 +35,32 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from bench.config import NoParams
 from bench.errors import BenchError, unknown
+from bench.plugins.discovery import (
+    PACKAGE,
+    distribution,
+    module_files,
+    origin,
+    plugin_dirs,
+    plugin_entry_points,
+    where,
+)
 
 #: decorator -> the registry's kind, as its errors name it (``unknown weighting 'x'``)
 KINDS = {"register_strategy": "strategy", "register_weighting": "weighting", "register_fusion": "fusion method",
-         "register_tracker": "tracker"}
+         "register_tracker": "tracker", "register_launcher": "launcher"}
 #: the live registries of each kind (module, attribute), read when their module is already imported
 LIVE = {"strategy": ("bench.strategy", "STRATEGIES"), "weighting": ("bench.weighting.base", "WEIGHTINGS"),
-        "fusion method": ("bench.fusion.base", "FUSIONS"), "tracker": ("bench.track.base", "TRACKERS")}
-#: the package folders whose modules hold the built-in weightings, fusion methods and trackers
-BUILTIN_FOLDERS = ("weighting", "fusion", "track")
+        "fusion method": ("bench.fusion.base", "FUSIONS"), "tracker": ("bench.track.base", "TRACKERS"),
+        "launcher": ("bench.launch.base", "LAUNCHERS")}
+#: the package folders whose modules hold the built-in weightings, fusion methods, trackers and launchers
+BUILTIN_FOLDERS = ("weighting", "fusion", "track", "launch")
 #: bench modules that import nothing heavy: a plug-in's imports from these run when its Params is built
-LIGHT_BENCH = ("bench.config", "bench.errors", "bench.registry", "bench.strategy", "bench.suites", "bench.overrides")
+LIGHT_BENCH = ("bench.config", "bench.specs", "bench.errors", "bench.registry", "bench.strategy", "bench.suites",
+               "bench.overrides", "bench.plugins", "bench.plugins.registry", "bench.plugins.discovery",
+               "bench.plugins.hashing")
 LIGHT_ROOTS = {"pydantic", "pydantic_core", "typing_extensions", "annotated_types", "yaml"}
-PACKAGE = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -211,8 +224,6 @@ def light_params(entry: Entry) -> type[BaseModel] | None:
 def _build_params(meta: FileMeta, cls: str) -> type[BaseModel] | None:
     expr = _params_expr(meta, cls)
     if expr == "none":
-        from bench.config import NoParams
-
         return NoParams
     if not isinstance(expr, (ast.Name, ast.Attribute)):
         return None
@@ -237,24 +248,24 @@ def _build_params(meta: FileMeta, cls: str) -> type[BaseModel] | None:
 
 @dataclass
 class Scan:
-    """Every registration a command can see: the built-in weighting, fusion and tracker modules, and the strategy
-    folders in :func:`bench.strategy.discover`'s order (a file name found earlier shadows a later one)."""
+    """Every registration a command can see: the built-in weighting, fusion, tracker and launcher modules, the
+    plug-in folders in :func:`bench.plugins.discovery.discover`'s order (a file name found earlier shadows a later
+    one) and the modules of installed ``bench.plugins`` entry points."""
 
     entries: dict[str, dict[str, Entry]]
     opaque: dict[str, str]  # kind -> why its name list may be incomplete ("" or absent: it is complete)
+    packages: dict[Path, str] = field(default_factory=dict)  # file of an entry point's module -> its distribution
 
     @classmethod
     def of(cls, extra: Iterable[str | Path] = ()) -> Scan:
-        from bench.strategy import strategy_dirs
-
         extra = [Path(e) for e in extra]
         for folder in extra:
             if not folder.is_dir():
-                raise BenchError(f"strategy folder {str(folder)!r} does not exist; fix strategy_dirs")
-        files = [p for sub in BUILTIN_FOLDERS for p in sorted((PACKAGE / sub).glob("*.py"))]
+                raise BenchError(f"plug-in folder {str(folder)!r} does not exist; fix plugin_dirs")
+        files = [p for sub in BUILTIN_FOLDERS for p in sorted((PACKAGE / sub).rglob("*.py"))]
         seen: set[str] = set()
         helpers: list[Path] = []
-        for folder in dict.fromkeys(p.resolve() for p in strategy_dirs(extra)):
+        for folder in dict.fromkeys(p.resolve() for p in plugin_dirs(extra)):
             if not folder.is_dir():
                 continue
             for file in sorted(folder.glob("*.py")):
@@ -263,8 +274,9 @@ class Scan:
                 elif file.name not in seen:
                     seen.add(file.name)
                     files.append(file)
-        scan = cls({kind: {} for kind in LIVE}, {})
-        for file in files + helpers:
+        packages = {f.resolve(): distribution(ep) for ep in plugin_entry_points() for f in module_files(ep.module)}
+        scan = cls({kind: {} for kind in LIVE}, {}, packages)
+        for file in files + helpers + list(packages):
             meta = read(file)
             for e in meta.entries:
                 scan.entries[e.kind].setdefault(e.name, e)
@@ -275,10 +287,11 @@ class Scan:
 
     @staticmethod
     def live(kind: str) -> dict[str, Any]:
-        """The registry of ``kind`` as this process already filled it (a test's in-process plug-ins), if imported."""
+        """The registry of ``kind`` as this process already filled it (a test's in-process plug-ins), if imported;
+        reading it imports nothing."""
         module, attr = LIVE[kind]
         reg = getattr(sys.modules.get(module), attr, None)
-        return {n: reg.get(n) for n in reg.names()} if reg is not None else {}
+        return reg.loaded() if reg is not None else {}
 
     def names(self, kind: str) -> list[str]:
         return sorted({*self.entries[kind], *self.live(kind)})
@@ -301,18 +314,17 @@ class Scan:
         return light_params(entry) if entry is not None else None
 
     def origin(self, kind: str, name: str) -> str:
-        """Where an entry was defined, as ``bench list`` shows it (:func:`bench.suites.where`)."""
-        from bench.suites import where
-
+        """Where an entry was defined, as ``bench list`` shows it: ``built-in``, ``./strategies``, a
+        ``plugin_dirs`` folder, or the distribution (name and version) of an installed plug-in package."""
         entry = self.entries[kind].get(name)
         if entry is None:
-            from bench.strategy import origin
-
             return origin(self.live(kind).get(name))
+        if entry.file in self.packages:
+            return self.packages[entry.file]
         return "built-in" if entry.file.is_relative_to(PACKAGE) else where(entry.file, "strategies")
 
     def describe(self, kind: str) -> dict[str, str]:
-        """name -> the first line of its docstring, like :meth:`bench.registry.Registry.describe`."""
+        """name -> the first line of its docstring, like :meth:`bench.plugins.registry.Registry.describe`."""
         out = {n: e.doc for n, e in self.entries[kind].items()}
         for n, obj in self.live(kind).items():
             if n not in out:

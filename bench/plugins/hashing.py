@@ -1,0 +1,93 @@
+"""Source hashes of plug-ins: what makes an edited plug-in recompute what it computed, and only that.
+
+A plug-in from a user folder or an installed package is keyed by the content of its file (:func:`plugin_source`);
+built-in code is versioned by ``STAGE_VERSIONS`` instead, so the keys of built-ins stay stable across edits that do
+not change results. A cell's hash and its record hold the hashes of the plug-ins that cell uses
+(:func:`used_plugins`: its strategy and the weighting and fusion method its parameters name), so editing one plug-in
+re-keys the cells that use it and no other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from bench.plugins.discovery import PACKAGE, builtin_dir
+
+#: a strategy parameter whose name contains one of these names an entry of that registry (module, attribute)
+NAMED = {"weighting": ("bench.weighting.base", "WEIGHTINGS"), "fusion": ("bench.fusion.base", "FUSIONS")}
+
+_HASHES: dict[tuple[str, int], str] = {}  # (file, mtime) -> content hash: a file is read once per version
+
+
+def file_hash(path: Path) -> str:
+    """The first 16 hex digits of the SHA-256 of a file's bytes."""
+    path = Path(path).resolve()
+    key = (str(path), path.stat().st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return _HASHES[key]
+
+
+def source_file(obj: Any) -> Path | None:
+    """The file that defines ``obj`` (a class), or None (defined interactively)."""
+    try:
+        file = inspect.getsourcefile(obj)
+    except TypeError:
+        return None
+    return Path(file) if file and Path(file).is_file() else None
+
+
+def source_hash(obj: Any) -> str:
+    """A content hash of the file that defines ``obj`` (a strategy, weighting or fusion class), "" when it has none."""
+    file = source_file(obj)
+    return file_hash(file) if file is not None else ""
+
+
+def is_builtin(file: Path) -> bool:
+    """Defined by bench itself: the package, or its built-in strategies folder (beside it in a checkout)."""
+    file = Path(file).resolve()
+    return any(root in file.parents for root in (PACKAGE, builtin_dir("strategies").resolve()))
+
+
+def plugin_source(cls: type) -> str:
+    """The source hash of a plug-in class from a user folder or an installed package, "" for a built-in one."""
+    file = source_file(cls)
+    return "" if file is None or is_builtin(file) else file_hash(file)
+
+
+def _named(params: Any, field: str = "") -> list[tuple[str, str]]:
+    """(kind, name) of every plug-in that ``params`` names: a field whose name contains ``weighting`` or ``fusion``
+    holding a name (or a model with a ``name``: a typed reference), in nested models and lists too."""
+    kind = next((k for k in NAMED if k in field), "")
+    if isinstance(params, str):
+        return [(kind, params)] if kind else []
+    if isinstance(params, BaseModel):
+        name = getattr(params, "name", None)
+        if kind and isinstance(name, str):
+            return [(kind, name)]
+        return [hit for f in type(params).model_fields for hit in _named(getattr(params, f), f)]
+    if isinstance(params, (list, tuple)):
+        return [hit for item in params for hit in _named(item, field)]
+    return []
+
+
+def used_plugins(strategy: type, params: Any) -> dict[str, str]:
+    """``{"<kind>:<name>": source hash}`` of the user plug-ins a cell of ``strategy`` with ``params`` uses: the
+    strategy and the weighting and fusion method its parameters name (built-ins are left out)."""
+    out = {}
+    if plugin_source(strategy):
+        out[f"strategy:{strategy.name}"] = plugin_source(strategy)
+    for kind, name in _named(params):
+        module, attr = NAMED[kind]
+        registry = getattr(importlib.import_module(module), attr)
+        if name in registry:
+            source = plugin_source(registry.get(name))
+            if source:
+                out[f"{kind}:{name}"] = source
+    return dict(sorted(out.items()))
