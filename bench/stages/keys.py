@@ -16,6 +16,7 @@ import torch
 from bench.config import SPEED_KNOBS, TrainConfig
 from bench.errors import BenchError
 from bench.model import MultiTaskModel
+from bench.plugins.hashing import plugin_source
 
 # Bump a stage's number when its semantics change, so old cache entries are not reused (and records say which
 # implementation made each stage). 2: paired seeds, kept predictions, matched budgets, weights hash in init's key.
@@ -55,8 +56,7 @@ def _freeze(model: MultiTaskModel, names: set[str]) -> None:
 
 
 def _plugin_source(cls: type) -> str:
-    from bench.strategy import plugin_source  # the strategy room imports this one
-
+    """The source hash of a user plug-in class ("" for a built-in one), which enters the key of what it computed."""
     return plugin_source(cls)
 
 
