@@ -17,7 +17,7 @@ import torch
 
 from bench.config import TaskConfig
 from bench.errors import BenchError
-from bench.weighting import WEIGHTINGS, Step, build_weighting
+from bench.weighting import WEIGHTINGS, Aggregator, Step, build_weighting
 
 VIAS = ["params", "features"]
 CONFLICT = torch.tensor([[1.0, 0.0], [-1.0, 1.0]])  # g1·g2 = −1: the two tasks conflict
@@ -275,3 +275,87 @@ def test_multi_input_jacobian_by_task_equals_torchjds(name):
         return W.grad.clone()
 
     assert torch.allclose(grad(True), grad(False), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ Step.jacobian
+
+def _net_step(via: str, single_input: bool = True):
+    """Three tasks on a two-layer shared body (two shared parameters, so the Jacobian's columns span both) with one
+    linear head each; the losses and the Step the engine would hand a balancer."""
+    torch.manual_seed(0)
+    body = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 5))
+    heads = {f"t{i}": list(torch.nn.Linear(5, 1).parameters()) for i in range(3)}
+    xs = [torch.randn(8, 4)] if single_input else [torch.randn(8, 4) for _ in range(3)]
+    feats = [body(x) for x in xs]
+    losses = {}
+    for i, (t, (w, b)) in enumerate(heads.items()):
+        z = feats[0] if single_input else feats[i]
+        losses[t] = ((z @ w.T + b).squeeze(1) - torch.linspace(-1, 1, 8) * (i + 1)).pow(2).mean()
+    params = [*body.parameters(), *(p for ps in heads.values() for p in ps)]
+    return losses, Step(shared=list(body.parameters()), heads=heads, features=feats, forwards=len(xs)), params
+
+
+def _grads(balancer, via: str, single_input: bool = True) -> list[torch.Tensor]:
+    losses, step, params = _net_step(via, single_input)
+    balancer.backward(losses, step)
+    return [p.grad.clone() for p in params]
+
+
+class SumOfRows(Aggregator):
+    """The plug-in an author writes with the Step's Jacobian: the sum of the task gradients (equal's update)."""
+
+    uses_features = True  # only needed for via="features"
+
+    def __init__(self, tasks, params=None, via: str = "params", aggregate=lambda J: J.sum(dim=0)):
+        super().__init__(tasks, params)
+        self.via, self.aggregate = via, aggregate
+
+    def backward(self, losses, step: Step) -> None:
+        J = step.jacobian(losses, via=self.via)  # T × P; each head already got its own task's gradient
+        step.set_shared_grad(self.aggregate(J))
+
+
+@pytest.mark.parametrize("via", VIAS)
+def test_a_custom_aggregator_on_the_step_jacobian_gives_the_builtin_update(via):
+    """Sum of the Jacobian's rows = ``equal`` (one backward of Σ L_i), and torchjd's UPGrad applied to it = the
+    built-in ``upgrad`` bit for bit, by either path."""
+    equal = _grads(build_weighting("equal", tasks(3)), via)
+    for a, b in zip(_grads(SumOfRows(tasks(3), via=via), via), equal, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    from torchjd.aggregation import UPGrad
+
+    ours = _grads(SumOfRows(tasks(3), via=via, aggregate=UPGrad()), via)
+    builtin = _grads(build_weighting("upgrad", tasks(3), {"via": via}), via)
+    assert all(torch.equal(a, b) for a, b in zip(ours, builtin, strict=True))
+
+
+@pytest.mark.parametrize("single_input", [True, False], ids=["vectorised", "by_task"])
+@pytest.mark.parametrize("name", ["upgrad", "pcgrad", "mgda", "config", "dualproj"])
+def test_the_params_path_is_torchjds_backward_and_jac_to_grad_bit_for_bit(name, single_input):
+    """The adapter's ``via=params`` update equals torchjd's ``jac_to_grad`` exactly, the Jacobian from torchjd's
+    ``autojac.backward`` (one input) or task by task (one batch per task), as the adapter took it before the Step
+    helper existed."""
+    from torchjd.autojac import backward, jac_to_grad
+
+    ours = _grads(build_weighting(name, tasks(3), {"via": "params"}), "params", single_input)
+    losses, step, params = _net_step("params", single_input)
+    heads = [p for ps in step.heads.values() for p in ps]
+    for p, g in zip(heads, torch.autograd.grad(torch.stack(list(losses.values())).sum(), heads, retain_graph=True)):
+        p.grad = g
+    if single_input:
+        backward(list(losses.values()), inputs=step.shared)
+    else:
+        rows = [torch.autograd.grad(loss, step.shared, retain_graph=True) for loss in losses.values()]
+        for i, p in enumerate(step.shared):
+            p.jac = torch.stack([r[i] for r in rows])
+    jac_to_grad(step.shared, build_weighting(name, tasks(3)).agg)
+    assert all(torch.equal(a, p.grad) for a, p in zip(ours, params, strict=True))
+
+
+def test_features_are_declared_and_the_helper_says_what_it_needs():
+    assert not Aggregator.uses_features and WEIGHTINGS.get("upgrad").uses_features
+    losses, step, _ = _net_step("params", single_input=False)
+    with pytest.raises(BenchError, match="needs the one shared representation of a single-input step"):
+        step.jacobian(losses, via="features")
+    with pytest.raises(BenchError, match="needs a Jacobian first"):
+        Step().set_shared_grad(torch.zeros(1))

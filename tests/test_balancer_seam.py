@@ -63,13 +63,13 @@ class OldStepTrainer(Trainer):
                 out = self.fwd(x, list(spec.targets))
             for t in spec.targets:
                 losses[t] = task_loss(self.task_cfgs[t], out[t], ys[t])
-            state["samples"] += len(spec.idx)
+            state.samples += len(spec.idx)
             lengths = self.data[spec.task][spec.split].lengths
             if lengths is not None:
-                state["tokens"] += int(lengths[spec.idx].sum())
+                state.tokens += int(lengths[spec.idx].sum())
         timer.mark("forward")
         if device.type == "cpu":  # free on the CPU; on a GPU the check waits for the logging interval
-            self._check_finite(losses, state["step"])
+            self._check_finite(losses, state.step)
         total_loss = self.w.combine(losses)
         timer.mark("weighting")
         self.opt.zero_grad(set_to_none=True)
@@ -90,11 +90,11 @@ class OldStepTrainer(Trainer):
         self.w.after_step()
         timer.mark("optimizer")
         for t, l in losses.items():
-            self.loss_acc[t] += l.detach()
-            self.loss_cnt[t] += 1
-        state["step"] += 1
-        if state["step"] % cfg.log_every == 0:
-            self._log(state, self.loss_acc, self.loss_cnt, self.mem)
+            self.meter.interval_sum[t] += l.detach()
+            self.meter.interval_n[t] += 1
+        state.step += 1
+        if state.step % cfg.log_every == 0:
+            self._log()
 
 
 @pytest.mark.parametrize("single_input", [True, False])
@@ -153,6 +153,8 @@ def test_aggregators_get_every_task_each_step_and_features_on_single_input():
     @register_weighting("_test_spy_agg")
     class Spy(Aggregator):
         """Records the step it is handed, then sums the losses."""
+
+        uses_features = True  # declared: an Aggregator gets the shared representations only when it asks
 
         def backward(self, losses, step: Step):
             seen.append((set(losses), None if step.features is None else len(step.features), len(step.shared),

@@ -120,7 +120,7 @@ def test_phase_timer_sets_a_compiling_step_aside(monkeypatch, cuda):
     if cuda:
         monkeypatch.setattr(PhaseTimer, "_now", lambda self: _Event(next(clock)))
     else:
-        monkeypatch.setattr("bench.engine.time.perf_counter", lambda: next(clock) / 1000)
+        monkeypatch.setattr("bench.engine.telemetry.time.perf_counter", lambda: next(clock) / 1000)
     totals, aside = {"forward": 0.0, "backward": 0.0}, {}
     timer = PhaseTimer(torch.device("cuda" if cuda else "cpu"), totals)
     for compiled in (True, False, False):

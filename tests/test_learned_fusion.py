@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from bench import checkpoint as C
-from bench.engine import optimise
+from bench.engine import FIT_RESUME_FILE, optimise
 from bench.errors import BenchError
 from bench.fusion import build_fusion
 from bench.fusion.data_aware import _rows_of, fisher_merge, linear_layers, regmean_solve
@@ -218,11 +218,32 @@ def test_optimise_resumes_exactly_where_a_killed_run_stopped(tmp_path):
     w_a, f = make(stop_at=77)
     with pytest.raises(KeyboardInterrupt):
         optimise([w_a], f, 120, lr=0.05, device=torch.device("cpu"), work_dir=tmp_path, save_every=50)
-    assert (tmp_path / "resume_fit.pt").exists()
+    assert (tmp_path / FIT_RESUME_FILE).exists()  # safetensors + JSON (bench.safestate): nothing to unpickle
     w_b, f = make()
     res = optimise([w_b], f, 120, lr=0.05, device=torch.device("cpu"), work_dir=tmp_path, save_every=50)
     assert torch.equal(w_b, w_ref) and res.losses == ref.losses
-    assert not (tmp_path / "resume_fit.pt").exists()
+    assert not (tmp_path / FIT_RESUME_FILE).exists()
+
+
+class _Planted:
+    """A pickle that would leave a file behind if it were ever unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_optimise_deletes_an_old_pickle_resume_unread_and_starts_over(tmp_path, capsys):
+    """A ``resume_fit.pt`` of an earlier version is deleted unread (one line) and the fit starts from step 0."""
+    marker = tmp_path / "unpickled"
+    torch.save({"params": _Planted(marker)}, tmp_path / "resume_fit.pt")
+    w = torch.zeros(1, requires_grad=True)
+    res = optimise([w], lambda step: ((w - 1) ** 2).sum(), 20, lr=0.1, device=torch.device("cpu"), work_dir=tmp_path)
+    assert not marker.exists() and not (tmp_path / "resume_fit.pt").exists()
+    assert res.telemetry["steps"] == 20 and len(res.losses) == 2
+    assert "ignoring resume_fit.pt of an older version (never unpickled); the fit restarts" in capsys.readouterr().err
 
 
 # -- bad input: one line, exit 2, before any work ------------------------------------------------------------------

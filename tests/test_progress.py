@@ -56,12 +56,12 @@ def test_bench_progress_0_silences(results, capsys, monkeypatch):
 def test_interval_throttles(results, capsys, monkeypatch):
     """The throttle is time-based: with an interval longer than the run, a cell of 20 steps prints no line; with
     the module default patched to 0 s (no environment variable), every step does."""
-    from bench import engine
+    from bench.engine import console
 
     monkeypatch.setenv("BENCH_PROGRESS", "1")
     monkeypatch.setenv("BENCH_PROGRESS_INTERVAL", "3600")
     assert "| ETA stage" not in _run_in_process(results, capsys)
     monkeypatch.delenv("BENCH_PROGRESS_INTERVAL")
-    monkeypatch.setattr(engine, "PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(console, "PROGRESS_INTERVAL_S", 0.0)
     out = _run_in_process(results, capsys, "force=true")
     assert len([line for line in out.splitlines() if "| ETA stage" in line]) >= 10

@@ -52,6 +52,8 @@ from bench.config import Frozen, NoParams, TaskConfig, validated
 from bench.errors import BenchError, CellFailed
 from bench.plugins.discovery import HINT
 from bench.plugins.registry import Registry
+from bench.weighting import jacobian
+from bench.weighting.jacobian import Via
 
 
 @dataclass
@@ -63,7 +65,15 @@ class Step:
     per forward of the backbone (single-input suites: one, the input of every head), present only when the balancer
     asks for them (``uses_features``); ``scaler``: fp16's GradScaler or None; ``recompute``: the losses again on this
     step's batches, without a graph (FAMO measures how much the update lowered them); ``mark``: the engine's phase
-    timer."""
+    timer; ``forwards``: how many forwards of the backbone the step ran (one per task batch on a multi-input suite;
+    0: as many as ``features``).
+
+    A gradient-level balancer takes the per-task Jacobian with :meth:`jacobian` and writes the update it decides with
+    :meth:`set_shared_grad` (:mod:`bench.weighting.jacobian`)::
+
+        J = step.jacobian(losses, via="params")    # T × P, one row per task; each head got its own task's gradient
+        step.set_shared_grad(J.mean(dim=0))        # the shared parameters' .grad (or, via="features", backpropagated)
+    """
 
     shared: list[nn.Parameter] = field(default_factory=list)
     heads: dict[str, list[nn.Parameter]] = field(default_factory=dict)
@@ -71,6 +81,8 @@ class Step:
     scaler: Any = None
     recompute: Callable[[], dict[str, torch.Tensor]] | None = None
     mark: Callable[[str], None] = lambda phase: None
+    forwards: int = 0
+    _taken: tuple[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
         """The loss as fp16 training backpropagates it (scaled by the GradScaler; unchanged otherwise)."""
@@ -79,6 +91,38 @@ class Step:
     def backward(self, total: torch.Tensor) -> None:
         """One ordinary backward of a scalar (scaled under fp16): the default update."""
         self.scale(total).backward()
+
+    def jacobian(self, losses: dict[str, torch.Tensor], via: Via = "params") -> torch.Tensor:
+        """The T × P matrix of the task gradients, one row per entry of ``losses`` (in its order), each loss scaled as
+        fp16 training backpropagates it. ``via="params"``: over the shared parameters (P: their total size, in
+        ``shared`` order); ``via="features"``: over the one shared representation of a single-input step (the
+        balancer sets ``uses_features = True``). Each task's head receives its own loss's gradient in ``.grad``;
+        the shared update is the caller's to decide and to write with :meth:`set_shared_grad`."""
+        tasks, L = list(losses), [self.scale(loss) for loss in losses.values()]
+        if via == "features":
+            if not self.features or len(self.features) != 1:
+                raise BenchError("Step.jacobian(via='features') needs the one shared representation of a "
+                                 "single-input step (uses_features = True on the balancer); use via='params'")
+            self._taken = ("features", self.features[0])
+            return jacobian.via_features(L, tasks, self.features[0], self.heads)
+        if via != "params":
+            raise BenchError(f"Step.jacobian(via={via!r}): via is 'params' or 'features'")
+        shared = [p for p in self.shared if p.requires_grad]
+        self._taken = ("params", shared)
+        per_task = (self.forwards or len(self.features or [])) > 1
+        return jacobian.via_params(L, tasks, shared, self.heads, per_task)
+
+    def set_shared_grad(self, direction: torch.Tensor) -> None:
+        """Write the shared update ``direction`` (a vector of the Jacobian's P columns) back: into the shared
+        parameters' ``.grad`` (accumulating, as ``backward()`` does) after ``via="params"``, or backpropagated from
+        the shared representation through the backbone after ``via="features"``."""
+        if self._taken is None:
+            raise BenchError("Step.set_shared_grad needs a Jacobian first: call step.jacobian(losses, via=...)")
+        via, target = self._taken
+        if via == "features":
+            jacobian.write_features(direction, target)
+        else:
+            jacobian.write_params(direction, target)
 
 
 class Balancer(nn.Module, ABC):
@@ -155,7 +199,6 @@ class Aggregator(Balancer):
     """Gradient level: turns the per-task gradients into one update; every step carries every task's loss."""
 
     needs_all_tasks = True
-    uses_features = True
     family = "gradient"
 
 

@@ -1,0 +1,176 @@
+"""The gradient-level methods of the literature through torchjd: each names its aggregator, paper and parameters."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import torch
+from pydantic import Field, field_validator
+
+from bench.errors import BenchError
+from bench.weighting.base import Step, register_weighting
+from bench.weighting.jd.adapter import JDAggregator, ViaParams, _aggregation
+
+
+def _pref(v: list[float] | None) -> torch.Tensor | None:
+    return None if v is None else torch.tensor(v, dtype=torch.float32)
+
+
+class PrefParams(ViaParams):
+    #: preference vector over the tasks (one non-negative number each); None: uniform
+    pref_vector: list[float] | None = None
+
+    @field_validator("pref_vector")
+    @classmethod
+    def _nonneg(cls, v):
+        if v is not None and (not v or min(v) < 0):
+            raise ValueError("pref_vector must be non-negative numbers, one per task")
+        return v
+
+
+@register_weighting("mgda")
+class MGDA(JDAggregator):
+    """MGDA (Désidéri 2012; Sener & Koltun, NeurIPS 2018): the min-norm point of the convex hull of task gradients."""
+
+    class Params(ViaParams):
+        epsilon: float = Field(1e-3, gt=0)  # Frank-Wolfe stopping tolerance
+        max_iters: int = Field(100, ge=1)
+
+    def make(self, n):
+        return _aggregation().MGDA(epsilon=self.params.epsilon, max_iters=self.params.max_iters)
+
+
+@register_weighting("pcgrad")
+class PCGrad(JDAggregator):
+    """PCGrad (Yu et al., NeurIPS 2020): project each task gradient off the others it conflicts with, then sum."""
+
+    def make(self, n):
+        return _aggregation().PCGrad()
+
+
+@register_weighting("graddrop")
+class GradDrop(JDAggregator):
+    """GradDrop (Chen et al., NeurIPS 2020): per coordinate, keep the gradients of one sign (sampled by purity)."""
+
+    class Params(ViaParams):
+        #: per-task leak (0: drop fully, 1: keep); None: no leak
+        leak: list[float] | None = None
+
+    def make(self, n):
+        if self.params.leak is not None and len(self.params.leak) != n:
+            raise BenchError(f"graddrop leak has {len(self.params.leak)} values for {n} tasks; give one per task")
+        return _aggregation().GradDrop(leak=_pref(self.params.leak))
+
+
+@register_weighting("gradvac")
+class GradVac(JDAggregator):
+    """GradVac (Wang et al., ICLR 2021): align each pair of task gradients to an EMA of their cosine similarity."""
+
+    class Params(ViaParams):
+        beta: float = Field(0.5, ge=0, le=1)  # EMA rate of the target similarity
+        eps: float = Field(1e-8, gt=0)
+
+    def make(self, n):
+        return _aggregation().GradVac(beta=self.params.beta, eps=self.params.eps)
+
+
+@register_weighting("imtl_g")
+class IMTLG(JDAggregator):
+    """IMTL-G (Liu et al., ICLR 2021): weights that give the update equal projections on every unit task gradient."""
+
+    def make(self, n):
+        return _aggregation().IMTLG()
+
+
+@register_weighting("aligned_mtl")
+class AlignedMTL(JDAggregator):
+    """Aligned-MTL (Senushkin et al., CVPR 2023): align the Jacobian's principal components (condition number 1)."""
+
+    class Params(PrefParams):
+        scale_mode: Literal["min", "median", "rmse"] = "min"
+
+    def make(self, n):
+        return _aggregation().AlignedMTL(pref_vector=_pref(self.params.pref_vector), scale_mode=self.params.scale_mode)
+
+
+@register_weighting("config")
+class ConFIG(JDAggregator):
+    """ConFIG (Liu et al., ICLR 2025): the conflict-free direction with equal cosine to every task gradient."""
+
+    Params = PrefParams
+
+    def make(self, n):
+        return _aggregation().ConFIG(pref_vector=_pref(self.params.pref_vector))
+
+
+@register_weighting("fairgrad")
+class FairGrad(JDAggregator):
+    """FairGrad (Ban & Ji, ICML 2024): α-fair utility maximisation over the task gradients."""
+
+    requires = ("scipy",)
+
+    class Params(ViaParams):
+        alpha: float = Field(1.0, gt=0)  # 1: proportional fairness; → ∞: max-min fairness
+        max_iters: int | None = Field(None, ge=1)
+
+    def make(self, n):
+        return _aggregation().FairGrad(alpha=self.params.alpha, max_iters=self.params.max_iters)
+
+
+@register_weighting("upgrad")
+class UPGrad(JDAggregator):
+    """UPGrad (Quinton & Rey, 2024): project the mean onto the dual cone of the task gradients (no conflict)."""
+
+    Params = PrefParams
+    requires = ("quadprog", "qpsolvers")  # torchjd's dual-cone projector
+
+    def make(self, n):
+        return _aggregation().UPGrad(pref_vector=_pref(self.params.pref_vector))
+
+
+@register_weighting("dualproj")
+class DualProj(JDAggregator):
+    """DualProj (Quinton & Rey, 2024): project the averaged gradient onto the dual cone of the task gradients."""
+
+    Params = PrefParams
+    requires = ("quadprog", "qpsolvers")
+
+    def make(self, n):
+        return _aggregation().DualProj(pref_vector=_pref(self.params.pref_vector))
+
+
+@register_weighting("cagrad")
+class CAGrad(JDAggregator):
+    """CAGrad (Liu et al., NeurIPS 2021): the best worst-task improvement within a ball of radius c around the mean."""
+
+    requires = ("cvxpy",)
+
+    class Params(ViaParams):
+        c: float = Field(0.4, ge=0)  # radius of the ball around the average gradient (the paper's 0.4)
+        norm_eps: float = Field(1e-4, gt=0)
+
+    def make(self, n):
+        return _aggregation().CAGrad(c=self.params.c, norm_eps=self.params.norm_eps)
+
+
+@register_weighting("nash_mtl")
+class NashMTL(JDAggregator):
+    """Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution of the tasks over the update direction."""
+
+    requires = ("cvxpy", "ecos")
+
+    class Params(ViaParams):
+        max_norm: float = Field(1.0, gt=0)  # clip of the aggregated update (the paper's default)
+        update_weights_every: int = Field(1, ge=1)
+        optim_niter: int = Field(20, ge=1)
+
+    def make(self, n):
+        p = self.params
+        return _aggregation().NashMTL(n_tasks=n, max_norm=p.max_norm, update_weights_every=p.update_weights_every,
+                         optim_niter=p.optim_niter)
+
+    def backward(self, losses: dict[str, torch.Tensor], step: Step) -> None:
+        with warnings.catch_warnings():  # cvxpy warns at every solve that it recompiles the (non-DPP) problem
+            warnings.filterwarnings("ignore", message=".*not DPP.*")
+            super().backward(losses, step)
