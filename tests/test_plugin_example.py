@@ -1,4 +1,4 @@
-"""The README's aggregator plugin, written to a folder outside the repository, runs through `strategy_dirs=`."""
+"""The README's aggregator plugin, written to a folder outside the repository, runs through `plugin_dirs=`."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_readme_plugin_is_short_and_registers_an_aggregator_from_outside(tmp_pat
     plugins.mkdir()
     (plugins / "unit_mean.py").write_text(code)
     rc = main(["run", "suite=synthetic", "strategy=naive_mtl", "strategy.weighting=unit_mean", "train.epochs=1",
-               f"strategy_dirs=[{plugins}]", f"results_dir={tmp_path / 'results'}", "report=false"])
+               f"plugin_dirs=[{plugins}]", f"results_dir={tmp_path / 'results'}", "report=false"])
     assert rc == 0, capsys.readouterr().err
     (record,) = (tmp_path / "results").rglob("record.json")
     row = json.loads(record.read_text())["rows"]["naive_mtl"]

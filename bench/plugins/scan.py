@@ -142,6 +142,20 @@ def _light_module(name: str) -> bool:
     return root in LIGHT_ROOTS or root in sys.stdlib_module_names
 
 
+_API: dict[str, str] = {}
+
+
+def _api_names() -> dict[str, str]:
+    """Name -> the module :mod:`bench.api` re-exports it from, read from its syntax tree (importing it would import
+    the training stack): ``from bench.api import Frozen`` is as light as ``from bench.config import Frozen``."""
+    if not _API:
+        tree = ast.parse((PACKAGE / "api.py").read_text())
+        for stmt in tree.body:
+            if isinstance(stmt, ast.ImportFrom) and stmt.module:
+                _API.update({alias.asname or alias.name: stmt.module for alias in stmt.names})
+    return _API
+
+
 def _has_call(node: ast.AST) -> bool:
     return any(isinstance(n, (ast.Call, ast.Lambda, ast.NamedExpr, ast.Await)) for n in ast.walk(node))
 
@@ -156,6 +170,14 @@ def _light_namespace(meta: FileMeta) -> dict[str, Any]:
     ns = module.__dict__
     assert meta.tree is not None
     for stmt in meta.tree.body:
+        if isinstance(stmt, ast.ImportFrom) and stmt.module == "bench.api":
+            for alias in stmt.names:  # each name from the module that defines it, when that one is light
+                source = _api_names().get(alias.name)
+                if source is not None and _light_module(source):
+                    value = getattr(importlib.import_module(source), alias.name, None)
+                    if value is not None:
+                        ns[alias.asname or alias.name] = value
+            continue
         if isinstance(stmt, ast.ImportFrom):
             if stmt.module == "__future__" or stmt.level or not stmt.module or not _light_module(stmt.module):
                 continue
