@@ -150,18 +150,18 @@ def test_end_epoch_gets_each_epochs_mean_losses_and_after_step_the_recomputed_on
 def test_aggregators_get_every_task_each_step_and_features_on_single_input():
     seen = []
 
-    @register_weighting("_test_spy_agg")
-    class Spy(Aggregator):
-        """Records the step it is handed, then sums the losses."""
+    with WEIGHTINGS.scope():  # the spy leaves no name behind for the next test's list of weightings
+        @register_weighting("_test_spy_agg")
+        class Spy(Aggregator):
+            """Records the step it is handed, then sums the losses."""
 
-        uses_features = True  # declared: an Aggregator gets the shared representations only when it asks
+            uses_features = True  # declared: an Aggregator gets the shared representations only when it asks
 
-        def backward(self, losses, step: Step):
-            seen.append((set(losses), None if step.features is None else len(step.features), len(step.shared),
-                         sorted(step.heads)))
-            step.backward(sum(losses.values()))
+            def backward(self, losses, step: Step):
+                seen.append((set(losses), None if step.features is None else len(step.features), len(step.shared),
+                             sorted(step.heads)))
+                step.backward(sum(losses.values()))
 
-    try:
         for single in (True, False):
             seen.clear()
             tr = _trainer("_test_spy_agg", single_input=single, sampling="proportional", epochs=1)
@@ -172,8 +172,6 @@ def test_aggregators_get_every_task_each_step_and_features_on_single_input():
             assert n_feats == ({1} if single else {3})  # one shared representation, or one per task batch
             assert seen[0][2] == len(list(tr.model.backbone.parameters()))
             assert seen[0][3] == ["t0", "t1", "t2"]
-    finally:
-        WEIGHTINGS._items.pop("_test_spy_agg")
 
 
 @pytest.mark.parametrize("name", ["pcgrad", "upgrad", "mgda", "famo", "dwa"])
