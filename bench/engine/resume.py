@@ -1,7 +1,7 @@
 """Resume files: a killed training stage or fit continues where it stopped, from state that is never unpickled.
 
 A :class:`~bench.engine.trainer.Trainer` writes ``resume.safetensors`` after every epoch and
-:func:`~bench.engine.fitting.optimise` writes ``resume_fit.safetensors`` every few hundred steps, both through
+:func:`~bench.engine.fitting.optimise` writes ``resume_fit.safetensors`` every ``save_every`` steps, both through
 :mod:`bench.safestate` (tensors in safetensors, the rest in JSON). The pickles earlier versions wrote (``resume.pt``,
 ``resume_fit.pt``) are deleted unread, and a file that cannot be read is ignored with one line: the stage restarts,
 which gives the same result.
