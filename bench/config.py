@@ -45,6 +45,18 @@ class Frozen(BaseModel):
         _same_booleans(value, out)
         return out
 
+    @model_validator(mode="after")
+    def _bind_references(self) -> Frozen:
+        """A plug-in reference (:mod:`bench.specs`: a name with a ``bind`` method) takes its parameters from the
+        sibling field ``<field>_params`` (the plan checks both, once)."""
+        fields = type(self).model_fields
+        for name in fields:
+            value = self.__dict__.get(name)
+            if isinstance(value, str) and hasattr(value, "bind"):
+                sibling = f"{name}_params"
+                self.__dict__[name] = value.bind(self.__dict__.get(sibling) if sibling in fields else None)
+        return self
+
 
 NOT_A_SWITCH = "must be true or false"
 

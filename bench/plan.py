@@ -3,8 +3,9 @@
 Everything is resolved here, once, before any work: the suite (its YAML with the ``train.*``/``backbone.*``/...
 overrides), the tasks it will really train on (an optional task whose files are absent is dropped here, with a
 note, so the static λ, fusion weights and a search's simplex are sized from the same task list the trainer sees),
-each strategy's ``Params`` (``strategy.x=...`` goes to the strategies that have a parameter ``x``), and the
-strategy's own :meth:`~bench.strategy.Strategy.check`. A search builds every trial's variant with
+each strategy's ``Params`` (``strategy.x=...`` goes to the strategies that have a parameter ``x``; the weighting and
+fusion method they name are checked with them, :mod:`bench.specs`, and against the tasks here), and the strategy's
+own :meth:`~bench.strategy.Strategy.check`. A search builds every trial's variant with
 :func:`make_variant`, the very function a run uses, so a trial and ``bench run params=best.yaml`` are one code path.
 
 The front half, what needs no imported plug-in and no model, is defined once in :mod:`bench.precheck`: ``bench
@@ -21,7 +22,6 @@ from typing import Any
 from bench.config import Frozen, SuiteConfig
 from bench.errors import BenchError
 from bench.launch import Launcher, without_launch_args
-from bench.overrides import as_bool
 from bench.plugins.hashing import used_plugins
 from bench.precheck import (  # the front half of planning, which imports nothing heavy: defined there once
     DEFAULT_SUITE,
@@ -35,6 +35,7 @@ from bench.precheck import (  # the front half of planning, which imports nothin
     folders,
     front,
     given_params,
+    options,
     seeds_of,
     select_params,
     set_dotted,
@@ -42,6 +43,7 @@ from bench.precheck import (  # the front half of planning, which imports nothin
     suite_of,
     unused_params,
 )
+from bench.specs import specs_of
 from bench.stages import STAGE_VERSION
 from bench.store import content_hash
 from bench.strategy import STRATEGIES, Strategy, discover, source_hash
@@ -168,6 +170,8 @@ def make_variant(combo: dict[str, Any], cls: type[Strategy], label: str | None =
     given = given_params(combo)
     params = strategy_params(cls, given, only)
     cls.check(params, suite.task_names)
+    for spec in specs_of(params):  # each weighting / fusion method it names, against the tasks (bench.specs)
+        spec.check(suite.task_names)
     if label is None:
         fields = set(cls.Params.model_fields)
         label = combo.get("label") or cls.name
@@ -207,6 +211,6 @@ def make_plan(args: list[str]) -> Plan:
             variants.append(make_variant(combo, classes[name], suite=suite, notes=suite_notes,
                                          only=len(everyone) == 1))
         unused_params(combo, [c.Params for c in classes.values()], everyone)
-    results_dir = Path(first.get("results_dir", "results"))
-    return Plan(variants, seeds, results_dir, as_bool(first, "force", False), as_bool(first, "report", True),
+    opts = options(first)
+    return Plan(variants, seeds, opts.results_dir, opts.force, opts.report,
                 notes=notes, launcher=f.launcher, args=without_launch_args(args), trackers=trackers)

@@ -35,6 +35,7 @@ from bench.options import RunOptions, renamed
 from bench.overrides import expand, load_params_file, parse
 from bench.plugins import Scan
 from bench.plugins.discovery import HINT
+from bench.specs import specs_of
 from bench.suites import find_suite, read_suite_yaml, suite_files, validate_suite
 
 DEFAULT_SUITE = "text"
@@ -211,5 +212,7 @@ def check_run(args: list[str]) -> None:
                 continue
             for field, kind in NAMED_PARAMS.items():
                 scan.check_name(kind, getattr(params, field, None), HINT)
+            for spec in specs_of(params):  # a typed reference of another name (bench.specs)
+                scan.check_name(spec.kind, spec.name, HINT)
         if all(m is not None for m in models.values()):
             unused_params(combo, list(models.values()), everyone)  # type: ignore[arg-type]

@@ -43,10 +43,11 @@ import torch
 from safetensors import safe_open
 
 from bench.checkpoint import save_state
-from bench.config import Frozen, NoParams, validated
+from bench.config import Frozen, NoParams
 from bench.errors import BenchError
 from bench.plugins.discovery import HINT
 from bench.plugins.registry import Registry
+from bench.specs import FusionSpec
 
 
 class FusionMethod(ABC):
@@ -97,9 +98,9 @@ def _name_of(cls: type[FusionMethod]) -> str:
 
 
 def build_fusion(name: str, params: dict[str, Any] | None, n: int) -> FusionMethod:
-    """Validate ``params`` for fusing ``n`` checkpoints and build the method (unknown names list the valid ones)."""
-    cls = FUSIONS.get(name)
-    return cls(validated(cls.Params, params, f"fusion {name!r}"), n)
+    """Validate ``params`` for fusing ``n`` checkpoints and build the method (unknown names list the valid ones; a
+    strategy names its method with a :class:`~bench.specs.FusionSpec`, which validates once)."""
+    return FusionSpec.of(name, params).build(n)
 
 
 # ---------------------------------------------------------------------------------------------- streaming

@@ -17,6 +17,7 @@ import torch
 from bench.engine import FitResult, optimise, resolve_device
 from bench.errors import BenchError
 from bench.model import MultiTaskModel
+from bench.specs import FusionSpec, WeightingSpec
 from bench.stages.batches import Batches
 from bench.stages.cache import discard, run_stage
 from bench.stages.context import Checkpoint, Outcome, SuiteContext
@@ -151,31 +152,36 @@ class Stages:
         :func:`frozen_names`), e.g. ``"backbone"`` for a linear probe. Both are part of the stage's key."""
         return run_finetune(self, task, init or self.init(), share, train, freeze)
 
-    def fuse(self, parts: list[Checkpoint], method: str = "mean", params: dict[str, Any] | None = None,
+    def fuse(self, parts: list[Checkpoint], fusion: FusionSpec | str = "mean", params: dict[str, Any] | None = None,
              base: Checkpoint | None = None) -> Outcome:
-        """Fuse the backbones of ``parts`` (θ0 = ``base``); each task keeps the head from its own checkpoint.
+        """Fuse the backbones of ``parts`` (θ0 = ``base``) with ``fusion``, a strategy's checked reference
+        (:class:`~bench.specs.FusionSpec`) or a method's name with its ``params``; each task keeps the head from its
+        own checkpoint.
 
         A streaming method (:class:`~bench.fusion.FusionMethod`) fuses the files tensor by tensor; a model-based one
         (:class:`~bench.fusion.ModelFusion`: AdaMerging, Fisher, RegMean, ...) gets a
         :class:`~bench.fusion.FusionJob` and may read data, so its key also holds the data and the seed."""
-        return run_fuse(self, parts, base or self.init(), method, params)
+        return run_fuse(self, parts, base or self.init(), FusionSpec.given(fusion, params))
 
-    def fused_model(self, parts: list[Checkpoint], method: str = "mean", params: dict[str, Any] | None = None,
+    def fused_model(self, parts: list[Checkpoint], fusion: FusionSpec | str = "mean",
+                    params: dict[str, Any] | None = None,
                     base: Checkpoint | None = None) -> tuple[MultiTaskModel, dict[str, Any]]:
         """A streaming fusion of ``parts`` as a model in memory, nothing written: what a fusion-weight search
         trial evaluates and throws away. Model-based methods go through :meth:`fuse` (a cached stage)."""
-        return fused_model(self, parts, base or self.init(), method, params)
+        return fused_model(self, parts, base or self.init(), FusionSpec.given(fusion, params))
 
     def evaluate_model(self, model: MultiTaskModel, splits: tuple[str, ...] | None = None) -> Evaluation:
         """``(metrics, throughput, predictions)`` of an in-memory model on ``splits`` (default: this run's
         evaluation splits), for the tasks it has heads for; nothing is stored."""
         return evaluate_model(self, model, splits)
 
-    def joint(self, init: Checkpoint | None = None, tasks: list[str] | None = None, weighting: str = "equal",
-              weighting_params: dict[str, Any] | None = None, share: float = 1.0, sampling: str | None = None,
-              epochs: int | None = None, train: dict[str, Any] | None = None,
+    def joint(self, init: Checkpoint | None = None, tasks: list[str] | None = None,
+              weighting: WeightingSpec | str = "equal", weighting_params: dict[str, Any] | None = None,
+              share: float = 1.0, sampling: str | None = None, epochs: int | None = None,
+              train: dict[str, Any] | None = None,
               freeze: str | list[str] | None = None) -> Outcome:
-        """Train every task at once from ``init`` (θ0 by default) with ``weighting``.
+        """Train every task at once from ``init`` (θ0 by default) with ``weighting``: a strategy's checked reference
+        (:class:`~bench.specs.WeightingSpec`), or a weighting's name with its ``weighting_params``.
 
         ``sampling`` / ``epochs`` override the suite's ``train.sampling`` / ``train.epochs`` for this stage (the
         controls of a matched comparison); ``train``: any other ``train.*`` settings of this stage (``lr``, ...);
@@ -183,8 +189,8 @@ class Stages:
         budget this stage may spend under ``budget.match`` (which then decides the number of steps, and ``epochs``
         is ignored)."""
         init = init or self.init()
-        return run_joint(self, init, list(tasks or self.task_names), weighting, weighting_params, share, sampling,
-                         epochs, train, freeze)
+        return run_joint(self, init, list(tasks or self.task_names), WeightingSpec.given(weighting, weighting_params),
+                         share, sampling, epochs, train, freeze)
 
     def evaluate(self, ckpt: Checkpoint) -> Outcome:
         """Validation and test metrics of a stored model (e.g. the fused one, before joint training)."""

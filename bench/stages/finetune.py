@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.specs import WeightingSpec
 from bench.stages.cache import run_stage
 from bench.stages.context import Checkpoint, Outcome
 from bench.stages.keys import _freeze, _train_key, frozen_names
@@ -28,7 +29,8 @@ def run_finetune(stages: Stages, task: str, init: Checkpoint, share: float = 1.0
         seed = sub_seed(stages.seed, "finetune", task)
         model = build_model(ctx, [task], init, seed)
         _freeze(model, frozen)
-        return train_stage(stages, folder, model, [task], "equal", {}, seed, f"finetune {task} s{stages.seed}",
+        alone = WeightingSpec.given("equal").build([ctx.task(task)])  # one task: its loss as it is
+        return train_stage(stages, folder, model, [task], alone, seed, f"finetune {task} s{stages.seed}",
                            train=cfg, max_steps=steps)
 
     key = {"task": task, "init": init.key, "train": _train_key(cfg),

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bench import checkpoint as C
-from bench.fusion import FusionJob, ModelFusion, build_fusion, fuse_files
+from bench.fusion import FusionJob, ModelFusion, fuse_files
 from bench.fusion.base import fuse_state
 from bench.model import MultiTaskModel
+from bench.specs import FusionSpec
 from bench.stages.cache import run_stage
 from bench.stages.context import Checkpoint, Outcome
 from bench.stages.keys import _plugin_source
@@ -23,12 +24,11 @@ if TYPE_CHECKING:  # annotations only: the class delegates to this module
     from bench.stages.base import Stages
 
 
-def run_fuse(stages: Stages, parts: list[Checkpoint], base: Checkpoint, method: str = "mean",
-         params: dict[str, Any] | None = None) -> Outcome:
+def run_fuse(stages: Stages, parts: list[Checkpoint], base: Checkpoint, spec: FusionSpec) -> Outcome:
     """See :meth:`bench.stages.Stages.fuse`."""
     ctx = stages.ctx
-    params = dict(params or {})
-    fusion = build_fusion(method, params, len(parts))
+    method, params = str(spec), dict(spec.raw)
+    fusion = spec.build(len(parts))
     tasks = tuple(t for p in parts for t in p.tasks)
     model_based = isinstance(fusion, ModelFusion)
     if model_based:
@@ -63,10 +63,10 @@ def run_fuse(stages: Stages, parts: list[Checkpoint], base: Checkpoint, method: 
     return run_stage(stages, "fuse", key, tasks, compute)
 
 
-def fused_model(stages: Stages, parts: list[Checkpoint], base: Checkpoint, method: str = "mean",
-                params: dict[str, Any] | None = None) -> tuple[MultiTaskModel, dict[str, Any]]:
+def fused_model(stages: Stages, parts: list[Checkpoint], base: Checkpoint,
+                spec: FusionSpec) -> tuple[MultiTaskModel, dict[str, Any]]:
     """See :meth:`bench.stages.Stages.fused_model`."""
-    fusion = build_fusion(method, dict(params or {}), len(parts))
+    fusion = spec.build(len(parts))
     tasks = [t for p in parts for t in p.tasks]
     model = build_model(stages.ctx, tasks, None, sub_seed(stages.seed, "eval"))
     with torch.no_grad():  # fused straight into the model's own tensors: no state dict to copy

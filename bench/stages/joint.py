@@ -5,25 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.specs import WeightingSpec
 from bench.stages.cache import run_stage
 from bench.stages.context import Checkpoint, Outcome
 from bench.stages.keys import _freeze, _plugin_source, _train_key, frozen_names
 from bench.stages.models import build_model, sub_seed
 from bench.stages.training import budget_steps, train_config, train_stage
-from bench.weighting import build_weighting
 
 if TYPE_CHECKING:  # annotations only: the class delegates to this module
     from bench.stages.base import Stages
 
 
-def run_joint(stages: Stages, init: Checkpoint, tasks: list[str], weighting: str = "equal",
-          weighting_params: dict[str, Any] | None = None, share: float = 1.0, sampling: str | None = None,
+def run_joint(stages: Stages, init: Checkpoint, tasks: list[str], weighting: WeightingSpec,
+          share: float = 1.0, sampling: str | None = None,
           epochs: int | None = None, train: dict[str, Any] | None = None,
           freeze: str | list[str] | None = None) -> Outcome:
     """See :meth:`bench.stages.Stages.joint`."""
     ctx = stages.ctx
-    wp = dict(weighting_params or {})
-    w = build_weighting(weighting, [ctx.task(t) for t in tasks], wp)  # fail before any work
+    wp = dict(weighting.raw)
+    w = weighting.build([ctx.task(t) for t in tasks])  # fail before any work; the stage trains with this one
     overrides = {**(train or {}), **{k: v for k, v in (("sampling", sampling), ("epochs", epochs))
                                      if v is not None}}
     train_cfg = train_config(ctx, overrides, "joint")
@@ -36,7 +36,7 @@ def run_joint(stages: Stages, init: Checkpoint, tasks: list[str], weighting: str
         seed = sub_seed(stages.seed, "joint")
         model = build_model(ctx, tasks, init, seed)
         _freeze(model, frozen)
-        return train_stage(stages, folder, model, tasks, weighting, wp, seed, f"joint[{weighting}] s{stages.seed}",
+        return train_stage(stages, folder, model, tasks, w, seed, f"joint[{weighting}] s{stages.seed}",
                            train=train_cfg, max_steps=steps)
 
     key = {"tasks": tasks, "init": init.key, "weighting": weighting, "weighting_params": wp,

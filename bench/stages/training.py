@@ -14,7 +14,7 @@ from bench.model import MultiTaskModel
 from bench.stages.context import SuiteContext
 from bench.stages.evaluation import evaluate_splits
 from bench.stages.predictions import save_predictions
-from bench.weighting import build_weighting
+from bench.weighting import Balancer
 
 if TYPE_CHECKING:  # annotations only: the class delegates to this module
     from bench.stages.base import Stages
@@ -55,14 +55,13 @@ def budget_steps(ctx: SuiteContext, tasks: list[str], share: float, per_step_tas
     return None if steps == natural else steps
 
 
-def train_stage(stages: Stages, folder: Path, model: MultiTaskModel, tasks: list[str], weighting: str,
-                weighting_params: dict[str, Any], seed: int, desc: str, train: TrainConfig | None = None,
-                max_steps: int | None = None) -> dict[str, Any]:
-    """Train ``model`` on ``tasks`` with ``weighting`` into ``folder`` (resumable there), evaluate it on the run's
-    splits, save it and its predictions; returns the stage's info."""
+def train_stage(stages: Stages, folder: Path, model: MultiTaskModel, tasks: list[str], w: Balancer, seed: int,
+                desc: str, train: TrainConfig | None = None, max_steps: int | None = None) -> dict[str, Any]:
+    """Train ``model`` on ``tasks`` with the balancer ``w`` (built for these tasks by the stage that checked it) into
+    ``folder`` (resumable there), evaluate it on the run's splits, save it and its predictions; returns the stage's
+    info."""
     ctx = stages.ctx
     cfgs = [ctx.task(t) for t in tasks]
-    w = build_weighting(weighting, cfgs, weighting_params)
     trainer = Trainer(model, cfgs, ctx.encoded, w, train or ctx.train, seed, ctx.pre.collate,
                       ctx.suite.kind == "single_input", work_dir=folder, desc=desc,
                       on_epoch=stages.on_epoch, max_steps=max_steps,

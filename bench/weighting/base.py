@@ -48,10 +48,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from bench.config import Frozen, NoParams, TaskConfig, validated
+from bench.config import Frozen, NoParams, TaskConfig
 from bench.errors import BenchError, CellFailed
 from bench.plugins.discovery import HINT
 from bench.plugins.registry import Registry
+from bench.specs import WeightingSpec
 from bench.weighting import jacobian
 from bench.weighting.jacobian import Via
 
@@ -230,13 +231,13 @@ def check_requirements(name: str, cls: type[Balancer]) -> None:
 
 
 def build_weighting(name: str, tasks: list[TaskConfig], params: dict[str, Any] | None = None) -> Balancer:
-    """Validate ``params`` against the balancer's ``Params``, check its optional dependencies, and build it."""
-    cls = WEIGHTINGS.get(name)
-    check_requirements(name, cls)
-    return cls(tasks, validated(cls.Params, params, f"weighting {name!r}"))
+    """Validate ``params`` against the balancer's ``Params``, check its optional dependencies, and build it (a
+    strategy names its weighting with a :class:`~bench.specs.WeightingSpec`, which does this once)."""
+    return WeightingSpec.of(name, params).build(tasks)
 
 
 def check_weighting(name: str, params: dict[str, Any], task_names: list[str]) -> None:
     """Fail at plan time, before any data or model is loaded, on a bad weighting name, parameter or missing extra.
-    (What needs a built model, such as GradNorm's layer, is checked when the stage starts.)"""
-    build_weighting(name, [TaskConfig(name=t, input="vector", target="regression") for t in task_names], params)
+    (What needs a built model, such as GradNorm's layer, is checked when the stage starts.) A ``WeightingSpec``
+    field of a strategy's ``Params`` is checked so by the plan: strategies need not call this."""
+    WeightingSpec.of(name, params).check(task_names)
