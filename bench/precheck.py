@@ -46,7 +46,7 @@ PREFIXES = ("train.", "backbone.", "split.", "strategy.", "launcher.")
 SUITE_PREFIXES = ("train.", "backbone.", "split.", "budget.")
 #: a strategy parameter of one of these names names an entry of that registry (checked before any import)
 NAMED_PARAMS = {"fusion": "fusion method", "weighting": "weighting"}
-STRATEGY_HINT = "; strategies in another folder need strategy_dirs=[folder]"
+STRATEGY_HINT = "; strategies in another folder need plugin_dirs=[folder]"
 
 
 def default_suite() -> str:

@@ -103,7 +103,7 @@ def test_strategy_params_go_only_to_the_strategies_that_have_them():
     (["tasks=[]"], "tasks=[] is empty: name at least one, e.g. tasks=[clean,medium]"),
     (["seed=[1,1]"], "seed=[1, 1] names a seed twice"),
     (["strategy=naive_mlt"], "did you mean 'naive_mtl'?); valid: "),
-    (["strategy=mine"], "; strategies in another folder need strategy_dirs=[folder]"),
+    (["strategy=mine"], "; strategies in another folder need plugin_dirs=[folder]"),
 ])
 def test_empty_or_unknown_lists_fail_before_any_work(results, capsys, args, message):
     assert run(results, *args) == 2
