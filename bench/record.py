@@ -2,14 +2,19 @@
 :class:`StageRef` provenance of every stage a row used. One schema version, one naming rule, read and written by
 the same models (``bench run`` writes them; the summary, the report, the search objective and the gate read them).
 
-Schema history (docs/records.md):
+Schema history (docs/records.md); every migration lives here, in the models' validators:
 
-* **2** (current): the configuration and its fingerprints, per-row budgets, stage provenance, per-example
-  predictions.
+* **3** (current): one word per meaning: the training configuration is ``train`` (was ``budget``) and what a row
+  spent is its ``spent`` (was the row's ``budget``); each row describes itself (``style``: its kind, table order,
+  colour and family, as the strategy that made it declared them, :class:`RowStyle`), so the report reads no
+  plug-in; ``plugins`` holds the source hash of every user plug-in the cell used.
+* **2**: the configuration and its fingerprints, per-row budgets, stage provenance, per-example predictions. Read
+  as schema 3 with ``budget`` renamed; its rows have no ``style`` (the report falls back to what the plug-in
+  files declare, read without importing them, :mod:`bench.report.style`).
 * **1**: none of those. A schema-1 record is *migrated* when read: its ``config`` is rebuilt from ``budget``,
   ``strategy`` and ``params``, and its fingerprints are hashes of those prefixed ``v1-`` (so it never pairs with a
-  schema-2 record by accident). It keeps ``schema_version == 1``, which the report uses to say the row has no
-  intervals.
+  schema-2 record by accident). It keeps ``schema_version == 1`` (:attr:`Record.legacy`), which the report uses to
+  say the row has no intervals.
 * A record written by a newer ``bench`` (a higher version) is refused with one line: this reader cannot know what
   its fields mean.
 
@@ -25,6 +30,8 @@ Example:
     'fused[fusion=ties]'
     >>> variant_name("fused", "my_run", "fuse_then_joint"), variant_name("fuse_then_joint", "my_run", "fuse_then_joint")
     ('fused[my_run]', 'my_run')
+    >>> Row.of({"metrics": {}, "budget": {"epochs": 3}}).spent  # schema 2 spelled what a row spent "budget"
+    {'epochs': 3}
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -49,9 +57,11 @@ from pydantic import (
     model_validator,
 )
 
+from bench.config import DEFAULT_STRATEGIES
 from bench.errors import BenchError
+from bench.rowid import RowId
 
-SCHEMA_VERSION = 2  # what `bench run` writes; readers accept 1..SCHEMA_VERSION
+SCHEMA_VERSION = 3  # what `bench run` writes; readers accept 1..SCHEMA_VERSION
 
 
 def _number(value: Any) -> int | float:
@@ -126,6 +136,26 @@ class Fusion(_Open):
     coefficients: Coefficients | None = None
 
 
+def strategy_rank(name: str) -> int:
+    """A strategy's place in a table (``RowStyle.order[0]``): as ``DEFAULT_STRATEGIES`` lists it, any other after
+    them (then by name)."""
+    return DEFAULT_STRATEGIES.index(name) if name in DEFAULT_STRATEGIES else len(DEFAULT_STRATEGIES)
+
+
+class RowStyle(_Open):
+    """How the report shows a row, as the strategy that made it declared when the record was written
+    (:func:`bench.rowstyle.row_style`): the row ``kind`` (a name in the strategy's ``rows``), its table ``order``
+    (the strategy's rank: its place in ``DEFAULT_STRATEGIES``, others after them by name; then the kind's place in
+    the strategy's rows), its ``colour`` and its ``family`` (the strategy's declaration, else the family of the
+    weighting the row trained with). The report reads these instead of importing the plug-in."""
+
+    kind: StrictStr
+    strategy: StrictStr
+    order: tuple[StrictInt, StrictInt]
+    colour: str | None = None
+    family: str | None = None
+
+
 class Row(_Open):
     """One leaderboard row of a cell: what :func:`bench.stages.make_row` builds and a strategy's ``run`` returns
     per variant. ``metrics[split][task][metric]``; ``test`` is required in a record (a search's rows have only
@@ -135,12 +165,14 @@ class Row(_Open):
     best_epoch: dict[str, int] = Field(default_factory=dict)
     telemetry: Telemetry = Field(default_factory=Telemetry)
     trajectories: dict[str, Any] = Field(default_factory=dict)
-    budget: dict[str, Any] | None = None
+    # what the row spent (samples, steps, epochs over its training stages); schema 2 called it "budget"
+    spent: dict[str, Any] | None = Field(default=None, validation_alias=AliasChoices("spent", "budget"))
     predictions: dict[str, dict[str, str]] | None = None
     stages: list[StageRef] | None = None
     code_versions: list[str] = Field(default_factory=list)
     fusion: Fusion | None = None
     weights_label: str | None = None  # the y label of its weight trajectories, from the weighting that made them
+    style: RowStyle | None = None  # kind, order, colour, family (schema 3; None in older records)
 
     @classmethod
     def of(cls, data: Any) -> Row:
@@ -193,7 +225,8 @@ class Record(_Open):
     code_version: str = "unknown"
     plugins: dict[str, str] = Field(default_factory=dict)  # "<kind>:<name>" -> source hash of a user plug-in
     backbone: str | None = None
-    budget: dict[str, Any] = Field(default_factory=dict)
+    # the suite's training configuration (epochs, lr, sample caps, ...); schema 2 called it "budget"
+    train: dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("train", "budget"))
     notes: list[str] = Field(default_factory=list)
     versions: dict[str, str] = Field(default_factory=dict)
     cell_wall_time_s: float | None = None
@@ -225,7 +258,7 @@ class Record(_Open):
                 data = dict(data)
                 budget, params = data.get("budget") or {}, data.get("params") or {}
                 data.setdefault("config", {"suite": {"train": budget}, "strategy": data.get("strategy"),
-                                           "params": params})
+                                           "params": params})  # hashed below under its schema-1 name, "budget"
                 data.setdefault("config_fingerprint", "v1-" + _hash({"budget": budget, "params": params}))
                 data.setdefault("budget_fingerprint", "v1-" + _hash({"budget": budget}))
         return data
@@ -271,6 +304,16 @@ class Record(_Open):
     def path(self) -> Path | None:
         return self._path
 
+    @property
+    def legacy(self) -> bool:
+        """A schema-1 record: no configuration of its own, no per-row provenance or predictions (no intervals)."""
+        return self.schema_version < 2
+
+    def plugin_versions(self) -> tuple[tuple[str, str], ...]:
+        """The user plug-ins the cell used and their source hashes, sorted: records that differ here come from
+        different versions of a plug-in, and a row never mixes them (:func:`bench.report.records.latest_per_seed`)."""
+        return tuple(sorted(self.plugins.items()))
+
     def primary(self, row: str, split: str = "test") -> dict[str, float]:
         return self.rows[row].primary(split, self.tasks)
 
@@ -287,20 +330,19 @@ def variant_name(row: str, label: str, strategy: str | None = None) -> str:
       its own: ``fused[fusion=ties]``, ``fuse_then_joint[fusion=ties]``;
     * a custom label (``label=NAME``, not the strategy name plus parameters) names the strategy's own row and tags
       its other rows: ``NAME``, ``fused[NAME]``."""
-    if strategy is not None and label != strategy and not label.startswith(strategy + "["):
-        return label if row == strategy else f"{row}[{label}]"
+    if strategy is not None and label != strategy and RowId.parse(label).kind != strategy:
+        return label if row == strategy else str(RowId(row, (label,)))
     return row if "[" in row else row + label_suffix(label)
 
 
 def label_suffix(label: str) -> str:
     """``'fuse_then_joint[fusion=ties]'`` -> ``'[fusion=ties]'``; ``'naive_mtl'`` -> ``''``."""
-    start = label.find("[")
-    return label[start:] if start >= 0 and label.endswith("]") else ""
+    return RowId.parse(label).suffix
 
 
 def base_strategy(variant: str) -> str:
     """``'fused[fusion=ties]'`` -> ``'fused'``: the row kind that picks a variant's colour and sort position."""
-    return variant.split("[", 1)[0]
+    return RowId.parse(variant).kind
 
 
 def _hash(obj: Any) -> str:

@@ -92,7 +92,7 @@ def _budgets(results: Path, suite: Path, *args: str) -> dict[str, dict]:
                       "strategy=separate,naive_mtl,fuse_then_joint,gradnorm", *args])
     assert execute(plan, out=io.StringIO()) == 0
     match = next((a.split("=")[1] for a in args if a.startswith("budget.match=")), "none")
-    return {v: row["budget"] for rec in records(results) if rec["budget_match"] == match
+    return {v: row["spent"] for rec in records(results) if rec["budget_match"] == match
             for v, row in rec["rows"].items()}
 
 
@@ -124,7 +124,7 @@ def test_budgets_are_shown_and_can_be_matched(tmp_path):
 def test_naive_mtl_controls_are_labelled_rows(results):
     _run(results, "strategy=naive_mtl", "strategy.sampling=all")
     _run(results, "strategy=naive_mtl", "strategy.epochs=4")
-    labels = {r["label"]: r["rows"]["naive_mtl"]["budget"] for r in records(results)}
+    labels = {r["label"]: r["rows"]["naive_mtl"]["spent"] for r in records(results)}
     assert set(labels) == {"naive_mtl[sampling=all]", "naive_mtl[epochs=4]"}
     assert labels["naive_mtl[epochs=4]"]["epochs"] == 4
 

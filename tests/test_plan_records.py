@@ -48,7 +48,7 @@ def test_custom_label_keeps_every_row_of_the_strategy_in_the_summary(results, ca
 
 
 def test_a_schema_1_record_is_migrated_and_a_newer_schema_is_skipped_with_its_reason(results, capsys):
-    from bench.record import Record
+    from bench.record import SCHEMA_VERSION, Record
 
     assert run(results, "strategy=naive_mtl") == 0
     (path,) = results.glob("synthetic/cells/*/*/record.json")
@@ -61,15 +61,16 @@ def test_a_schema_1_record_is_migrated_and_a_newer_schema_is_skipped_with_its_re
     future = path.parent.parent / "future" / "record.json"
     future.parent.mkdir()
     unsealed = {k: v for k, v in data.items() if k != "integrity"}  # a hand-written record carries no seal
-    future.write_text(json.dumps({**unsealed, "schema_version": 3, "label": "from_the_future"}))
+    future.write_text(json.dumps({**unsealed, "schema_version": SCHEMA_VERSION + 1, "label": "from_the_future"}))
     capsys.readouterr()
     from bench.report.records import RecordWarning
 
     with pytest.warns(RecordWarning) as caught:
         assert main(["report", "suite=synthetic", f"results_dir={results}", "plots=false"]) == 0
     (message,) = [str(w.message) for w in caught]
-    assert message.startswith(f"skipping record {future}: record: written by a newer bench (schema_version 3; "
-                              "this one reads 1 to 2): upgrade bench to report it"), message
+    assert message.startswith(f"skipping record {future}: record: written by a newer bench (schema_version "
+                              f"{SCHEMA_VERSION + 1}; this one reads 1 to {SCHEMA_VERSION}): upgrade bench to report "
+                              "it"), message
     out = capsys.readouterr().out
     assert "from_the_future" not in out and "naive_mtl" in out
     # alone in the store it leaves nothing to report: exit 2, and the reason was said

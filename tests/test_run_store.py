@@ -192,7 +192,7 @@ def test_nan_loss_fails_only_its_cell(results):
     assert code == 1
     assert "FAILED: loss of task" in out and "at step" in out
     recs = records(results)
-    assert len(recs) == 1 and recs[0]["budget"]["lr"] == 1e-3
+    assert len(recs) == 1 and recs[0]["train"]["lr"] == 1e-3
     assert list(results.rglob("failed.json"))
 
 

@@ -30,6 +30,10 @@ from bench.report.records import fusion_coefficients, load_records, row_name, tr
 SPLITS = ("test", "validation")
 OPTION_KEYS = ("level", "interval", "delta_m", "correction", "bootstrap", "min_seeds", "budget_tolerance", "components",
                "columns")
+#: every key ``bench report suite=<one>`` takes; ``strategy_dirs`` is the old spelling of ``plugin_dirs``
+KEYS = ("suite", "results_dir", "out", "split", "strategy", "compare", "plots", "plugin_dirs", "strategy_dirs",
+        *OPTION_KEYS)
+PLUGIN_KEYS = ("plugin_dirs", "strategy_dirs")
 
 __all__ = ["ReportOptions", "build_leaderboards", "compare_names", "report_command", "report_options",
            "write_boards", "write_report"]
@@ -60,15 +64,16 @@ def _selected(records: list[Record], strategies: list[str] | None) -> list[str] 
 
 def build_leaderboards(results_dir: Path | str, suite: str, strategies: list[str] | None = None,
                        main_split: str = "test", options: ReportOptions | None = None,
-                       ) -> tuple[list[Leaderboard], list[Record]]:
+                       plugin_dirs: list[str] | tuple[str, ...] = ()) -> tuple[list[Leaderboard], list[Record]]:
     """The leaderboards of every split (``main_split`` first) and the records they came from.
 
     Δm% is always computed against the separate row of the same budget and data, even when ``strategies`` leaves
-    it out; tests, marks and the MDE are computed over the rows shown.
+    it out; tests, marks and the MDE are computed over the rows shown. ``plugin_dirs``: where the plug-ins of
+    records older than schema 3 declare their rows' order and colours (read, never imported).
     """
     if main_split not in SPLITS:
         raise BenchError(f"unknown split {main_split!r}{did_you_mean(main_split, SPLITS)}; valid: test, validation")
-    records = load_records(results_dir, suite)
+    records = load_records(results_dir, suite, plugin_dirs=plugin_dirs)
     chosen = _selected(records, strategies)
     splits = [main_split, *(s for s in SPLITS if s != main_split)]
     boards = []
@@ -135,11 +140,30 @@ def _write_compare(board: Leaderboard, a: str, b: str, out_dir: Path) -> tuple[P
     return path, text
 
 
+def plugin_dirs_of(opts: dict) -> list[str]:
+    """The ``plugin_dirs=`` folders (or their old spelling ``strategy_dirs=``; both may be given): one or a list."""
+    out: list[str] = []
+    for key in PLUGIN_KEYS:
+        value = opts.get(key)
+        if value:
+            out += [str(getattr(v, "text", v)) for v in (value if isinstance(value, (list, tuple)) else [value])]
+    return out
+
+
+def check_keys(opts: dict) -> None:
+    """Refuse a key ``bench report`` does not take: one line naming it and the valid keys."""
+    bad = [k for k in opts if k not in KEYS]
+    if bad:
+        raise BenchError(f"report: unknown key {bad[0]}={did_you_mean(bad[0], KEYS)}; valid keys: "
+                         f"{', '.join(KEYS)}")
+
+
 def report_command(opts: dict) -> int:
     """CLI entry: opts ``suite`` (required; a list or ``all``: the cross-suite report, bench/report/across.py),
     ``results_dir``, ``strategy`` (list), ``out``, ``split``, ``level``,
     ``interval``, ``delta_m``, ``correction``, ``min_seeds``, ``budget_tolerance``, ``components``, ``columns``
-    (``all`` | ``scores``), ``compare`` (two row names)."""
+    (``all`` | ``scores``), ``compare`` (two row names), ``plots`` (true | false: the figures too, default true),
+    ``plugin_dirs`` (alias ``strategy_dirs``). Any other key is refused."""
     from rich.console import Console
     from rich.markdown import Markdown
 
@@ -149,7 +173,11 @@ def report_command(opts: dict) -> int:
     if isinstance(suite, (list, tuple)) or suite == "all":  # suite=a,b,c or suite=all: docs/across_suites.md
         from bench.report.across import across_command
 
-        return across_command(opts)
+        return across_command({k: v for k, v in opts.items() if k not in PLUGIN_KEYS})
+    check_keys(opts)
+    plots = opts.get("plots", True)
+    if not isinstance(plots, bool):
+        raise BenchError(f"plots={plots!r} must be true or false")
     from bench.suites import stored_suite
 
     options = report_options(**{k: opts.get(k) for k in OPTION_KEYS})
@@ -163,9 +191,9 @@ def report_command(opts: dict) -> int:
         strategies = [str(s) for s in strategies]
     out_dir = Path(opts["out"]) if opts.get("out") else results_dir / str(suite) / "report"
     boards, records = build_leaderboards(results_dir, str(suite), strategies, str(opts.get("split") or "test"),
-                                         options)
+                                         options, plugin_dirs_of(opts))
     compared = _write_compare(boards[0], *pair, out_dir) if pair else None  # a bad row name fails before writing
-    paths = write_boards(boards, records, out_dir)
+    paths = write_boards(boards, records, out_dir) if plots else write_tables(boards, out_dir)
     console = Console()
     compact = console.width < 150
     console.print(to_rich(boards[0], compact=compact))

@@ -95,7 +95,7 @@ class RowInfo:
 
     @property
     def schema_1(self) -> bool:
-        return all(e.record.schema_version < 2 for e in self.entries)
+        return all(e.record.legacy for e in self.entries)
 
 
 def row_infos(records: list[Record]) -> dict[str, RowInfo]:
@@ -113,11 +113,11 @@ def row_infos(records: list[Record]) -> dict[str, RowInfo]:
 
 
 def budget_means(info: RowInfo) -> dict[str, float]:
-    """Mean over seeds of the row's ``budget`` fields (NaN when no record of the row has them)."""
+    """Mean over seeds of what the row ``spent`` (NaN when no record of the row has them)."""
     out = {}
     for key in BUDGET_FIELDS:
-        values = [float(e.row.budget[key]) for e in info.entries
-                  if e.row.budget and isinstance(e.row.budget.get(key), (int, float))]
+        values = [float(e.row.spent[key]) for e in info.entries
+                  if e.row.spent and isinstance(e.row.spent.get(key), (int, float))]
         out[key] = float(np.mean(values)) if values else math.nan
     return out
 
@@ -165,7 +165,7 @@ class Predictions:
         ids = target = None
         preds = []
         for e in info.entries:
-            if e.record.schema_version < 2:
+            if e.record.legacy:
                 return f"seed {e.seed}: {OLD_RECORDS}"
             rel = (e.row.predictions or {}).get(bt.split, {}).get(bt.task)
             if not rel:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from bench import stats, twolevel
 from bench.report.inference import Inference, RowInfo
+from bench.rowid import RowId
 
 MIN_SEEDS = 3  # below this a seed-disjoint A/A check marks well above α (docs/statistics.md has the rates)
 POWER = 0.8  # of the MDE in the caption
@@ -95,8 +96,7 @@ def _matched_control(infos: dict[str, RowInfo], row: str, shown_or_all: list[str
 
 def _overrides(info: RowInfo) -> list[tuple[str, str]]:
     """The strategy parameters a row's name shows (``naive_mtl[weighting=pcgrad]`` -> [("weighting", "pcgrad")])."""
-    inner = info.name.split("[", 1)[1][:-1] if "[" in info.name and info.name.endswith("]") else ""
-    parts = [p.split("=", 1) for p in inner.split(",") if "=" in p]
+    parts = [p.split("=", 1) for p in RowId.parse(info.name).params if "=" in p]
     return [(k, v) for k, v in parts if "." not in k and k not in ("data", "config", "schema", "budget_match")]
 
 

@@ -193,7 +193,7 @@ def stage_curves(record: Record, row: Row) -> list[dict]:
     if out or not row.trajectories.get("step"):
         return out
     traj = row.trajectories
-    budget = row.budget or {}
+    budget = row.spent or {}
     steps, epochs = _number(budget.get("optimizer_steps")), _number(budget.get("epochs"))
     single = len([s for s in row.stages or [] if s.stage in ("finetune", "joint")]) == 1
     per_epoch = steps / epochs if single and steps > 0 and epochs > 0 else None

@@ -30,26 +30,33 @@ an empty result is a :class:`~bench.errors.BenchError` that says which command p
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from bench.config import BASELINE_STRATEGY
 from bench.errors import BenchError, BenchWarning
-from bench.record import SCHEMA_VERSION, Record, Row, base_strategy, label_suffix, variant_name
+from bench.record import SCHEMA_VERSION, Record, base_strategy, label_suffix, variant_name
+from bench.report import style
+from bench.report.frames import (  # noqa: F401  (the tables of the records: imported from here by check, tests)
+    BUDGET_FIELDS,
+    PROVENANCE_KEYS,
+    TELEMETRY_KEYS,
+    budget_frame,
+    fusion_coefficients,
+    is_transductive,
+    metrics_frame,
+    task_specs,
+    telemetry_frame,
+    trajectories,
+)
+from bench.rowid import RowId
 from bench.store import RECORD, load_marker
 
 __all__ = ["SCHEMA_VERSION", "Record", "base_strategy", "label_suffix", "variant_name"]
 
 BASELINE_VARIANT = BASELINE_STRATEGY  # the baseline strategy's own row is the Δm% reference
-BUDGET_FIELDS = ("train_samples_seen", "optimizer_steps", "epochs")
-TELEMETRY_KEYS = ("wall_time_s", "train_samples_per_s", "peak_memory_mb", "trainable_params")
-# derived from the rows' stage provenance (bench/report/provenance.py; docs/records.md, "Cost columns")
-PROVENANCE_KEYS = ("wall_own_s", "wall_shared_s", "deployed_params")
 
 
 class RecordWarning(BenchWarning):
@@ -96,16 +103,43 @@ def data_fingerprint(record: Record) -> str:
 
 
 def latest_per_seed(records: list[Record]) -> list[Record]:
-    """Keep the newest record (by ``created``) per (label, configuration, data, seed); older re-runs are ignored.
+    """Keep the newest record (by ``created``) per (label, configuration, data, plug-in versions, seed); older
+    re-runs are ignored.
 
     Records of one label with another configuration or data are *not* re-runs: they are kept (and become rows of
-    their own, see :func:`assign_names`)."""
+    their own, see :func:`assign_names`). Records made with another version of a user plug-in are kept apart too,
+    for :func:`one_plugin_version` to choose between."""
     newest: dict[tuple, Record] = {}
     for record in records:
-        key = (record.label, record.config_fingerprint, record.data_fingerprint, record.seed)
+        key = (record.label, record.config_fingerprint, record.data_fingerprint, record.plugin_versions(), record.seed)
         if key not in newest or _created(record) >= _created(newest[key]):
             newest[key] = record
     return sorted(newest.values(), key=lambda r: (r.label, r.config_fingerprint, r.seed))
+
+
+def one_plugin_version(records: list[Record]) -> tuple[list[Record], list[str]]:
+    """A row never mixes versions of a plug-in: of the records of one (label, configuration, data), only those made
+    with the newest plug-in versions (the group with the newest record) are kept. Returns the records kept, in their
+    order, and one note per left-out group naming its seeds and the plug-ins that changed."""
+    groups: dict[tuple, dict[tuple, list[Record]]] = {}
+    for record in records:
+        identity = (record.label, record.config_fingerprint, record.data_fingerprint)
+        groups.setdefault(identity, {}).setdefault(record.plugin_versions(), []).append(record)
+    dropped: set[int] = set()
+    notes = []
+    for (label, *_), by_version in groups.items():
+        if len(by_version) < 2:
+            continue
+        newest = max(by_version, key=lambda v: max(_created(r) for r in by_version[v]))
+        for version, old in by_version.items():
+            if version == newest:
+                continue
+            dropped |= {id(r) for r in old}
+            changed = sorted({k for k, _ in set(version) ^ set(newest)})
+            seeds = ", ".join(str(s) for s in sorted({r.seed for r in old}))
+            notes.append(f"{label}: seed(s) {seeds} made with an earlier version of {', '.join(changed)} left out "
+                         f"(a row never mixes plug-in versions); rerun them to include them")
+    return [r for r in records if id(r) not in dropped], notes
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -168,11 +202,7 @@ def config_differences(configs: dict[Any, dict]) -> dict[Any, list[str]]:
 
 def with_suffix(name: str, parts: list[str]) -> str:
     """``("fused[fusion=ties]", ["train.epochs=3"])`` -> ``"fused[fusion=ties,train.epochs=3]"``."""
-    if not parts:
-        return name
-    if name.endswith("]") and "[" in name:
-        return name[:-1] + "," + ",".join(parts) + "]"
-    return f"{name}[{','.join(parts)}]"
+    return str(RowId.parse(name).with_params(parts)) if parts else name
 
 
 def _computation(record: Record, row: str) -> tuple | None:
@@ -250,10 +280,10 @@ def assign_names(records: list[Record]) -> list[Record]:
         if len(by_identity) > 1:
             firsts = {identity: items[0][0] for identity, items in by_identity.items()}
             parts = config_differences({i: config_of(r) for i, r in firsts.items()})
-            schemas = {r.schema_version for r in firsts.values()}
+            legacies = {r.legacy for r in firsts.values()}
             datas = {i[1] for i in firsts}
             for identity, record in firsts.items():
-                if len(schemas) > 1 and record.schema_version == 1:
+                if len(legacies) > 1 and record.legacy:
                     parts[identity].append("schema=1")
                 if len(datas) > 1:
                     parts[identity].append(f"data={identity[1][:8] or 'none'}")
@@ -286,8 +316,12 @@ def is_baseline_row(record: Record, row: str) -> bool:
     return record.strategy == BASELINE_STRATEGY and row == BASELINE_VARIANT
 
 
-def load_records(results_dir: Path | str, suite: str, latest: bool = True) -> list[Record]:
-    """All usable records of ``suite`` (the newest per (label, seed) when ``latest``).
+def load_records(results_dir: Path | str, suite: str, latest: bool = True,
+                 plugin_dirs: list[str] | tuple[str, ...] = ()) -> list[Record]:
+    """All usable records of ``suite`` (when ``latest``: the newest per (label, configuration, data, seed), of the
+    newest plug-in versions, :func:`one_plugin_version`), named (:func:`assign_names`); what they say about their
+    rows' order, colours and families is kept for the figures (:func:`bench.report.style.learn`; older records fall
+    back to the plug-in files of ``plugin_dirs``, read without importing them).
 
     Unusable files are skipped with a :class:`RecordWarning` naming them. Raises BenchError when none is left.
     """
@@ -310,126 +344,20 @@ def load_records(results_dir: Path | str, suite: str, latest: bool = True) -> li
             f"no records for suite {suite!r} under {root}; "
             f"`python -m bench run suite={suite}` produces them"
         )
-    return Loaded(assign_names(latest_per_seed(records) if latest else records), skipped)
+    left_out: list[str] = []
+    if latest:
+        records, left_out = one_plugin_version(latest_per_seed(records))
+    records = assign_names(records)
+    style.learn(records, plugin_dirs)
+    return Loaded(records, skipped, left_out)
 
 
 class Loaded(list):
-    """What :func:`load_records` returns: the records, and in ``skipped`` the record files it could not use (the
-    leaderboard's footnote counts them, so a damaged cell is never left out silently)."""
+    """What :func:`load_records` returns: the records; in ``skipped`` the record files it could not use (the
+    leaderboard's footnote counts them, so a damaged cell is never left out silently); in ``left_out`` a note per
+    group of records made with an earlier version of a plug-in (:func:`one_plugin_version`)."""
 
-    def __init__(self, records: list[Record], skipped: list[str]):
+    def __init__(self, records: list[Record], skipped: list[str], left_out: list[str] | None = None):
         super().__init__(records)
         self.skipped = list(skipped)
-
-
-def task_specs(records: list[Record]) -> dict[str, dict]:
-    """Task name -> {"target", "primary", "metrics": {metric: direction}}, merged over records in order."""
-    specs: dict[str, dict] = {}
-    for record in records:
-        for task, spec in record.tasks.items():
-            merged = specs.setdefault(task, {"target": spec.target, "primary": None, "metrics": {}})
-            merged["metrics"].update(spec.metrics)
-            merged["primary"] = merged["primary"] or spec.primary
-    return specs
-
-
-def metrics_frame(records: list[Record]) -> pd.DataFrame:
-    """Long table: one row per (variant, seed, split, task, metric) with the record's raw value."""
-    rows = []
-    for record in records:
-        for name, row in record.rows.items():
-            variant = record.variant(name)
-            for split, tasks in row.metrics.items():
-                for task, values in tasks.items():
-                    for metric, value in values.items():
-                        rows.append(
-                            {"variant": variant, "label": record.label, "strategy": record.strategy,
-                             "seed": record.seed, "split": split, "task": task, "metric": metric,
-                             "value": float(value)}
-                        )
-    return pd.DataFrame(rows, columns=["variant", "label", "strategy", "seed", "split", "task", "metric", "value"])
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return math.nan
-
-
-def telemetry_frame(records: list[Record], variants: list[str] | None = None) -> pd.DataFrame:
-    """One row per (variant, seed) with the row's telemetry (missing numbers are NaN), and what its stage provenance
-    adds (:mod:`bench.report.provenance`): ``wall_own_s`` / ``wall_shared_s`` (the wall time of the stages only this
-    row uses / that another row of ``variants`` uses too; all rows when None) and ``deployed_params`` (the model(s)
-    its test predictions come from). ``trainable_params`` is the record's: trained, summed over training stages."""
-    from bench.report.provenance import deployed_params, wall_split
-
-    rows = []
-    entries = []
-    for record in records:
-        for name, row in record.rows.items():
-            telemetry = row.telemetry
-            entry = {"variant": record.variant(name), "label": record.label,
-                     "seed": record.seed, "memory_kind": telemetry.memory_kind}
-            entry.update({key: _number(getattr(telemetry, key, None)) for key in TELEMETRY_KEYS})
-            entry["deployed_params"] = deployed_params(record, row)
-            rows.append(entry)
-            entries.append((entry["variant"], record, row))
-    chosen = set(variants) if variants is not None else None
-    split = wall_split([e for e in entries if chosen is None or e[0] in chosen])
-    for entry in rows:
-        entry["wall_own_s"], entry["wall_shared_s"] = split.get((entry["variant"], entry["seed"]), (math.nan,) * 2)
-    columns = ["variant", "label", "seed", "memory_kind", *TELEMETRY_KEYS, *PROVENANCE_KEYS]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def trajectories(records: list[Record]) -> dict[str, list[dict]]:
-    """Variant -> list of non-empty ``trajectories`` dicts (one per seed, with ``seed`` and the weighting's
-    ``weights_label`` added). A row's own ``trajectories`` are those of its last training stage; ``stages`` adds the
-    curves of every training stage it used, read from the store (:func:`bench.report.provenance.stage_curves`: each
-    fine-tune of a ``separate`` row, the fine-tunes and the joint phase of ``fuse_then_joint``)."""
-    from bench.report.provenance import stage_curves
-
-    out: dict[str, list[dict]] = {}
-    for record in records:
-        for name, row in record.rows.items():
-            curves = stage_curves(record, row)
-            if row.trajectories.get("step") or curves:
-                out.setdefault(record.variant(name), []).append(
-                    {**row.trajectories, "seed": record.seed, "weights_label": row.weights_label, "stages": curves}
-                )
-    return out
-
-
-def is_transductive(row: Row) -> bool:
-    """Whether a record row's fusion coefficients were adapted on unlabeled *test* inputs (``fusion.transductive``):
-    such rows are not comparable to inductive ones, and the leaderboard marks them."""
-    return row.fusion is not None and row.fusion.transductive
-
-
-def fusion_coefficients(records: list[Record]) -> dict[str, list[dict]]:
-    """Variant -> list of learned fusion coefficient sets, one per seed, for rows whose ``fusion`` has
-    ``coefficients``: ``{"seed", "method", "transductive", "layers", "tasks", "values"}`` (``values``: layers × tasks,
-    ``layers == ["all"]`` for a task-wise method). Rows that share one fuse stage (a strategy's fused row and its
-    fine-tuned row) carry the same coefficients; :mod:`bench.report.plots` draws each set once."""
-    out: dict[str, list[dict]] = {}
-    for record in records:
-        for name, row in record.rows.items():
-            if row.fusion is None or row.fusion.coefficients is None:
-                continue
-            c = row.fusion.coefficients
-            out.setdefault(record.variant(name), []).append(
-                {"seed": record.seed, "method": row.fusion.method, "transductive": row.fusion.transductive,
-                 "layers": list(c.layers), "tasks": list(c.tasks), "values": [[float(v) for v in r] for r in c.values]}
-            )
-    return out
-
-
-def budget_frame(records: list[Record]) -> pd.DataFrame:
-    """One row per (variant, seed) with the row's training budget (schema 2; NaN for schema-1 records)."""
-    rows = []
-    for record in records:
-        for name, row in record.rows.items():
-            budget = row.budget or {}
-            rows.append({"variant": record.variant(name), "seed": record.seed,
-                         **{key: _number(budget.get(key)) for key in BUDGET_FIELDS}})
-    return pd.DataFrame(rows, columns=["variant", "seed", *BUDGET_FIELDS])
+        self.left_out = list(left_out or [])

@@ -3,8 +3,14 @@ never named here.
 
 A strategy lists the rows its ``run`` returns in table order (``Strategy.rows``) and may give each a colour
 (``Strategy.colours``) and a family (``Strategy.families``). Strategies are ordered as ``DEFAULT_STRATEGIES`` in
-:mod:`bench.config` lists them, then by name; a row kind no registered strategy declares (a record of a plug-in that
-is not installed here) goes last, with a stable colour from the spare palette.
+:mod:`bench.config` lists them, then by name; a row kind nothing declares goes last, with a stable colour from the
+spare palette.
+
+The report imports no plug-in to learn these: a schema-3 record carries each row's :class:`bench.record.RowStyle`,
+written by ``bench run`` from the strategy that made it, and :func:`learn` (called by
+:func:`bench.report.records.load_records`) keeps what the loaded records say. Rows of older records fall back to
+what the plug-in files declare, read from their source without importing them (:mod:`bench.report.declared`, over
+the built-ins, ``./strategies`` and the report's ``plugin_dirs=``).
 
 A row's **family** (what the report's forest, Pareto and per-task figures colour and group by) is, in this order:
 
@@ -32,8 +38,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from bench.config import DEFAULT_STRATEGIES
-from bench.errors import BenchError
-from bench.record import base_strategy
+from bench.record import Record, base_strategy
+from bench.report.declared import declared_kinds, weighting_families
+from bench.rowid import RowId
 
 # Okabe & Ito (2008), "Color Universal Design": what rows without a declared colour draw from
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky_blue": "#56B4E9", "bluish_green": "#009E73",
@@ -64,54 +71,52 @@ _OTHER_STYLE = Family(OTHER, "other", OKABE_ITO["reddish_purple"], "v")
 
 
 class RowKind(NamedTuple):
-    strategy: int  # position of the declaring strategy
+    rank: int  # the declaring strategy's place in DEFAULT_STRATEGIES (any other: after them, by name)
+    strategy: str  # the declaring strategy
     row: int  # position among that strategy's rows
     colour: str | None  # declared colour
     family: str | None  # declared family
-    weighting: str | None  # the default of the strategy's ``weighting`` parameter, if it has one
+    weighting: str | None  # the default of the strategy's ``weighting`` parameter, if it has one (older records)
 
 
-_cache: dict[tuple[str, ...], dict[str, RowKind]] = {}
-_discovered = False
+# what the loaded records say (learn): row kind -> its declaration; row name -> its family; the plug-in folders that
+# rows of older records fall back to. A table of what was read, like a registry, never of what was computed.
+_learned: dict[str, RowKind] = {}
+_families: dict[str, str] = {}
+_dirs: tuple[str, ...] = ()
 
 
-def _default_weighting(cls) -> str | None:
-    field = getattr(cls.Params, "model_fields", {}).get("weighting")
-    return field.default if field is not None and isinstance(field.default, str) else None
+def learn(records: list[Record], plugin_dirs: tuple[str, ...] | list[str] = ()) -> None:
+    """Keep what ``records`` (named already: :func:`bench.report.records.assign_names`) say about their rows, and the
+    folders whose plug-in files describe the rows of older records."""
+    global _dirs
+    _dirs = tuple(str(d) for d in plugin_dirs)
+    for record in records:
+        for name, row in record.rows.items():
+            style = row.style
+            if style is None:
+                continue
+            # a row's family may come from its weighting: it is the row's own (_families), not its kind's
+            _learned.setdefault(style.kind, RowKind(style.order[0], style.strategy, style.order[1], style.colour,
+                                                    None, None))
+            _families[record.variant(name)] = style.family or OTHER
 
 
 def row_kinds() -> dict[str, RowKind]:
-    """Row kind -> what its strategy declares (:class:`RowKind`). Called from sort keys: the strategy folders are
-    imported once per process, and the table is rebuilt only when the registry changed."""
-    global _discovered
-    from bench.strategy import STRATEGIES, discover
-
-    if not _discovered:
-        _discovered = True
-        try:
-            discover()  # the built-in strategies and ./strategies: what the records in a store were made with
-        except BenchError:
-            pass  # a broken plug-in must not stop a report; its rows just sort last
-    names = tuple(STRATEGIES.names())
-    if names not in _cache:
-        order = [n for n in DEFAULT_STRATEGIES if n in names] + [n for n in names if n not in DEFAULT_STRATEGIES]
-        kinds: dict[str, RowKind] = {}
-        for i, name in enumerate(order):
-            cls = STRATEGIES.get(name)
-            for j, row in enumerate(cls.row_names()):
-                kinds.setdefault(row, RowKind(i, j, cls.colours.get(row), getattr(cls, "families", {}).get(row),
-                                              _default_weighting(cls)))
-        _cache.clear()
-        _cache[names] = kinds
-    return _cache[names]
+    """Row kind -> what its strategy declares (:class:`RowKind`): the records' own place and colour, else the
+    plug-in files'; the declared family and default weighting from the plug-in files (for names no record has)."""
+    declared = {k: RowKind(*d) for k, d in declared_kinds(_dirs).items()}
+    learned = {k: kind._replace(family=declared[k].family, weighting=declared[k].weighting) if k in declared else kind
+               for k, kind in _learned.items()}
+    return {**declared, **learned}
 
 
 def sort_key(variant: str) -> tuple:
     """Table order: by strategy, then the strategy's own row order, the plain row before its variants."""
     base = base_strategy(variant)
     kind = row_kinds().get(base)
-    i, j = (kind.strategy, kind.row) if kind else (len(DEFAULT_STRATEGIES) + 1000, 0)
-    return (i, j, base, variant != base, variant)
+    rank, strategy, j = (kind.rank, kind.strategy, kind.row) if kind else (len(DEFAULT_STRATEGIES) + 1000, "", 0)
+    return (rank, strategy, j, base, variant != base, variant)
 
 
 def colour(variant: str) -> str:
@@ -121,32 +126,29 @@ def colour(variant: str) -> str:
     return (kind.colour if kind else None) or SPARE_COLOURS[zlib.crc32(base.encode()) % len(SPARE_COLOURS)]
 
 
-_WEIGHTING_IN_NAME = re.compile(r"(?:^|,)weighting=([A-Za-z0-9_.\-]+)(?=,|$)")
+_WEIGHTING_VALUE = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
 def row_weighting(variant: str) -> str | None:
     """The weighting a row's name says it trained with: ``naive_mtl[weighting=pcgrad,train.lr=0.001]`` ->
     ``pcgrad``; else the default of its strategy's ``weighting`` parameter; else None."""
-    base = base_strategy(variant)
-    if variant != base and variant.endswith("]"):
-        found = _WEIGHTING_IN_NAME.search(variant[len(base) + 1:-1])
-        if found:
-            return found.group(1)
-    kind = row_kinds().get(base)
+    named = RowId.parse(variant).setting("weighting")
+    if named is not None and _WEIGHTING_VALUE.fullmatch(named):
+        return named
+    kind = row_kinds().get(base_strategy(variant))
     return kind.weighting if kind else None
 
 
 def weighting_family(name: str | None) -> str | None:
-    """The family a registered weighting declares (``Balancer.family``), or None for an unknown name."""
-    if not name:
-        return None
-    from bench.weighting import WEIGHTINGS
-
-    return getattr(WEIGHTINGS.get(name), "family", None) if name in WEIGHTINGS else None
+    """The family a weighting declares (``Balancer.family``), or None for an unknown name."""
+    return weighting_families(_dirs).get(name) if name else None
 
 
 def family(variant: str) -> str:
-    """A row's family (module docstring): its strategy's declaration, else its weighting's, else ``other``."""
+    """A row's family (module docstring): what its record says; else its strategy's declaration, else its
+    weighting's, else ``other``."""
+    if variant in _families:
+        return _families[variant]
     kind = row_kinds().get(base_strategy(variant))
     if kind is not None and kind.family:
         return kind.family

@@ -42,7 +42,7 @@ def _budget(budget: dict) -> dict:
 
 def _caption_facts(records: list[Record]) -> dict:
     backbones = sorted({str(r.backbone or "") for r in records} - {""})
-    budgets = {json.dumps(_budget(r.budget)) for r in records}
+    budgets = {json.dumps(_budget(r.train)) for r in records}
     if len(budgets) == 1:
         budget = ", ".join(f"{k}={v}" for k, v in json.loads(budgets.pop()).items()) or "default"
     else:
@@ -184,6 +184,7 @@ def build_leaderboard(records: list[Record], split: str = "test", options: Repor
         where = "" if results_dir == Path("results") else f" results_dir={results_dir}"
         notes.append(f"{len(skipped)} record file(s) skipped as unusable (damaged, unreadable or of another schema), "
                      f"so their cells are missing here; run `python -m bench verify suite={suite}{where}` to list them")
+    notes += getattr(records, "left_out", [])  # records of an earlier plug-in version (never mixed into a row)
 
     board = Leaderboard(
         suite=suite, split=split, tasks=tasks, table=table.loc[shown], full_table=table,
