@@ -23,6 +23,7 @@ from bench.launch.base import fmt_duration
 from bench.plan import Plan, Variant, make_plan
 from bench.plugins import plugin_source, where_raised
 from bench.record import SCHEMA_VERSION, Record, Row
+from bench.rowstyle import with_styles
 from bench.stages import Stages, SuiteContext
 from bench.store import RECORD, Store, code_version, content_hash, library_versions, now_iso, write_json
 
@@ -70,8 +71,8 @@ def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force
             backbone_weights=ctx.weights_hash,
             code_version=code_version(), plugins=variant.plugins,
             backbone=suite.backbone.name or suite.backbone.source,
-            tasks=_task_info(suite, ctx.data.task_names), rows=rows,
-            budget=suite.train.model_dump(mode="json"), notes=[*variant.notes, *ctx.data.notes],
+            tasks=_task_info(suite, ctx.data.task_names), rows=with_styles(rows, variant.strategy, variant.params),
+            train=suite.train.model_dump(mode="json"), notes=[*variant.notes, *ctx.data.notes],
             versions=_versions(), cell_wall_time_s=time.perf_counter() - t0,
             stages_reused=len(store.reused) - n_reused, stages_computed=store.computed[n_computed:],
             runtime=_runtime(), created=now_iso(), status="complete",

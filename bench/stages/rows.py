@@ -10,12 +10,21 @@ from bench.stages.context import Outcome
 from bench.stages.predictions import PREDICTIONS
 
 
-def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> Row:
+def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None,
+             trajectory_from: Outcome | None = None) -> Row:
     """A leaderboard row from the stages that produced it.
 
-    Metrics come from ``metrics_from`` (default: every outcome that has metrics, merged per task); telemetry adds up
-    wall time and parameters over every stage (a ``separate`` row costs T models), and takes the throughput and peak
-    memory of the training stages.
+    Metrics come from ``metrics_from`` (default: every outcome that has metrics, merged per task; where two have a
+    task's metrics, the later one wins); telemetry adds up wall time and parameters over every stage (a
+    ``separate`` row costs T models), and takes the throughput and peak memory of the training stages.
+
+    The row's trajectories (the per-step losses and task weights the report's training figures draw) and their
+    ``weights_label`` come from one stage: ``trajectory_from`` when given, else the *last* of ``outcomes`` whose
+    ``info["trajectories"]`` is not empty (a training stage's; fusion and evaluation have none). So
+    ``make_row(*tunes, fused, joint)`` draws the joint training, and ``make_row(*tunes)`` as well as
+    ``make_row(*tunes, fused, fused_eval)`` the last fine-tune. To draw another stage, name it
+    (``make_row(*tunes, fused, joint, trajectory_from=tunes[0])``) rather than reorder ``outcomes``, whose order
+    also sets the metrics' precedence and the order of the row's stages.
     """
     src = metrics_from if metrics_from is not None else [o for o in outcomes if "metrics" in o.info]
     metrics: dict[str, dict[str, dict[str, float]]] = {}
@@ -75,11 +84,12 @@ def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> R
                      for o in outcomes]
     best = {f"{o.ckpt.stage}:{','.join(o.ckpt.tasks)}": o.info["best_epoch"] for o in outcomes
             if o.ckpt and "best_epoch" in o.info}
-    with_traj = next((o for o in reversed(outcomes) if o.info.get("trajectories")), None)
-    traj = with_traj.info["trajectories"] if with_traj else {}
+    with_traj = trajectory_from if trajectory_from is not None else \
+        next((o for o in reversed(outcomes) if o.info.get("trajectories")), None)
+    traj = with_traj.info.get("trajectories") or {} if with_traj else {}
     stages = [_stage_provenance(o) for o in outcomes if o.ckpt is not None]
     row = {"metrics": metrics, "best_epoch": best, "telemetry": tel, "trajectories": traj,
-           "budget": _budget(trained), "predictions": _predictions(src), "stages": stages,
+           "spent": _budget(trained), "predictions": _predictions(src), "stages": stages,
            "code_versions": sorted({s["code_version"] for s in stages})}
     fusion = next((o.info["fusion"] for o in outcomes if o.info.get("fusion")), None)
     if fusion is not None:  # how the row's weights were fused (learned coefficients for the report's heatmap)
@@ -87,7 +97,7 @@ def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None) -> R
         fits = [o.info["telemetry"]["fusion"]["fit"] for o in outcomes
                 if "fit" in o.info.get("telemetry", {}).get("fusion", {})]
         if fits:  # a learned fusion's optimiser steps (on validation data): part of the row's cost, not training
-            row["budget"]["fusion_steps"] = sum(int(f["steps"]) for f in fits)
+            row["spent"]["fusion_steps"] = sum(int(f["steps"]) for f in fits)
     if with_traj is not None and with_traj.info.get("weights_label"):
         row["weights_label"] = with_traj.info["weights_label"]
     return Row(**row)
