@@ -3,8 +3,9 @@
 A plug-in is a Python file in ``./strategies`` or a ``plugin_dirs=[...]`` folder, or a module of a package installed
 with a ``bench.plugins`` entry point (:mod:`bench.plugins.discovery`). It registers what it defines:
 
-* a strategy: subclass :class:`Strategy`, declare its ``Params`` (a :class:`Frozen` model), compose :class:`Stages`
-  in ``run`` and return ``{variant: make_row(...)}``; ``@register_strategy("name")``;
+* a strategy: subclass :class:`Strategy`, declare its ``Params`` (a :class:`Frozen` model; a weighting or fusion
+  method the user picks is a :class:`WeightingSpec` / :class:`FusionSpec` field, checked once by the plan), compose
+  :class:`Stages` in ``run`` and return ``{variant: make_row(...)}``; ``@register_strategy("name")``;
 * a loss weighting (:class:`Weighting`: ``combine``) or a gradient aggregator (:class:`Aggregator`: ``backward``,
   with the per-task Jacobian from the :class:`Step`); ``@register_weighting("name")``;
 * a fusion method: :class:`FusionMethod` (one tensor name at a time) or :class:`ModelFusion` (models and data);
@@ -30,12 +31,13 @@ from bench.errors import BenchError, CellFailed
 from bench.fusion.base import FusionMethod, register_fusion
 from bench.fusion.model_based import FusionJob, FusionResult, ModelFusion
 from bench.launch.base import Done, Job, Launcher, register_launcher
+from bench.specs import FusionSpec, WeightingSpec
 from bench.stages import Outcome, Stages, SuiteContext, make_row
 from bench.strategy import Strategy, register_strategy
 from bench.track.base import StageRun, Tracker, register_tracker
 from bench.weighting.base import Aggregator, Balancer, Step, Weighting, check_weighting, register_weighting
 
 __all__ = ["Aggregator", "Balancer", "BenchError", "CellFailed", "Done", "Frozen", "FusionJob", "FusionMethod",
-           "FusionResult", "Job", "Launcher", "ModelFusion", "NoParams", "Outcome", "StageRun", "Stages", "Step",
-           "Strategy", "SuiteContext", "Tracker", "Weighting", "check_weighting", "make_row", "register_fusion",
-           "register_launcher", "register_strategy", "register_tracker", "register_weighting"]
+           "FusionResult", "FusionSpec", "Job", "Launcher", "ModelFusion", "NoParams", "Outcome", "StageRun", "Stages",
+           "Step", "Strategy", "SuiteContext", "Tracker", "Weighting", "WeightingSpec", "check_weighting", "make_row",
+           "register_fusion", "register_launcher", "register_strategy", "register_tracker", "register_weighting"]

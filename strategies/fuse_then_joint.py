@@ -19,17 +19,17 @@ from typing import Any
 from pydantic import Field
 
 from bench.config import Frozen
-from bench.fusion import ModelFusion, build_fusion
+from bench.fusion import ModelFusion
 from bench.record import Row
+from bench.specs import FusionSpec, WeightingSpec
 from bench.stages import Outcome, Stages, SuiteContext, make_row
 from bench.strategy import Strategy, register_strategy
-from bench.weighting.base import check_weighting
 
 
 class Params(Frozen):
-    fusion: str = "mean"  # any registered fusion method: data-free, data-aware or learned (docs/fusion.md)
+    fusion: FusionSpec = FusionSpec("mean")  # any registered fusion method: data-free, data-aware or learned
     fusion_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {weights: [...]}, {lam: 0.3}, {k: 0.2}
-    weighting: str = "equal"
+    weighting: WeightingSpec = WeightingSpec("equal")
     weighting_params: dict[str, Any] = Field(default_factory=dict)
     finetune_share: float = Field(0.5, gt=0, lt=1)  # under budget.match: the fine-tunes' part of the budget
 
@@ -45,25 +45,19 @@ class FuseThenJoint(Strategy):
     uses_finetunes, own_checkpoints = True, 2  # for the free-space estimate
     search_rows = {"fuse": "fused"}  # a fusion-weight search scores the fused model, before any joint training
 
-    @staticmethod
-    def check(params: Params, tasks: list[str]) -> None:
-        """Fail before any training on a bad fusion method, fusion weights or weighting."""
-        build_fusion(params.fusion, dict(params.fusion_params), len(tasks))
-        check_weighting(params.weighting, dict(params.weighting_params), tasks)
+    # the fusion method, its weights and the weighting are checked with the params and by the plan (bench.specs)
 
     def check_suite(self, params: Params, ctx: SuiteContext) -> None:
         """Methods that read models or data check the backbone and tasks (RegMean needs linear layers,
         AdaMerging class predictions) before the fine-tunes are trained."""
-        fusion = build_fusion(params.fusion, dict(params.fusion_params), len(ctx.tasks))
-        if isinstance(fusion, ModelFusion):
-            fusion.check(ctx.template, ctx.tasks)
+        if issubclass(params.fusion.resolve().cls, ModelFusion):
+            params.fusion.build(len(ctx.tasks)).check(ctx.template, ctx.tasks)
 
     def run(self, stages: Stages, params: Params) -> dict:
         tunes = self._tunes(stages, params)
-        fused = stages.fuse([t.ckpt for t in tunes], params.fusion, dict(params.fusion_params))
+        fused = stages.fuse([t.ckpt for t in tunes], fusion=params.fusion)
         fused_eval = stages.evaluate(fused.ckpt)
-        joint = stages.joint(init=fused.ckpt, weighting=params.weighting, share=1 - params.finetune_share,
-                             weighting_params=dict(params.weighting_params))
+        joint = stages.joint(init=fused.ckpt, weighting=params.weighting, share=1 - params.finetune_share)
         return {
             "fused": make_row(*tunes, fused, fused_eval, metrics_from=[fused_eval]),
             "fuse_then_joint": make_row(*tunes, fused, joint, metrics_from=[joint]),
@@ -87,16 +81,15 @@ class FuseThenJoint(Strategy):
             return super().search_row(stages, params, row)
         tunes = self._tunes(stages, params)
         parts = [t.ckpt for t in tunes]
-        fusion = dict(params.fusion_params)
-        if not stages.scratch or isinstance(build_fusion(params.fusion, fusion, len(parts)), ModelFusion):
-            fused = stages.fuse(parts, params.fusion, fusion)
+        if not stages.scratch or issubclass(params.fusion.resolve().cls, ModelFusion):
+            fused = stages.fuse(parts, fusion=params.fusion)
             ev = stages.evaluate(fused.ckpt)
             out = make_row(*tunes, fused, ev, metrics_from=[ev])
             out.telemetry.fuse_seconds = fused.info.get("telemetry", {}).get("wall_time_s")
             out.telemetry.eval_seconds = ev.info.get("telemetry", {}).get("wall_time_s")
             return out
         t0 = time.perf_counter()
-        model, stats = stages.fused_model(parts, params.fusion, fusion)
+        model, stats = stages.fused_model(parts, fusion=params.fusion)
         t1 = time.perf_counter()
         metrics, rate, _ = stages.evaluate_model(model)
         ev = Outcome(None, {"metrics": metrics, "telemetry": {**rate, "wall_time_s": time.perf_counter() - t0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench.config import Frozen
+from bench.specs import WeightingSpec
 from bench.stages import Stages, make_row
 from bench.strategy import Strategy, register_strategy
 
@@ -24,4 +25,4 @@ class GradNorm(Strategy):
 
     def run(self, stages: Stages, params: Params) -> dict:
         wp = {k: v for k, v in params.model_dump().items() if v is not None}
-        return {"gradnorm": make_row(stages.joint(weighting="gradnorm", weighting_params=wp))}
+        return {"gradnorm": make_row(stages.joint(weighting=WeightingSpec.of("gradnorm", wp)))}

@@ -26,13 +26,13 @@ from pydantic import Field
 
 from bench.config import Frozen
 from bench.errors import BenchError
+from bench.specs import WeightingSpec
 from bench.stages import Stages, make_row
 from bench.strategy import Strategy, register_strategy
-from bench.weighting.base import check_weighting
 
 
 class Params(Frozen):
-    weighting: str = "equal"  # any registered weighting (bench list)
+    weighting: WeightingSpec = WeightingSpec("equal")  # any registered weighting (bench list), checked once
     weighting_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {c: 0.4} for cagrad
     weights: list[float] | None = None  # static λ, one per task in suite order (shorthand for weighting=static)
     sampling: Literal["proportional", "temperature", "round_robin", "all"] | None = None  # None: train.sampling
@@ -52,22 +52,20 @@ class NaiveMTL(Strategy):
     def check(params: Params, tasks: list[str]) -> None:
         if params.weights is not None:
             if params.weighting not in ("equal", "static"):
-                raise BenchError(f"strategy.weights is a static λ but strategy.weighting={params.weighting!r}; "
+                raise BenchError(f"strategy.weights is a static λ but strategy.weighting={params.weighting.name!r}; "
                                  "drop one of them")
             if len(params.weights) != len(tasks) or min(params.weights) < 0:
                 raise BenchError(f"strategy.weights={params.weights} must be {len(tasks)} non-negative numbers, one "
                                  f"per task {tasks}")
-        weighting, wp = _weighting(params)
-        check_weighting(weighting, wp, tasks)
+            _weighting(params).check(tasks)
+        # params.weighting was checked with the params (bench.specs); the plan checks it against the tasks
 
     def run(self, stages: Stages, params: Params) -> dict:
-        weighting, wp = _weighting(params)
-        joint = stages.joint(weighting=weighting, weighting_params=wp, sampling=params.sampling,
-                             epochs=params.epochs)
+        joint = stages.joint(weighting=_weighting(params), sampling=params.sampling, epochs=params.epochs)
         return {"naive_mtl": make_row(joint)}
 
 
-def _weighting(params: Params) -> tuple[str, dict[str, Any]]:
+def _weighting(params: Params) -> WeightingSpec:
     if params.weights is not None:
-        return "static", {"weights": list(params.weights)}
-    return params.weighting, dict(params.weighting_params)
+        return WeightingSpec.of("static", {"weights": list(params.weights)})
+    return params.weighting

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Literal
 
 from bench.config import Frozen
+from bench.specs import WeightingSpec
 from bench.stages import Stages, make_row
 from bench.strategy import Strategy, register_strategy
 
@@ -34,5 +35,5 @@ class Uncertainty(Strategy):
 
     def run(self, stages: Stages, params: Params) -> dict:
         wp = {"lr": params.lr} if params.lr is not None else {}
-        joint = stages.joint(weighting="uncertainty", weighting_params=wp, sampling=params.sampling)
+        joint = stages.joint(weighting=WeightingSpec.of("uncertainty", wp), sampling=params.sampling)
         return {"uncertainty": make_row(joint)}
