@@ -12,6 +12,10 @@ with a ``bench.plugins`` entry point (:mod:`bench.plugins.discovery`). It regist
   ``@register_fusion("name")``;
 * a tracker (:class:`Tracker`, ``@register_tracker``) or a launcher (:class:`Launcher`, ``@register_launcher``).
 
+A strategy that lets the user pick a weighting or a fusion method types the parameter as a :class:`WeightingSpec`
+or a :class:`FusionSpec`: the name is checked against the registry and its params by the plug-in's own ``Params``,
+once, with the strategy's params.
+
 Bad input is one line: raise :class:`BenchError` naming the bad value and the fix.
 
 Example (a complete weighting plug-in)::
