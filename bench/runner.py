@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from bench import metrics as M
+from bench.checkpoint import state_bytes
 from bench.config import SuiteConfig
 from bench.errors import BenchError, CellFailed, StoreError
 from bench.launch import Job, launcher_from
@@ -24,8 +25,20 @@ from bench.plan import Plan, Variant, make_plan
 from bench.plugins import plugin_source, where_raised
 from bench.record import SCHEMA_VERSION, Record, Row
 from bench.rowstyle import with_styles
-from bench.stages import Stages, SuiteContext
-from bench.store import RECORD, Store, code_version, content_hash, library_versions, now_iso, write_json
+from bench.run_context import RunContext
+from bench.stages import StageLog, Stages, SuiteContext
+from bench.store import (
+    RECORD,
+    Store,
+    check_free_space,
+    code_version,
+    content_hash,
+    estimate_bytes,
+    library_versions,
+    now_iso,
+    planned_stages,
+    write_json,
+)
 
 __all__ = ["execute", "make_plan", "run_cell", "run_cell_job"]
 
@@ -46,9 +59,13 @@ def _task_info(suite: SuiteConfig, names: list[str]) -> dict[str, Any]:
 
 
 def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force: bool,
-             trackers: list[Any] | None = None) -> Record:
+             trackers: list[Any] | None = None, log: StageLog | None = None,
+             finished: list[str] | None = None) -> Record:
     """Run one cell and write its record; returns the record. An exception raised by plug-in code (the strategy,
-    a weighting, a fusion method) or a malformed row becomes a :class:`CellFailed` naming the file and line."""
+    a weighting, a fusion method) or a malformed row becomes a :class:`CellFailed` naming the file and line.
+
+    ``log``: the run's log of stages reused and computed in this suite (the record counts this cell's share);
+    ``finished``: the run's list of finished cells, which a written record joins as ``"label seed=N"``."""
     cell = variant.cell_hash(seed)
     folder = store.cell_dir(variant.strategy.name, cell)
     with store.lock(folder):
@@ -56,9 +73,10 @@ def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force
             return Record.read(folder / RECORD)
         (folder / "failed.json").unlink(missing_ok=True)
         config = variant.config()
+        log = log if log is not None else StageLog()
         stages = Stages(ctx, store, seed, force=force, trackers=trackers, cell=cell, label=variant.label,
-                        config=config)
-        n_reused, n_computed = len(store.reused), len(store.computed)  # the store object outlives one cell
+                        config=config, log=log, source=plugin_source(variant.strategy))
+        n_reused, n_computed = len(log.reused), len(log.computed)  # the log outlives one cell
         t0 = time.perf_counter()
         rows = _rows(variant, stages)
         suite = variant.suite
@@ -74,7 +92,7 @@ def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force
             tasks=_task_info(suite, ctx.data.task_names), rows=with_styles(rows, variant.strategy, variant.params),
             train=suite.train.model_dump(mode="json"), notes=[*variant.notes, *ctx.data.notes],
             versions=_versions(), cell_wall_time_s=time.perf_counter() - t0,
-            stages_reused=len(store.reused) - n_reused, stages_computed=store.computed[n_computed:],
+            stages_reused=len(log.reused) - n_reused, stages_computed=log.computed[n_computed:],
             runtime=_runtime(), created=now_iso(), status="complete",
         )
         import yaml
@@ -83,6 +101,8 @@ def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force
             "suite": suite.model_dump(mode="json"), "strategy": variant.strategy.name,
             "params": variant.params.model_dump(mode="json"), "seed": seed, "label": variant.label}, sort_keys=False))
         write_json(folder / RECORD, record.dump())
+        if finished is not None:
+            finished.append(f"{record.label} seed={record.seed}")
         return record
 
 
@@ -90,7 +110,6 @@ def _rows(variant: Variant, stages: Stages) -> dict[str, Row]:
     """The strategy's rows, validated. Plug-in code fails only its cell: bad input (a ``BenchError``) and the
     user's Ctrl-C keep their meaning, anything else raised inside ``run`` is the plug-in's bug."""
     name = variant.strategy.name
-    stages.source = plugin_source(variant.strategy)
     try:
         rows = variant.strategy().run(stages, variant.params)
     except (BenchError, CellFailed):
@@ -114,80 +133,32 @@ def _runtime() -> dict[str, Any]:
     return {"host": platform.node(), "pid": os.getpid(), "torch_threads": torch.get_num_threads(), **env}
 
 
-# what a job process re-planned and loaded, by command line: a worker that runs many cells plans and loads once
-_LOADED: dict[tuple[str, ...], tuple[Plan, dict[str, SuiteContext], dict[str, Store]]] = {}
-
-
-class RunProgress:
-    """What the in-cell progress lines (:class:`bench.engine.ProgressLines`) need from the run: each cell's tag and
-    label, and how long the cells finished so far took, for the cell's and the run's ETA. ``execute`` fills it;
-    :func:`run_cell_job` reads it when a cell starts (in this process: ``workers=1``; a worker process has the tags
-    it was forked with and no durations, so its lines in its log carry the stage's ETA only)."""
-
-    def __init__(self) -> None:
-        self.tags: dict[str, tuple[str, str]] = {}  # cell hash -> (tag, label)
-        self.durations: dict[str, float] = {}  # cell hash -> seconds
-        self.pending: list[str] = []  # cells of this run still to compute, in order
-
-    def estimate(self, cell: str) -> tuple[float | None, float | None]:
-        """(this cell's expected seconds, the seconds of the pending cells after it), or None where nothing has
-        finished yet: the mean duration of this run's finished cells of the same label, else of all of them."""
-        if not self.durations:
-            return None, None
-        mean = sum(self.durations.values()) / len(self.durations)
-        by_label: dict[str, list[float]] = {}
-        for c, seconds in self.durations.items():
-            by_label.setdefault(self.tags.get(c, ("", ""))[1], []).append(seconds)
-
-        def expected(c: str) -> float:
-            same = by_label.get(self.tags.get(c, ("", ""))[1])
-            return sum(same) / len(same) if same else mean
-
-        rest = [c for c in self.pending if c != cell and c not in self.durations]
-        return expected(cell), sum(expected(c) for c in rest)
-
-
-_RUN = RunProgress()
-
-
-def _context(plan: Plan, contexts: dict[str, SuiteContext], suite: SuiteConfig, out=None) -> SuiteContext:
-    skey = content_hash(suite.model_dump(mode="json"))
-    if skey not in contexts:
-        t0 = time.perf_counter()
-        contexts[skey] = SuiteContext.load(suite, Store(plan.results_dir, suite.name))
-        if out is not None:
-            for note in contexts[skey].data.notes:
-                print(f"note: {note}", file=out)
-            print(f"loaded suite {suite.name!r} in {time.perf_counter() - t0:.1f}s "
-                  f"(data fingerprint {contexts[skey].data.fingerprint})", file=out, flush=True)
-    return contexts[skey]
-
-
-def run_cell_job(args: list[str], cell: str) -> dict[str, Any]:
-    """One cell of ``bench run <args>``, as a launcher's job runs it (in this process or another, on this machine
-    or a cluster node): plan the command line again, run the cell through the store. A cell that fails at run time
-    (a ``CellFailed``) leaves ``failed.json`` and returns its reason; finished stages are kept either way."""
-    key = tuple(args)
-    if key not in _LOADED:
-        _LOADED[key] = (make_plan(list(args)), {}, {})
-    plan, contexts, stores = _LOADED[key]
+def run_cell_job(run: RunContext, cell: str) -> dict[str, Any]:
+    """One cell of the run, as a launcher's job runs it (in this process or another, on this machine or a cluster
+    node; in another process ``run`` plans the command line again): run the cell through the store. A cell that
+    fails at run time (a ``CellFailed``) leaves ``failed.json`` and returns its reason; finished stages are kept
+    either way. A failed write says what the run needed and kept (:meth:`RunContext.explain`)."""
+    plan = run.plan
     matches = [(v, s) for v, s in plan.cells if v.cell_hash(s) == cell]
     if not matches:
-        raise BenchError(f"no cell {cell} in `bench run {' '.join(args)}` (was the code or a suite edited since "
+        raise BenchError(f"no cell {cell} in `bench run {' '.join(run.args)}` (was the code or a suite edited since "
                          "the job was submitted?)")
     variant, seed = matches[0]
-    # one Store per suite and process: it remembers what this process computed (force=true recomputes a stage once)
-    store = stores.setdefault(variant.suite.name, Store(plan.results_dir, variant.suite.name))
+    name = variant.suite.name
+    store = run.store(name)
     folder = store.cell_dir(variant.strategy.name, cell)
     from bench.engine import progress
 
-    tag = _RUN.tags.get(cell, (f"{variant.suite.name} {variant.label} seed={seed}", ""))[0]
-    progress.start_cell(tag, *_RUN.estimate(cell))
+    tag = run.progress.tags.get(cell, (f"{name} {variant.label} seed={seed}", ""))[0]
+    progress.start_cell(tag, *run.progress.estimate(cell))
     try:
-        run_cell(variant, seed, _context(plan, contexts, variant.suite), store, plan.force, plan.trackers)
+        run_cell(variant, seed, run.context(variant.suite), store, plan.force, plan.trackers, log=run.log(name),
+                 finished=run.finished)
     except CellFailed as e:
         write_json(folder / "failed.json", {"error": str(e), "created": now_iso(), "traceback": traceback.format_exc()})
         return {"status": "failed", "error": str(e)}
+    except StoreError as e:
+        raise run.explain(e) from e.__cause__
     return {"status": "done"}
 
 
@@ -197,9 +168,8 @@ def execute(plan: Plan, out=None) -> int:
     out = out or sys.stdout
     launcher = plan.launcher or launcher_from([])
     cells = plan.cells
-    contexts: dict[str, SuiteContext] = {}
-    stores = {v.suite.name: Store(plan.results_dir, v.suite.name) for v in plan.variants}
-    _LOADED[tuple(plan.args)] = (plan, contexts, stores)  # jobs run in this process reuse the plan and its data
+    run = RunContext(plan.args, plan)  # jobs run in this process (or a forked worker) reuse the plan and its data
+    stores = {v.suite.name: run.store(v.suite.name) for v in plan.variants}
     folders = [stores[v.suite.name].cell_dir(v.strategy.name, v.cell_hash(s)) for v, s in cells]
     checked: dict = {}  # stage folder -> problem: records share stages, each is checked once per pass
     finished = set() if plan.force else {i for i, f in enumerate(folders) if Store.done(f, RECORD, checked)}
@@ -216,17 +186,16 @@ def execute(plan: Plan, out=None) -> int:
         variant = cells[i][0]
         if id(variant) not in seen:
             seen.add(id(variant))
-            variant.strategy().check_suite(variant.params, _context(plan, contexts, variant.suite, out))
-    _check_space(plan, [cells[i] for i in pending], contexts, stores)
+            variant.strategy().check_suite(variant.params, run.context(variant.suite, out))
+    _check_space(run, [cells[i] for i in pending])
     tags = [f"[{i}/{len(cells)}] {v.suite.name} {v.label} seed={s}" for i, (v, s) in enumerate(cells, 1)]
     for i in range(len(cells)):
         if i not in pending:
             print(f"{tags[i]}: from store", file=out, flush=True)
     hashes = [v.cell_hash(s) for v, s in cells]
-    _RUN.tags = {hashes[i]: (tags[i], cells[i][0].label) for i in range(len(cells))}
-    _RUN.durations, _RUN.pending = {}, [hashes[i] for i in pending]
-    jobs = [Job(tags[i], run_cell_job, (plan.args, hashes[i]), stores[cells[i][0].suite.name].root)
-            for i in pending]
+    run.progress.tags = {hashes[i]: (tags[i], cells[i][0].label) for i in range(len(cells))}
+    run.progress.pending = [hashes[i] for i in pending]
+    jobs = [Job(tags[i], run_cell_job, (run, hashes[i]), stores[cells[i][0].suite.name].root) for i in pending]
     if not launcher.common.wait:
         ids = launcher.submit(jobs)
         suites = sorted(stores)
@@ -259,7 +228,7 @@ def execute(plan: Plan, out=None) -> int:
         computed += 1
         finished.add(i)
         durations.append(done.seconds)
-        _RUN.durations[hashes[i]] = done.seconds
+        run.progress.durations[hashes[i]] = done.seconds
         remaining = len(pending) - computed - len(failures)
         at_once = max(1, min(launcher.parallel, done.running + 1, remaining))  # what runs now, not what may
         eta = f", ETA {fmt_duration(remaining * sum(durations) / len(durations) / at_once)}" if remaining else ""
@@ -292,23 +261,23 @@ def execute(plan: Plan, out=None) -> int:
     return 1 if failures else 0
 
 
-def _check_space(plan: Plan, todo: list[tuple[Variant, int]], contexts: dict[str, SuiteContext],
-                 stores: dict[str, Store]) -> None:
+def _check_space(run: RunContext, todo: list[tuple[Variant, int]]) -> None:
     """Before training: warn in one line when a suite's store has less free space than the planned checkpoints and
-    predictions need (the estimate is kept, so a later out-of-space error can quote it)."""
-    from bench.checkpoint import state_bytes
-    from bench.store import check_free_space, estimate_bytes, planned_stages
-
-    for name, store in stores.items():
+    predictions need (the run keeps the estimate, so a later out-of-space error can quote it)."""
+    for name, store in run.stores.items():
         mine = [(v, s) for v, s in todo if v.suite.name == name]
         if not mine:
             continue
-        ctx = _context(plan, contexts, mine[0][0].suite)
+        ctx = run.context(mine[0][0].suite)
+        # what each strategy class declares for the estimate (Strategy.uses_finetunes, Strategy.own_checkpoints)
         strategies = list({id(v): v.strategy for v, _ in mine}.values())
-        ckpts, evals = planned_stages(strategies, len(ctx.tasks), len({s for _, s in mine}))
+        ckpts, evals = planned_stages([s.own_checkpoints for s in strategies],
+                                      any(s.uses_finetunes for s in strategies), len(ctx.tasks),
+                                      len({s for _, s in mine}))
         examples = sum(len(es) for per in ctx.encoded.values() for split, es in per.items() if split != "train")
-        check_free_space(store.root, estimate_bytes(state_bytes(ctx.template), ckpts, evals, examples,
-                                                    cells=len(mine)))
+        needed = estimate_bytes(state_bytes(ctx.template), ckpts, evals, examples, cells=len(mine))
+        run.planned[str(store.root.absolute())] = needed
+        check_free_space(store.root, needed)
 
 
 def _summary(records: list[Record], out) -> None:

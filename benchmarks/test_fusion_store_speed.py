@@ -91,13 +91,13 @@ def test_fusion_trial_vs_evaluation_pass(benchmark, tmp_path):
     suite = plan.variants[0].suite
     store = Store(tmp_path, suite.name)
     ctx = SuiteContext.load(suite, store)
-    stages = Stages(ctx, store, 0, eval_splits=("validation",))
+    # scratch: as in a search trial, the fused model stays in memory
+    stages = Stages(ctx, store, 0, eval_splits=("validation",), scratch=True)
     tunes = [stages.finetune(t).ckpt for t in stages.task_names]
     rng = np.random.default_rng(0)
-    before = len(store.computed)
+    before = len(stages.log.computed)
 
     strategy = STRATEGIES.get("fuse_then_joint")
-    stages.scratch = True  # as in a search trial: the fused model stays in memory
 
     def trial():  # what a search trial runs: the strategy's search_row, which fuses in memory and evaluates
         w = rng.dirichlet(np.ones(len(tunes))).tolist()
@@ -109,7 +109,7 @@ def test_fusion_trial_vs_evaluation_pass(benchmark, tmp_path):
 
     t_eval, t_trial = paired(eval_pass, trial, rounds=3, warmup=1)
     benchmark.pedantic(trial, rounds=1, iterations=1)
-    new_training = [k for k in store.computed[before:] if k.startswith(("finetune", "joint"))]
+    new_training = [k for k in stages.log.computed[before:] if k.startswith(("finetune", "joint"))]
     assert not new_training
     ratio = t_trial / t_eval
     n = sum(len(ctx.encoded[t]["validation"]) for t in stages.task_names)

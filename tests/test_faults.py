@@ -237,8 +237,6 @@ def test_a_full_disk_mid_run_is_one_line_that_quotes_the_estimate_and_keeps_fini
                                                                                             capsys):
     import bench.checkpoint as C
 
-    monkeypatch.setattr(S.failures, "_PLANNED", {})
-    monkeypatch.setattr(S.failures, "_FINISHED", [])
     real, calls = C.save_file, []
 
     def save_file(tensors, filename, metadata=None):  # a short write on the fifth checkpoint file, then ENOSPC
@@ -345,12 +343,12 @@ def test_a_read_only_store_reads_reports_elsewhere_and_refuses_new_cells_in_one_
 
 
 def test_estimate_and_free_space_check(tmp_path, monkeypatch):
-    monkeypatch.setattr(S.failures, "_PLANNED", {})
     from bench.strategy import STRATEGIES, discover
 
     discover()
     plan = [STRATEGIES.get("separate"), STRATEGIES.get("naive_mtl")]
-    checkpoints, evaluations = S.planned_stages(plan, n_tasks=5, seeds=2)
+    checkpoints, evaluations = S.planned_stages([c.own_checkpoints for c in plan],
+                                                any(c.uses_finetunes for c in plan), n_tasks=5, seeds=2)
     assert (checkpoints, evaluations) == (2 * (1 + 5 + 1), 2 * (5 + 1))  # θ0, five shared fine-tunes, one joint
     need = S.estimate_bytes(24_000, checkpoints, evaluations, eval_examples=4_800, cells=4)
     assert S.check_free_space(tmp_path, need) is None  # the test disk has room for a few MB

@@ -68,13 +68,13 @@ def _snapshot(root: Path) -> dict[str, int]:
 
 
 def _computed(stages: Stages) -> list[tuple[str, str]]:
-    return [tuple(s.split("/")) for s in stages.store.computed]  # type: ignore[misc]
+    return [tuple(s.split("/")) for s in stages.log.computed]  # type: ignore[misc]
 
 
 def test_trackers_change_no_key_and_no_result(runs):
     plain, plain_out = runs["plain"]
     tracked, tracked_out = runs["tracked"]
-    assert plain.store.computed == tracked.store.computed  # the same stages under the same keys
+    assert plain.log.computed == tracked.log.computed  # the same stages under the same keys
     for name in plain_out:
         assert tracked_out[name].ckpt.key == plain_out[name].ckpt.key
         assert tracked_out[name].info["metrics"] == plain_out[name].info["metrics"], name  # bit for bit
@@ -84,9 +84,9 @@ def test_trackers_change_no_key_and_no_result(runs):
 
 def test_a_stage_from_the_store_logs_nothing(runs):
     again, again_out = runs["again"]
-    assert again.store.computed == [] and all(o.reused for o in again_out.values())
+    assert again.log.computed == [] and all(o.reused for o in again_out.values())
     assert runs["after"] == runs["before"]  # no new event file, MLflow run or W&B run
-    assert runs["before"]["tensorboard"] == len(runs["tracked"][0].store.computed)  # one run per computed stage
+    assert runs["before"]["tensorboard"] == len(runs["tracked"][0].log.computed)  # one run per computed stage
 
 
 def _tb(folder: Path):
@@ -101,7 +101,7 @@ def test_tensorboard_logs_curves_final_metrics_and_config_per_cell_and_stage(run
     tracked, out = runs["tracked"]
     cell_dir = runs["root"] / "tensorboard" / f"{LABEL}_s0_{CELL[:8]}"
     folders = sorted(p.name for p in cell_dir.iterdir())
-    assert len(folders) == len(tracked.store.computed)  # one folder per computed stage, none for reused ones
+    assert len(folders) == len(tracked.log.computed)  # one folder per computed stage, none for reused ones
     for stage, key in _computed(tracked):
         assert sum(f.startswith(stage) and f.endswith(key[:8]) for f in folders) == 1, (stage, key, folders)
     joint = out["joint"]
@@ -184,7 +184,7 @@ def _wandb_records(path: Path) -> list:
 def test_wandb_offline_runs_are_grouped_by_cell_with_config_and_summary(runs):
     tracked, out = runs["tracked"]
     files = sorted((runs["root"] / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(files) == len(tracked.store.computed)
+    assert len(files) == len(tracked.log.computed)
     joint = out["joint"]
     by_type: dict[str, list] = {}
     for f in files:

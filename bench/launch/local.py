@@ -81,7 +81,7 @@ def start_method(threads: int, devices: list[int] | None) -> str:
     return "spawn"
 
 
-def _worker(tasks, results, threads: int, devices: Any) -> None:
+def _worker(jobs: list[Job], tasks, results, threads: int, devices: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command handles Ctrl-C and stops its workers
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # a fork after the parent tokenised: no warning
     # ... with SIGTERM, which unwinds the running cell (its stage lock is released, its last epoch checkpoint kept)
@@ -97,7 +97,8 @@ def _worker(tasks, results, threads: int, devices: Any) -> None:
         item = tasks.get()
         if item is None:
             return
-        i, job, log = item
+        i, log = item
+        job = jobs[i]
         results.put(("start", i, os.getpid()))
         t0 = time.perf_counter()
         try:
@@ -150,15 +151,17 @@ class Local(Launcher):
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         logs = [(job.folder or Path("results")) / "launcher" / f"local-{stamp}" / f"{i:03d}.log"
                 for i, job in enumerate(jobs)]
-        for i, job in enumerate(jobs):
-            tasks.put((i, job, logs[i]))
+        for i in range(len(jobs)):
+            tasks.put((i, logs[i]))
         n = min(self.parallel, len(jobs))
         devices = None
         if self.common.devices:
             devices = ctx.Queue()
             for k in range(n + len(jobs)):  # enough for replacements of dead workers
                 devices.put(self.common.devices[k % len(self.common.devices)])
-        start = lambda: ctx.Process(target=_worker, args=(tasks, results, threads, devices), daemon=True)
+        # the jobs travel with the worker, not one by one through the queue: a forked worker shares what they hold
+        # (a run's loaded plan and data), a spawned one unpickles it once, not once per job
+        start = lambda: ctx.Process(target=_worker, args=(jobs, tasks, results, threads, devices), daemon=True)
         procs = [start() for _ in range(n)]
         for p in procs:
             p.start()

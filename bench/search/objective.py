@@ -30,7 +30,7 @@ from bench import metrics as M
 from bench.config import SuiteConfig
 from bench.errors import BenchError, CellFailed, did_you_mean
 from bench.record import Row
-from bench.stages import Stages, SuiteContext
+from bench.stages import StageLog, Stages, SuiteContext
 from bench.store import Store, content_hash
 
 if TYPE_CHECKING:
@@ -178,6 +178,7 @@ class TrialRunner:
     def __init__(self, cfg: SearchConfig):
         self.cfg = cfg
         self.store = Store(cfg.results_dir, cfg.suite.name)
+        self.log = StageLog()  # the stages this search reused and computed (a trial's cost, what re-scoring forgets)
         self._contexts: dict[str, SuiteContext] = {}
         self.baseline: dict[str, dict[str, float]] | None = None
 
@@ -205,14 +206,14 @@ class TrialRunner:
         probes = [cfg.variant(overrides).params for overrides in cfg.space.probes(cfg.tasks)]
         for params in probes:
             cfg.strategy().check_suite(params, ctx)
-        stages = Stages(ctx, self.store, cfg.seed, eval_splits=VALIDATION)
-        n0 = len(self.store.computed)
+        stages = Stages(ctx, self.store, cfg.seed, eval_splits=VALIDATION, log=self.log)
+        n0 = len(self.log.computed)
         cfg.strategy().search_prepare(stages, probes[0], cfg.row)
         if any(o.kind == "delta_m" for o in cfg.objectives):
             baseline = STRATEGIES.get(BASELINE_STRATEGY)
             row = baseline().search_row(stages, baseline.Params())
             self.baseline = row.metrics["validation"]
-        return self.store.computed[n0:]
+        return self.log.computed[n0:]
 
     def __call__(self, trial: Any) -> float | list[float]:
         import optuna
@@ -231,9 +232,8 @@ class TrialRunner:
         reporter = Reporter(trial, cfg.objectives[0].direction, enabled=single and cfg.pruner != "none",
                             final_epoch=variant.suite.train.epochs)
         stages = SearchStages(ctx, self.store, cfg.seed, eval_splits=VALIDATION, on_epoch=reporter,
-                              prune_stage=cfg.space.prune_stage)
-        stages.scratch = not cfg.keep_checkpoints
-        n0 = len(self.store.computed)
+                              prune_stage=cfg.space.prune_stage, log=self.log, scratch=not cfg.keep_checkpoints)
+        n0 = len(self.log.computed)
         try:
             # the strategy's own code path (its run, or a cheaper hook that gives the same row): one code path
             # with `bench run params=best.yaml`
@@ -244,7 +244,7 @@ class TrialRunner:
             trial.set_user_attr("failed", str(e))
             raise optuna.TrialPruned(f"diverged: {e}") from None
         finally:
-            new = self.store.computed[n0:]
+            new = self.log.computed[n0:]
             cost.update(seconds=time.perf_counter() - t0, new_stages=new,
                         new_trainings=sum(1 for s in new if s.split("/")[0] in TRAINING_STAGES))
         for key in ("fuse_seconds", "eval_seconds"):  # what a fusion hook timed, for the cost summary

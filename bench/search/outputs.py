@@ -140,7 +140,7 @@ def margin(cfg: SearchConfig, runner, best, baseline, n_trials: int, level: floa
     if objective.kind == "throughput":
         out["note"] = "throughput has no per-example scores to resample"
         return out
-    n0 = len(runner.store.computed)
+    n0 = len(runner.log.computed)
     try:
         scores = [_objective_scores(cfg, runner, t, objective) for t in (best, baseline)]
     except Exception as exc:  # noqa: BLE001 - a margin without interval is still a margin
@@ -148,7 +148,7 @@ def margin(cfg: SearchConfig, runner, best, baseline, n_trials: int, level: floa
         return out
     finally:
         if not cfg.keep_checkpoints:  # what re-scoring wrote (a fusion trial's fused model): the store as it was
-            _forget(runner.store, runner.store.computed[n0:])
+            _forget(runner.store, runner.log, runner.log.computed[n0:])
     if any(isinstance(s, str) for s in scores):
         out["note"] = f"no interval: {next(s for s in scores if isinstance(s, str))}"
         return out
@@ -161,7 +161,7 @@ def margin(cfg: SearchConfig, runner, best, baseline, n_trials: int, level: floa
     return out
 
 
-def _forget(store, entries: list[str]) -> None:
+def _forget(store, log, entries: list[str]) -> None:
     """Delete the stage folders ``entries`` (``stage/key``) and their stage's folder when it is left empty."""
     import shutil
 
@@ -177,7 +177,7 @@ def _forget(store, entries: list[str]) -> None:
             folder.parent.rmdir()
         except OSError:  # other stages of that kind are there
             pass
-    del store.computed[len(store.computed) - len(entries):]
+    del log.computed[len(log.computed) - len(entries):]
 
 
 def _objective_scores(cfg: SearchConfig, runner, trial, objective):
@@ -192,7 +192,7 @@ def _objective_scores(cfg: SearchConfig, runner, trial, objective):
 
     variant = cfg.variant(trial.user_attrs.get("overrides", {}))
     ctx = runner.context(variant.suite)
-    stages = Stages(ctx, runner.store, cfg.seed, eval_splits=VALIDATION)
+    stages = Stages(ctx, runner.store, cfg.seed, eval_splits=VALIDATION, log=runner.log)
     row = variant.strategy().search_row(stages, variant.params, cfg.row)
     files = (row.predictions or {}).get("validation") or {}
     suite = variant.suite

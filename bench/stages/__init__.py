@@ -25,10 +25,10 @@ Strategies import from here: ``from bench.stages import Stages, make_row``.
 
 from bench.stages.base import Stages
 from bench.stages.batches import Batches
-from bench.stages.context import Checkpoint, Outcome, SuiteContext
+from bench.stages.context import Checkpoint, Outcome, StageLog, SuiteContext
 from bench.stages.keys import STAGE_VERSION, STAGE_VERSIONS, frozen_names, weights_hash
 from bench.stages.predictions import PREDICTIONS, save_predictions
 from bench.stages.rows import make_row
 
-__all__ = ["PREDICTIONS", "STAGE_VERSION", "STAGE_VERSIONS", "Batches", "Checkpoint", "Outcome", "Stages",
-           "SuiteContext", "frozen_names", "make_row", "save_predictions", "weights_hash"]
+__all__ = ["PREDICTIONS", "STAGE_VERSION", "STAGE_VERSIONS", "Batches", "Checkpoint", "Outcome", "StageLog",
+           "Stages", "SuiteContext", "frozen_names", "make_row", "save_predictions", "weights_hash"]

@@ -20,7 +20,7 @@ from bench.model import MultiTaskModel
 from bench.specs import FusionSpec, WeightingSpec
 from bench.stages.batches import Batches
 from bench.stages.cache import discard, run_stage
-from bench.stages.context import Checkpoint, Outcome, SuiteContext
+from bench.stages.context import Checkpoint, Outcome, StageLog, SuiteContext
 from bench.stages.evaluate import evaluate_model, run_evaluate
 from bench.stages.evaluation import Evaluation, evaluate_ckpt
 from bench.stages.finetune import run_finetune
@@ -38,14 +38,23 @@ class Stages:
 
     def __init__(self, ctx: SuiteContext, store: Store, seed: int, force: bool = False,
                  eval_splits: tuple[str, ...] | None = None, on_epoch=None, trackers: list[str] | None = None,
-                 cell: str = "", label: str = "", config: dict[str, Any] | None = None):
+                 cell: str = "", label: str = "", config: dict[str, Any] | None = None,
+                 log: StageLog | None = None, source: str = "", scratch: bool = False):
         """``eval_splits``: the splits stages evaluate; by default every split the data has besides train
         (validation, test, and extra ones such as MNLI's ``test_mismatched``); a search passes ("validation",) so
         test is never read. ``on_epoch(epoch, validation_score)``: called after every training epoch (a search
         prunes from here). ``trackers``: names from :func:`bench.track.trackers_from`; every stage computed here
         (not read from the store) is logged to them, grouped by ``cell`` (its hash), ``label`` and the seed, with
-        ``config`` (the cell's resolved configuration). Trackers are not in any key and change no result."""
+        ``config`` (the cell's resolved configuration). Trackers are not in any key and change no result.
+
+        ``log``: where the stages reused and computed are noted, shared by every cell of one run (``force=true``
+        recomputes a stage once per run; a record counts its cell's share); a fresh one by default. ``source``: the
+        source hash of the plug-in strategy composing these stages (its custom stages' keys hold it: editing the
+        file invalidates them). ``scratch``: a search trial's stages, whose result is thrown away once scored, so a
+        strategy may evaluate in memory what it would otherwise store."""
         self.ctx, self.store, self.seed, self.force = ctx, store, seed, force
+        self.log = log if log is not None else StageLog()
+        self.source, self.scratch = source, scratch
         if eval_splits is None:
             present = {s for per_task in ctx.encoded.values() for s in per_task if s != "train"}
             eval_splits = ("validation", "test", *sorted(present - {"validation", "test"}))
@@ -54,10 +63,6 @@ class Stages:
         self.tracking = Tracking(trackers, suite=ctx.suite.name, root=store.root, seed=seed, cell=cell, label=label,
                                  config={"suite": ctx.suite.model_dump(mode="json"), **(config or {})}) \
             if trackers else None
-        self.source = ""  # the source hash of the plug-in strategy composing these stages (set by the runner)
-        #: a search trial's stages: a strategy may evaluate in memory what it would otherwise store (its result is
-        #: thrown away once scored)
-        self.scratch = False
 
     @property
     def task_names(self) -> list[str]:

@@ -33,13 +33,13 @@ def run_stage(stages: Stages, stage: str, key_obj: dict[str, Any], tasks: tuple[
     folder = store.stage_dir(stage, key)
     ckpt = Checkpoint(stage, key, folder, tasks)
     # force=true recomputes a stage once per run: a fine-tune that separate just retrained serves fuse_then_joint
-    fresh = f"{stage}/{key}" in store.computed
+    fresh = f"{stage}/{key}" in stages.log.computed
     reusable = lambda: store.done(folder) and (not stages.force or fresh)
     if not reusable():
         with store.lock(folder):
             if not reusable():  # else another process finished it while we waited
                 return Outcome(ckpt, _compute(stages, stage, key, key_obj, tasks, folder, compute, version))
-    store.reused.append(f"{stage}/{key}")
+    stages.log.reused.append(f"{stage}/{key}")
     return _complete(stages, Outcome(ckpt, read_json(folder / STAGE_MARKER), reused=True), model_at)
 
 
@@ -59,7 +59,7 @@ def _compute(stages: Stages, stage: str, key: str, key_obj: dict[str, Any], task
     for name in (RESUME_FILE, LEGACY_RESUME_FILE):
         (folder / name).unlink(missing_ok=True)
     write_json(folder / STAGE_MARKER, info)
-    stages.store.computed.append(f"{stage}/{key}")
+    stages.log.computed.append(f"{stage}/{key}")
     return info
 
 

@@ -1,5 +1,6 @@
 """What stages work on and produce: a loaded suite (:class:`SuiteContext`), a stage output on disk
-(:class:`Checkpoint`) and what a stage returns (:class:`Outcome`)."""
+(:class:`Checkpoint`), what a stage returns (:class:`Outcome`) and the run's log of what it reused and computed
+(:class:`StageLog`)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,15 @@ class Outcome:
     ckpt: Checkpoint | None
     info: dict[str, Any]
     reused: bool = False
+
+
+@dataclass
+class StageLog:
+    """The stages one run served from the store (``reused``) and computed (``computed``), as ``stage/key`` in
+    order: what a record counts, what ``force=true`` recomputes once per run, what a search forgets."""
+
+    reused: list[str] = field(default_factory=list)
+    computed: list[str] = field(default_factory=list)
 
 
 @dataclass

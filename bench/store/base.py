@@ -40,8 +40,6 @@ class Store:
 
     def __init__(self, results_dir: Path, suite: str):
         self.root = Path(results_dir) / suite
-        self.reused: list[str] = []  # stage keys served from the store in this process
-        self.computed: list[str] = []
 
     def stage_dir(self, stage: str, key: str) -> Path:
         return self.root / "stages" / stage / key

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.errors import StoreError
@@ -19,8 +20,6 @@ _IN_TEXT = (("No space left", errno.ENOSPC), ("Disk quota", errno.EDQUOT), ("Rea
             ("Permission denied", errno.EACCES))
 _SHORT_WRITE = ("unexpected pos", "file write failed", "PytorchStreamWriter failed")
 _OS_ERROR = re.compile(r"(?:os error|Errno) (\d+)")
-_PLANNED: dict[str, int] = {}  # suite root or results dir -> bytes the run was estimated to need
-_FINISHED: list[str] = []  # the cells whose records this process wrote, as "label seed=N"
 
 
 def write_errno(exc: BaseException, path: Path) -> int | None:
@@ -72,12 +71,12 @@ def fmt_bytes(n: float) -> str:
     return f"{n:.1f} TB"  # pragma: no cover
 
 
-def _kept(root: Path | None) -> str:
-    """What is kept: the cells this process finished, and how many finished cells the suite's store holds."""
+def _kept(root: Path | None, finished: Sequence[str]) -> str:
+    """What is kept: the cells this run finished, and how many finished cells the suite's store holds."""
     mine = ""
-    if _FINISHED:
-        more = f" and {len(_FINISHED) - 5} more" if len(_FINISHED) > 5 else ""
-        mine = f"finished in this run and kept: {', '.join(_FINISHED[:5])}{more}"
+    if finished:
+        more = f" and {len(finished) - 5} more" if len(finished) > 5 else ""
+        mine = f"finished in this run and kept: {', '.join(finished[:5])}{more}"
     if root is None:
         return mine or "finished cells are kept"
     n = sum(1 for _ in (root / "cells").glob(f"*/*/{RECORD}")) if (root / "cells").is_dir() else 0
@@ -85,8 +84,12 @@ def _kept(root: Path | None) -> str:
     return f"{mine}; {held}" if mine else held
 
 
-def as_store_error(exc: BaseException, path: Path) -> StoreError | None:
-    """The one-line StoreError for a failed write to ``path`` (None when ``exc`` is not a write failure)."""
+def as_store_error(exc: BaseException, path: Path, needed: int | None = None,
+                   finished: Sequence[str] = ()) -> StoreError | None:
+    """The one-line StoreError for a failed write to ``path`` (None when ``exc`` is not a write failure).
+
+    What only the run knows it passes (:meth:`bench.run_context.RunContext.explain`): ``needed``, the bytes it was
+    estimated to need, and ``finished``, the cells it finished (``"label seed=N"``)."""
     if isinstance(exc, StoreError):
         return exc
     number = write_errno(exc, path)
@@ -96,21 +99,20 @@ def as_store_error(exc: BaseException, path: Path) -> StoreError | None:
     root = suite_root(path)
     detail = getattr(exc, "strerror", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
     free = free_bytes(path)
-    needed = next((_PLANNED[k] for k in (str(root), str(root.parent)) if k in _PLANNED), None) if root else None
     if number in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
         what = {errno.ENOSPC: "out of disk space", errno.EDQUOT: "over the disk quota",
                 errno.EIO: "a write failed (short write)"}[number]
         space = f"{fmt_bytes(free)} free there" if free is not None else "free space unknown"
         if needed:
             space += f", this run needs about {fmt_bytes(needed)}"
-        message = (f"{what}: writing {path} failed ({detail}); {space}; {_kept(root)}; no unfinished entry reads "
-                   f"as complete. Free space (or give results_dir= a disk with room) and rerun the same command: "
-                   f"finished cells and stages are reused")
+        message = (f"{what}: writing {path} failed ({detail}); {space}; {_kept(root, finished)}; no unfinished "
+                   f"entry reads as complete. Free space (or give results_dir= a disk with room) and rerun the same "
+                   f"command: finished cells and stages are reused")
     else:
         what = f"cannot write {path}: read-only file system" if number == errno.EROFS else \
             f"permission denied: {path}"
         suite = root.name if root else "<suite>"
-        done = f"; {_kept(root)}" if _FINISHED else ""
+        done = f"; {_kept(root, finished)}" if finished else ""
         message = (f"{what}{done}. Reading needs no write access "
                    f"(`python -m bench report suite={suite} out=DIR` writes the report elsewhere); to run cells, "
                    f"give results_dir= a writable folder")

@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bench.store import failures
 from bench.store.atomic import atomic_write, read_json, store_writes
 from bench.store.layout import (
     CHUNK,
@@ -38,8 +37,6 @@ def write_json(path: Path, obj: Any) -> None:
         json.dump(obj, f, indent=1, default=str, allow_nan=True)
         f.flush()
         os.fsync(f.fileno())
-    if path.name == RECORD and isinstance(obj, dict):
-        failures._FINISHED.append(f"{obj.get('label', '?')} seed={obj.get('seed', '?')}")
 
 
 def file_digest(path: Path) -> str:

@@ -4,11 +4,10 @@ less free (a later out-of-space error quotes the estimate)."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from bench.errors import StoreWarning
-from bench.store import failures
 from bench.store.failures import fmt_bytes, free_bytes
 
 # CPU-side sizes behind the estimate: each entry's marker, lock and file-system blocks; a record; one kept prediction
@@ -16,17 +15,22 @@ ENTRY_BYTES = 16_000
 RECORD_BYTES = 32_000
 PREDICTION_BYTES = 16  # prediction, target and id of one example, compressed
 RESUME_FACTOR = 3  # a training stage's resume state: weights plus AdamW's two moments
-def planned_stages(strategies: list[Any], n_tasks: int, seeds: int) -> tuple[int, int]:
-    """``(checkpoints, evaluations)`` a plan adds at most: per seed θ0, the T fine-tunes when a strategy uses them
-    (shared), and each variant's own stages, as the strategy classes declare them (``Strategy.uses_finetunes``,
-    ``Strategy.own_checkpoints``; the defaults count every task fine-tuned, fused and trained jointly). Every
-    checkpoint but θ0 and a fusion keeps predictions, and so does the evaluate stage after a fusion."""
+
+
+def planned_stages(own_checkpoints: Sequence[int], finetunes: bool, n_tasks: int, seeds: int) -> tuple[int, int]:
+    """``(checkpoints, evaluations)`` a plan adds at most: per seed θ0, the T fine-tunes when ``finetunes`` (shared
+    by every strategy that uses them), and each variant's own checkpoints, ``own_checkpoints`` (what the strategy
+    classes declare: ``Strategy.uses_finetunes``, ``Strategy.own_checkpoints``; the caller reads them). Every
+    checkpoint but θ0 and a fusion keeps predictions, and so does the evaluate stage after a fusion.
+
+    >>> planned_stages([0, 1], finetunes=True, n_tasks=5, seeds=2)  # separate and naive_mtl, 5 tasks, 2 seeds
+    (14, 12)
+    """
     per_seed_ckpt, per_seed_eval = 1, 0
-    if any(getattr(s, "uses_finetunes", True) for s in strategies):
+    if finetunes:
         per_seed_ckpt, per_seed_eval = 1 + n_tasks, n_tasks
-    for s in strategies:
-        own = int(getattr(s, "own_checkpoints", 2))
-        per_seed_ckpt += own
+    for own in own_checkpoints:
+        per_seed_ckpt += int(own)
         per_seed_eval += own  # a joint stage evaluates; a fusion doesn't, but its evaluate stage does
     return seeds * per_seed_ckpt, seeds * per_seed_eval
 
@@ -49,10 +53,9 @@ def estimate_bytes(model_bytes: int, checkpoints: int, evaluations: int = 0, eva
 
 def check_free_space(folder: Path, needed: int) -> str | None:
     """Compare the free space under ``folder`` (the results dir or a suite's store) with ``needed`` bytes (from
-    :func:`estimate_bytes`) before training. When short, warn in one line and return the message (else None); a
-    later out-of-space error quotes the estimate either way."""
+    :func:`estimate_bytes`) before training. When short, warn in one line and return the message (else None). The
+    run keeps the estimate (:class:`bench.run_context.RunContext`), so a later out-of-space error quotes it."""
     folder = Path(folder).absolute()
-    failures._PLANNED[str(folder)] = int(needed)
     free = free_bytes(folder)
     if free is None or free >= needed:
         return None
