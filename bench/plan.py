@@ -50,8 +50,8 @@ from bench.strategy import STRATEGIES, Strategy, discover, source_hash
 from bench.suites import validate_suite
 
 __all__ = ["DEFAULT_SUITE", "FALLBACK_SUITE", "PREFIXES", "SUITE_PREFIXES", "TOP_KEYS", "Plan", "Variant",
-           "build_suite", "check_keys", "default_suite", "make_plan", "make_variant", "seeds_of", "set_dotted",
-           "strategy_names", "strategy_params"]
+           "DataProbe", "build_suite", "check_keys", "default_suite", "make_plan", "make_variant", "seeds_of",
+           "set_dotted", "strategy_names", "strategy_params"]
 
 
 @dataclass
@@ -105,30 +105,34 @@ class Plan:
         return [(v, s) for v in self.variants for s in self.seeds]
 
 
-# optional task -> why it is absent ("" when present), per data spec: probed once per process
-_ABSENT: dict[str, str] = {}
+class DataProbe:
+    """Why each optional task's data cannot be loaded here ("" when it can), its source asked once per probe: one
+    probe serves a whole plan (every combination of a sweep) or a whole search (every trial)."""
+
+    def __init__(self) -> None:
+        self._why: dict[str, str] = {}  # the task's and split's specs, as JSON -> why absent
+
+    def absent(self, task: dict[str, Any], split: dict[str, Any]) -> str:
+        from bench.config import SplitConfig, TaskConfig
+        from bench.data import SOURCES
+        from bench.data.base import MissingData
+
+        key = json.dumps([task, split], sort_keys=True, default=str)
+        if key not in self._why:
+            cfg = TaskConfig(**task)
+            try:
+                SOURCES.get(cfg.data.source)(cfg.data, [cfg], SplitConfig(**split))
+                self._why[key] = ""
+            except MissingData as e:
+                self._why[key] = str(e)
+        return self._why[key]
 
 
-def _absent(task: dict[str, Any], split: dict[str, Any]) -> str:
-    """Why an optional task's data cannot be loaded here ("" when it can): its source is asked once per process."""
-    from bench.config import SplitConfig, TaskConfig
-    from bench.data import SOURCES
-    from bench.data.base import MissingData
-
-    key = json.dumps([task, split], sort_keys=True, default=str)
-    if key not in _ABSENT:
-        cfg = TaskConfig(**task)
-        try:
-            SOURCES.get(cfg.data.source)(cfg.data, [cfg], SplitConfig(**split))
-            _ABSENT[key] = ""
-        except MissingData as e:
-            _ABSENT[key] = str(e)
-    return _ABSENT[key]
-
-
-def build_suite(combo: dict[str, Any], notes: list[str] | None = None) -> SuiteConfig:
+def build_suite(combo: dict[str, Any], notes: list[str] | None = None, probe: DataProbe | None = None) -> SuiteConfig:
     """The suite of one combination of overrides, validated, with absent optional tasks dropped (their reasons
-    appended to ``notes``). The one task list everything sizes from is its ``task_names``."""
+    appended to ``notes``). The one task list everything sizes from is its ``task_names``. ``probe``: what was
+    already found about optional tasks' data (a fresh probe asks each source)."""
+    probe = probe if probe is not None else DataProbe()
     suite, name, path = suite_of(combo)
     # registry names are checked here too, so a typo fails before any data or model is loaded
     from bench.backbones import BACKBONES
@@ -141,7 +145,7 @@ def build_suite(combo: dict[str, Any], notes: list[str] | None = None) -> SuiteC
     optional = [t for t in suite.tasks if t.optional and suite.kind == "multi_input"]
     dropped = []
     for t in optional:
-        why = _absent(t.model_dump(mode="json"), suite.split.model_dump(mode="json"))
+        why = probe.absent(t.model_dump(mode="json"), suite.split.model_dump(mode="json"))
         if why:
             dropped.append(t.name)
             if notes is not None:
@@ -162,11 +166,13 @@ def strategy_params(cls: type[Strategy], given: dict[str, Any], only: bool) -> F
 
 
 def make_variant(combo: dict[str, Any], cls: type[Strategy], label: str | None = None,
-                 suite: SuiteConfig | None = None, notes: list[str] | None = None, only: bool = True) -> Variant:
+                 suite: SuiteConfig | None = None, notes: list[str] | None = None, only: bool = True,
+                 probe: DataProbe | None = None) -> Variant:
     """The validated variant of one combination of overrides (a run's cell, a search's trial). ``suite``: the
-    already built suite of ``combo`` (planning builds each distinct suite once)."""
+    already built suite of ``combo`` (planning builds each distinct suite once); else it is built here, with
+    ``probe`` (:func:`build_suite`)."""
     notes = [] if notes is None else notes
-    suite = suite or build_suite(combo, notes)
+    suite = suite or build_suite(combo, notes, probe)
     given = given_params(combo)
     params = strategy_params(cls, given, only)
     cls.check(params, suite.task_names)
@@ -195,6 +201,7 @@ def make_plan(args: list[str]) -> Plan:
         trackers = trackers_from(f.tracker[0], sweep=f.tracker[1])
     seeds = seeds_of(first)
     suites: dict[str, tuple[SuiteConfig, list[str]]] = {}
+    probe = DataProbe()  # each optional task's data is looked for once per plan
     variants: list[Variant] = []
     notes: list[str] = []
     # strategy.x goes to the strategies that have x; with one strategy in the whole command, x must be one of its
@@ -204,7 +211,7 @@ def make_plan(args: list[str]) -> Plan:
         skey = content_hash({k: v for k, v in combo.items() if not k.startswith("strategy") and k != "_swept"})
         if skey not in suites:
             suite_notes: list[str] = []
-            suites[skey] = (build_suite(combo, suite_notes), suite_notes)
+            suites[skey] = (build_suite(combo, suite_notes, probe), suite_notes)
             notes += [n for n in suite_notes if n not in notes]
         suite, suite_notes = suites[skey]
         for name in strategy_names(combo):

@@ -19,7 +19,16 @@ from bench.errors import BenchError, did_you_mean
 from bench.launch import LAUNCH_KEYS, Launcher, is_launch_key, launcher_from
 from bench.options import renamed
 from bench.overrides import as_bool, expand, parse
-from bench.plan import PREFIXES, SUITE_PREFIXES, Variant, build_suite, check_keys, default_suite, make_variant
+from bench.plan import (
+    PREFIXES,
+    SUITE_PREFIXES,
+    DataProbe,
+    Variant,
+    build_suite,
+    check_keys,
+    default_suite,
+    make_variant,
+)
 from bench.precheck import STRATEGY_HINT
 from bench.precheck import folders as plugin_folders
 from bench.search.objective import Objective, parse_objectives
@@ -65,6 +74,7 @@ class SearchConfig:
     results_dir: Path
     launcher: Launcher | None = None  # where the workers run (None inside a worker)
     notes: list[str] = field(default_factory=list)
+    probe: DataProbe = field(default_factory=DataProbe, repr=False)  # optional tasks' data, looked for once
 
     @property
     def tasks(self) -> list[str]:
@@ -93,7 +103,8 @@ class SearchConfig:
         ``bench run`` builds for the same overrides. A trial that tunes no suite setting shares the base suite."""
         combo = {**self.fixed_overrides(), **overrides}
         same_suite = self.suite is not None and not any(k.startswith(SUITE_PREFIXES) for k in overrides)
-        return make_variant(combo, self.strategy, label=self.label, suite=self.suite if same_suite else None)
+        return make_variant(combo, self.strategy, label=self.label, suite=self.suite if same_suite else None,
+                            probe=self.probe)
 
     def fingerprint(self) -> dict[str, Any]:
         """What makes two invocations the same search (a rerun must match it to resume the study)."""
@@ -144,7 +155,8 @@ def load_config(args: list[str]) -> SearchConfig:
     _check_space_keys(space, strategy, combo)
     # the base suite (the space's fixed entries, then the command line), built once, here; the strategy's params
     # are validated on the probes of the space (_probe), since the space may tune a required one
-    suite = build_suite({**space.fixed, **{k: v for k, v in combo.items() if k != "_swept"}})
+    probe = DataProbe()
+    suite = build_suite({**space.fixed, **{k: v for k, v in combo.items() if k != "_swept"}}, probe=probe)
 
     trials = _int(opts, "trials", 20, 1)
     workers = _int(opts, "workers", 1, 1)
@@ -168,7 +180,7 @@ def load_config(args: list[str]) -> SearchConfig:
         sampler_seed=_int(opts, "sampler_seed", 0, 0), startup=_int(opts, "startup", min(10, max(2, trials // 3)), 0),
         seed=seed, heartbeat=_int(opts, "heartbeat", 10, 1), plots=as_bool(opts, "plots", True),
         keep_checkpoints=as_bool(opts, "keep_checkpoints", False), label=label,
-        threads=threads, worker=opts.get("_worker"), results_dir=results_dir, launcher=launcher)
+        threads=threads, worker=opts.get("_worker"), results_dir=results_dir, launcher=launcher, probe=probe)
     _probe(cfg)
     default_name = f"{cfg.suite.name}-{strategy.name}-{space.name}"
     if [o.spec for o in cfg.objectives] != ["mean"]:
