@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from bench.plugins.discovery import PACKAGE, builtin_dir
+from bench.specs import PluginSpec
 
 #: a strategy parameter whose name contains one of these names an entry of that registry (module, attribute)
 NAMED = {"weighting": ("bench.weighting.base", "WEIGHTINGS"), "fusion": ("bench.fusion.base", "FUSIONS")}
@@ -61,16 +62,16 @@ def plugin_source(cls: type) -> str:
     return "" if file is None or is_builtin(file) else file_hash(file)
 
 
-def _named(params: Any, field: str = "") -> list[tuple[str, str]]:
-    """(kind, name) of every plug-in that ``params`` names: a field whose name contains ``weighting`` or ``fusion``
-    holding a name (or a model with a ``name``: a typed reference), in nested models and lists too."""
+def _named(params: Any, field: str = "") -> list[tuple[str, str, tuple[str, str]]]:
+    """(kind, name, registry) of every plug-in that ``params`` names: a typed reference (:mod:`bench.specs`)
+    anywhere, or a name in a field whose name contains ``weighting`` or ``fusion`` (a strategy of its own that types
+    it as a plain ``str``), in nested models and lists too."""
+    if isinstance(params, PluginSpec):
+        return [(params.label, str(params), params.registry)]
     kind = next((k for k in NAMED if k in field), "")
     if isinstance(params, str):
-        return [(kind, params)] if kind else []
+        return [(kind, params, NAMED[kind])] if kind else []
     if isinstance(params, BaseModel):
-        name = getattr(params, "name", None)
-        if kind and isinstance(name, str):
-            return [(kind, name)]
         return [hit for f in type(params).model_fields for hit in _named(getattr(params, f), f)]
     if isinstance(params, (list, tuple)):
         return [hit for item in params for hit in _named(item, field)]
@@ -83,8 +84,7 @@ def used_plugins(strategy: type, params: Any) -> dict[str, str]:
     out = {}
     if plugin_source(strategy):
         out[f"strategy:{strategy.name}"] = plugin_source(strategy)
-    for kind, name in _named(params):
-        module, attr = NAMED[kind]
+    for kind, name, (module, attr) in _named(params):
         registry = getattr(importlib.import_module(module), attr)
         if name in registry:
             source = plugin_source(registry.get(name))
