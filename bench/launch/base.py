@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from bench.config import Frozen
+from bench.config import Frozen, validated
 from bench.errors import BenchError
 from bench.plugins.registry import Registry
 
@@ -124,8 +124,6 @@ LAUNCHERS: Registry[type[Launcher]] = Registry("launcher", Launcher, builtins=("
 
 def build_launcher(name: str, options: dict[str, Any], common: dict[str, Any]) -> Launcher:
     """``launcher=name launcher.key=value ... workers=N devices=[...] wait=...`` -> a checked launcher."""
-    from bench.config import validated
-
     cls = LAUNCHERS.get(name)
     for key in options:
         if key not in cls.Options.model_fields:
