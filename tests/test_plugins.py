@@ -67,6 +67,7 @@ def test_an_unknown_weighting_says_where_a_plugin_must_be():
     assert msg.endswith("; a plug-in needs its folder in plugin_dirs=[folder] (or its package installed)")
 
 
+@pytest.mark.slow  # a subprocess: a fresh interpreter, whose registries are not loaded yet
 def test_plugins_of_the_working_directory_load_on_the_first_read(tmp_path):
     (tmp_path / "strategies").mkdir()
     (tmp_path / "strategies" / "lazy_w.py").write_text(textwrap.dedent('''
