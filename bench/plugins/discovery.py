@@ -71,6 +71,7 @@ def default_dirs() -> list[Path]:
 
 
 def check_folders(extra: Iterable[str | Path]) -> list[Path]:
+    """The ``plugin_dirs=`` folders as paths; one that does not exist is a one-line error."""
     folders = [Path(e) for e in extra]
     for folder in folders:
         if not folder.is_dir():
@@ -127,7 +128,8 @@ def module_files(module: str) -> list[Path]:
 
 _loaded: set[Path] = set()  # plug-in files imported by this process
 _shadows: set[str] = set()  # names of the user files imported: the built-in file of the same name is not
-_packages: dict[str, str] = {}  # top-level module of an imported entry point -> its distribution
+_entry_modules: set[str] = set()  # entry-point modules imported by this process
+_packages: dict[str, str] = {}  # top-level package of an entry point's module -> its distribution (for origin)
 
 
 def discover(extra: Iterable[str | Path] = ()) -> None:
@@ -158,15 +160,16 @@ def discover(extra: Iterable[str | Path] = ()) -> None:
             raise BenchError(f"plug-in {file} failed to import: {where_raised(e, path)}; fix it or move it out "
                              f"of {folder}") from None
     for ep in plugin_entry_points():
-        if ep.module.split(".")[0] in _packages:
+        if ep.module in _entry_modules:
             continue
+        _entry_modules.add(ep.module)
         _packages[ep.module.split(".")[0]] = distribution(ep)
         try:
             importlib.import_module(ep.module)
-        except BenchError as e:
-            raise BenchError(f"plug-in package {distribution(ep)} ({ep.module}): {e}") from None
-        except Exception as e:  # noqa: BLE001
-            del _packages[ep.module.split(".")[0]]
+        except Exception as e:  # noqa: BLE001 (a package's clash or bug: one line, before any work)
+            _entry_modules.discard(ep.module)
+            if isinstance(e, BenchError):
+                raise BenchError(f"plug-in package {distribution(ep)} ({ep.module}): {e}") from None
             raise BenchError(f"plug-in package {distribution(ep)} failed to import {ep.module}: {where_raised(e)}; "
                              f"fix it or pip uninstall {ep.dist.name if ep.dist else ep.module}") from None
 
