@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from bench.specs import WeightingSpec
 from bench.stages.cache import run_stage
 from bench.stages.context import Checkpoint, Outcome
-from bench.stages.keys import _freeze, _train_key, frozen_names
-from bench.stages.models import build_model, sub_seed
+from bench.stages.keys import frozen_names, train_key
+from bench.stages.models import build_model, freeze_backbone, sub_seed
 from bench.stages.training import budget_steps, train_config, train_stage
 
 if TYPE_CHECKING:  # annotations only: the class delegates to this module
@@ -28,12 +28,12 @@ def run_finetune(stages: Stages, task: str, init: Checkpoint, share: float = 1.0
     def compute(folder: Path) -> dict[str, Any]:
         seed = sub_seed(stages.seed, "finetune", task)
         model = build_model(ctx, [task], init, seed)
-        _freeze(model, frozen)
+        freeze_backbone(model, frozen)
         alone = WeightingSpec.given("equal").build([ctx.task(task)])  # one task: its loss as it is
         return train_stage(stages, folder, model, [task], alone, seed, f"finetune {task} s{stages.seed}",
                            train=cfg, max_steps=steps)
 
-    key = {"task": task, "init": init.key, "train": _train_key(cfg),
+    key = {"task": task, "init": init.key, "train": train_key(cfg),
            "data": ctx.data.task_fingerprints[task], "seed": stages.seed}
     if steps is not None:
         key["steps"] = steps

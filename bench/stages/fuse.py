@@ -14,10 +14,10 @@ from bench import checkpoint as C
 from bench.fusion import FusionJob, ModelFusion, fuse_files
 from bench.fusion.base import fuse_state
 from bench.model import MultiTaskModel
+from bench.plugins.hashing import plugin_source
 from bench.specs import FusionSpec
 from bench.stages.cache import run_stage
 from bench.stages.context import Checkpoint, Outcome
-from bench.stages.keys import _plugin_source
 from bench.stages.models import build_model, heads_of, sub_seed
 
 if TYPE_CHECKING:  # annotations only: the class delegates to this module
@@ -53,7 +53,7 @@ def run_fuse(stages: Stages, parts: list[Checkpoint], base: Checkpoint, spec: Fu
         return {"telemetry": {"fusion": stats}, "fusion": summary}
 
     key = {"parts": [p.key for p in parts], "base": base.key, "method": method, "params": params}
-    source = _plugin_source(type(fusion))
+    source = plugin_source(type(fusion))
     if source:  # a fusion method from a plug-in folder: editing it invalidates what it fused
         key["fusion_source"] = source
     if model_based:  # what the data it reads depends on

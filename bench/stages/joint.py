@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.plugins.hashing import plugin_source
 from bench.specs import WeightingSpec
 from bench.stages.cache import run_stage
 from bench.stages.context import Checkpoint, Outcome
-from bench.stages.keys import _freeze, _plugin_source, _train_key, frozen_names
-from bench.stages.models import build_model, sub_seed
+from bench.stages.keys import frozen_names, train_key
+from bench.stages.models import build_model, freeze_backbone, sub_seed
 from bench.stages.training import budget_steps, train_config, train_stage
 
 if TYPE_CHECKING:  # annotations only: the class delegates to this module
@@ -35,14 +36,14 @@ def run_joint(stages: Stages, init: Checkpoint, tasks: list[str], weighting: Wei
         # the weighting's name stays out of the seed: seed s gives every weighting the same heads and batches
         seed = sub_seed(stages.seed, "joint")
         model = build_model(ctx, tasks, init, seed)
-        _freeze(model, frozen)
+        freeze_backbone(model, frozen)
         return train_stage(stages, folder, model, tasks, w, seed, f"joint[{weighting}] s{stages.seed}",
                            train=train_cfg, max_steps=steps)
 
     key = {"tasks": tasks, "init": init.key, "weighting": weighting, "weighting_params": wp,
-           "train": _train_key(train_cfg), "data": {t: ctx.data.task_fingerprints[t] for t in tasks},
+           "train": train_key(train_cfg), "data": {t: ctx.data.task_fingerprints[t] for t in tasks},
            "seed": stages.seed}
-    source = _plugin_source(type(w))
+    source = plugin_source(type(w))
     if source:  # a weighting from a plug-in folder: editing it invalidates what it trained
         key["weighting_source"] = source
     if steps is not None:

@@ -1,5 +1,6 @@
 """What a stage's cache key is made of: implementation versions, the training settings that change a result, the
-frozen backbone parameters, the content hash of pre-trained weights and of the plug-in file behind a method.
+frozen backbone parameters, the content hash of pre-trained weights. (The source hash of the plug-in file behind a
+method, :func:`bench.plugins.hashing.plugin_source`, enters the key of what it computed too.)
 
 Each stage is cached in the store under a hash of everything that changes its output, so a key must hold every
 such input and nothing else (a setting that changes speed or placement only is left out).
@@ -15,8 +16,6 @@ import torch
 
 from bench.config import SPEED_KNOBS, TrainConfig
 from bench.errors import BenchError
-from bench.model import MultiTaskModel
-from bench.plugins.hashing import plugin_source
 
 # Bump a stage's number when its semantics change, so old cache entries are not reused (and records say which
 # implementation made each stage). 2: paired seeds, kept predictions, matched budgets, weights hash in init's key.
@@ -25,7 +24,7 @@ STAGE_VERSION = max(STAGE_VERSIONS.values())  # part of a cell's hash
 _NOT_IN_KEY = {*SPEED_KNOBS, "eval_batch_size", "device"}  # changes speed or placement, not the result
 
 
-def _train_key(train: TrainConfig) -> dict[str, Any]:
+def train_key(train: TrainConfig) -> dict[str, Any]:
     """The ``train.*`` settings of a stage that change its result (its key's ``train`` entry)."""
     return {k: v for k, v in train.model_dump().items() if k not in _NOT_IN_KEY}
 
@@ -47,17 +46,6 @@ def frozen_names(backbone: torch.nn.Module, freeze: str | list[str] | None) -> s
                              f"such as {names[0].split('.')[0]}.* (parameters: {', '.join(names[:4])}, ...)")
         out.update(hits)
     return out
-
-
-def _freeze(model: MultiTaskModel, names: set[str]) -> None:
-    for name, p in model.backbone.named_parameters():
-        if name in names:
-            p.requires_grad_(False)
-
-
-def _plugin_source(cls: type) -> str:
-    """The source hash of a user plug-in class ("" for a built-in one), which enters the key of what it computed."""
-    return plugin_source(cls)
 
 
 def weights_hash(module: torch.nn.Module) -> str:

@@ -35,6 +35,13 @@ def build_model(ctx: SuiteContext, tasks: list[str], init: Checkpoint | None, se
     return model
 
 
+def freeze_backbone(model: MultiTaskModel, names: set[str]) -> None:
+    """Leave the backbone parameters ``names`` (:func:`bench.stages.keys.frozen_names`) untouched by training."""
+    for name, p in model.backbone.named_parameters():
+        if name in names:
+            p.requires_grad_(False)
+
+
 def heads_of(parts: list[Checkpoint]) -> dict[str, torch.Tensor]:
     """Each part's own task heads."""
     heads: dict[str, torch.Tensor] = {}
