@@ -19,9 +19,14 @@ Row naming rule (one leaderboard row per *variant*):
 
 Records are read and validated by the typed models of :mod:`bench.record` (schema 1 is migrated there, a newer
 schema refused); schema 2 adds the configuration, its fingerprints, per-row budgets, stage provenance and
-per-example predictions (what intervals and tests need). A row made with a fuse stage may carry a ``fusion`` object
-(method, params, ``transductive``, learned ``coefficients``), read by :func:`fusion_coefficients` and
-:func:`is_transductive`.
+per-example predictions (what intervals and tests need); schema 3 renames the budgets (``train``, ``spent``) and
+lets each row describe its style. A row made with a fuse stage may carry a ``fusion`` object (method, params,
+``transductive``, learned ``coefficients``), read by :func:`bench.report.frames.fusion_coefficients` and
+:func:`bench.report.frames.is_transductive`; the long tables of :mod:`bench.report.frames` are re-exported here.
+
+A row never mixes plug-in versions: the newest record is kept per (label, configuration, data, plug-in source
+hashes, seed), and of one (label, configuration, data) only the newest plug-in versions are reported
+(:func:`one_plugin_version`; the leaderboard notes the seeds left out).
 
 Corrupted, foreign or newer-schema files are skipped with a :class:`RecordWarning` naming the file and the reason;
 an empty result is a :class:`~bench.errors.BenchError` that says which command produces records.
