@@ -58,7 +58,8 @@ from bench.gate import (  # noqa: F401  (BASELINE_SCHEMA_VERSION, SPLIT: read by
     match_rows,
     read_baseline,
 )
-from bench.options import Options, one_line
+from bench.options import RENAMED, Options, one_line
+from bench.rowid import RowId
 
 
 class CheckOptions(Options):
@@ -153,49 +154,37 @@ def _help() -> str:
 HELP = _help()
 
 
-def _split(inner: str) -> list[str]:
-    """``"a=1,b=[x,y]"`` -> ``["a=1", "b=[x,y]"]``: commas outside brackets."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(inner):
-        depth += ch in "[{" and 1 or ch in "]}" and -1 or 0
-        if ch == "," and depth == 0:
-            parts.append(inner[start:i])
-            start = i + 1
-    parts.append(inner[start:])
-    return [p for p in parts if p]
-
-
 def run_commands(baseline: dict, variants: list[str], item: str, results_dir: Path) -> list[str]:
     """The ``bench run`` command(s) that produce the rows ``variants`` of ``baseline`` (rows of one command line
     joined into ``strategy=a,b``): the strategy (stored in the baseline, else the strategy whose rows include the
-    row's name), the row's bracket keys (``strategy.``-prefixed when they are parameters of the strategy), a custom
-    label, and the baseline's seeds."""
-    from bench.strategy import STRATEGIES, discover
+    row's kind), the row's bracket items (``strategy.``-prefixed when they are parameters of the strategy; an old
+    key under its new name), a custom label, and the baseline's seeds. What strategies declare is read from their
+    files (:mod:`bench.report.declared`), so no plug-in is imported."""
+    from bench.plugins.scan import Scan  # here: `bench --help` and every command import this module for HELP
+    from bench.report.declared import declared_kinds  # (bench.report imports pandas)
 
-    discover()
-    by_row = {}
-    for name in STRATEGIES.names():
-        for row in (*STRATEGIES.get(name).rows, name):
-            by_row.setdefault(row, name)
+    kinds = declared_kinds(())
+    scan = Scan.of()
     groups: dict[tuple, list[str]] = {}
     for variant in variants:
         base = baseline["variants"][variant]
-        head, _, inner = variant.partition("[")
-        parts = _split(inner[:-1]) if inner.endswith("]") else []
-        strategy = base.get("strategy") or by_row.get(head)
-        cls = STRATEGIES.get(strategy) if strategy in STRATEGIES.names() else None
+        row = RowId.parse(variant)
+        head = row.kind
+        strategy = base.get("strategy") or (kinds[head].strategy if head in kinds else None)
+        known = strategy in scan.names("strategy")
         extra = []
-        if cls is None or head not in (strategy, *cls.rows):
+        if not known or head not in {strategy, *(k for k, d in kinds.items() if d.strategy == strategy)}:
             extra.append(f"label={head}")  # a custom label names the row
-        fields = set(cls.Params.model_fields) if cls is not None else set()
-        for part in parts:
+        model = scan.params(strategy) if known else None
+        fields = set(model.model_fields) if model is not None else set()
+        for part in (p for p in row.params if p):
             key = part.split("=", 1)[0]
             if "=" not in part:
                 extra.append(f"label={part}")
             elif key.split(".")[0] in fields:
                 extra.append(f"strategy.{part}")
             elif not key.startswith("config") and key not in ("schema", "data"):
-                extra.append(part)
+                extra.append(f"{RENAMED.get(key, key)}={part.split('=', 1)[1]}")
         seeds = base.get("seeds") or list(range(base.get("n") or 1))
         if seeds != [0]:
             extra.append(f"seeds={len(seeds)}" if seeds == list(range(len(seeds))) else
