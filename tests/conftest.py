@@ -1,7 +1,19 @@
-"""Shared test helpers: run the real CLI in-process or as a subprocess on a temporary results folder."""
+"""Shared test helpers: run the real CLI in-process or as a subprocess on a temporary results folder; test tiers.
+
+Tiers (markers declared in pyproject.toml; the README's test command runs one pytest per tier):
+
+* unmarked: fast units and the docstring examples under ``bench/``;
+* ``integration``: trains or runs the CLI in this process on small real data (the synthetic suite, real backbones);
+* ``slow``: starts processes (CLI subprocesses, launcher workers, submitit, PostgreSQL), sends signals, builds wheels;
+* ``trackers``: needs the tracker packages (``pip install -e '.[trackers]'``), run with the slow tier, which installs
+  them. Without them such a test is skipped with the reason, except under ``CI=true``, where it fails.
+
+A test carries at most one tier marker, so that the tiers split the suite with no overlap.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -44,3 +56,31 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+TIERS = ("integration", "slow", "trackers")
+#: the packages of the ``trackers`` extra (pyproject.toml), each a module to find
+TRACKER_MODULES = ("tensorboard", "wandb", "mlflow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test in two tiers would run twice in CI (or its tier would be ambiguous): refuse it at collection."""
+    for item in items:
+        tiers = sorted({m.name for m in item.iter_markers() if m.name in TIERS})
+        if len(tiers) > 1:
+            raise pytest.UsageError(f"{item.nodeid} is marked {' and '.join(tiers)}: give a test one tier marker")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A ``trackers`` test needs every tracker package: skip with the fix locally, fail under CI=true (the tier that
+    runs it installed the trackers extra, so a missing package there is a broken install, not a choice)."""
+    if item.get_closest_marker("trackers") is None:
+        return
+    missing = [m for m in TRACKER_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        reason = f"needs {', '.join(missing)}: pip install -e '.[trackers]'"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: the tier that runs tracker tests must install the trackers extra)",
+                        pytrace=False)
+        pytest.skip(reason)
+
