@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ version = "0.1.0"
 
 [project.entry-points."bench.plugins"]
 halfsum = "bench_halfsum.weighting"
+halfsum_fusion = "bench_halfsum.fusion"
 
 [tool.setuptools]
 packages = ["bench_halfsum"]
@@ -46,6 +46,19 @@ class HalfSum(Weighting):
 '''
 
 
+FUSION = '''\
+from bench.api import FusionMethod, register_fusion
+
+
+@register_fusion("first_of_all")
+class FirstOfAll(FusionMethod):
+    """Keeps the first checkpoint (a plug-in package's fusion method)."""
+
+    def fuse(self, name, base, tensors, offset=0):
+        return tensors[0].clone()
+'''
+
+
 def _run(cmd: list, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(map(str, cmd))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
@@ -58,6 +71,7 @@ def test_a_pip_installed_plugin_package_is_listed_and_runs_with_no_flag(tmp_path
     (src / "pyproject.toml").write_text(PYPROJECT)
     (src / "bench_halfsum" / "__init__.py").write_text("")
     (src / "bench_halfsum" / "weighting.py").write_text(MODULE)
+    (src / "bench_halfsum" / "fusion.py").write_text(FUSION)  # a second entry point of the same package
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w",
           tmp_path / "dist", src], cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("bench_halfsum-0.1.0-*.whl")
@@ -73,6 +87,7 @@ def test_a_pip_installed_plugin_package_is_listed_and_runs_with_no_flag(tmp_path
     assert line is not None, listed
     assert "bench-halfsum 0.1.0" in line and "a plug-in package's weighting" in line
     assert re.search(r"^weightings", listed, re.M) and re.search(r"^\s+equal\s+built-in", listed, re.M)
+    assert re.search(r"^\s+first_of_all\s+bench-halfsum 0\.1\.0\s", listed, re.M), listed
 
     results = tmp_path / "results"
     _run([sys.executable, "-m", "bench", "run", "suite=synthetic", "strategy=naive_mtl", "strategy.weighting=half_sum",
