@@ -20,6 +20,8 @@ from bench.errors import BenchError
 from bench.report.across import build_across, probability_of_improvement, resolve_suites
 from bench.report.records import load_records, metrics_frame, task_specs
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parent.parent
 COPY = "synthetic_copy"
 QUICK = ["train.epochs=1", "train.max_train_samples=300", "report=false"]

@@ -18,7 +18,7 @@ from bench.weighting import WEIGHTINGS, Aggregator, Step, Weighting, build_weigh
 DIM = 8
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 def _tasks(T: int = 3) -> list[TaskConfig]:

@@ -72,6 +72,7 @@ def test_fusion_weights_checked_before_training(capsys):
     assert "weights" in msg
 
 
+@pytest.mark.slow
 def test_subprocess_exit_code_and_no_traceback():
     proc = run_cli("run", "suite=nope")
     assert proc.returncode == 2
@@ -79,6 +80,7 @@ def test_subprocess_exit_code_and_no_traceback():
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_help_lists_commands():
     proc = run_cli("--help")
     assert proc.returncode == 0

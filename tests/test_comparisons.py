@@ -40,6 +40,7 @@ def _rows(results: Path) -> dict[str, dict]:
 # -- paired seeds ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_naive_mtl_and_static_ones_are_the_same_model_at_the_same_seed(results):
     _run(results, "strategy=naive_mtl")
     _run(results, "strategy=naive_mtl", "strategy.weights=[1,1,1,1,1]")
@@ -49,6 +50,7 @@ def test_naive_mtl_and_static_ones_are_the_same_model_at_the_same_seed(results):
     assert equal["telemetry"]["stages"][0]["key"] != static["telemetry"]["stages"][0]["key"]  # two real trainings
 
 
+@pytest.mark.integration
 def test_two_weightings_see_the_same_heads_and_first_batches(tmp_path, monkeypatch):
     suite = build_suite({"suite": "synthetic", "train.epochs": 1, "train.max_train_samples": 300})
     store = Store(tmp_path, suite.name)
@@ -96,6 +98,7 @@ def _budgets(results: Path, suite: Path, *args: str) -> dict[str, dict]:
             for v, row in rec["rows"].items()}
 
 
+@pytest.mark.integration
 def test_budgets_are_shown_and_can_be_matched(tmp_path):
     suite = tmp_path / "multi.yaml"
     suite.write_text(MULTI)
@@ -121,6 +124,7 @@ def test_budgets_are_shown_and_can_be_matched(tmp_path):
         assert abs(steps[variant]["optimizer_steps"] - naive["optimizer_steps"]) <= 3, variant
 
 
+@pytest.mark.integration
 def test_naive_mtl_controls_are_labelled_rows(results):
     _run(results, "strategy=naive_mtl", "strategy.sampling=all")
     _run(results, "strategy=naive_mtl", "strategy.epochs=4")
@@ -132,6 +136,7 @@ def test_naive_mtl_controls_are_labelled_rows(results):
 # -- predictions and provenance --------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_predictions_are_kept_and_reproduce_the_metrics(results):
     _run(results, "strategy=separate,fuse_then_joint")
     root = results / "synthetic"
@@ -150,6 +155,7 @@ def test_predictions_are_kept_and_reproduce_the_metrics(results):
     assert all("/evaluate/" in p for p in fused["predictions"]["test"].values())  # the fused model's own
 
 
+@pytest.mark.integration
 def test_stages_and_records_carry_their_provenance(results):
     _run(results, "strategy=naive_mtl")
     (rec,) = records(results)
@@ -165,6 +171,7 @@ def test_stages_and_records_carry_their_provenance(results):
     assert init["key_inputs"]["weights"] == rec["backbone_weights"]  # θ0's content, not just its name
 
 
+@pytest.mark.integration
 def test_weights_hash_covers_every_tensor_including_batchnorm_buffers():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)).to(torch.bfloat16)
@@ -175,6 +182,7 @@ def test_weights_hash_covers_every_tensor_including_batchnorm_buffers():
     assert weights_hash(model) != first
 
 
+@pytest.mark.integration
 def test_an_aa_pair_is_two_records_from_one_cache(results):
     _run(results, "strategy=naive_mtl")
     _run(results, "strategy=naive_mtl", "label=naive_mtl_aa")
@@ -183,6 +191,7 @@ def test_an_aa_pair_is_two_records_from_one_cache(results):
     assert recs["naive_mtl"]["rows"]["naive_mtl"]["metrics"] == recs["naive_mtl_aa"]["rows"]["naive_mtl"]["metrics"]
 
 
+@pytest.mark.slow
 def test_budget_match_must_be_known(tmp_path):
     proc = run_cli("run", "suite=synthetic", "budget.match=tokens", f"results_dir={tmp_path}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

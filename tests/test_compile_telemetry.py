@@ -21,7 +21,7 @@ from bench.runner import execute, make_plan
 from bench.weighting import build_weighting
 from tests.conftest import FAST, records
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 def _joint_stage(results, *extra) -> tuple[dict, dict]:

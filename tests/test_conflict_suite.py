@@ -34,7 +34,7 @@ from bench.suites import find_suite, read_suite_yaml, validate_suite
 CONFLICT = "synthetic_conflict"
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 # -- the generator ---------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from .test_faults import _trainer as faults_trainer
 from .test_fusion import family, write  # noqa: F401 (a fixture)
 from .test_learned_fusion import _copy_ckpt, tuned  # noqa: F401 (a fixture)
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 STRATEGIES = discover()  # imports the strategy folders, which may register weightings and fusion methods too
 WEIGHTING_NAMES = WEIGHTINGS.names()

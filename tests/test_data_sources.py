@@ -16,6 +16,8 @@ from bench.data import files, glue, text, vision  # noqa: F401  (files, glue: re
 from bench.data.base import MissingData, load_suite_data
 from bench.errors import BenchError
 
+pytestmark = pytest.mark.integration
+
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 
 

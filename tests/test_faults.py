@@ -81,6 +81,7 @@ def _damage(results: Path) -> dict[str, Path]:
     return {"record": record.parent, "joint": joint, "init": init}
 
 
+@pytest.mark.slow
 def test_rerun_heals_damaged_entries_with_a_clean_runs_metrics(clean, tmp_path):
     results = _copy(clean, tmp_path / "results")
     damaged = _damage(results)
@@ -113,6 +114,7 @@ def test_rerun_heals_damaged_entries_with_a_clean_runs_metrics(clean, tmp_path):
     assert main(["verify", f"suite={SUITE}", f"results_dir={results}", "deep=true"]) == 0
 
 
+@pytest.mark.integration
 def test_verify_deep_finds_flipped_bytes_and_repair_makes_a_rerun_recompute_exactly_them(clean, tmp_path, capsys):
     results = _copy(clean, tmp_path / "results")
     joint = _one(results, "stages/joint/*")
@@ -148,6 +150,7 @@ def test_verify_deep_finds_flipped_bytes_and_repair_makes_a_rerun_recompute_exac
     assert main(["verify", f"suite={SUITE}", f"results_dir={results}", "deep=true"]) == 0
 
 
+@pytest.mark.slow
 def test_report_skips_a_damaged_record_with_one_warning_and_a_footnote(clean, tmp_path):
     results = _copy(clean, tmp_path / "results")
     record = _one(results, "cells/naive_mtl/*/record.json")
@@ -166,6 +169,7 @@ def test_report_skips_a_damaged_record_with_one_warning_and_a_footnote(clean, tm
     assert "`naive_mtl`" not in board and "`separate`" in board
 
 
+@pytest.mark.integration
 def test_markers_written_before_sealing_are_accepted(clean, tmp_path):
     results = _copy(clean, tmp_path / "results")
     markers = [*(results / SUITE / "stages").glob("*/*/stage.json"), *(results / SUITE / "cells").glob("*/*/*.json")]
@@ -182,6 +186,7 @@ def test_markers_written_before_sealing_are_accepted(clean, tmp_path):
     assert [f.problem for f in verify(results, SUITE).damaged] == ["backbone.safetensors is empty"]
 
 
+@pytest.mark.slow
 def test_verify_lists_leftovers_and_entries_in_use_without_calling_them_damage(clean, tmp_path, capsys):
     from filelock import FileLock
 
@@ -210,6 +215,7 @@ def test_verify_lists_leftovers_and_entries_in_use_without_calling_them_damage(c
 # --- disk ------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("exc, number, start", [
     (OSError(errno.ENOSPC, "No space left on device"), errno.ENOSPC, "out of disk space: writing"),
     (OSError(errno.EDQUOT, "Disk quota exceeded"), errno.EDQUOT, "over the disk quota: writing"),
@@ -233,6 +239,7 @@ def test_write_failures_become_one_line_store_errors(tmp_path, exc, number, star
     assert S.as_store_error(OSError(errno.ENOENT, "gone"), path) is None
 
 
+@pytest.mark.integration
 def test_a_full_disk_mid_run_is_one_line_that_quotes_the_estimate_and_keeps_finished_cells(tmp_path, monkeypatch,
                                                                                             capsys):
     import bench.checkpoint as C
@@ -281,6 +288,7 @@ def mounts():
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_a_real_full_disk_keeps_finished_cells_and_a_rerun_with_room_completes(clean, tmp_path, mounts, capsys):
     results = tmp_path / "disk"
     _mount_tmpfs(results, "400k")  # the two cells need about 0.5 MB
@@ -311,6 +319,7 @@ def _read_only(results: Path) -> None:
                 p.chmod(0o555)
 
 
+@pytest.mark.slow
 def test_a_read_only_store_reads_reports_elsewhere_and_refuses_new_cells_in_one_line(clean, tmp_path, mounts,
                                                                                      capsys):
     results = tmp_path / "archive"
@@ -342,6 +351,7 @@ def test_a_read_only_store_reads_reports_elsewhere_and_refuses_new_cells_in_one_
     assert main(["verify", f"suite={SUITE}", f"results_dir={results}", "deep=true"]) == 0
 
 
+@pytest.mark.integration
 def test_estimate_and_free_space_check(tmp_path, monkeypatch):
     from bench.strategy import STRATEGIES, discover
 
@@ -391,6 +401,7 @@ def _cells(results: Path) -> dict[str, dict]:
                         for row, v in r["rows"].items()} for r in records(results)}
 
 
+@pytest.mark.slow
 def test_sigterm_mid_cell_exits_143_keeps_finished_work_and_a_rerun_matches_a_clean_run(tmp_path):
     results, clean = tmp_path / "results", tmp_path / "clean"
     proc = _start(SIGNALLED, results)
@@ -418,6 +429,7 @@ def test_sigterm_mid_cell_exits_143_keeps_finished_work_and_a_rerun_matches_a_cl
     assert _cells(results) == _cells(clean)  # metrics and loss/weight trajectories, exactly
 
 
+@pytest.mark.slow
 def test_a_second_sigterm_exits_at_once_and_leaves_no_worker_behind(tmp_path):
     results = tmp_path / "results"
     # long cells, and the event waited for is a worker's saved epoch: the workers are certain to be mid-training
@@ -453,6 +465,7 @@ except Terminated as e:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2], ids=["SIGTERM", "SIGUSR2"])
 def test_the_first_stop_signal_unwinds_and_a_second_exits_at_once(sig):
     proc = subprocess.Popen([sys.executable, "-c", SLOW_UNWIND], cwd=REPO, stdout=subprocess.PIPE,
@@ -470,6 +483,7 @@ def test_the_first_stop_signal_unwinds_and_a_second_exits_at_once(sig):
 # --- no pickle -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_the_package_never_unpickles_what_it_reads_from_the_store():
     """torch.load only with weights_only=True, numpy never with allow_pickle=True; the only pickle reader is CIFAR's
     own python-format dataset files (bench/data/online_vision.py), never a file bench wrote."""
@@ -555,6 +569,7 @@ def _fit(trainer) -> tuple[list, str, dict]:
     return res.history, json.dumps(res.trajectories, sort_keys=True), trainer.model.state_dict()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("weighting", ["equal", "uncertainty", "gradnorm", "dwa", "upgrad", "nash_mtl"])
 def test_a_resumed_training_stage_is_exact(tmp_path, weighting):
     """Killed after epoch 2 of 4 and resumed from resume.safetensors: the same history, trajectories and weights as
@@ -569,6 +584,7 @@ def test_a_resumed_training_stage_is_exact(tmp_path, weighting):
     assert all(torch.equal(a, b) for a, b in zip(resumed[2].values(), weights.values(), strict=True))
 
 
+@pytest.mark.integration
 def test_resume_and_cache_files_of_the_old_pickle_format_are_never_unpickled(tmp_path):
     from bench.backbones.simple import ArrayPreprocessor
     from bench.data.base import Split
@@ -594,6 +610,7 @@ def test_resume_and_cache_files_of_the_old_pickle_format_are_never_unpickled(tmp
     assert torch.equal(safestate.load(stored, "encoded")["x"], fresh["x"])  # rewritten whole
 
 
+@pytest.mark.integration
 def test_an_unreadable_resume_state_restarts_the_stage_with_one_line(tmp_path, capsys):
     clean = _fit(_trainer(tmp_path / "clean"))
     work = tmp_path / "stage"
@@ -672,6 +689,7 @@ BAD = [  # (command, arguments, what the one line must say); {tmp} is the test's
 ]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("command, args, needle", BAD, ids=[f"{c} {' '.join(a)}" for c, a, _ in BAD])
 def test_a_bad_command_line_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, command, args, needle):
     (tmp_path / "malformed.yaml").write_text("train.lr: 0.01\nstrategy.weights: [1, 2\n")

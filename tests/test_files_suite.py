@@ -39,6 +39,7 @@ def _doc_blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
 
 
+@pytest.mark.slow
 def test_docs_example_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "make_data.py").write_text(_doc_blocks("python")[0])
@@ -54,6 +55,7 @@ def test_docs_example_runs_as_written(tmp_path, monkeypatch):
     assert "bench run suite=reviews" in _doc_blocks("bash")[0]
 
 
+@pytest.mark.integration
 def test_csv_string_labels_map_through_label_names(tmp_path):
     p = tmp_path / "a.csv"
     pd.DataFrame({"review": ["good", "bad", "fine"], "y": ["pos", "neg", "pos"]}).to_csv(p, index=False)
@@ -62,12 +64,14 @@ def test_csv_string_labels_map_through_label_names(tmp_path):
     assert out["train"].targets["t"].tolist() == [1, 0, 1]
 
 
+@pytest.mark.integration
 def test_undeclared_string_labels_are_numbered_in_sorted_order(tmp_path):
     p = tmp_path / "a.csv"
     pd.DataFrame({"text": ["x", "y", "z"], "label": ["zebra", "ant", "zebra"]}).to_csv(p, index=False)
     assert _load({"path": str(p)})["train"].targets["t"].tolist() == [1, 0, 1]
 
 
+@pytest.mark.integration
 def test_jsonl_pairs_with_scores_and_per_split_files(tmp_path):
     for split in ("train", "test"):
         with open(tmp_path / f"{split}.jsonl", "w") as f:
@@ -79,12 +83,14 @@ def test_jsonl_pairs_with_scores_and_per_split_files(tmp_path):
     assert out["train"].targets["sim"].dtype == np.float32 and out["train"].targets["sim"][3] == 1.5
 
 
+@pytest.mark.integration
 def test_parquet_with_integer_labels(tmp_path):
     p = tmp_path / "a.parquet"
     pd.DataFrame({"text": ["a", "b"], "label": [0, 2]}).to_parquet(p)
     assert _load({"path": str(p)}, _task(num_classes=3))["train"].targets["t"].tolist() == [0, 2]
 
 
+@pytest.mark.integration
 def test_missing_label_column_names_the_file_and_the_columns(tmp_path):
     p = tmp_path / "reviews.csv"
     pd.DataFrame({"review": ["a"], "stars": [1]}).to_csv(p, index=False)
@@ -94,6 +100,7 @@ def test_missing_label_column_names_the_file_and_the_columns(tmp_path):
                               "set the data option label: <column>")
 
 
+@pytest.mark.integration
 def test_label_outside_the_declared_classes(tmp_path):
     p = tmp_path / "reviews.csv"
     pd.DataFrame({"text": ["a", "b"], "label": ["positive", "neutral"]}).to_csv(p, index=False)
@@ -109,6 +116,7 @@ def test_label_outside_the_declared_classes(tmp_path):
         load_suite_data(suite)
 
 
+@pytest.mark.integration
 def test_missing_file_and_missing_options(tmp_path):
     with pytest.raises(MissingData, match="nope.csv does not exist; fix the path"):
         _load({"path": str(tmp_path / "nope.csv")})
@@ -119,6 +127,7 @@ def test_missing_file_and_missing_options(tmp_path):
         _load({"path": str(tmp_path / "a.xlsx")})
 
 
+@pytest.mark.integration
 def test_single_input_table_with_several_label_columns(tmp_path):
     p = tmp_path / "multi.csv"
     pd.DataFrame({"text": [f"t{i}" for i in range(30)], "topic": ["a", "b", "c"] * 10,
@@ -140,6 +149,7 @@ def _png(path: Path, value: int, size: int = 10, mode: str = "L") -> None:
     Image.new(mode, (size, size), value if mode == "L" else (value, 0, 0)).save(path)
 
 
+@pytest.mark.integration
 def test_image_folders_become_uint8_arrays(tmp_path):
     for split, n in (("train", 3), ("val", 1), ("test", 2)):
         for cls, v in (("cat", 10), ("dog", 200)):
@@ -154,6 +164,7 @@ def test_image_folders_become_uint8_arrays(tmp_path):
         _load({"images": str(tmp_path)}, _task("pets", input="image"))
 
 
+@pytest.mark.integration
 def test_rgb_image_folders_and_unknown_class_folder(tmp_path):
     for cls in ("a", "b"):
         _png(tmp_path / "train" / cls / "0.png", 50, mode="RGB")

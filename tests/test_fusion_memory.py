@@ -16,6 +16,8 @@ import torch
 
 from bench.checkpoint import save_state
 
+pytestmark = pytest.mark.slow
+
 N_TASKS, SHAPE, N_TENSORS = 8, (1000, 500), 10  # 10 × 500k float32 = 19.1 MiB per checkpoint
 
 SCRIPT = """

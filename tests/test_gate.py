@@ -15,7 +15,7 @@ from bench.cli import main
 from bench.store import write_json
 from tests.conftest import FAST, REPO
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ from bench.data import glue
 from bench.data.base import MissingData, load_suite_data
 from bench.errors import BenchError
 
+pytestmark = pytest.mark.integration
+
 SUITE = Path(__file__).resolve().parent.parent / "suites" / "glue.yaml"
 
 

@@ -25,6 +25,7 @@ def _imported(stderr: str) -> set[str]:
     return {m.group(1).split(".")[0] for m in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", stderr, re.M)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, needle", [
     (TYPO[1:], "unknown key 'trian.epochs' (did you mean 'train.epochs'?)"),
     (["suite=synthetic", "strategy=naive_mlt"], "unknown strategy 'naive_mlt'"),
@@ -44,6 +45,7 @@ def test_a_typo_answers_before_torch_is_imported(tmp_path, args, needle):
     assert "bench.plugins" in proc.stderr or "strategy" not in needle  # the plug-ins were read, not imported
 
 
+@pytest.mark.slow
 def test_bench_list_reads_plugins_without_the_training_stack(tmp_path):
     plugins = tmp_path / "plugins"
     plugins.mkdir()

@@ -18,6 +18,8 @@ import pytest
 from bench.cli import main
 from tests.conftest import FAST, REPO, records, run_cli
 
+pytestmark = pytest.mark.slow
+
 SEARCH = [a for a in FAST if a != "report=false"] + ["strategy=naive_mtl", "space=lambda"]
 # three strategies that share stages: fuse_then_joint reuses separate's fine-tunes (same seed, same key)
 MATRIX = [*FAST, "strategy=separate,naive_mtl,fuse_then_joint", "seeds=2"]

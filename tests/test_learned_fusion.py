@@ -56,6 +56,7 @@ def _coefficients(out) -> torch.Tensor:
 # -- AdaMerging -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("method", ["adamerging", "adamerging_layer"])
 def test_adamerging_lowers_the_entropy_of_the_heads_on_validation_inputs(tuned, method):
     stages, parts = tuned
@@ -71,6 +72,7 @@ def test_adamerging_lowers_the_entropy_of_the_heads_on_validation_inputs(tuned, 
     assert again.reused and again.ckpt.key == out.ckpt.key  # one cached stage per configuration
 
 
+@pytest.mark.integration
 def test_adamerging_coefficients_stay_at_init_when_every_task_vector_is_zero(tuned, tmp_path):
     stages, parts = tuned
     base = stages.init()
@@ -83,6 +85,7 @@ def test_adamerging_coefficients_stay_at_init_when_every_task_vector_is_zero(tun
             assert torch.equal(fused[k], v), k  # θ0 + Σ λ·0 = θ0
 
 
+@pytest.mark.integration
 def test_with_identical_task_vectors_only_the_sum_of_coefficients_matters(tuned, tmp_path):
     """θ0 + Σ_k λ_k τ = θ0 + (Σ_k λ_k) τ: coefficient sets with the same per-layer sums give the same model, and
     since every λ_k gets the same gradient ⟨∂L/∂θ, τ⟩ the learned coefficients stay equal across tasks."""
@@ -100,6 +103,7 @@ def test_with_identical_task_vectors_only_the_sum_of_coefficients_matters(tuned,
         assert torch.allclose(lam[:, 0], lam[:, 1], atol=1e-6), method
 
 
+@pytest.mark.integration
 def test_transductive_adamerging_reads_test_inputs_and_says_so(tuned):
     stages, parts = tuned
     inductive = stages.fuse(parts, "adamerging", {"steps": 5})
@@ -114,6 +118,7 @@ def test_transductive_adamerging_reads_test_inputs_and_says_so(tuned):
 # -- the supervised fusion layer --------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("gate", ["none", "mlp"])
 def test_neural_fusion_lowers_the_validation_loss(tuned, gate):
     stages, parts = tuned
@@ -126,6 +131,7 @@ def test_neural_fusion_lowers_the_validation_loss(tuned, gate):
 # -- Fisher -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_fisher_merging_with_equal_fishers_is_the_mean_and_a_one_hot_fisher_picks_that_model():
     g = torch.Generator().manual_seed(0)
     states = [{"w": torch.randn(3, 4, generator=g)} for _ in range(3)]
@@ -136,6 +142,7 @@ def test_fisher_merging_with_equal_fishers_is_the_mean_and_a_one_hot_fisher_pick
     assert torch.allclose(fisher_merge(states, one_hot, floor=1e-6)["w"], states[1]["w"].double(), atol=1e-9)
 
 
+@pytest.mark.integration
 def test_fisher_merging_end_to_end_stays_between_the_task_models(tuned):
     stages, parts = tuned
     out = stages.fuse(parts, "fisher", {"examples": 32})
@@ -149,6 +156,7 @@ def test_fisher_merging_end_to_end_stays_between_the_task_models(tuned):
 # -- RegMean ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_regmean_is_the_mean_when_every_gram_matrix_is_equal():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(50, 4, generator=g, dtype=torch.float64)
@@ -158,6 +166,7 @@ def test_regmean_is_the_mean_when_every_gram_matrix_is_equal():
         assert torch.allclose(regmean_solve(ws, [gram] * 3, alpha), sum(ws) / 3, atol=1e-9)
 
 
+@pytest.mark.integration
 def test_regmean_is_the_least_squares_solution_of_a_two_task_linear_problem():
     """W* = argmin_W Σ_i ‖X_i Wᵀ − X_i W_iᵀ‖², solved by hand as one stacked least-squares problem."""
     g = torch.Generator().manual_seed(2)
@@ -171,6 +180,7 @@ def test_regmean_is_the_least_squares_solution_of_a_two_task_linear_problem():
     assert not torch.allclose(got, (w1 + w2) / 2, atol=1e-2)  # not merely the mean
 
 
+@pytest.mark.integration
 def test_a_1x1_convolution_contributes_the_gram_matrix_of_its_channels():
     conv, x = nn.Conv2d(3, 2, 1, stride=2), torch.randn(2, 3, 4, 4)
     rows = _rows_of(conv, x, None)
@@ -181,6 +191,7 @@ def test_a_1x1_convolution_contributes_the_gram_matrix_of_its_channels():
     assert _rows_of(nn.Linear(3, 2), torch.randn(2, 3, 3), mask).shape == (3, 3)  # padding tokens left out
 
 
+@pytest.mark.integration
 def test_regmean_end_to_end_first_layer_is_the_mean_on_a_shared_input_suite(tuned):
     """On a single-input suite every task model sees the same raw inputs at its first linear layer, so their Gram
     matrices are equal there and RegMean's first layer is the plain mean; deeper layers see different
@@ -199,6 +210,7 @@ def test_regmean_end_to_end_first_layer_is_the_mean_on_a_shared_input_suite(tune
 # -- the engine's loop for small parameter sets ------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_optimise_resumes_exactly_where_a_killed_run_stopped(tmp_path):
     x = torch.randn(32, 3, generator=torch.Generator().manual_seed(0))
     y = x @ torch.tensor([1.0, -2.0, 0.5])
@@ -235,6 +247,7 @@ class _Planted:
         return (Path.touch, (self.marker,))
 
 
+@pytest.mark.integration
 def test_optimise_deletes_an_old_pickle_resume_unread_and_starts_over(tmp_path, capsys):
     """A ``resume_fit.pt`` of an earlier version is deleted unread (one line) and the fit starts from step 0."""
     marker = tmp_path / "unpickled"
@@ -249,6 +262,7 @@ def test_optimise_deletes_an_old_pickle_resume_unread_and_starts_over(tmp_path, 
 # -- bad input: one line, exit 2, before any work ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_adamerging_on_a_regression_suite_fails_before_any_work(results):
     r = run_cli("run", "suite=synthetic", "strategy=fuse_then_joint", "strategy.fusion=adamerging_layer",
                 f"results_dir={results}")
@@ -258,6 +272,7 @@ def test_adamerging_on_a_regression_suite_fails_before_any_work(results):
     assert not (results / "synthetic" / "stages").exists()
 
 
+@pytest.mark.slow
 def test_regmean_on_a_backbone_without_linear_layers_fails_before_any_work(results):
     r = run_cli("run", "suite=vision_single", "strategy=fuse_then_joint", "strategy.fusion=regmean", "backbone.source=cnn",
                 f"results_dir={results}")
@@ -266,6 +281,7 @@ def test_regmean_on_a_backbone_without_linear_layers_fails_before_any_work(resul
     assert not (results / "vision_single" / "stages").exists()
 
 
+@pytest.mark.slow
 def test_an_unknown_ties_convention_fails_before_any_work(results):
     r = run_cli("run", "suite=synthetic", "strategy=fuse_then_joint", "strategy.fusion=ties",
                 "strategy.fusion_params.convention=foo", f"results_dir={results}")
@@ -277,6 +293,7 @@ def test_an_unknown_ties_convention_fails_before_any_work(results):
 # -- searching a learned fusion's hyper-parameters, then running the best ---------------------------------------------
 
 
+@pytest.mark.integration
 def test_a_search_over_a_learned_fusion_reuses_the_fine_tunes_and_its_best_runs(results, capsys):
     """Each trial's fit is one cached fuse stage evaluated on validation only; `bench run params=best.yaml` then
     reuses that stage and evaluates the missing test split from the fused model (not from the evaluate stage's own
@@ -305,6 +322,7 @@ def records_of(results: Path) -> list[dict]:
     return records(results)
 
 
+@pytest.mark.integration
 def test_a_learned_fusion_fits_with_the_batchnorm_statistics_it_is_stored_with(tmp_path):
     """θ(λ) is evaluated by overriding parameters only, so the model it runs in must already hold the fused
     model's buffers (the mean of the fine-tunes' running statistics), not θ0's."""

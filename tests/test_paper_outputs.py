@@ -31,7 +31,7 @@ from bench.report.records import load_records, trajectories
 from bench.report.leaderboard.render_tex import footnote
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 SUITE = "synthetic"
 TASKS = ["clean", "medium", "noisy", "cls3", "cls2"]

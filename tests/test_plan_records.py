@@ -34,6 +34,7 @@ def one_line_error(capsys) -> str:
 
 # ------------------------------------------------------------------------------------------------ typed records
 
+@pytest.mark.integration
 def test_custom_label_keeps_every_row_of_the_strategy_in_the_summary(results, capsys):
     # the old summary named rows by label.replace(strategy, variant): label=mine folded `fused` and
     # `fuse_then_joint` into one line. Summary and report now share bench.record.variant_name.
@@ -47,6 +48,7 @@ def test_custom_label_keeps_every_row_of_the_strategy_in_the_summary(results, ca
     assert sorted(record.variant(r) for r in record.rows) == ["fused[mine]", "mine"]
 
 
+@pytest.mark.integration
 def test_a_schema_1_record_is_migrated_and_a_newer_schema_is_skipped_with_its_reason(results, capsys):
     from bench.record import SCHEMA_VERSION, Record
 
@@ -79,6 +81,7 @@ def test_a_schema_1_record_is_migrated_and_a_newer_schema_is_skipped_with_its_re
     assert "no records for suite 'synthetic'" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_a_row_with_a_non_number_metric_is_refused_in_one_line():
     from bench.record import Row
 
@@ -88,6 +91,7 @@ def test_a_row_with_a_non_number_metric_is_refused_in_one_line():
 
 # ------------------------------------------------------------------------------------------------ one plan
 
+@pytest.mark.integration
 def test_strategy_params_go_only_to_the_strategies_that_have_them():
     from bench.plan import make_plan
 
@@ -98,6 +102,7 @@ def test_strategy_params_go_only_to_the_strategies_that_have_them():
         make_plan([*FAST, "strategy=naive_mtl,separate", "strategy.bogus=1"])
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("args, message", [
     (["seed=[]"], "seed=[] is empty: name at least one, e.g. seed=[0,1,2]"),
     (["strategy=[]"], "strategy=[] is empty: name at least one, e.g. strategy=separate"),
@@ -112,6 +117,7 @@ def test_empty_or_unknown_lists_fail_before_any_work(results, capsys, args, mess
     assert not results.exists()
 
 
+@pytest.mark.integration
 def test_absent_optional_task_gives_one_task_list_that_everything_sizes_from(tmp_path):
     """The vision suite without Fashion-MNIST: 2 tasks for λ, fusion weights and the search's simplex."""
     from bench.plan import make_plan
@@ -160,6 +166,7 @@ class BrokenSum(Weighting):
 '''
 
 
+@pytest.mark.integration
 def test_a_plugin_raising_inside_combine_fails_only_its_cell(results, tmp_path, capsys):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
@@ -178,6 +185,7 @@ def test_a_plugin_raising_inside_combine_fails_only_its_cell(results, tmp_path, 
     assert [r["label"] for r in records(results)] == ["naive_mtl[weighting=equal]"]
 
 
+@pytest.mark.integration
 def test_a_plugin_that_fails_to_import_or_takes_a_name_is_one_line_before_any_work(results, tmp_path, capsys):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
@@ -196,6 +204,7 @@ def test_a_plugin_that_fails_to_import_or_takes_a_name_is_one_line_before_any_wo
     assert not results.exists()
 
 
+@pytest.mark.slow
 def test_editing_a_plugin_recomputes_what_it_computed(results, tmp_path, capsys):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
@@ -215,6 +224,7 @@ def test_editing_a_plugin_recomputes_what_it_computed(results, tmp_path, capsys)
     assert len(joint) == 2 and all(any(s.startswith("joint/") for s in r["stages_computed"]) for r in joint)
 
 
+@pytest.mark.integration
 def test_no_file_of_the_core_names_a_built_in_plugin():
     """Only the registries' own modules (where built-in weightings and fusion methods are defined) and the defaults
     in bench/config.py may name a built-in strategy or its rows: no string literal elsewhere in bench/ is one
@@ -241,6 +251,7 @@ def test_no_file_of_the_core_names_a_built_in_plugin():
 
 # ------------------------------------------------------------------------------------------------ stage overrides
 
+@pytest.mark.integration
 def test_a_frozen_backbone_is_untouched_and_stage_train_overrides_change_the_key(tmp_path):
     from bench import checkpoint as C
     from bench.plan import build_suite
@@ -265,6 +276,7 @@ def test_a_frozen_backbone_is_untouched_and_stage_train_overrides_change_the_key
         stages.finetune("clean", train={"epoch": 2})
 
 
+@pytest.mark.integration
 def test_a_nan_from_a_weighting_is_blamed_on_the_weighting_not_the_data(results, tmp_path, capsys):
     plugins = tmp_path / "plugins"
     plugins.mkdir()

@@ -7,11 +7,14 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from bench.cli import main
 from bench.config import TaskConfig
 from bench.weighting import WEIGHTINGS, Step, build_weighting
+
+pytestmark = pytest.mark.integration
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

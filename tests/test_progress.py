@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from bench.cli import main
 from tests.conftest import FAST, REPO
 
@@ -15,6 +17,7 @@ LINE = re.compile(r"^\[(\d)/2\] synthetic naive_mtl seed=(\d) \| joint\[equal\] 
                   r"loss \d+\.\d{4}, [\d,]+ samples/s \| ETA stage \d+m\d\ds, cell (\S+), run (\S+)$")
 
 
+@pytest.mark.slow
 def test_piped_run_prints_a_line_per_interval(tmp_path):
     """A real two-cell run with stdout in a file and the interval set to 0 s: one line per training step."""
     log = tmp_path / "out.log"
@@ -46,6 +49,7 @@ def _run_in_process(results, capsys, *extra: str) -> str:
     return capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_bench_progress_0_silences(results, capsys, monkeypatch):
     monkeypatch.setenv("BENCH_PROGRESS", "0")
     monkeypatch.setenv("BENCH_PROGRESS_INTERVAL", "0")
@@ -53,6 +57,7 @@ def test_bench_progress_0_silences(results, capsys, monkeypatch):
     assert "done in" in out and "| ETA stage" not in out
 
 
+@pytest.mark.integration
 def test_interval_throttles(results, capsys, monkeypatch):
     """The throttle is time-based: with an interval longer than the run, a cell of 20 steps prints no line; with
     the module default patched to 0 s (no environment variable), every step does."""

@@ -105,6 +105,7 @@ class TwoStage(Strategy):
     return folder
 
 
+@pytest.mark.slow
 def test_report_reads_row_styles_from_the_records_with_the_plugin_folder_gone(tmp_path, plugin_dir):
     results = tmp_path / "results"
     code = main(["run", "suite=synthetic", f"results_dir={results}", "strategy=separate,zz_two_stage", "seeds=1",

@@ -26,6 +26,8 @@ from bench.report import build_leaderboards, report_command, write_report
 from bench.report.leaderboard import caption, report_options, to_latex, to_markdown
 from bench.report.plots import error_bars
 
+pytestmark = pytest.mark.integration
+
 SUITE = "toy"
 TRAIN = {"epochs": 2, "max_train_samples": 400, "batch_size": 16, "lr": 0.001}
 CLASSIFICATION = {"target": "classification", "primary": "accuracy", "metrics": {"accuracy": "max", "macro_f1": "max"}}

@@ -13,7 +13,7 @@ from bench.report import build_leaderboards
 from bench.report.records import load_records
 from tests.conftest import FAST
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

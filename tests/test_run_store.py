@@ -30,6 +30,7 @@ def _metrics(recs):
     return {(r["label"], r["seed"]): r["rows"] for r in recs}
 
 
+@pytest.mark.integration
 def test_same_seed_same_numbers(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert _run(a, "strategy=separate,naive_mtl")[0] == 0
@@ -45,6 +46,7 @@ def test_same_seed_same_numbers(tmp_path):
     assert m5 != ma[("naive_mtl", 0)]["naive_mtl"]["metrics"]
 
 
+@pytest.mark.integration
 def test_batch_workers_change_speed_not_results(tmp_path):
     # batches are chosen in the main process and only gathered by the workers: the same numbers, the same cell
     a, b = tmp_path / "a", tmp_path / "b"
@@ -59,6 +61,7 @@ def test_batch_workers_change_speed_not_results(tmp_path):
     assert code == 0 and "0 cell(s) computed, 1 from the store" in out
 
 
+@pytest.mark.integration
 def test_second_run_trains_nothing_and_shares_finetunes(results):
     code, out = _run(results, "strategy=separate,naive_mtl", "seeds=2")
     assert code == 0 and "4 cell(s) computed" in out
@@ -78,6 +81,7 @@ def test_second_run_trains_nothing_and_shares_finetunes(results):
     assert len(reused) == 5  # the five per-task fine-tunes
 
 
+@pytest.mark.integration
 def test_force_recomputes_each_shared_stage_once(results):
     assert _run(results, "strategy=separate")[0] == 0
     before = {p: p.stat().st_mtime_ns for p in (results / "synthetic/stages/finetune").glob("*/stage.json")}
@@ -90,6 +94,7 @@ def test_force_recomputes_each_shared_stage_once(results):
     assert [s["reused"] for s in stages if s["stage"] == "finetune"] == [True] * 5  # ...once, by separate
 
 
+@pytest.mark.slow
 def test_a_lock_sweeps_what_killed_writers_left(tmp_path):
     from bench.store import Store
 
@@ -103,6 +108,7 @@ def test_a_lock_sweeps_what_killed_writers_left(tmp_path):
         assert sorted(p.name for p in entry.iterdir()) == [".lock", f"stage.json.tmp{os.getpid()}"]
 
 
+@pytest.mark.integration
 def test_record_has_provenance(results):
     _run(results, "strategy=naive_mtl")
     (rec,) = records(results)
@@ -114,6 +120,7 @@ def test_record_has_provenance(results):
     assert set(rec["rows"]["naive_mtl"]["metrics"]) == {"validation", "test"}
 
 
+@pytest.mark.integration
 def test_text_record_counts_tokens(tmp_path):
     # the default suite on MiniLM, at a toy budget: tokens are the non-padding ones, so tokens per sample is a mean
     # example length, between 2 ([CLS] [SEP]) and max_length, in training and in evaluation alike
@@ -145,6 +152,7 @@ def _kill_when(results: Path, pattern: str, *args: str, grace: float) -> None:
     proc.wait()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_completes(results):
     """Kill -9 while cells are running: no half-written record is ever read as complete; a rerun finishes the rest
     and does not retrain finished cells."""
@@ -161,6 +169,7 @@ def test_sigkill_mid_run_then_rerun_completes(results):
     assert all(after[p] == m for p, m in done_before.items())
 
 
+@pytest.mark.slow
 def test_interrupted_stage_resumes_from_its_last_epoch(results):
     _kill_when(results, "resume.safetensors", *FAST, "train.epochs=40", "train.max_train_samples=2000",
                "strategy=naive_mtl", grace=0.5)
@@ -172,6 +181,7 @@ def test_interrupted_stage_resumes_from_its_last_epoch(results):
     assert len(records(results)) == 1 and not list(results.rglob("resume.safetensors"))
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_results_folder(results):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "-m", "bench", "run", *FAST, "strategy=separate,fuse_then_joint", f"results_dir={results}"]
@@ -187,6 +197,7 @@ def test_two_processes_share_one_results_folder(results):
     assert len(tunes) == 5 and all((t / "stage.json").exists() for t in tunes)
 
 
+@pytest.mark.integration
 def test_nan_loss_fails_only_its_cell(results):
     code, out = _run(results, "strategy=naive_mtl", "train.lr=1e30,1e-3")
     assert code == 1
@@ -196,6 +207,7 @@ def test_nan_loss_fails_only_its_cell(results):
     assert list(results.rglob("failed.json"))
 
 
+@pytest.mark.integration
 def test_bench_run_with_one_seed_prints_no_mark_and_says_how_many_seeds_marks_need(results):
     """One seed: the printed leaderboard has intervals (test set only) but no *, bold or ≈, and its caption names
     the seeds a mark needs."""

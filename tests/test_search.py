@@ -84,6 +84,7 @@ def stage_dirs(results: Path, kind: str) -> set[str]:
 
 # ------------------------------------------------------------------------------------------------ spaces
 
+@pytest.mark.integration
 def test_simplex_sampling_is_on_the_simplex_and_its_centre_is_equal():
     import optuna
 
@@ -104,6 +105,7 @@ def test_simplex_sampling_is_on_the_simplex_and_its_centre_is_equal():
 
 # ------------------------------------------------------------------------------------------------ λ search
 
+@pytest.mark.integration
 def test_lambda_search_starts_from_equal_and_the_tuned_row_reaches_the_leaderboard(tmp_path, capsys):
     results = tmp_path / "results"
     assert search("strategy=naive_mtl", "space=lambda", "trials=14", f"results_dir={results}", "plots=false") == 0
@@ -142,6 +144,7 @@ def test_lambda_search_starts_from_equal_and_the_tuned_row_reaches_the_leaderboa
 
 # ------------------------------------------------------------------------------------------------ fusion search
 
+@pytest.mark.integration
 def test_fusion_search_trains_nothing(store, capsys):
     before = {k: stage_dirs(store, k) for k in ("finetune", "joint")}
     assert search("strategy=fuse_then_joint", "space=fusion_weights", "trials=8", f"results_dir={store}") == 0
@@ -164,6 +167,7 @@ def test_fusion_search_trains_nothing(store, capsys):
     assert summary["costs"]["mean_fuse_seconds"] > 0
 
 
+@pytest.mark.integration
 def test_multi_objective_returns_the_pareto_set(store, capsys):
     assert search("strategy=fuse_then_joint", "space=task_arithmetic", "trials=6", f"results_dir={store}",
                   "objective=[delta_m,task:clean:mse]", "plots=false", "keep_checkpoints=true") == 0
@@ -177,6 +181,7 @@ def test_multi_objective_returns_the_pareto_set(store, capsys):
     assert "Pareto set" in capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_a_fusion_search_best_params_run_gives_the_trials_metrics(store, capsys):
     """`bench run params=best.yaml` after a fusion-weight search: the same row as the best trial (it used to crash
     re-evaluating the evaluate stage's own folder, which holds no weights)."""
@@ -289,6 +294,7 @@ def _space_file(tmp_path: Path, params: dict, **extra) -> str:
     return f"space={path}"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", ["no_such_param", "empty_range", "wrong_fusion_param", "unreachable_storage",
                                   "other_search_same_study", "bad_objective", "not_a_bool"])
 def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(existing, capsys, case):

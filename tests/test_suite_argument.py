@@ -11,7 +11,7 @@ from bench.errors import BenchError
 from bench.suites import stored_suite, suite_name
 from tests.conftest import FAST, REPO
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from bench.store import Store
 from bench.track import TRACKERS, Tracker, register_tracker, trackers_from
 from tests.conftest import FAST, records
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.trackers, pytest.mark.usefixtures("one_thread")]
 
 HAS_WANDB = importlib.util.find_spec("wandb") is not None
 LOCAL = ["tensorboard", "mlflow"] + (["wandb"] if HAS_WANDB else [])

@@ -25,7 +25,7 @@ SOURCES = ("pyproject.toml", "README.md", "bench", "suites", "strategies")
 BUILTIN_STRATEGIES = ("separate", "naive_mtl", "fuse_then_joint", "uncertainty", "gradnorm")
 BUILTIN_SUITES = ("synthetic", "text")
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="venv layout (bin/python) of POSIX")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reason="venv layout (bin/python) of POSIX")]
 
 
 def _run(cmd: list, cwd: Path, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
