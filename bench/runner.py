@@ -87,7 +87,7 @@ def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force
             budget_fingerprint=variant.budget_fingerprint(), budget_match=suite.budget.match,
             data_fingerprint=ctx.data.fingerprint, task_fingerprints=ctx.data.task_fingerprints,
             backbone_weights=ctx.weights_hash,
-            code_version=code_version(), plugins=variant.plugins,
+            code_version=code_version(), plugins=dict(sorted({**variant.plugins, **stages.plugins}.items())),
             backbone=suite.backbone.name or suite.backbone.source,
             tasks=_task_info(suite, ctx.data.task_names), rows=with_styles(rows, variant.strategy, variant.params),
             train=suite.train.model_dump(mode="json"), notes=[*variant.notes, *ctx.data.notes],

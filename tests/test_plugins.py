@@ -127,3 +127,43 @@ def test_editing_one_plugin_rekeys_only_the_cells_that_use_it(tmp_path):
     assert after[with_a][1][f"weighting:{a}"] != before[with_a][1][f"weighting:{a}"]
     assert after[with_b] == before[with_b]  # the cell using only B is not
     assert after[separate] == before[separate]
+
+
+HARD_CODED = '''
+from bench.api import Stages, Strategy, Weighting, make_row, register_strategy, register_weighting
+
+
+@register_weighting("coded_w")
+class CodedW(Weighting):
+    """A weighting the strategy below names in its code, not in its params."""
+
+    def combine(self, losses):
+        return sum(losses.values())
+
+
+@register_strategy("coded_s")
+class CodedS(Strategy):
+    """Joint training with a weighting fixed in the code."""
+
+    def run(self, stages: Stages, params) -> dict:
+        return {"coded_s": make_row(stages.joint(weighting="coded_w", epochs=1))}
+'''
+
+
+@pytest.mark.integration
+def test_the_record_names_every_user_plugin_its_stages_used(tmp_path):
+    from bench.cli import main
+    from bench.record import Record
+    from bench.strategy import STRATEGIES
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "coded.py").write_text(HARD_CODED)
+    results = tmp_path / "results"
+    with WEIGHTINGS.scope(), STRATEGIES.scope():
+        assert main(["run", "suite=synthetic", "strategy=coded_s", "train.max_train_samples=200", "report=false",
+                     f"plugin_dirs=[{plugins}]", f"results_dir={results}"]) == 0
+    (path,) = results.rglob("record.json")
+    record = Record.read(path)
+    assert sorted(record.plugins) == ["strategy:coded_s", "weighting:coded_w"]
+    assert len(set(record.plugins.values())) == 1  # one file defines both

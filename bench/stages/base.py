@@ -55,6 +55,9 @@ class Stages:
         self.ctx, self.store, self.seed, self.force = ctx, store, seed, force
         self.log = log if log is not None else StageLog()
         self.source, self.scratch = source, scratch
+        #: "<kind>:<name>" -> source hash of each user plug-in a stage of this cell used (a weighting or fusion
+        #: method, also one the strategy names in its code rather than its params): what the record lists
+        self.plugins: dict[str, str] = {}
         if eval_splits is None:
             present = {s for per_task in ctx.encoded.values() for s in per_task if s != "train"}
             eval_splits = ("validation", "test", *sorted(present - {"validation", "test"}))

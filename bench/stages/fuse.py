@@ -56,6 +56,7 @@ def run_fuse(stages: Stages, parts: list[Checkpoint], base: Checkpoint, spec: Fu
     source = plugin_source(type(fusion))
     if source:  # a fusion method from a plug-in folder: editing it invalidates what it fused
         key["fusion_source"] = source
+        stages.plugins[f"fusion:{method}"] = source  # and the record names the version it used
     if model_based:  # what the data it reads depends on
         key.update({"data": {t: ctx.data.task_fingerprints[t] for t in tasks}, "seed": stages.seed,
                     "split": fusion.split, "precision": ctx.train.precision,

@@ -46,6 +46,7 @@ def run_joint(stages: Stages, init: Checkpoint, tasks: list[str], weighting: Wei
     source = plugin_source(type(w))
     if source:  # a weighting from a plug-in folder: editing it invalidates what it trained
         key["weighting_source"] = source
+        stages.plugins[f"weighting:{weighting}"] = source  # and the record names the version it used
     if steps is not None:
         key["steps"] = steps
     if frozen:
