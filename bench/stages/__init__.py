@@ -18,6 +18,8 @@ The package, one concern a module:
 - one module per stage: :mod:`~bench.stages.init`, :mod:`~bench.stages.finetune`, :mod:`~bench.stages.fuse`,
   :mod:`~bench.stages.joint`, :mod:`~bench.stages.evaluate` (with :mod:`~bench.stages.training`,
   :mod:`~bench.stages.evaluation` and :mod:`~bench.stages.models`, what they share);
+- :mod:`~bench.stages.predictions`: the per-example predictions every evaluating stage keeps;
+  :mod:`~bench.stages.batches`: a split as seeded batches, for strategies and data-aware methods;
 - :mod:`~bench.stages.rows`: :func:`make_row`, a leaderboard row from the outcomes that produced it.
 
 Strategies import from here: ``from bench.stages import Stages, make_row``.
