@@ -11,6 +11,8 @@ from bench.config import BackboneConfig
 from bench.data import glue
 from bench.errors import BenchError
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def minilm():

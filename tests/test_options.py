@@ -76,6 +76,7 @@ def test_a_reference_dumps_as_its_name_so_records_and_hashes_do_not_change(tmp_p
     assert isinstance(ftj.params.fusion, FusionSpec) and ftj.params.fusion.resolved
 
 
+@pytest.mark.integration
 def test_a_reference_is_validated_once_per_variant_and_built_without_validating_again(tmp_path, monkeypatch):
     calls: list[str] = []
     real = specs.validated

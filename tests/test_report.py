@@ -145,6 +145,7 @@ def test_markdown_table(test_board):
     assert "| **2,000 ± 283** |" in md[3]  # cost columns keep plain best-in-bold
 
 
+@pytest.mark.integration
 def test_write_report_files(results, tmp_path):
     paths = write_report(results, "synthetic", tmp_path / "out")
     for name in ("md", "tex", "csv", "json", "bars_test_png", "bars_test_pdf", "pareto_throughput_png",
@@ -167,6 +168,7 @@ def test_write_report_files(results, tmp_path):
     assert "## Validation" in paths["md"].read_text()
 
 
+@pytest.mark.integration
 def test_report_command_default_out_and_strategy_filter(results, capsys):
     assert report_command({"suite": "synthetic", "results_dir": str(results), "strategy": ["naive_mtl"]}) == 0
     out = capsys.readouterr().out
@@ -186,6 +188,7 @@ def test_no_records_says_which_command_produces_them(tmp_path):
         report_command({"suite": "nothing", "results_dir": str(tmp_path)})
 
 
+@pytest.mark.integration
 def test_corrupted_record_is_named_skipped_and_the_rest_reported(results, tmp_path):
     bad = results / "synthetic" / "cells" / "separate" / "sep1" / "record.json"
     bad.write_text('{"schema_version": 1, "suite": "synth')
@@ -212,6 +215,7 @@ def test_colours_fixed_per_strategy_and_pareto_front():
     assert pareto_front(xs, ys, "min").tolist() == [True, False, True, True]
 
 
+@pytest.mark.integration
 def test_old_schema_1_records_report_without_intervals_and_say_why(results, tmp_path):
     paths = write_report(results, "synthetic", tmp_path / "out")
     note = (f"rows separate, naive_mtl, {FUSED}, {FTJ}: no per-example predictions (records older than schema 2): "

@@ -33,6 +33,8 @@ from bench.report.plots import (
 )
 from bench.report.records import RecordWarning, fusion_coefficients, load_records
 
+pytestmark = pytest.mark.integration
+
 FIXTURES = Path(__file__).parent / "fixtures" / "records"
 SUITE = "synthetic"
 TASKS = ["t0", "r0"]  # the fixture suite's tasks

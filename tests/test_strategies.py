@@ -6,9 +6,12 @@ import io
 import textwrap
 
 import numpy as np
+import pytest
 
 from bench.runner import execute, make_plan
 from tests.conftest import FAST, records
+
+pytestmark = pytest.mark.integration
 
 
 def _run(results, *extra):
