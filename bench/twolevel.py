@@ -274,7 +274,8 @@ def estimate(terms: Sequence[tuple[float, Scores]]) -> Estimate:
         else:
             groups[scores.seeds] = Scores.weighted([(c, scores)])
     value = float(sum(g.x.mean() for g in groups.values()))
-    spaces = {space for g in groups.values() for space in g.phi}
+    # a fixed order of example spaces: summing them in a set's hash order made the last bit vary between runs
+    spaces = sorted({space for g in groups.values() for space in g.phi})
     mean_phi = {space: [g.phi[space].mean(axis=0) for g in groups.values() if space in g.phi] for space in spaces}
     total_test = float(sum(np.sum(np.sum(vs, axis=0) ** 2) for vs in mean_phi.values()))
     k_min = min(len(seeds) for seeds in groups)
