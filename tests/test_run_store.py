@@ -112,7 +112,7 @@ def test_a_lock_sweeps_what_killed_writers_left(tmp_path):
 def test_record_has_provenance(results):
     _run(results, "strategy=naive_mtl")
     (rec,) = records(results)
-    for key in ("seed", "data_fingerprint", "code_version", "params", "budget", "versions", "tasks", "cell"):
+    for key in ("seed", "data_fingerprint", "code_version", "params", "train", "versions", "tasks", "cell"):
         assert key in rec, key
     tel = rec["rows"]["naive_mtl"]["telemetry"]
     assert tel["train_samples_per_s"] > 0 and tel["peak_memory_mb"] > 0 and tel["memory_kind"] == "host_rss"
