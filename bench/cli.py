@@ -90,7 +90,7 @@ REPORT_LISTS = ("compare", "strategy", "suite")  # report options whose comma li
 def cmd_report(args: list[str]) -> int:
     """``report`` options: suite, results_dir, out, split, strategy=a,b, level, interval, delta_m, correction,
     bootstrap, compare=a,b (a row name with brackets needs quotes: compare="'naive_mtl[train.epochs=3]',separate").
-    ``suite=a,b,c`` or ``suite=all`` writes the cross-suite report instead (bench/report/across.py)."""
+    ``suite=a,b,c`` or ``suite=all`` writes the cross-suite report instead (bench/report/across/)."""
     from bench.overrides import parse
     from bench.report import report_command
 

@@ -159,7 +159,7 @@ def check_keys(opts: dict) -> None:
 
 
 def report_command(opts: dict) -> int:
-    """CLI entry: opts ``suite`` (required; a list or ``all``: the cross-suite report, bench/report/across.py),
+    """CLI entry: opts ``suite`` (required; a list or ``all``: the cross-suite report, bench/report/across/),
     ``results_dir``, ``strategy`` (list), ``out``, ``split``, ``level``,
     ``interval``, ``delta_m``, ``correction``, ``min_seeds``, ``budget_tolerance``, ``components``, ``columns``
     (``all`` | ``scores``), ``compare`` (two row names), ``plots`` (true | false: the figures too, default true),

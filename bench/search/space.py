@@ -1,6 +1,6 @@
 """Search spaces: declared in YAML next to the strategies, turned into Optuna suggestions.
 
-A space file is ``strategies/spaces/<strategy>.yaml`` (also searched in every ``strategy_dirs`` folder): a mapping
+A space file is ``strategies/spaces/<strategy>.yaml`` (also searched in every ``plugin_dirs`` folder): a mapping
 from space name to space. ``space=<name>`` picks one; ``space=path/to/file.yaml`` reads a file holding one space.
 
     lambda:

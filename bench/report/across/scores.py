@@ -17,6 +17,7 @@ from bench.errors import BenchError, did_you_mean
 from bench.record import base_strategy
 from bench.report.records import load_records, metrics_frame, row_name, task_specs
 from bench.report.style import sort_key
+from bench.rowid import RowId
 from bench.suites import stored_suite, stored_suites
 
 ALL = "all"
@@ -45,19 +46,6 @@ def resolve_suites(value, results_dir: Path | str) -> list[str]:
     return names
 
 
-def _parts(inner: str) -> list[str]:
-    """``"fusion=ties,weights=[1,2]"`` -> ``["fusion=ties", "weights=[1,2]"]`` (commas inside brackets kept)."""
-    parts, depth, start = [], 0, 0
-    for i, char in enumerate(inner):
-        depth += char in "[{("
-        depth -= char in "]})"
-        if char == "," and depth == 0:
-            parts.append(inner[start:i])
-            start = i + 1
-    parts.append(inner[start:])
-    return [p for p in parts if p]
-
-
 def method_name(variant: str) -> str:
     """A row name as a cross-suite method: the ``suite=…`` part a suite sweep adds to labels is dropped.
 
@@ -66,11 +54,8 @@ def method_name(variant: str) -> str:
     >>> method_name("naive_mtl[weights=[1,2],train.epochs=3]")
     'naive_mtl[weights=[1,2],train.epochs=3]'
     """
-    base, bracket, rest = variant.partition("[")
-    if not bracket or not variant.endswith("]"):
-        return variant
-    parts = [p for p in _parts(rest[:-1]) if not p.startswith("suite=")]
-    return f"{base}[{','.join(parts)}]" if parts else base
+    rid = RowId.parse(variant)
+    return str(RowId(rid.kind, tuple(p for p in rid.params if p and not p.startswith("suite="))))
 
 
 def suite_scores(results_dir: Path, suite: str, baseline: str) -> tuple[pd.DataFrame, list[str]]:
