@@ -685,7 +685,7 @@ BAD = [  # (command, arguments, what the one line must say); {tmp} is the test's
     ("search", ["space=lambda", "trials=nan"], "trials=nan must be an integer >= 1"),
     ("report", ["level=nan"], "confidence level nan must lie strictly between 0 and 1"),
     ("check", ["tolerance=nan"], "tolerance=nan must be a finite number >= 0"),
-    ("list", ["foo=1"], "list takes strategy_dirs=[folder,...] only"),
+    ("list", ["foo=1"], "list takes plugin_dirs=[folder,...] only"),
 ]
 
 

@@ -102,11 +102,7 @@ def test_every_kind_has_a_page_linked_from_the_index_and_the_readme():
 
 
 # the launcher's example starts worker processes: the slow tier; the others train in this process
-LAUNCHER_NOT_FOUND = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="bench run resolves launcher= before it imports the plugin_dirs= folders, so a plug-in launcher there is "
-           "'unknown' (also before this page); remove this mark when plug-in discovery precedes it")
-TIER = {"launcher": [pytest.mark.slow, LAUNCHER_NOT_FOUND]}
+TIER = {"launcher": pytest.mark.slow}
 
 
 @pytest.mark.parametrize("page", [pytest.param(k, marks=TIER.get(k, pytest.mark.integration)) for k in KINDS])

@@ -18,20 +18,31 @@ from bench.errors import BenchError
 from bench.launch import local, submitit_  # noqa: F401  (importing registers the built-in launchers)
 from bench.launch.base import LAUNCHERS, Common, Done, Job, Launcher, build_launcher, register_launcher
 from bench.options import LaunchOptions
+from bench.plugins.discovery import discover
 
 LAUNCH_KEYS = ("launcher", "workers", "devices", "wait")
 
 __all__ = ["LAUNCHERS", "LAUNCH_KEYS", "Common", "Done", "Job", "Launcher", "build_launcher", "launcher_from",
-           "register_launcher", "without_launch_args"]
+           "plugin_dirs_in", "register_launcher", "without_launch_args"]
 
 
 def is_launch_key(key: str) -> bool:
     return key in LAUNCH_KEYS or key.startswith("launcher.")
 
 
+def plugin_dirs_in(pairs: list[tuple[str, Any, bool]]) -> list[Any]:
+    """The ``plugin_dirs=`` (or ``strategy_dirs=``) folders among parsed overrides, before any other check."""
+    dirs: list[Any] = []
+    for key, value, _ in pairs:
+        if key in ("plugin_dirs", "strategy_dirs"):
+            dirs += value if isinstance(value, list) else [value]
+    return dirs
+
+
 def launcher_from(pairs: list[tuple[str, Any, bool]], default: str = "local") -> Launcher:
     """The launcher that parsed overrides ask for (``launcher=``, ``launcher.*``, ``workers``, ``devices``,
-    ``wait``), validated and checked, or a one-line BenchError."""
+    ``wait``), validated and checked, or a one-line BenchError. A launcher that is not built in is looked up in the
+    ``plugin_dirs=`` folders among ``pairs`` too (the launcher is read before anything else of the command)."""
     opts: dict[str, Any] = {}
     for key, value, is_sweep in pairs:
         if not is_launch_key(key):
@@ -43,6 +54,8 @@ def launcher_from(pairs: list[tuple[str, Any, bool]], default: str = "local") ->
     name = given.setdefault("launcher", default)
     if not isinstance(name, str):
         raise BenchError(f"launcher={name!r} must be a launcher name; valid: {', '.join(LAUNCHERS.names())}")
+    if name not in LAUNCHERS.loaded():  # the built-ins are imported above; a plug-in's folder is not yet
+        discover(plugin_dirs_in(pairs))
     LaunchOptions.of(given)  # the types of the top-level keys, as bench run reads them: one line on a mistake
     options = {k[len("launcher."):]: v for k, v in opts.items() if k.startswith("launcher.")}
     common = {k: opts[k] for k in ("workers", "devices", "wait") if k in opts}

@@ -130,7 +130,8 @@ def load_config(args: list[str]) -> SearchConfig:
     opts = {k: v for k, v, _ in pairs if k in SEARCH_KEYS}
     run_args = [a for a, (k, _, _) in zip(args, pairs) if k not in SEARCH_KEYS and not is_launch_key(k)]
     # workers=K is the number of search workers; the launcher decides where they run (checked before any storage)
-    launcher = None if "_worker" in opts else launcher_from([p for p in pairs if is_launch_key(p[0])])
+    launcher = None if "_worker" in opts else launcher_from(
+        [p for p in pairs if is_launch_key(p[0]) or p[0] in ("plugin_dirs", "strategy_dirs")])
 
     strategy_name = next((v for k, v, _ in pairs if k == "strategy"), None)
     if strategy_name is None or isinstance(strategy_name, list):
