@@ -40,9 +40,17 @@ def _opts(args: list[str]) -> dict:
     return out
 
 
+def _note_aliases(args: list[str]) -> None:
+    """One line per old key spelling of the command line, here where it is read once (the planner reads it again)."""
+    from bench.options import note_aliases
+
+    note_aliases(a.split("=", 1)[0].lstrip("+~") for a in args)
+
+
 def cmd_run(args: list[str]) -> int:
     from bench.precheck import check_run
 
+    _note_aliases(args)
     check_run(args)  # a mistake that needs no model answers now, before the training stack is imported
     from bench.runner import execute, make_plan  # real work starts here
 
@@ -120,6 +128,7 @@ def cmd_verify(args: list[str]) -> int:
 def cmd_search(args: list[str]) -> int:
     from bench.search import search_command
 
+    _note_aliases(args)
     return search_command(args)
 
 

@@ -25,6 +25,7 @@ budget.match= keeps its name)
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,6 +40,14 @@ RENAMED = {"budget": "sample_scale"}
 RENAMED_WHY = {"budget": "it scales the suite's sample caps; budget.match= keeps its name"}
 #: keys that name the same thing, kept working with one warning: alias -> key
 ALIASES = {"strategy_dirs": "plugin_dirs"}
+
+
+def note_aliases(keys: Iterable[str]) -> None:
+    """Warn once per old spelling among a command line's ``keys``. The command's front calls this when it parses
+    its arguments, not the model: a command validates its options more than once (pre-check, plan, jobs)."""
+    for old in sorted(set(keys) & set(ALIASES)):
+        warnings.warn(f"{old}= is now spelled {ALIASES[old]}= (it holds every kind of plug-in); {old}= still works",
+                      BenchWarning, stacklevel=3)
 
 
 def one_line(message: str) -> PydanticCustomError:
@@ -149,8 +158,6 @@ class RunOptions(LaunchOptions):
             if old in data:
                 if new in data:
                     raise one_line(f"give {new}= only ({old}= is its old name)")
-                warnings.warn(f"{old}= is now spelled {new}= (it holds every kind of plug-in); {old}= still works",
-                              BenchWarning, stacklevel=2)
         return data
 
     @field_validator("suite", mode="before")

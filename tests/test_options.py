@@ -4,10 +4,12 @@ strategy's parameters is a typed reference checked once (bench/specs.py)."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 import bench.specs as specs
-from bench.cli import main
+from bench.cli import _note_aliases, main
 from bench.errors import BenchError, BenchWarning
 from bench.options import RunOptions
 from bench.plan import make_plan
@@ -57,9 +59,15 @@ def test_every_top_level_key_is_a_run_option():
     assert "budget" not in TOP_KEYS and "sample_scale" in TOP_KEYS
 
 
-def test_strategy_dirs_is_plugin_dirs_and_says_so():
-    with pytest.warns(BenchWarning, match="strategy_dirs= is now spelled plugin_dirs="):
-        assert RunOptions.of({"strategy_dirs": "plugins"}).plugin_dirs == ["plugins"]
+def test_strategy_dirs_is_plugin_dirs_and_the_command_says_so_once():
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        _note_aliases(["suite=synthetic", "strategy_dirs=plugins"])
+        for _ in range(2):  # a command validates its options again (pre-check, plan, jobs): no second line
+            assert RunOptions.of({"strategy_dirs": "plugins"}).plugin_dirs == ["plugins"]
+    said = [str(w.message) for w in seen if issubclass(w.category, BenchWarning)]
+    assert said == ["strategy_dirs= is now spelled plugin_dirs= (it holds every kind of plug-in); strategy_dirs= "
+                    "still works"]
     with pytest.raises(BenchError, match="give plugin_dirs= only"):
         RunOptions.of({"strategy_dirs": ["a"], "plugin_dirs": ["b"]})
 
