@@ -11,6 +11,7 @@ import platform
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from bench.launch import Job, launcher_from
 from bench.launch.base import fmt_duration
 from bench.plan import Plan, Variant, make_plan
 from bench.plugins import plugin_source, where_raised
+from bench.plugins.hashing import changed_plugins
 from bench.record import SCHEMA_VERSION, Record, Row
 from bench.rowstyle import with_styles
 from bench.run_context import RunContext
@@ -70,7 +72,9 @@ def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force
     folder = store.cell_dir(variant.strategy.name, cell)
     with store.lock(folder):
         if store.done(folder, RECORD) and not force:
-            return Record.read(folder / RECORD)
+            done = Record.read(folder / RECORD)
+            if not changed_plugins(done.plugins):
+                return done
         (folder / "failed.json").unlink(missing_ok=True)
         config = variant.config()
         log = log if log is not None else StageLog()
@@ -162,6 +166,11 @@ def run_cell_job(run: RunContext, cell: str) -> dict[str, Any]:
     return {"status": "done"}
 
 
+def _current(folder: Path, checked: dict) -> bool:
+    """A finished cell whose record still holds: its plug-ins are the versions it used (:func:`changed_plugins`)."""
+    return Store.done(folder, RECORD, checked) and not changed_plugins(Record.read(folder / RECORD).plugins)
+
+
 def execute(plan: Plan, out=None) -> int:
     """Run every cell of ``plan`` through its launcher; print progress with an ETA and where results went. Exit
     code 0, or 1 if a cell failed."""
@@ -172,7 +181,7 @@ def execute(plan: Plan, out=None) -> int:
     stores = {v.suite.name: run.store(v.suite.name) for v in plan.variants}
     folders = [stores[v.suite.name].cell_dir(v.strategy.name, v.cell_hash(s)) for v, s in cells]
     checked: dict = {}  # stage folder -> problem: records share stages, each is checked once per pass
-    finished = set() if plan.force else {i for i, f in enumerate(folders) if Store.done(f, RECORD, checked)}
+    finished = set() if plan.force else {i for i, f in enumerate(folders) if _current(f, checked)}
     pending = [i for i in range(len(cells)) if i not in finished]
     where = f" with launcher={launcher.name}, {launcher.describe()}" if launcher.parallel > 1 or \
         launcher.name != "local" else ""

@@ -167,3 +167,53 @@ def test_the_record_names_every_user_plugin_its_stages_used(tmp_path):
     record = Record.read(path)
     assert sorted(record.plugins) == ["strategy:coded_s", "weighting:coded_w"]
     assert len(set(record.plugins.values())) == 1  # one file defines both
+
+
+CODED_WEIGHTING = '''
+from bench.api import Weighting, register_weighting
+
+
+@register_weighting("coded_w2")
+class Coded(Weighting):
+    """Half of each task loss."""
+
+    def combine(self, losses):
+        return sum(0.5 * v for v in losses.values())
+'''
+CODED_STRATEGY = '''
+from bench.api import Strategy, make_row, register_strategy
+
+
+@register_strategy("coded_s2")
+class CodedStrategy(Strategy):
+    """Names its weighting in code, not in a parameter."""
+
+    def run(self, stages, params):
+        return {"coded_s2": make_row(stages.joint(weighting="coded_w2", epochs=1))}
+'''
+
+
+@pytest.mark.integration
+def test_a_finished_cell_is_recomputed_when_a_plugin_named_in_code_changes(tmp_path, capsys):
+    from bench.cli import main
+    from bench.record import Record
+    from bench.strategy import STRATEGIES
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "coded_w2.py").write_text(CODED_WEIGHTING)
+    (plugins / "coded_s2.py").write_text(CODED_STRATEGY)
+    results = tmp_path / "results"
+    args = ["run", "suite=synthetic", "strategy=coded_s2", "train.max_train_samples=200", "report=false",
+            f"plugin_dirs=[{plugins}]", f"results_dir={results}"]
+    with WEIGHTINGS.scope(), STRATEGIES.scope():
+        assert main(args) == 0
+        (path,) = results.rglob("record.json")
+        before = Record.read(path).plugins["weighting:coded_w2"]
+        assert main(args) == 0  # unchanged: reused
+        assert "0 cell(s) computed, 1 from the store" in capsys.readouterr().out
+        (plugins / "coded_w2.py").write_text(CODED_WEIGHTING + "# edited\n")
+        assert main(args) == 0  # the cell's hash is the same (its params name no weighting): its record is stale
+        assert "1 cell(s) computed" in capsys.readouterr().out
+    (path,) = results.rglob("record.json")
+    assert Record.read(path).plugins["weighting:coded_w2"] != before

@@ -91,3 +91,19 @@ def used_plugins(strategy: type, params: Any) -> dict[str, str]:
             if source:
                 out[f"{kind}:{name}"] = source
     return dict(sorted(out.items()))
+
+
+def changed_plugins(recorded: dict[str, str]) -> list[str]:
+    """The ``"<kind>:<name>"`` entries of a record's ``plugins`` whose file is no longer the version it names (edited,
+    or gone): a finished cell that used a plug-in its strategy names in code, not in its parameters (so not in the
+    cell's hash), is recomputed rather than reused with the old version's results."""
+    out = []
+    for key, old in recorded.items():
+        kind, _, name = key.partition(":")
+        if kind not in NAMED:
+            continue  # the strategy and the plug-ins its params name are in the cell hash already
+        module, attr = NAMED[kind]
+        registry = getattr(importlib.import_module(module), attr)
+        if name not in registry or plugin_source(registry.get(name)) != old:
+            out.append(key)
+    return out
