@@ -32,9 +32,7 @@ def trackers_from(value: Any, sweep: bool = False) -> list[str]:
     without repeats; ``null`` or ``[]`` is none. A one-line ``BenchError`` otherwise. ``sweep``: the value was a
     comma list (``tracker=a,b``), which the grammar reads as a sweep, not as several trackers.
 
-    Example:
-        >>> trackers_from("tensorboard")
-        ['tensorboard']
+    Example (naming an installed tracker gives ``['tensorboard']``; the packages are an extra, so not shown here):
         >>> trackers_from(None)
         []
         >>> try:
