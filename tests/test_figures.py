@@ -15,7 +15,7 @@ from bench.report.plots.bars import bars_figure
 from bench.report.plots.common import figure_order, marks
 from bench.report.plots.forest import forest_figure
 from bench.report.plots.pareto import compared_front, pareto_figure
-from bench.report.style import FAMILIES, family, row_kinds
+from bench.report.style import FAMILIES, Styles
 from bench.strategy import STRATEGIES
 from bench.weighting import WEIGHTINGS
 from bench.weighting.base import FAMILIES as WEIGHTING_FAMILIES
@@ -35,7 +35,7 @@ def test_every_weighting_declares_an_allowed_family():
 
 
 def test_row_families_come_from_strategies_and_weightings():
-    row_kinds()  # discovers the strategy folders
+    family = Styles.of().family  # no records: what the plug-ins declare
     for name in STRATEGIES.names():
         for row, declared in STRATEGIES.get(name).families.items():
             assert declared in FAMILIES, (name, row, declared)
@@ -88,10 +88,10 @@ def test_forest_groups_by_family_and_orders_rows_by_value():
     shown = top_to_bottom(fig.axes[0])
     assert shown == figure_order(lb, "delta_m")
     assert len(shown) == 23 and shown[:2] == ["separate", "fused[fusion=ties]"]
-    groups = [family(v) for v in shown]
+    groups = [lb.styles.family(v) for v in shown]
     assert groups == sorted(groups, key=["baseline", "fusion", "loss", "gradient"].index)
     for name in ("loss", "gradient"):
-        values = [lb.table.loc[v, "delta_m"] for v in shown if family(v) == name]
+        values = [lb.table.loc[v, "delta_m"] for v in shown if lb.styles.family(v) == name]
         assert values == sorted(values, reverse=True), name
     # the drawn points sit on their row's value: the Δm% panel's markers, top to bottom
     points = sorted(((line.get_ydata()[0], line.get_xdata()[0]) for line in fig.axes[0].lines
@@ -106,7 +106,7 @@ def test_forest_without_a_baseline_draws_avg_only_and_sorts_by_it():
     fig = forest_figure(lb)
     assert fig.axes[0].get_xlabel().startswith("Avg")
     shown = top_to_bottom(fig.axes[0])
-    values = [lb.table.loc[v, "avg"] for v in shown if family(v) == "loss"]
+    values = [lb.table.loc[v, "avg"] for v in shown if lb.styles.family(v) == "loss"]
     assert values == sorted(values, reverse=True)
 
 
@@ -134,7 +134,8 @@ def test_pareto_labels_the_front_and_the_baseline_with_the_legend_outside():
     fig = pareto_figure(lb, "train_samples_per_s", "max")
     ax = fig.axes[0]
     rows = list(lb.table.index)
-    front = compared_front(rows, lb.table["train_samples_per_s"].to_numpy(), lb.table["delta_m"].to_numpy(), "max")
+    front = compared_front(rows, lb.table["train_samples_per_s"].to_numpy(), lb.table["delta_m"].to_numpy(), "max",
+                           lb.styles)
     expected = {v for v, f in zip(rows, front) if f} | {"separate"}
     assert {t.get_text() for t in ax.texts} == expected and len(expected) < len(rows)
     assert not front[0] and front.sum() >= 1  # the front is that of the rows compared with the baseline

@@ -26,9 +26,9 @@ from bench.cli import main
 from bench.errors import BenchError
 from bench.report import build_leaderboards, report_options, write_report
 from bench.report.leaderboard import caption, to_latex, to_markdown
+from bench.report.leaderboard.render_tex import footnote
 from bench.report.plots.training import trajectory_figure
 from bench.report.records import load_records, trajectories
-from bench.report.leaderboard.render_tex import footnote
 from tests.conftest import run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -168,8 +168,8 @@ def test_the_tex_compiles_in_a_two_column_paper_and_fits(store, tmp_path, column
 
 
 def test_loss_curves_show_every_task_of_every_row_over_epochs(store):
-    curves = trajectories(load_records(store, SUITE))
-    fig = trajectory_figure(curves, SUITE, "loss")
+    records = load_records(store, SUITE)
+    fig = trajectory_figure(trajectories(records), SUITE, "loss", styles=records.styles)
     panels = {ax.get_title().split(" (")[0]: ax for ax in fig.axes if ax.get_visible() and ax.get_title()}
     assert set(panels) == {"separate", "naive_mtl", "fused", "fuse_then_joint", "naive_aa"}
     for name, ax in panels.items():

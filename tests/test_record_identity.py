@@ -122,9 +122,10 @@ def test_report_reads_row_styles_from_the_records_with_the_plugin_folder_gone(tm
     # a fresh process: nothing registered in-process, the plug-in's folder gone; the report reads the records only
     probe = f"""
 import sys
-from bench.report import build_leaderboards, style
+from bench.report import build_leaderboards
 boards, _ = build_leaderboards({str(copy)!r}, "synthetic")
-print(list(boards[0].table.index), style.colour("zz_two_stage"), style.family("zz_two_stage"))
+styles = boards[0].styles
+print(list(boards[0].table.index), styles.colour("zz_two_stage"), styles.family("zz_two_stage"))
 print(sorted(m for m in sys.modules if m.startswith(("bench.weighting", "bench.fusion", "bench.stages", "torch"))))
 """
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=300)

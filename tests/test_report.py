@@ -26,8 +26,9 @@ import pytest
 from bench.errors import BenchError
 from bench.report import build_leaderboards, report_command, write_report
 from bench.report.leaderboard import build_leaderboard, caption, report_options, to_latex, to_markdown
-from bench.report.plots import colour, pareto_front
+from bench.report.plots import pareto_front
 from bench.report.records import RecordWarning, load_records, variant_name
+from bench.report.style import Styles
 
 FIXTURES = Path(__file__).parent / "fixtures" / "records"
 FTJ = "fuse_then_joint[weighting=gradnorm]"
@@ -206,6 +207,7 @@ def test_corrupted_record_is_named_skipped_and_the_rest_reported(results, tmp_pa
 
 
 def test_colours_fixed_per_strategy_and_pareto_front():
+    colour = Styles.of().colour
     assert colour("fused[weighting=gradnorm]") == colour("fused") != colour("fuse_then_joint")
     assert colour("separate") == "#000000"
     assert colour("my_new_strategy") == colour("my_new_strategy[x=1]")

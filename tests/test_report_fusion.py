@@ -32,6 +32,7 @@ from bench.report.plots import (
     tick_step,
 )
 from bench.report.records import RecordWarning, fusion_coefficients, load_records
+from bench.report.style import Styles
 
 pytestmark = pytest.mark.integration
 
@@ -159,8 +160,8 @@ def test_coefficient_matrix_is_the_mean_over_seeds_aligned_by_name():
 
 
 def test_the_heatmap_draws_the_mean_and_a_std_panel(fusion_results):
-    runs = fusion_coefficients(load_records(fusion_results, SUITE))[LAYER_WISE]
-    fig = coefficient_figure(SUITE, [LAYER_WISE], runs)
+    records = load_records(fusion_results, SUITE)
+    fig = coefficient_figure(SUITE, [LAYER_WISE], fusion_coefficients(records)[LAYER_WISE], records.styles)
     mean_image, std_image = (ax.images[0] for ax in fig.axes if ax.images)
     expected = (np.asarray(layer_values(0)) + np.asarray(layer_values(1))) / 2
     np.testing.assert_allclose(mean_image.get_array(), expected)
@@ -172,8 +173,8 @@ def test_the_heatmap_draws_the_mean_and_a_std_panel(fusion_results):
 
 
 def test_task_wise_coefficients_are_bars_of_the_mean(fusion_results):
-    runs = fusion_coefficients(load_records(fusion_results, SUITE))[TASK_WISE]
-    fig = coefficient_figure(SUITE, [TASK_WISE], runs)
+    records = load_records(fusion_results, SUITE)
+    fig = coefficient_figure(SUITE, [TASK_WISE], fusion_coefficients(records)[TASK_WISE], records.styles)
     ax = fig.axes[0]
     assert not ax.images
     assert [p.get_height() for p in ax.patches] == pytest.approx([0.35, 0.5])  # mean of 0.3 and 0.4; 0.5
@@ -183,10 +184,11 @@ def test_rows_sharing_a_fuse_stage_are_one_group():
     a = [{"seed": 0, "layers": ["l"], "tasks": ["x"], "values": [[0.2]]}]
     b = [{"seed": 0, "layers": ["l"], "tasks": ["x"], "values": [[0.3]]}]
     # grouped by content, not by name: any two rows with the same numbers (seed by seed) share a figure
-    groups = coefficient_groups({"joint[x]": a, "fused[x]": copy.deepcopy(a), "other": b})
+    styles = Styles.of()  # no records: the built-in strategies' row order
+    groups = coefficient_groups({"joint[x]": a, "fused[x]": copy.deepcopy(a), "other": b}, styles)
     assert groups == [["fused[x]", "joint[x]"], ["other"]]  # leaderboard order: the first names the figure
     other_seed = [{**a[0], "seed": 1}]
-    assert len(coefficient_groups({"fused[x]": a, "fused[y]": other_seed})) == 2
+    assert len(coefficient_groups({"fused[x]": a, "fused[y]": other_seed}, styles)) == 2
 
 
 def test_report_writes_one_heatmap_per_fuse_stage_and_none_for_data_free(fusion_results, tmp_path):
@@ -256,8 +258,9 @@ def test_transductive_rows_are_marked_and_the_caption_says_why(fusion_results, t
     assert f"{fused(TRANSDUCTIVE)} †" in text and f"{fused(LAYER_WISE)} †" not in text
 
     # its heatmap says so too
-    fig = coefficient_figure(SUITE, [fused(TRANSDUCTIVE)], fusion_coefficients(load_records(fusion_results, SUITE))[
-        TRANSDUCTIVE])
+    records = load_records(fusion_results, SUITE)
+    fig = coefficient_figure(SUITE, [fused(TRANSDUCTIVE)], fusion_coefficients(records)[TRANSDUCTIVE],
+                             records.styles)
     assert "† transductive: adapted on unlabeled test inputs" in fig.get_suptitle()
 
 

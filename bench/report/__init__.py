@@ -78,7 +78,7 @@ def build_leaderboards(results_dir: Path | str, suite: str, strategies: list[str
     splits = [main_split, *(s for s in SPLITS if s != main_split)]
     boards = []
     for split in splits:
-        board = build_leaderboard(records, split, options, variants=chosen)
+        board = build_leaderboard(records, split, options, variants=chosen, styles=records.styles)
         if board.table.empty:
             continue
         boards.append(board)

@@ -43,7 +43,6 @@ from typing import Any
 from bench.config import BASELINE_STRATEGY
 from bench.errors import BenchError, BenchWarning
 from bench.record import SCHEMA_VERSION, Record, base_strategy, label_suffix, variant_name
-from bench.report import style
 from bench.report.frames import (  # noqa: F401  (the tables of the records: imported from here by check, tests)
     BUDGET_FIELDS,
     PROVENANCE_KEYS,
@@ -56,6 +55,7 @@ from bench.report.frames import (  # noqa: F401  (the tables of the records: imp
     telemetry_frame,
     trajectories,
 )
+from bench.report.style import Styles
 from bench.rowid import RowId
 from bench.store import RECORD, load_marker
 
@@ -325,8 +325,8 @@ def load_records(results_dir: Path | str, suite: str, latest: bool = True,
                  plugin_dirs: list[str] | tuple[str, ...] = ()) -> list[Record]:
     """All usable records of ``suite`` (when ``latest``: the newest per (label, configuration, data, seed), of the
     newest plug-in versions, :func:`one_plugin_version`), named (:func:`assign_names`); what they say about their
-    rows' order, colours and families is kept for the figures (:func:`bench.report.style.learn`; older records fall
-    back to the plug-in files of ``plugin_dirs``, read without importing them).
+    rows' order, colours and families is in the result's ``styles`` (:meth:`bench.report.style.Styles.of`; older
+    records fall back to the plug-in files of ``plugin_dirs``, read without importing them).
 
     Unusable files are skipped with a :class:`RecordWarning` naming them. Raises BenchError when none is left.
     """
@@ -353,16 +353,18 @@ def load_records(results_dir: Path | str, suite: str, latest: bool = True,
     if latest:
         records, left_out = one_plugin_version(latest_per_seed(records))
     records = assign_names(records)
-    style.learn(records, plugin_dirs)
-    return Loaded(records, skipped, left_out)
+    return Loaded(records, skipped, left_out, Styles.of(records, plugin_dirs))
 
 
 class Loaded(list):
     """What :func:`load_records` returns: the records; in ``skipped`` the record files it could not use (the
     leaderboard's footnote counts them, so a damaged cell is never left out silently); in ``left_out`` a note per
-    group of records made with an earlier version of a plug-in (:func:`one_plugin_version`)."""
+    group of records made with an earlier version of a plug-in (:func:`one_plugin_version`); in ``styles`` the rows'
+    order, colours and families (:class:`bench.report.style.Styles`)."""
 
-    def __init__(self, records: list[Record], skipped: list[str], left_out: list[str] | None = None):
+    def __init__(self, records: list[Record], skipped: list[str], left_out: list[str] | None = None,
+                 styles: Styles | None = None):
         super().__init__(records)
         self.skipped = list(skipped)
         self.left_out = list(left_out or [])
+        self.styles = styles if styles is not None else Styles.of(records)

@@ -7,10 +7,11 @@ A strategy lists the rows its ``run`` returns in table order (``Strategy.rows``)
 spare palette.
 
 The report imports no plug-in to learn these: a schema-3 record carries each row's :class:`bench.record.RowStyle`,
-written by ``bench run`` from the strategy that made it, and :func:`learn` (called by
-:func:`bench.report.records.load_records`) keeps what the loaded records say. Rows of older records fall back to
-what the plug-in files declare, read from their source without importing them (:mod:`bench.report.declared`, over
-the built-ins, ``./strategies`` and the report's ``plugin_dirs=``).
+written by ``bench run`` from the strategy that made it, and :meth:`Styles.of` (called by
+:func:`bench.report.records.load_records`, which hands the result on as ``records.styles``) keeps what the loaded
+records say in an immutable :class:`Styles` that the leaderboard, the figures and the cross-suite report are given.
+Rows of older records fall back to what the plug-in files declare, read from their source without importing them
+(:mod:`bench.report.declared`, over the built-ins, ``./strategies`` and the report's ``plugin_dirs=``).
 
 A row's **family** (what the report's forest, Pareto and per-task figures colour and group by) is, in this order:
 
@@ -21,12 +22,13 @@ A row's **family** (what the report's forest, Pareto and per-task figures colour
    ``weighting`` parameter (a plain ``naive_mtl`` row: ``equal`` -> ``loss``);
 3. else ``other`` (a custom ``label=`` row, a plug-in that is not installed here).
 
-Example:
-    >>> sort_key("naive_mtl") < sort_key("naive_mtl[weighting=pcgrad]") < sort_key("zz_unknown")
+Example (no records: what the built-in plug-ins declare):
+    >>> styles = Styles.of()
+    >>> styles.sort_key("naive_mtl") < styles.sort_key("naive_mtl[weighting=pcgrad]") < styles.sort_key("zz_unknown")
     True
-    >>> family("separate"), family("naive_mtl"), family("naive_mtl[weighting=pcgrad,train.lr=0.001]")
-    ('baseline', 'loss', 'gradient')
-    >>> family("fuse_then_joint[fusion=ties,weighting=mgda]"), family("zz_unknown")
+    >>> [styles.family(v) for v in ("separate", "naive_mtl", "naive_mtl[weighting=pcgrad,train.lr=0.001]")]
+    ['baseline', 'loss', 'gradient']
+    >>> styles.family("fuse_then_joint[fusion=ties,weighting=mgda]"), styles.family("zz_unknown")
     ('fusion', 'other')
 """
 
@@ -34,7 +36,9 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import NamedTuple
 
 from bench.config import DEFAULT_STRATEGIES
@@ -79,80 +83,81 @@ class RowKind(NamedTuple):
     weighting: str | None  # the default of the strategy's ``weighting`` parameter, if it has one (older records)
 
 
-# what the loaded records say (learn): row kind -> its declaration; row name -> its family; the plug-in folders that
-# rows of older records fall back to. A table of what was read, like a registry, never of what was computed.
-_learned: dict[str, RowKind] = {}
-_families: dict[str, str] = {}
-_dirs: tuple[str, ...] = ()
+_WEIGHTING_VALUE = re.compile(r"[A-Za-z0-9_.\-]+")  # a weighting name in a row's brackets
 
 
-def learn(records: list[Record], plugin_dirs: tuple[str, ...] | list[str] = ()) -> None:
-    """Keep what ``records`` (named already: :func:`bench.report.records.assign_names`) say about their rows, and the
-    folders whose plug-in files describe the rows of older records."""
-    global _dirs
-    _dirs = tuple(str(d) for d in plugin_dirs)
-    for record in records:
-        for name, row in record.rows.items():
-            style = row.style
-            if style is None:
-                continue
-            # a row's family may come from its weighting: it is the row's own (_families), not its kind's
-            _learned.setdefault(style.kind, RowKind(style.order[0], style.strategy, style.order[1], style.colour,
-                                                    None, None))
-            _families[record.variant(name)] = style.family or OTHER
+def _declared(dirs: tuple[str, ...]) -> dict[str, RowKind]:
+    return {k: RowKind(*d) for k, d in declared_kinds(dirs).items()}
 
 
-def row_kinds() -> dict[str, RowKind]:
-    """Row kind -> what its strategy declares (:class:`RowKind`): the records' own place and colour, else the
-    plug-in files'; the declared family and default weighting from the plug-in files (for names no record has)."""
-    declared = {k: RowKind(*d) for k, d in declared_kinds(_dirs).items()}
-    learned = {k: kind._replace(family=declared[k].family, weighting=declared[k].weighting) if k in declared else kind
-               for k, kind in _learned.items()}
-    return {**declared, **learned}
+@dataclass(frozen=True)
+class Styles:
+    """Row order, colours and families of one report: what its loaded records say about their rows, else what the
+    plug-in files declare. Built once from the records (:meth:`of`) and passed to the leaderboard, the figures and
+    the cross-suite report; read-only, so two reports in one process never see each other's rows."""
 
+    kinds: Mapping[str, RowKind]  # row kind -> its declaration: the records' place and colour, else the files'
+    families: Mapping[str, str]  # row name -> the family its record gives (a row's own: it may come from its weighting)
+    weightings: Mapping[str, str]  # weighting name -> the family it declares (``Balancer.family``)
 
-def sort_key(variant: str) -> tuple:
-    """Table order: by strategy, then the strategy's own row order, the plain row before its variants."""
-    base = base_strategy(variant)
-    kind = row_kinds().get(base)
-    rank, strategy, j = (kind.rank, kind.strategy, kind.row) if kind else (len(DEFAULT_STRATEGIES) + 1000, "", 0)
-    return (rank, strategy, j, base, variant != base, variant)
+    @classmethod
+    def of(cls, records: Iterable[Record] = (), plugin_dirs: tuple[str, ...] | list[str] = ()) -> Styles:
+        """What ``records`` (named already: :func:`bench.report.records.assign_names`; the first record of a row
+        kind gives its place and colour) say about their rows, over what the plug-in files of ``plugin_dirs`` (and
+        the built-ins) declare for the rows of older records."""
+        dirs = tuple(str(d) for d in plugin_dirs)
+        learned: dict[str, RowKind] = {}
+        families: dict[str, str] = {}
+        for record in records:
+            for name, row in record.rows.items():
+                style = row.style
+                if style is None:
+                    continue
+                learned.setdefault(style.kind, RowKind(style.order[0], style.strategy, style.order[1], style.colour,
+                                                       None, None))
+                families[record.variant(name)] = style.family or OTHER
+        declared = _declared(dirs)
+        # the declared family and default weighting stay the files' (for row names no record has)
+        learned = {k: kind._replace(family=declared[k].family, weighting=declared[k].weighting) if k in declared
+                   else kind for k, kind in learned.items()}
+        return cls(MappingProxyType({**declared, **learned}), MappingProxyType(families),
+                   MappingProxyType(dict(weighting_families(dirs))))
 
+    def sort_key(self, variant: str) -> tuple:
+        """Table order: by strategy, then the strategy's own row order, the plain row before its variants."""
+        base = base_strategy(variant)
+        kind = self.kinds.get(base)
+        rank, strategy, j = (kind.rank, kind.strategy, kind.row) if kind else (len(DEFAULT_STRATEGIES) + 1000, "", 0)
+        return (rank, strategy, j, base, variant != base, variant)
 
-def colour(variant: str) -> str:
-    """The colour of a variant's row kind: declared by its strategy, else a stable pick from the spare colours."""
-    base = base_strategy(variant)
-    kind = row_kinds().get(base)
-    return (kind.colour if kind else None) or SPARE_COLOURS[zlib.crc32(base.encode()) % len(SPARE_COLOURS)]
+    def colour(self, variant: str) -> str:
+        """The colour of a variant's row kind: declared by its strategy, else a stable pick from the spare colours."""
+        base = base_strategy(variant)
+        kind = self.kinds.get(base)
+        return (kind.colour if kind else None) or SPARE_COLOURS[zlib.crc32(base.encode()) % len(SPARE_COLOURS)]
 
+    def row_weighting(self, variant: str) -> str | None:
+        """The weighting a row's name says it trained with: ``naive_mtl[weighting=pcgrad,train.lr=0.001]`` ->
+        ``pcgrad``; else the default of its strategy's ``weighting`` parameter; else None."""
+        named = RowId.parse(variant).setting("weighting")
+        if named is not None and _WEIGHTING_VALUE.fullmatch(named):
+            return named
+        kind = self.kinds.get(base_strategy(variant))
+        return kind.weighting if kind else None
 
-_WEIGHTING_VALUE = re.compile(r"[A-Za-z0-9_.\-]+")
+    def weighting_family(self, name: str | None) -> str | None:
+        """The family a weighting declares (``Balancer.family``), or None for an unknown name."""
+        return self.weightings.get(name) if name else None
 
-
-def row_weighting(variant: str) -> str | None:
-    """The weighting a row's name says it trained with: ``naive_mtl[weighting=pcgrad,train.lr=0.001]`` ->
-    ``pcgrad``; else the default of its strategy's ``weighting`` parameter; else None."""
-    named = RowId.parse(variant).setting("weighting")
-    if named is not None and _WEIGHTING_VALUE.fullmatch(named):
-        return named
-    kind = row_kinds().get(base_strategy(variant))
-    return kind.weighting if kind else None
-
-
-def weighting_family(name: str | None) -> str | None:
-    """The family a weighting declares (``Balancer.family``), or None for an unknown name."""
-    return weighting_families(_dirs).get(name) if name else None
-
-
-def family(variant: str) -> str:
-    """A row's family (module docstring): what its record says; else its strategy's declaration, else its
-    weighting's, else ``other``."""
-    if variant in _families:
-        return _families[variant]
-    kind = row_kinds().get(base_strategy(variant))
-    if kind is not None and kind.family:
-        return kind.family
-    return weighting_family(row_weighting(variant)) or OTHER
+    def family(self, variant: str) -> str:
+        """A row's family (module docstring): what its record says; else its strategy's declaration, else its
+        weighting's, else ``other``."""
+        if variant in self.families:
+            return self.families[variant]
+        kind = self.kinds.get(base_strategy(variant))
+        if kind is not None and kind.family:
+            return kind.family
+        return self.weighting_family(self.row_weighting(variant)) or OTHER
 
 
 def family_style(name: str) -> Family:

@@ -10,6 +10,7 @@ import pandas as pd
 
 from bench.config import BASELINE_STRATEGY
 from bench.errors import BenchError, did_you_mean
+from bench.record import Record
 from bench.report.across.scores import SPLIT, resolve_suites, suite_scores
 from bench.report.across.statistics import (
     Ranks,
@@ -20,7 +21,8 @@ from bench.report.across.statistics import (
     rank_test,
     stratified_interval,
 )
-from bench.report.style import sort_key
+from bench.report.records import load_records
+from bench.report.style import Styles
 
 TAUS = 201  # points of the performance-profile grid
 
@@ -41,6 +43,7 @@ class AcrossReport:
     compare: tuple[str, str] | None = None
     dropped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    styles: Styles = field(default_factory=Styles.of, compare=False, repr=False)  # the methods' order and colours
 
     @property
     def alpha(self) -> float:
@@ -57,7 +60,9 @@ def _strata(scores: pd.DataFrame, method: str, strata: list[tuple[str, str]]) ->
     return [groups[s] for s in strata]
 
 
-def _common(frames: dict[str, pd.DataFrame], baseline: str, wanted: list[str] | None) -> tuple[list[str], list[str]]:
+def _common(frames: dict[str, pd.DataFrame], baseline: str, wanted: list[str] | None,
+            styles: Styles) -> tuple[list[str], list[str]]:
+    sort_key = styles.sort_key
     present = {suite: set(f["method"]) for suite, f in frames.items()}
     common = set.intersection(*present.values())
     dropped = sorted(set.union(*present.values()) - common, key=sort_key)
@@ -79,10 +84,14 @@ def build_across(results_dir: Path | str, suites, *, level: float = 0.95, bootst
     results_dir = Path(results_dir)
     names = resolve_suites(suites, results_dir)
     frames, notes = {}, []
+    loaded: list[Record] = []  # every suite's records: a row kind keeps the place and colour of the first with it
     for suite in names:
-        frames[suite], suite_notes = suite_scores(results_dir, suite, baseline)
+        records = load_records(results_dir, suite)
+        loaded += records
+        frames[suite], suite_notes = suite_scores(records, suite, baseline, Styles.of(loaded))
         notes += suite_notes
-    methods, dropped = _common(frames, baseline, strategies)
+    styles = Styles.of(loaded)
+    methods, dropped = _common(frames, baseline, strategies, styles)
     label = ",".join(names)
     if len(methods) < 2:
         raise BenchError(f"suite={label}: {len(methods)} method(s) in every suite ({', '.join(methods) or 'none'}); "
@@ -131,7 +140,8 @@ def build_across(results_dir: Path | str, suites, *, level: float = 0.95, bootst
         notes.append(f"Friedman p = {ranks.friedman_p:.3g} ≥ α = {1 - level:.3g}: the ranks do not differ "
                      "significantly, so the Nemenyi post-hoc differences are not to be read as significant")
     return AcrossReport(names, methods, baseline, level, bootstrap, scores.reset_index(drop=True), summary,
-                        per_suite, profiles, improvement, ranks, tuple(compare) if compare else None, dropped, notes)
+                        per_suite, profiles, improvement, ranks, tuple(compare) if compare else None, dropped, notes,
+                        styles)
 
 
 def _summary(runs: dict, ranks: Ranks, methods: list[str], level: float, reps: int) -> pd.DataFrame:

@@ -6,7 +6,8 @@ objects (no pyplot state):
 * ``across_improvement``: P(row > column) for every pair, or the two bars of ``compare=a,b``;
 * ``across_cd``: the critical-difference diagram (scikit-posthocs) of the average ranks, with Demšar's CD.
 
-Methods keep the colours of the leaderboard plots (:func:`bench.report.style.colour`).
+Methods keep the colours of the leaderboard plots (the report's ``styles``,
+:meth:`bench.report.style.Styles.colour`).
 """
 
 from __future__ import annotations
@@ -19,24 +20,24 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from bench.report.plots.common import save
-from bench.report.style import colour
+from bench.report.style import Styles
 
 __all__ = ["write_figures"]
 
 LINESTYLES = ("-", "--", "-.", ":")
 
 
-def _colours(methods: list[str]) -> dict[str, str]:
+def _colours(methods: list[str], styles: Styles) -> dict[str, str]:
     """The leaderboard colour of each method; methods of one row kind (``naive_mtl[...]``) that would share a
     colour keep it and differ by line style / marker in the figures that need it."""
-    return {m: colour(m) for m in methods}
+    return {m: styles.colour(m) for m in methods}
 
 
-def _styles(methods: list[str]) -> dict[str, str]:
+def _linestyles(methods: list[str], styles: Styles) -> dict[str, str]:
     seen: dict[str, int] = {}
     out = {}
     for m in methods:
-        c = colour(m)
+        c = styles.colour(m)
         out[m] = LINESTYLES[seen.get(c, 0) % len(LINESTYLES)]
         seen[c] = seen.get(c, 0) + 1
     return out
@@ -45,7 +46,7 @@ def _styles(methods: list[str]) -> dict[str, str]:
 def plot_iqm(report) -> Figure:
     methods = report.methods
     table = report.summary.set_index("method").loc[methods]
-    colours = _colours(methods)
+    colours = _colours(methods, report.styles)
     pct = f"{report.level * 100:g}%"
     fig = Figure(figsize=(9, 0.5 * len(methods) + 1.6))
     axes = fig.subplots(1, 2, sharey=True)
@@ -71,7 +72,7 @@ def plot_iqm(report) -> Figure:
 
 
 def plot_profiles(report) -> Figure:
-    colours, styles = _colours(report.methods), _styles(report.methods)
+    colours, styles = _colours(report.methods, report.styles), _linestyles(report.methods, report.styles)
     fig = Figure(figsize=(7.5, 4.5))
     ax = fig.subplots()
     for m in report.methods:
@@ -103,8 +104,8 @@ def plot_improvement(report) -> Figure:
         labels = [f"P({r.x} > {r.y})" for r in table.itertuples()]
         y = np.arange(len(table))[::-1]
         for yi, r in zip(y, table.itertuples()):
-            ax.barh(yi, r.hi - r.lo, left=r.lo, height=0.5, color=colour(r.x), alpha=0.35, lw=0)
-            ax.plot([r.p] * 2, [yi - 0.3, yi + 0.3], color=colour(r.x), lw=2.5)
+            ax.barh(yi, r.hi - r.lo, left=r.lo, height=0.5, color=report.styles.colour(r.x), alpha=0.35, lw=0)
+            ax.plot([r.p] * 2, [yi - 0.3, yi + 0.3], color=report.styles.colour(r.x), lw=2.5)
             ax.text(1.03, yi, f"{r.p:.2f} [{r.lo:.2f}, {r.hi:.2f}]", va="center", fontsize=9)
         ax.axvline(0.5, color="0.4", ls="--", lw=1)
         ax.set_yticks(y, labels)
@@ -160,7 +161,7 @@ def plot_cd(report) -> Figure:
     fig = Figure(figsize=(8, 1.6 + 0.3 * k))
     ax = fig.subplots()
     drawn = sp.critical_difference_diagram(ranks.average, ranks.nemenyi, alpha=report.alpha, ax=ax,
-                                           color_palette=_colours(report.methods),
+                                           color_palette=_colours(report.methods, report.styles),
                                            label_fmt_left="{label} ({rank:.2f})",
                                            label_fmt_right="({rank:.2f}) {label}", text_h_margin=0.03 * (k - 1))
     # Demšar's layout: the rank axis spans 1..k, the CD bar sits above it from rank 1 (the library would put it on

@@ -14,9 +14,9 @@ import pandas as pd
 
 from bench.config import BASELINE_STRATEGY
 from bench.errors import BenchError, did_you_mean
-from bench.record import base_strategy
-from bench.report.records import load_records, metrics_frame, row_name, task_specs
-from bench.report.style import sort_key
+from bench.record import Record, base_strategy
+from bench.report.records import metrics_frame, row_name, task_specs
+from bench.report.style import Styles
 from bench.rowid import RowId
 from bench.suites import stored_suite, stored_suites
 
@@ -58,10 +58,10 @@ def method_name(variant: str) -> str:
     return str(RowId(rid.kind, tuple(p for p in rid.params if p and not p.startswith("suite="))))
 
 
-def suite_scores(results_dir: Path, suite: str, baseline: str) -> tuple[pd.DataFrame, list[str]]:
-    """One suite's normalised scores: a row per (method, task, seed) with the raw primary test metric ``value``,
-    the ``baseline`` mean ``reference`` and ``score`` (1 = the baseline's mean); and notes on what was left out."""
-    records = load_records(results_dir, suite)
+def suite_scores(records: list[Record], suite: str, baseline: str, styles: Styles) -> tuple[pd.DataFrame, list[str]]:
+    """One suite's normalised scores from its loaded ``records``: a row per (method, task, seed) with the raw
+    primary test metric ``value``, the ``baseline`` mean ``reference`` and ``score`` (1 = the baseline's mean); and
+    notes on what was left out (a missing baseline names the rows present, in ``styles`` order)."""
     specs = task_specs(records)
     frame = metrics_frame(records)
     frame = frame[frame["split"] == SPLIT]
@@ -73,7 +73,7 @@ def suite_scores(results_dir: Path, suite: str, baseline: str) -> tuple[pd.DataF
     frame["method"] = frame["variant"].map(lambda v: v if renamed[v] in clashes else renamed[v])
     notes = []
     if baseline not in set(frame["method"]):
-        present = sorted(set(frame["method"]), key=sort_key)
+        present = sorted(set(frame["method"]), key=styles.sort_key)
         fix = (f"run `python -m bench run suite={suite} strategy={BASELINE_STRATEGY}`"
                if base_strategy(baseline) == BASELINE_STRATEGY else "pick another with baseline=<row>")
         raise BenchError(f"suite {suite!r} has no {baseline!r} row to normalise by{did_you_mean(baseline, present)} "

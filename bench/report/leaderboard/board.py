@@ -10,6 +10,7 @@ import pandas as pd
 from bench.report.inference import Inference
 from bench.report.leaderboard.options import ReportOptions
 from bench.report.marks import Marking
+from bench.report.style import Styles
 
 MEMORY_KINDS = {"host_rss": "host RSS", "cuda_max_allocated": "GPU"}
 TELEMETRY_COLUMNS = ("train_samples_per_s", "peak_memory_mb", "wall_time_s", "trainable_params", "wall_own_s",
@@ -44,6 +45,8 @@ class Leaderboard:
     identical: tuple[tuple[tuple[str, ...], str], ...] = ()  # (rows with identical scores, why), a note each
     inference: Inference | None = field(default=None, compare=False, repr=False)
     full_table: pd.DataFrame | None = field(default=None, compare=False, repr=False)  # every row, shown or not
+    # the rows' order, colours and families (of the records it was built from; the figures draw with it)
+    styles: Styles = field(default_factory=Styles.of, compare=False, repr=False)
 
     def select(self, variants: list[str]) -> Leaderboard:
         """The same board with fewer rows (tests and marks stay those of the full board: prefer

@@ -29,7 +29,7 @@ from bench.report.records import (
     task_specs,
     telemetry_frame,
 )
-from bench.report.style import sort_key
+from bench.report.style import Styles
 
 BUDGET_KEYS = ("epochs", "max_steps", "max_train_samples", "batch_size", "lr")
 
@@ -78,19 +78,21 @@ def split_tasks(records: list[Record], metrics: pd.DataFrame, split: str) -> tup
 
 
 def build_leaderboard(records: list[Record], split: str = "test", options: ReportOptions | None = None,
-                      variants: list[str] | None = None) -> Leaderboard:
+                      variants: list[str] | None = None, styles: Styles | None = None) -> Leaderboard:
     """The numeric leaderboard of ``split`` (module docstring): every row's numbers; tests, marks and the MDE over
-    the rows in ``variants`` (all when None), which are the rows kept. Baselines may be rows left out."""
+    the rows in ``variants`` (all when None), which are the rows kept. Baselines may be rows left out. ``styles``
+    orders the rows (default: what ``records`` say, :meth:`Styles.of`) and goes with the board to the figures."""
     options = options or ReportOptions()
+    styles = styles if styles is not None else Styles.of(records)
     suite = records[0].suite
     board_tasks, frame = split_tasks(records, metrics_frame(records), split)
     tasks = {name: bt.spec for name, bt in board_tasks.items()}
     if frame.empty:  # e.g. no record reports this split: an empty board, which callers skip
-        return Leaderboard(suite=suite, split=split, tasks=tasks, options=options,
+        return Leaderboard(suite=suite, split=split, tasks=tasks, options=options, styles=styles,
                            table=pd.DataFrame(index=pd.Index([], name="variant")))
     present_rows = set(frame["variant"])
     infos = {name: info for name, info in row_infos(records).items() if name in present_rows}
-    order = sorted(infos, key=sort_key)
+    order = sorted(infos, key=styles.sort_key)
     shown = [v for v in order if variants is None or v in variants]
     stats_ = seed_stats(frame)
     directions = {(t, m): d for t, spec in tasks.items() for m, d in spec["metrics"].items()}
@@ -191,7 +193,7 @@ def build_leaderboard(records: list[Record], split: str = "test", options: Repor
         memory_kind="/".join(kinds) or "host RSS",
         notes=notes, options=options, delta_metrics=tuple(delta_metrics), baselines=baselines, inference=inference,
         transductive=transductive, identical=tuple((tuple(rows), why) for rows, why in identical),
-        examples=dict(inference.n_examples) if inference else {}, **_caption_facts(records))
+        examples=dict(inference.n_examples) if inference else {}, styles=styles, **_caption_facts(records))
     board = replace(board, table=_statistics_columns(board.table, board.score_keys()))
     if inference is not None and inference.any():
         keys = board.score_keys()

@@ -1,8 +1,8 @@
 """Plots of a leaderboard (matplotlib, Agg via plain ``Figure`` objects, PNG + PDF); docs/figures.md shows each.
 
 * :func:`plot_forest` (``forest_<split>``): Δm% and Avg, one line per row with its interval and the table's marks,
-  rows grouped and coloured by **family** (:func:`bench.report.style.family`: declared by the strategies and
-  weightings) and sorted by the score within each family;
+  rows grouped and coloured by **family** (:meth:`bench.report.style.Styles.family`: declared by the strategies
+  and weightings; the board carries its ``styles``) and sorted by the score within each family;
 * :func:`plot_bars` (``bars_<split>``): every task's primary metric per row, row names on the axis, same order;
 * :func:`plot_pareto` (``pareto_throughput``, ``pareto_memory``): score against a cost, points coloured by family,
   the Pareto front and the baselines labelled (placed by adjustText), the legend beside the axes;
@@ -31,10 +31,9 @@ from bench.report.plots.common import Mark, error_bars, figure_order, marks, var
 from bench.report.plots.forest import plot_forest
 from bench.report.plots.pareto import compared_front, pareto_front, plot_pareto
 from bench.report.plots.training import plot_trajectories
-from bench.report.style import colour, family
 
-__all__ = ["CoefficientMatrix", "Mark", "coefficient_figure", "coefficient_groups", "coefficient_matrix", "colour",
-           "compared_front", "error_bars", "family", "figure_order", "marks", "pareto_front", "plot_bars",
+__all__ = ["CoefficientMatrix", "Mark", "coefficient_figure", "coefficient_groups", "coefficient_matrix",
+           "compared_front", "error_bars", "figure_order", "marks", "pareto_front", "plot_bars",
            "plot_coefficients", "plot_forest", "plot_pareto", "plot_trajectories", "short_layer_names", "tick_step",
            "variant_index", "write_plots"]
 
@@ -50,8 +49,8 @@ def write_plots(lb: Leaderboard, trajectories: dict[str, list[dict]], out_dir: P
     paths |= plot_pareto(lb, out_dir, "train_samples_per_s", "max")
     paths |= plot_pareto(lb, out_dir, "peak_memory_mb", "min")
     shown = {v: t for v, t in trajectories.items() if v in lb.table.index}
-    paths |= plot_trajectories(shown, out_dir, lb.suite, "weights")
-    paths |= plot_trajectories(shown, out_dir, lb.suite, "loss")
+    paths |= plot_trajectories(shown, out_dir, lb.suite, "weights", styles=lb.styles)
+    paths |= plot_trajectories(shown, out_dir, lb.suite, "loss", styles=lb.styles)
     shown_coefficients = {v: c for v, c in (coefficients or {}).items() if v in lb.table.index}
-    paths |= plot_coefficients(shown_coefficients, out_dir, lb.suite)
+    paths |= plot_coefficients(shown_coefficients, out_dir, lb.suite, lb.styles)
     return paths

@@ -23,7 +23,7 @@ from bench.report.plots.common import (
     save,
 )
 from bench.report.plots.forest import baseline_values, short_name
-from bench.report.style import family, family_style
+from bench.report.style import family_style
 
 PANELS_PER_LINE = 5
 
@@ -35,7 +35,7 @@ def bars_figure(lb: Leaderboard) -> Figure:
     predictions), ``*`` / ≈ as in the table, and a dashed line at the baseline's score. The x range follows the
     data (scores of 90–99 are not drawn from 0)."""
     rows = figure_order(lb, lb.score_column)
-    ys = row_positions(rows)
+    ys = row_positions(rows, lb.styles)
     span = ys[0] - ys[-1] + 1 if len(ys) else 1
     tasks = list(lb.tasks)
     cols = min(PANELS_PER_LINE, len(tasks))
@@ -60,7 +60,7 @@ def bars_figure(lb: Leaderboard) -> Figure:
             i = position[variant]
             if math.isnan(means[i]):
                 continue
-            style = family_style(family(variant))
+            style = family_style(lb.styles.family(variant))
             lo, hi = means[i] - bars[0, i], means[i] + bars[1, i]
             if kinds[i] != "none":
                 ax.plot([lo, hi], [y, y], color=style.colour, linewidth=1.4, zorder=2, solid_capstyle="butt",
@@ -77,7 +77,7 @@ def bars_figure(lb: Leaderboard) -> Figure:
                             bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.3, "alpha": 0.8})
         for x in baseline_values(lb, name):
             ax.axvline(x, color="0.35", linestyle="--", linewidth=0.9, zorder=1)
-        family_separators(ax, rows, ys)
+        family_separators(ax, rows, ys, lb.styles)
         better = lb.tasks[task]["metrics"].get(metric)
         unit = " (%)" if better == "max" else ""
         ax.set_title(task, fontsize="medium")
@@ -99,7 +99,7 @@ def bars_figure(lb: Leaderboard) -> Figure:
         what = "line: ± std over seeds"
     else:
         what = "no intervals"
-    handles = family_handles(rows) + [Line2D([], [], color="0.35", linestyle="--", linewidth=0.9,
+    handles = family_handles(rows, lb.styles) + [Line2D([], [], color="0.35", linestyle="--", linewidth=0.9,
                                              label="the baseline's score")]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)), fontsize="small",
                frameon=False, title=mark_note(lb, "hollow point"), title_fontsize="x-small")

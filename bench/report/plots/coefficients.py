@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from bench.report.leaderboard import TRANSDUCTIVE_MARK
 from bench.report.plots.common import save
-from bench.report.style import colour, sort_key
+from bench.report.style import Styles
 
 
 @dataclass(frozen=True)
@@ -57,15 +57,15 @@ def _content_key(runs: list[dict]) -> str:
     return json.dumps([[str(r["seed"]), r["layers"], r["tasks"], r["values"]] for r in ordered])
 
 
-def coefficient_groups(coefficients: dict[str, list[dict]]) -> list[list[str]]:
+def coefficient_groups(coefficients: dict[str, list[dict]], styles: Styles) -> list[list[str]]:
     """Variants grouped by identical coefficients (same seeds, same numbers): each group is one fuse stage.
 
     Every row built on a fuse stage carries that stage's coefficients (a strategy's fused row and the row it
     fine-tunes from it; two configurations that differ only after fusion reuse the cached stage), so grouping on
     the content draws each fuse configuration once without knowing which strategies or rows share stages.
-    Variants are in leaderboard order; the first names the figure."""
+    Variants are in leaderboard order (``styles``); the first names the figure."""
     groups: dict[str, list[str]] = {}
-    for variant in sorted(coefficients, key=sort_key):
+    for variant in sorted(coefficients, key=styles.sort_key):
         if coefficients[variant]:
             groups.setdefault(_content_key(coefficients[variant]), []).append(variant)
     return list(groups.values())
@@ -133,14 +133,15 @@ def _coefficient_norm(values: np.ndarray) -> tuple[str, float, float]:
     return "viridis", lo, hi
 
 
-def _coefficient_bars(matrix: CoefficientMatrix, variant: str) -> Figure:
-    """Task-wise coefficients (one per task): bars of the mean, error bars ± std over seeds."""
+def _coefficient_bars(matrix: CoefficientMatrix, colour: str) -> Figure:
+    """Task-wise coefficients (one per task): bars of the mean in the row's ``colour``, error bars ± std over
+    seeds."""
     tasks = matrix.tasks
     fig = Figure(figsize=(max(4.0, 1.4 + 0.6 * len(tasks)), 3.4), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(tasks))
     yerr = matrix.std[0] if matrix.n > 1 else None
-    bars = ax.bar(x, matrix.mean[0], yerr=yerr, capsize=3, color=colour(variant), edgecolor="white")
+    bars = ax.bar(x, matrix.mean[0], yerr=yerr, capsize=3, color=colour, edgecolor="white")
     ax.bar_label(bars, fmt="%.3g", padding=2, fontsize="x-small")
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_xticks(x, tasks, rotation=45 if len(tasks) > 4 else 0, ha="right" if len(tasks) > 4 else "center")
@@ -189,24 +190,27 @@ def _coefficient_heatmap(matrix: CoefficientMatrix) -> Figure:
     return fig
 
 
-def coefficient_figure(suite: str, group: list[str], runs: list[dict]) -> Figure:
+def coefficient_figure(suite: str, group: list[str], runs: list[dict], styles: Styles) -> Figure:
     """The figure of one fuse configuration (``group``: the variants that share it, ``runs``: its seeds): a heatmap
-    for layer-wise coefficients, bars for task-wise ones (a single row, ``layers == ["all"]``)."""
+    for layer-wise coefficients, bars for task-wise ones (a single row, ``layers == ["all"]``) in the colour
+    ``styles`` gives the first variant."""
     matrix = coefficient_matrix(runs)
-    fig = _coefficient_bars(matrix, group[0]) if len(matrix.layers) == 1 else _coefficient_heatmap(matrix)
+    fig = (_coefficient_bars(matrix, styles.colour(group[0])) if len(matrix.layers) == 1
+           else _coefficient_heatmap(matrix))
     _set_coefficient_title(fig, suite, group, runs, matrix)
     return fig
 
 
-def plot_coefficients(coefficients: dict[str, list[dict]], out_dir: Path, suite: str) -> dict[str, Path]:
+def plot_coefficients(coefficients: dict[str, list[dict]], out_dir: Path, suite: str,
+                      styles: Styles) -> dict[str, Path]:
     """One figure per fuse configuration with learned coefficients: ``coefficients_<first variant>.{png,pdf}``.
 
     Variants that carry the same coefficients (one fuse stage) share one figure (:func:`coefficient_groups`);
     variants without coefficients (data-free or closed-form fusion) have none."""
     paths: dict[str, Path] = {}
-    for group in coefficient_groups(coefficients):
+    for group in coefficient_groups(coefficients, styles):
         stem = "coefficients_" + _slug(group[0])
         if stem + "_png" in paths:  # two names that slug alike: keep both figures
             stem += f"_{zlib.crc32(group[0].encode()):08x}"
-        paths |= save(coefficient_figure(suite, group, coefficients[group[0]]), out_dir, stem)
+        paths |= save(coefficient_figure(suite, group, coefficients[group[0]], styles), out_dir, stem)
     return paths

@@ -13,7 +13,7 @@ from matplotlib.lines import Line2D
 
 from bench.record import base_strategy
 from bench.report.leaderboard import Leaderboard
-from bench.report.style import family, family_order, family_style, sort_key
+from bench.report.style import Styles, family_order, family_style
 
 HATCHES = ("", "//", "..", "xx", "\\\\", "++")
 MARKERS = ("o", "s", "^", "D", "v", "P")
@@ -22,9 +22,9 @@ ROW_INCHES = 0.24  # height of one row in the forest and per-task figures: 8 pt 
 LABEL_SIZE = 8.0  # points: row names and value columns
 
 
-def variant_index(variant: str, variants: list[str]) -> int:
+def variant_index(variant: str, variants: list[str], styles: Styles) -> int:
     """Position of ``variant`` among the variants of its strategy (0 for the plain one): picks hatch/marker."""
-    same = sorted((v for v in variants if base_strategy(v) == base_strategy(variant)), key=sort_key)
+    same = sorted((v for v in variants if base_strategy(v) == base_strategy(variant)), key=styles.sort_key)
     return same.index(variant) if variant in same else 0
 
 
@@ -130,37 +130,38 @@ def figure_order(lb: Leaderboard, column_name: str, higher_is_better: bool = Tru
     ``column_name`` (best first; rows without a value last, in table order)."""
     values = dict(zip(lb.table.index, column(lb.table, column_name)))
     sign = -1.0 if higher_is_better else 1.0
+    styles = lb.styles
 
     def key(variant: str) -> tuple:
-        value = values[variant]
-        return (family_order(family(variant)), family(variant), math.isnan(value),
-                0.0 if math.isnan(value) else sign * value, sort_key(variant))
+        value, family = values[variant], styles.family(variant)
+        return (family_order(family), family, math.isnan(value),
+                0.0 if math.isnan(value) else sign * value, styles.sort_key(variant))
 
     return sorted(lb.table.index, key=key)
 
 
-def row_positions(rows: list[str], gap: float = 0.6) -> np.ndarray:
+def row_positions(rows: list[str], styles: Styles, gap: float = 0.6) -> np.ndarray:
     """y of each row, top to bottom (the first row highest), with a gap between families."""
     ys, y, previous = [], 0.0, None
     for variant in rows:
-        if previous is not None and family(variant) != previous:
+        if previous is not None and styles.family(variant) != previous:
             y -= gap
         ys.append(y)
         y -= 1.0
-        previous = family(variant)
+        previous = styles.family(variant)
     return np.asarray(ys)
 
 
-def family_separators(ax, rows: list[str], ys: np.ndarray) -> None:
+def family_separators(ax, rows: list[str], ys: np.ndarray, styles: Styles) -> None:
     """A thin line between the family groups of a row axis."""
     for i in range(1, len(rows)):
-        if family(rows[i]) != family(rows[i - 1]):
+        if styles.family(rows[i]) != styles.family(rows[i - 1]):
             ax.axhline((ys[i] + ys[i - 1]) / 2, color="0.8", linewidth=0.6, zorder=0)
 
 
-def family_handles(variants: list[str]) -> list[Line2D]:
+def family_handles(variants: list[str], styles: Styles) -> list[Line2D]:
     """Legend entries for the families present, in figure order."""
-    present = sorted({family(v) for v in variants}, key=lambda f: (family_order(f), f))
+    present = sorted({styles.family(v) for v in variants}, key=lambda f: (family_order(f), f))
     handles = []
     for name in present:
         style = family_style(name)

@@ -23,7 +23,7 @@ from bench.report.plots.common import (
     save,
     value_label,
 )
-from bench.report.style import family, family_style
+from bench.report.style import family_style
 
 UNMARKED = "0.5"  # the value of a row that may carry no mark: grey
 PANELS = {"delta_m": ("Δm% vs separate (%)", "signed"), "avg": ("Avg of the tasks' primary scores (%)", "percent")}
@@ -58,7 +58,7 @@ def draw_rows(ax, lb: Leaderboard, rows: list[str], ys: np.ndarray, column_name:
     value, lo, hi = (dict(zip(table.index, column(table, column_name + s))) for s in ("", ":lo", ":hi"))
     row_marks = marks(lb, column_name)
     for variant, y in zip(rows, ys):
-        style = family_style(family(variant))
+        style = family_style(lb.styles.family(variant))
         if math.isnan(value[variant]):
             continue
         if not (math.isnan(lo[variant]) or math.isnan(hi[variant])):
@@ -79,7 +79,7 @@ def forest_figure(lb: Leaderboard) -> Figure:
     score = lb.score_column
     panels = [c for c in ("delta_m", "avg") if c in lb.table and lb.table[c].notna().any()] or ["avg"]
     rows = figure_order(lb, score)
-    ys = row_positions(rows)
+    ys = row_positions(rows, lb.styles)
     span = ys[0] - ys[-1] + 1 if len(ys) else 1
     label_inches = 0.066 * max((len(short_name(v)) for v in rows), default=8)
     value_inches = 1.55
@@ -93,7 +93,7 @@ def forest_figure(lb: Leaderboard) -> Figure:
         references = [0.0] if name == "delta_m" else baseline_values(lb, name)
         for x in references:
             ax.axvline(x, color="0.35", linestyle="--", linewidth=0.9, zorder=1)
-        family_separators(ax, rows, ys)
+        family_separators(ax, rows, ys, lb.styles)
         ax.set_ylim(*ylim)
         ax.tick_params(axis="y", length=0)
         ax.set_xlabel(label + ", higher is better", fontsize="small")
@@ -116,7 +116,7 @@ def forest_figure(lb: Leaderboard) -> Figure:
                 text.set_color(UNMARKED)
     axes[0].set_yticks(ys, [short_name(v) for v in rows], fontsize=LABEL_SIZE)
     axes[0].tick_params(axis="y", length=0)
-    handles = family_handles(rows) + [Line2D([], [], color="0.35", linestyle="--", linewidth=0.9,
+    handles = family_handles(rows, lb.styles) + [Line2D([], [], color="0.35", linestyle="--", linewidth=0.9,
                                              label="reference: Δm% = 0 / the baseline's Avg")]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)), fontsize="small",
                frameon=False, title=mark_note(lb, "hollow point, grey value"), title_fontsize="x-small")

@@ -13,7 +13,7 @@ from matplotlib.lines import Line2D
 from bench.report.leaderboard import Leaderboard
 from bench.report.plots.common import LABEL_SIZE, family_handles, save
 from bench.report.plots.forest import short_name
-from bench.report.style import family, family_style
+from bench.report.style import Styles, family_style
 
 LABEL_ALL_UP_TO = 8  # rows; past that only the front and the baselines get a label
 COST_LABELS = {"train_samples_per_s": "training throughput (samples/s)", "peak_memory_mb": "peak memory (MB)"}
@@ -31,11 +31,11 @@ def pareto_front(xs: np.ndarray, ys: np.ndarray, x_better: str) -> np.ndarray:
     return front
 
 
-def compared_front(variants: list[str], xs: np.ndarray, ys: np.ndarray, x_better: str) -> np.ndarray:
+def compared_front(variants: list[str], xs: np.ndarray, ys: np.ndarray, x_better: str, styles: Styles) -> np.ndarray:
     """The Pareto front among the rows compared with the baseline (every row but the baselines, which are
     labelled anyway): when separate beats every multi-task row on both axes, the trade-off among those rows is
     still drawn. Without such rows, the front of all rows."""
-    others = np.array([family(v) != "baseline" for v in variants], dtype=bool)
+    others = np.array([styles.family(v) != "baseline" for v in variants], dtype=bool)
     if not others.any():
         return pareto_front(xs, ys, x_better)
     front = np.zeros(len(xs), dtype=bool)
@@ -89,11 +89,11 @@ def pareto_figure(lb: Leaderboard, x_column: str, x_better: str) -> Figure:
     table = lb.table[[score, x_column]].dropna()
     variants = list(table.index)
     xs, ys = table[x_column].to_numpy(dtype=float), table[score].to_numpy(dtype=float)
-    front = compared_front(variants, xs, ys, x_better)
+    front = compared_front(variants, xs, ys, x_better, lb.styles)
     fig = Figure(figsize=(7.8, 4.6), layout="constrained")
     ax = fig.subplots()
     for variant, x, y, on_front in zip(variants, xs, ys, front):
-        style = family_style(family(variant))
+        style = family_style(lb.styles.family(variant))
         ax.plot(x, y, marker=style.marker, color=style.colour, markersize=8 if on_front else 6.5, linestyle="none",
                 markeredgecolor="black" if on_front else "white", markeredgewidth=1.3 if on_front else 0.6,
                 zorder=3)
@@ -116,8 +116,8 @@ def pareto_figure(lb: Leaderboard, x_column: str, x_better: str) -> Figure:
     ax.margins(0.08)
     every = len(variants) <= LABEL_ALL_UP_TO
     labelled = [(xs[i], ys[i], short_name(v, 40)) for i, v in enumerate(variants)
-                if every or front[i] or family(v) == "baseline"]
-    handles = family_handles(variants) + [
+                if every or front[i] or lb.styles.family(v) == "baseline"]
+    handles = family_handles(variants, lb.styles) + [
         Line2D([], [], color="grey", linestyle="--", marker="o", markerfacecolor="none", markeredgecolor="black",
                label="Pareto front (of the rows\nother than the baseline)")]
     fig.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False)

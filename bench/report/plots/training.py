@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from bench.report.plots.common import LINESTYLES, MARKERS, save
-from bench.report.style import sort_key
+from bench.report.style import Styles
 
 # Okabe–Ito without yellow (unreadable on white), then matplotlib's tab10: one colour per task
 TASK_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#8c564b", "#7f7f7f",
@@ -101,23 +101,24 @@ def _length(phase: Phase, epochs: bool) -> float:
 
 
 def plot_trajectories(trajectories: dict[str, list[dict]], out_dir: Path, suite: str,
-                      key: str = "weights") -> dict[str, Path]:
+                      key: str = "weights", *, styles: Styles) -> dict[str, Path]:
     """Per row, each task's ``key`` series over its training stages: mean over seeds, band = min..max.
 
     ``weights`` (λ / σ²-derived / GradNorm w, multi-task stages only) -> trajectories.{png,pdf}, skipping rows whose
     weights never move (equal weighting); ``loss`` -> loss_curves.{png,pdf}.
     """
-    fig = trajectory_figure(trajectories, suite, key)
+    fig = trajectory_figure(trajectories, suite, key, styles=styles)
     if fig is None:
         return {}
     return save(fig, out_dir, "trajectories" if key == "weights" else "loss_curves")
 
 
-def trajectory_figure(trajectories: dict[str, list[dict]], suite: str, key: str = "weights") -> Figure | None:
-    """The figure :func:`plot_trajectories` saves (None: no row has ``key`` curves to draw). Each task's lines carry
-    the task's name as their ``gid``."""
+def trajectory_figure(trajectories: dict[str, list[dict]], suite: str, key: str = "weights", *,
+                      styles: Styles) -> Figure | None:
+    """The figure :func:`plot_trajectories` saves (None: no row has ``key`` curves to draw), its panels in table
+    order (``styles``). Each task's lines carry the task's name as their ``gid``."""
     panels = []
-    for variant in sorted(trajectories, key=sort_key):
+    for variant in sorted(trajectories, key=styles.sort_key):
         runs = [t for t in trajectories[variant] if _curves(t, key)]
         phases = _phases(runs, key)
         curves = [c for p in phases for seed in p.seeds for c in seed]
