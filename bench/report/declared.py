@@ -18,7 +18,6 @@ its rows undeclared: a report never fails on a plug-in.
 from __future__ import annotations
 
 import ast
-from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -93,17 +92,10 @@ def _scan(dirs: tuple[str, ...]) -> Scan | None:
 
 
 def declared_kinds(dirs: tuple[str, ...]) -> dict[str, Declared]:
-    """Row kind -> what the strategy that declares it says (the first strategy in table order wins a clash)."""
-    return _declared_kinds(dirs, tuple(Scan.live("strategy")))
+    """Row kind -> what the strategy that declares it says (the first strategy in table order wins a clash).
 
-
-def weighting_families(dirs: tuple[str, ...]) -> dict[str, str]:
-    """Weighting name -> the family it declares (``Balancer.family``)."""
-    return _weighting_families(dirs, tuple(Scan.live("weighting")))
-
-
-@cache  # per folder list and set of in-process plug-ins: a test that registers one sees it
-def _declared_kinds(dirs: tuple[str, ...], _live: tuple[str, ...]) -> dict[str, Declared]:
+    Read afresh on every call (:meth:`bench.report.style.Styles.of` calls it once per report), so an edited plug-in
+    file or one registered in-process since is seen."""
     scan = _scan(dirs)
     if scan is None:
         return {}
@@ -125,8 +117,8 @@ def _declared_kinds(dirs: tuple[str, ...], _live: tuple[str, ...]) -> dict[str, 
     return kinds
 
 
-@cache
-def _weighting_families(dirs: tuple[str, ...], _live: tuple[str, ...]) -> dict[str, str]:
+def weighting_families(dirs: tuple[str, ...]) -> dict[str, str]:
+    """Weighting name -> the family it declares (``Balancer.family``)."""
     scan = _scan(dirs)
     if scan is None:
         return {}
