@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import struct
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +42,9 @@ def suite_dir(record: Record) -> Path | None:
     return record.path.parents[3] if record.path is not None else None
 
 
-@lru_cache(maxsize=4096)
 def _stage_json(folder: Path) -> dict | None:
+    # read at each call, never memoised per process: a stage that `bench verify repair=true` moved aside and a
+    # rerun rewrote is seen as it is now (a report reads a few hundred small files: milliseconds)
     try:
         data = json.loads((folder / STAGE_MARKER).read_text())
     except (OSError, ValueError):
@@ -110,7 +110,6 @@ def wall_split(entries: list[tuple[str, Record, Row]]) -> dict[tuple[str, int], 
     return out
 
 
-@lru_cache(maxsize=4096)
 def _tensor_counts(path: Path) -> tuple[tuple[str, int], ...] | None:
     """(tensor name, number of entries) of a safetensors file's parameters (buffers left out), from its header."""
     try:
