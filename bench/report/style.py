@@ -47,8 +47,9 @@ from bench.report.declared import declared_kinds, weighting_families
 from bench.rowid import RowId
 
 # Okabe & Ito (2008), "Color Universal Design": what rows without a declared colour draw from
-OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky_blue": "#56B4E9", "bluish_green": "#009E73",
-             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish_purple": "#CC79A7"}
+OKABE_ITO: Mapping[str, str] = MappingProxyType({
+    "black": "#000000", "orange": "#E69F00", "sky_blue": "#56B4E9", "bluish_green": "#009E73",
+    "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish_purple": "#CC79A7"})
 SPARE_COLOURS = (OKABE_ITO["reddish_purple"], OKABE_ITO["yellow"])
 
 
@@ -64,12 +65,12 @@ class Family:
 
 
 #: the families in the order the figures group them; a plug-in may declare another name (drawn after these)
-FAMILIES: dict[str, Family] = {f.name: f for f in (
+FAMILIES: Mapping[str, Family] = MappingProxyType({f.name: f for f in (
     Family("baseline", "baseline (separate fine-tunes)", OKABE_ITO["black"], "s"),
     Family("fusion", "fusion (fused, fuse-then-joint)", OKABE_ITO["bluish_green"], "D"),
     Family("loss", "loss-level weightings", OKABE_ITO["orange"], "o"),
     Family("gradient", "gradient-level aggregators", OKABE_ITO["blue"], "^"),
-)}
+)})
 OTHER = "other"
 _OTHER_STYLE = Family(OTHER, "other", OKABE_ITO["reddish_purple"], "v")
 
