@@ -15,14 +15,18 @@ tests/test_report_stats.py covers schema 2.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+import pkgutil
+import re
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+import bench.report
 from bench.errors import BenchError
 from bench.report import build_leaderboards, report_command, write_report
 from bench.report.leaderboard import build_leaderboard, caption, report_options, to_latex, to_markdown
@@ -204,6 +208,21 @@ def test_corrupted_record_is_named_skipped_and_the_rest_reported(results, tmp_pa
     assert any(str(foreign) in m and "suite 'other'" in m for m in messages)
     md = paths["md"].read_text()
     assert "| `separate` | 1 | 78.0 |" in md  # one seed left, no std
+
+
+def test_the_report_keeps_no_state_between_reports():
+    """Row styles live in a read-only Styles per load, never in the modules: no memo, no lower-case table."""
+    for info in pkgutil.walk_packages(bench.report.__path__, "bench.report."):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if getattr(value, "__module__", None) == module.__name__:
+                assert not hasattr(value, "cache_info"), f"{module.__name__}.{name} memoises per process"
+            if isinstance(value, (dict, list, set)) and not name.startswith("__"):
+                assert re.fullmatch(r"_?[A-Z][A-Z0-9_]*", name), f"{module.__name__}.{name}: module-level state"
+    styles = Styles.of()
+    with pytest.raises(TypeError):
+        styles.kinds["zz_new"] = styles.kinds["separate"]  # type: ignore[index]
+    assert "zz_new" not in Styles.of().kinds
 
 
 def test_colours_fixed_per_strategy_and_pareto_front():
