@@ -33,6 +33,48 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+class Stop(Exception):
+    """Raised by :func:`stop_at` to interrupt a training stage, as a kill would, after an epoch's resume file."""
+
+
+def stop_at(epoch: int):
+    """An ``on_epoch`` hook that stops the trainer once ``epoch`` is finished (and saved)."""
+
+    def on_epoch(e, score):
+        if e == epoch:
+            raise Stop
+
+    return on_epoch
+
+
+def tiny_trainer(work_dir=None, on_epoch=None, **train):
+    """A real Trainer on two 3-class tasks over random 8-d vectors (an MLP): a stage in milliseconds. ``train``
+    overrides the TrainConfig (epochs=3, batch_size=16, lr=1e-2, num_workers=0 by default)."""
+    import numpy as np
+
+    from bench.backbones.simple import MLP, ArrayPreprocessor
+    from bench.config import TaskConfig, TrainConfig
+    from bench.encode import EncodedSplit
+    from bench.engine import Trainer
+    from bench.model import MultiTaskModel
+    from bench.weighting import build_weighting
+
+    tasks = [TaskConfig(name=f"t{i}", input="vector", target="classification", num_classes=3) for i in range(2)]
+    rng = np.random.default_rng(0)
+    pre = ArrayPreprocessor("bench")
+
+    def split(n):
+        x = rng.standard_normal((n, 8)).astype(np.float32)
+        return EncodedSplit(pre.encode(x), {t.name: torch.as_tensor(rng.integers(0, 3, n)) for t in tasks}, None)
+
+    shared = {"train": split(96), "validation": split(32)}
+    torch.manual_seed(0)
+    model = MultiTaskModel(MLP(8, 16, 2), tasks)
+    cfg = TrainConfig(**{"epochs": 3, "batch_size": 16, "lr": 1e-2, "num_workers": 0, **train})
+    return Trainer(model, tasks, {t.name: shared for t in tasks}, build_weighting("equal", tasks), cfg, 0,
+                   pre.collate, True, work_dir=work_dir, on_epoch=on_epoch)
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd or REPO, capture_output=True, text=True,

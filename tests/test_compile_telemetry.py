@@ -7,19 +7,13 @@ from __future__ import annotations
 import io
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from bench import safestate
-from bench.backbones.simple import MLP, ArrayPreprocessor
-from bench.config import TaskConfig, TrainConfig
-from bench.encode import EncodedSplit
-from bench.engine import RESUME_FILE, PhaseTimer, Trainer
-from bench.model import MultiTaskModel
+from bench.engine import RESUME_FILE, PhaseTimer
 from bench.runner import execute, make_plan
-from bench.weighting import build_weighting
-from tests.conftest import FAST, records
+from tests.conftest import FAST, Stop, records, stop_at, tiny_trainer
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
@@ -60,25 +54,6 @@ def test_without_compile_nothing_is_left_out(results):
     assert tel["step_time_ms"] == 1000 * tel["train_time_s"] / tel["steps"]
 
 
-def _trainer(work_dir, epochs: int, on_epoch=None) -> Trainer:
-    tasks = [TaskConfig(name=f"t{i}", input="vector", target="classification", num_classes=3) for i in range(2)]
-    rng = np.random.default_rng(0)
-    pre = ArrayPreprocessor("bench")
-
-    def split(n):
-        x = rng.standard_normal((n, 8)).astype(np.float32)
-        return EncodedSplit(pre.encode(x), {t.name: torch.as_tensor(rng.integers(0, 3, n)) for t in tasks}, None)
-
-    shared = {"train": split(96), "validation": split(32)}
-    torch.manual_seed(0)
-    model = MultiTaskModel(MLP(8, 16, 2), tasks)
-    cfg = TrainConfig(epochs=epochs, batch_size=16, lr=1e-2, num_workers=0, compile=True)
-    return Trainer(model, tasks, {t.name: shared for t in tasks}, build_weighting("equal", tasks), cfg, 0,
-                   pre.collate, True, work_dir=work_dir, on_epoch=on_epoch)
-
-
-class _Stop(Exception):
-    pass
 
 
 def test_compile_counts_survive_a_resume(tmp_path):
@@ -86,15 +61,11 @@ def test_compile_counts_survive_a_resume(tmp_path):
     continues."""
     torch._dynamo.reset()
 
-    def stop(epoch, score):
-        if epoch == 2:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        _trainer(tmp_path, 3, stop).fit()
+    with pytest.raises(Stop):
+        tiny_trainer(tmp_path, stop_at(2), compile=True).fit()
     saved = safestate.load(tmp_path / RESUME_FILE, "resume")["state"]
     assert saved["epoch"] == 1 and saved["compile_steps"] >= 1 and saved["compile_time"] > 0
-    tel = _trainer(tmp_path, 3).fit().telemetry
+    tel = tiny_trainer(tmp_path, compile=True).fit().telemetry
     assert tel["steps"] == 18 and tel["compile_steps"] >= saved["compile_steps"]
     assert tel["compile_time_s"] >= saved["compile_time"] and tel["compile_samples"] >= saved["compile_samples"]
 

@@ -30,7 +30,7 @@ from bench import store as S
 from bench.cli import main
 from bench.errors import StoreError, StoreWarning
 from bench.verify import verify
-from tests.conftest import FAST, REPO, records, run_cli
+from tests.conftest import FAST, REPO, Stop, records, run_cli, stop_at
 
 SUITE = "synthetic"
 RUN = [*FAST, "strategy=naive_mtl,separate"]  # naive_mtl first: its cell finishes before separate's fine-tunes
@@ -552,16 +552,6 @@ def _trainer(work_dir: Path, weighting: str = "equal", on_epoch=None, epochs: in
                    work_dir=work_dir, on_epoch=on_epoch)
 
 
-class _Stop(Exception):
-    pass
-
-
-def _stop_at(n: int):
-    def on_epoch(epoch, score):
-        if epoch == n:
-            raise _Stop
-
-    return on_epoch
 
 
 def _fit(trainer) -> tuple[list, str, dict]:
@@ -576,8 +566,8 @@ def test_a_resumed_training_stage_is_exact(tmp_path, weighting):
     an uninterrupted run (model, optimiser, schedule, numpy and torch RNG, batch streams, the balancer's own state
     and the logging interval cut by the epoch boundary all come back)."""
     history, traj, weights = _fit(_trainer(tmp_path / "clean", weighting))
-    with pytest.raises(_Stop):
-        _trainer(tmp_path / "stopped", weighting, _stop_at(3)).fit()
+    with pytest.raises(Stop):
+        _trainer(tmp_path / "stopped", weighting, stop_at(3)).fit()
     assert safestate.load(tmp_path / "stopped" / "resume.safetensors", "resume")["state"]["epoch"] == 2
     resumed = _fit(_trainer(tmp_path / "stopped", weighting))
     assert resumed[0] == history and resumed[1] == traj
