@@ -36,9 +36,10 @@ from bench.stages import Stages, SuiteContext
 from bench.store import Store
 from bench.strategy import discover
 from bench.weighting import WEIGHTINGS, build_weighting
+from tests.conftest import Stop, stop_at
 
 from .conftest import FAST
-from .test_faults import _fit, _Stop, _stop_at
+from .test_faults import _fit
 from .test_faults import _trainer as faults_trainer
 from .test_fusion import family, write  # noqa: F401 (a fixture)
 from .test_learned_fusion import _copy_ckpt, tuned  # noqa: F401 (a fixture)
@@ -159,8 +160,8 @@ def test_a_resumed_stage_continues_as_an_uninterrupted_one(name, tmp_path, with_
     """2 epochs, stopped, a fresh trainer and balancer resume from resume.safetensors, 1 more epoch: the same
     history, trajectories and weights as 3 epochs uninterrupted (to float tolerance)."""
     history, traj, weights = _fit(_trainer(tmp_path / "clean", name, epochs=3))
-    with pytest.raises(_Stop):
-        _trainer(tmp_path / "stopped", name, epochs=3, on_epoch=_stop_at(3)).fit()
+    with pytest.raises(Stop):
+        _trainer(tmp_path / "stopped", name, epochs=3, on_epoch=stop_at(3)).fit()
     resumed = _fit(_trainer(tmp_path / "stopped", name, epochs=3))
     assert [h["epoch"] for h in resumed[0]] == [h["epoch"] for h in history]
     assert [h["score"] for h in resumed[0]] == pytest.approx([h["score"] for h in history], rel=1e-5, abs=1e-6)
