@@ -249,7 +249,7 @@ def execute(plan: Plan, out=None) -> int:
     if computed == 0 and from_store == len(cells):
         print("every cell came from the store; nothing was trained (force=true recomputes)", file=out)
     if not plan.report:
-        _summary(records, out)
+        _summary(records, out, plan.results_dir)
     for suite_name, store in stores.items():
         print(f"records: {store.root / 'cells'}", file=out)
         if plan.report and records:
@@ -289,10 +289,10 @@ def _check_space(run: RunContext, todo: list[tuple[Variant, int]]) -> None:
         check_free_space(store.root, needed)
 
 
-def _summary(records: list[Record], out) -> None:
+def _summary(records: list[Record], out, results_dir: Path) -> None:
     """With ``report=false``: a compact on-screen table of this run's cells, primary test metric per task, mean ± std
-    over seeds (no intervals: ``bench report`` computes them from the kept predictions). Rows are named by the
-    report's rule (:func:`bench.record.variant_name`)."""
+    over seeds (the std only from two seeds on), then the command whose report gives the intervals, which it computes
+    from the kept predictions. Rows are named by the report's rule (:func:`bench.record.variant_name`)."""
     import numpy as np
     from rich.console import Console
     from rich.markup import escape
@@ -314,7 +314,10 @@ def _summary(records: list[Record], out) -> None:
         cells = []
         for t in tasks:
             v = per.get(t, [])
-            sd = np.std(v, ddof=1) if len(v) > 1 else 0.0
-            cells.append(f"{np.mean(v):.4f} ± {sd:.4f} (n={len(v)})" if v else "-")
+            # one seed has no spread to show: a "± 0" would read as a certainty the run does not have
+            spread = f" ± {np.std(v, ddof=1):.4f}" if len(v) > 1 else ""
+            cells.append(f"{np.mean(v):.4f}{spread} (n={len(v)})" if v else "-")
         table.add_row(escape(name), *cells)
     Console(file=out, width=200).print(table)
+    print(f"intervals over seeds and test examples: python -m bench report suite={records[0].suite} "
+          f"results_dir={results_dir}", file=out)

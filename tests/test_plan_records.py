@@ -42,6 +42,9 @@ def test_custom_label_keeps_every_row_of_the_strategy_in_the_summary(results, ca
     out = capsys.readouterr().out
     summary = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
     assert summary == ["fused[mine]", "mine"]
+    # one seed: a mean without a spread (never "± 0.0000"), and the command that gives the intervals
+    assert "(n=1)" in out and "± 0.0000" not in out
+    assert f"python -m bench report suite=synthetic results_dir={results}" in out
     from bench.report.records import load_records
 
     (record,) = load_records(results, "synthetic")
