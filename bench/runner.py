@@ -166,9 +166,13 @@ def run_cell_job(run: RunContext, cell: str) -> dict[str, Any]:
     return {"status": "done"}
 
 
-def _current(folder: Path, checked: dict) -> bool:
-    """A finished cell whose record still holds: its plug-ins are the versions it used (:func:`changed_plugins`)."""
-    return Store.done(folder, RECORD, checked) and not changed_plugins(Record.read(folder / RECORD).plugins)
+def _current(folder: Path, checked: dict) -> Record | None:
+    """The record of a finished cell that still holds (its plug-ins are the versions it used,
+    :func:`changed_plugins`), else None."""
+    if not Store.done(folder, RECORD, checked):
+        return None
+    record = Record.read(folder / RECORD)
+    return None if changed_plugins(record.plugins) else record
 
 
 def execute(plan: Plan, out=None) -> int:
@@ -181,7 +185,8 @@ def execute(plan: Plan, out=None) -> int:
     stores = {v.suite.name: run.store(v.suite.name) for v in plan.variants}
     folders = [stores[v.suite.name].cell_dir(v.strategy.name, v.cell_hash(s)) for v, s in cells]
     checked: dict = {}  # stage folder -> problem: records share stages, each is checked once per pass
-    finished = set() if plan.force else {i for i, f in enumerate(folders) if _current(f, checked)}
+    kept = {} if plan.force else {i: r for i, f in enumerate(folders) if (r := _current(f, checked)) is not None}
+    finished = set(kept)
     pending = [i for i in range(len(cells)) if i not in finished]
     where = f" with launcher={launcher.name}, {launcher.describe()}" if launcher.parallel > 1 or \
         launcher.name != "local" else ""
@@ -243,7 +248,7 @@ def execute(plan: Plan, out=None) -> int:
         eta = f", ETA {fmt_duration(remaining * sum(durations) / len(durations) / at_once)}" if remaining else ""
         busy = f" ({done.running} running, {len(failures)} failed)" if launcher.parallel > 1 else ""
         print(f"{tags[i]}: done in {fmt_duration(done.seconds)}{busy}{eta}", file=out, flush=True)
-    records = [Record.read(folders[i] / RECORD) for i in sorted(finished)]
+    records = [kept[i] if i in kept else Record.read(folders[i] / RECORD) for i in sorted(finished)]
     from_store = len(cells) - len(pending)
     print(f"{computed} cell(s) computed, {from_store} from the store, {len(failures)} failed", file=out)
     if computed == 0 and from_store == len(cells):
