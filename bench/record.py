@@ -191,15 +191,26 @@ class Row(_Open):
 
 
 class TaskInfo(_Open):
+    """A task's kind, metrics with their direction, and (kinds with ratio-of-sums metrics, e.g. entity F1) the names
+    of the per-example stats columns in ``predictions.npz`` and each such metric's recipe
+    (:mod:`bench.stats.ratios`). Records without ``stats``/``recipes`` (every kind before them) load unchanged."""
+
     target: str | None = None
     primary: str | None = None
     metrics: dict[str, Literal["max", "min"]]
+    stats: list[str] | None = None
+    recipes: dict[str, dict[str, Any]] | None = None
 
     @model_validator(mode="after")
     def _primary(self) -> TaskInfo:
         if not self.metrics:
             raise ValueError("no metrics")
         self.primary = self.primary or next(iter(self.metrics))
+        unknown = sorted(set(self.recipes or {}) - set(self.metrics))
+        if unknown:
+            raise ValueError(f"recipes for metrics {unknown} that the task does not list")
+        if self.recipes and not self.stats:
+            raise ValueError("recipes without the names of their stats columns")
         return self
 
 
