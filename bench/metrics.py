@@ -54,13 +54,18 @@ def compute(names: list[str], y_true: np.ndarray, pred: np.ndarray) -> dict[str,
     return out
 
 
-def delta_m(values: dict, base: dict, metrics: list[tuple[str, str]], directions: dict):
+def delta_m(values: dict, base: dict, metrics: list[tuple[str, str]], directions: dict,
+            average: str = "task"):
     """Δm% (Maninis et al., 2019) of ``values`` against ``base``, both ``{(task, metric): value}`` with values that
     are numbers (seed means) or arrays (bootstrap replicates, element-wise).
 
     Δm = (100/T) Σ_t (1/M_t) Σ_m (−1)^{l_tm} (N_tm − B_tm) / |B_tm| over ``metrics``; tasks are those with a baseline
     value; a baseline of 0 (or a missing value) leaves its metric out; a task without any usable metric makes Δm% NaN.
-    Returns a float for numbers, an array for arrays."""
+    ``average="metric"`` weighs every metric equally instead, Δm = (100/S) Σ_s (−1)^{l_s} (N_s − B_s) / |B_s| over
+    the S metrics: the convention of the published Nash-MTL and FAMO tables (bench/references/; their Δm% also has
+    the opposite sign: positive = worse). Returns a float for numbers, an array for arrays."""
+    if average not in ("task", "metric"):
+        raise unknown("Δm% average", average, ("task", "metric"))
     per_task: dict[str, list[np.ndarray]] = {}
     for task, metric in metrics:
         if (task, metric) not in base:
@@ -73,6 +78,8 @@ def delta_m(values: dict, base: dict, metrics: list[tuple[str, str]], directions
         per_task.setdefault(task, []).append(term)
     if not per_task:
         return math.nan
+    if average == "metric":
+        per_task = {"": [t for terms in per_task.values() for t in terms]}  # one pool: each metric weighs 1/S
     with np.errstate(invalid="ignore"), _quiet():
         tasks = [np.nanmean(np.stack(terms), axis=0) for terms in per_task.values()]
     out = 100.0 * np.mean(np.stack(tasks), axis=0)
