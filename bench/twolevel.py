@@ -45,6 +45,7 @@ from scipy import stats as sst
 
 from bench import metrics as bench_metrics
 from bench.stats import _macro_f1, _mcc, check_level
+from bench.stats.ratios import Ratios
 
 _LINEAR = {"accuracy", "mse", "mae"}
 # the range of each metric of bench.metrics: an interval is cut to it
@@ -56,23 +57,29 @@ _CONFUSION = {"macro_f1", "mcc"}
 # ----------------------------------------------------------------------------------------------- jackknife
 
 
-def pseudo_values(name: str, target: np.ndarray, pred: np.ndarray) -> tuple[float, np.ndarray]:
+def pseudo_values(name: str | Ratios, target: np.ndarray | None, pred: np.ndarray) -> tuple[float, np.ndarray]:
     """The metric on all examples and its delete-one jackknife pseudo-values ``ψ_i = n·θ − (n−1)·θ_(−i)``.
 
     The jackknife variance of the metric is ``var(ψ, ddof=1) / n`` and the covariance of two metrics computed on the
     same examples is ``cov(ψ1, ψ2) / n``; for a mean (accuracy, mse, mae) ψ is the per-example score itself. Closed
     forms for accuracy, mse, mae, binary f1, macro-F1 and MCC (leaving one example out changes one cell of the
     confusion matrix) and Pearson (running sums); Spearman is Pearson on the full sample's ranks; any other metric
-    of :mod:`bench.metrics` is recomputed n times.
+    of :mod:`bench.metrics` is recomputed n times. A ratio-of-sums metric (:class:`~bench.stats.ratios.Ratios`, a
+    parsed recipe) reads the per-example stats [n, k] in place of ``pred`` (``target`` is not used): leaving one
+    example out subtracts its row from the column sums.
 
     >>> theta, psi = pseudo_values("accuracy", np.array([1, 0, 1]), np.array([1, 1, 1]))
     >>> round(theta, 4), psi.tolist()
     (0.6667, [1.0, 0.0, 1.0])
     """
-    target, pred = np.asarray(target), np.asarray(pred)
-    n = len(target)
+    pred = np.asarray(pred)
+    n = len(pred)
     if n < 2:
         raise ValueError(f"need at least 2 examples for a jackknife, got {n}")
+    if isinstance(name, Ratios):
+        theta = name.value(pred)
+        return theta, n * theta - (n - 1) * name.leave_one_out(pred)
+    target = np.asarray(target)
     if name in _LINEAR:
         if name == "accuracy":
             per = (target == pred).astype(float)
@@ -154,10 +161,12 @@ class Scores:
     phi: dict[str, np.ndarray]
 
     @classmethod
-    def of(cls, name: str, target: np.ndarray, preds: np.ndarray, seeds: Sequence[int], space: str,
+    def of(cls, name: str | Ratios, target: np.ndarray | None, preds: np.ndarray, seeds: Sequence[int], space: str,
            factor: float = 1.0) -> Scores:
-        """Scores of metric ``name`` from ``preds`` [k, n] (one prediction array per seed) against ``target``."""
-        preds = np.atleast_2d(np.asarray(preds))
+        """Scores of metric ``name`` from ``preds`` [k, n] (one prediction array per seed) against ``target``; for a
+        ratio-of-sums metric ``preds`` holds each seed's per-example stats [k, n, columns] (``target`` unused)."""
+        preds = np.asarray(preds)
+        preds = preds[None] if preds.ndim == (2 if isinstance(name, Ratios) else 1) else preds
         if preds.shape[0] != len(seeds):
             raise ValueError(f"preds has {preds.shape[0]} seeds, seeds names {len(seeds)}")
         n = preds.shape[1]

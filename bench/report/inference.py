@@ -17,12 +17,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from bench import stats, twolevel
-from bench.record import Record, Row
+from bench.record import Record
+from bench.report.predictions import OLD_RECORDS, BoardTask, Entry, Predictions, align
 from bench.report.records import (
     BUDGET_FIELDS,
     budget_fingerprint,
@@ -33,7 +33,9 @@ from bench.report.records import (
     row_origin,
 )
 
-OLD_RECORDS = "no per-example predictions (records older than schema 2)"
+# what the report's other modules import from here (the arrays moved to bench.report.predictions)
+__all__ = ["OLD_RECORDS", "TESTS", "BoardTask", "Entry", "Inference", "RowInfo", "budget_means", "group_rows",
+           "row_infos", "scale"]
 
 
 def scale(direction: str) -> float:
@@ -42,15 +44,6 @@ def scale(direction: str) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- rows
-
-
-@dataclass
-class Entry:
-    """One seed of one leaderboard row: the record and its row."""
-
-    seed: int
-    record: Record
-    row: Row
 
 
 @dataclass
@@ -122,92 +115,6 @@ def budget_means(info: RowInfo) -> dict[str, float]:
     return out
 
 
-# ----------------------------------------------------------------------------------------------- predictions
-
-
-@dataclass(frozen=True)
-class BoardTask:
-    """A column group of the table: a task of the board's split, or a task of an extra split (``test_mismatched``)."""
-
-    name: str  # the column prefix: "mnli" or "mnli_mismatched"
-    task: str  # the record's task name
-    split: str  # the record's split
-    spec: dict
-    extra: bool = False  # extra splits are shown and tested but do not enter Avg and Δm%
-
-
-class Predictions:
-    """Loads ``predictions.npz`` files once (rows share evaluate stages) and aligns rows to reference ids."""
-
-    def __init__(self) -> None:
-        self._files: dict[Path, object] = {}
-
-    def _file(self, path: Path):
-        if path not in self._files:
-            try:
-                self._files[path] = np.load(path, allow_pickle=False)
-            except FileNotFoundError:
-                self._files[path] = f"predictions file {path} is missing"
-            except (OSError, ValueError) as exc:
-                self._files[path] = f"unreadable predictions file {path} ({type(exc).__name__})"
-        return self._files[path]
-
-    def close(self) -> None:
-        for data in self._files.values():
-            if hasattr(data, "close"):
-                data.close()
-        self._files.clear()
-
-    def row_arrays(self, info: RowInfo, bt: BoardTask) -> tuple[np.ndarray, np.ndarray, np.ndarray] | str:
-        """(ids [n], target [n], preds [n_seeds, n]) of a row on one board task, or why there are none."""
-        if info.schema_1:
-            return OLD_RECORDS
-        ids = target = None
-        preds = []
-        for e in info.entries:
-            if e.record.legacy:
-                return f"seed {e.seed}: {OLD_RECORDS}"
-            rel = (e.row.predictions or {}).get(bt.split, {}).get(bt.task)
-            if not rel:
-                return f"seed {e.seed} has no {bt.split} predictions for {bt.task}"
-            if e.record.path is None:
-                return "record has no path to resolve its predictions from"
-            path = e.record.path.parents[3] / rel  # <results>/<suite>/cells/<strategy>/<cell>/record.json
-            data = self._file(path)
-            if isinstance(data, str):
-                return data
-            keys = [f"{bt.split}/{bt.task}/{k}" for k in ("id", "target", "pred")]
-            missing = [k for k in keys if k not in data.files]
-            if missing:
-                return f"{path} lacks {', '.join(missing)}"
-            seed_ids, seed_target, seed_pred = (np.asarray(data[k]) for k in keys)
-            if not (len(seed_ids) == len(seed_target) == len(seed_pred)) or len(seed_ids) == 0:
-                return f"{path}: {bt.split}/{bt.task} arrays are empty or of different lengths"
-            if ids is None:
-                ids, target = seed_ids, seed_target
-            else:
-                order = align(seed_ids, ids)
-                if order is None:
-                    return f"seed {e.seed} was evaluated on other {bt.task} examples than seed {info.seeds[0]}"
-                seed_pred, seed_target = seed_pred[order], seed_target[order]
-                if not np.array_equal(seed_target, target):
-                    return f"seed {e.seed} has other {bt.task} targets than seed {info.seeds[0]}"
-            preds.append(seed_pred)
-        return ids, target, np.stack(preds)
-
-
-def align(ids: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
-    """Indices ``order`` with ``ids[order] == reference``, or None when the two are not the same set of examples."""
-    if len(ids) != len(reference):
-        return None
-    if np.array_equal(ids, reference):
-        return np.arange(len(ids))
-    sorter = np.argsort(ids, kind="stable")
-    pos = np.clip(np.searchsorted(ids, reference, sorter=sorter), 0, len(ids) - 1)
-    order = sorter[pos]
-    return order if np.array_equal(ids[order], reference) and len(np.unique(order)) == len(order) else None
-
-
 # ----------------------------------------------------------------------------------------------- estimates
 
 
@@ -230,15 +137,18 @@ class Inference:
         self.avg_tasks, self.delta_metrics, self.baselines = avg_tasks, delta_metrics, baselines
         self.reasons: dict[str, dict[str, str]] = {}  # row -> board task -> why it has no estimate
         self.data: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # (row, task) -> target, preds
+        self.stats: dict[tuple[str, str], np.ndarray] = {}  # (row, task) -> per-example stats [seeds, n, k]
+        # task -> metric -> its ratio-of-sums recipe: such metrics are computed from the stats, not target and pred
+        self.recipes = {t: stats.recipes_of(bt.spec) for t, bt in board_tasks.items()}
         loader = Predictions()
         self.references: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}  # task -> (row, ids, target)
         for name in order:  # the table's order: the first row with predictions fixes a task's examples
             for bt in board_tasks.values():
-                arrays = loader.row_arrays(infos[name], bt)
+                arrays = loader.row_arrays(infos[name].entries, bt)
                 if isinstance(arrays, str):
                     self.reasons.setdefault(name, {})[bt.name] = arrays
                     continue
-                ids, target, preds = arrays
+                ids, target, preds = arrays.ids, arrays.target, arrays.preds
                 if bt.name not in self.references:
                     self.references[bt.name] = (name, ids, target)
                 ref_row, ref_ids, ref_target = self.references[bt.name]
@@ -250,6 +160,8 @@ class Inference:
                     self.reasons.setdefault(name, {})[bt.name] = f"other {bt.task} targets than {ref_row}"
                     continue
                 self.data[(name, bt.name)] = (ref_target, preds[:, position])
+                if arrays.stats is not None:
+                    self.stats[(name, bt.name)] = arrays.stats[:, position]
         loader.close()
         self.n_examples = {task: len(ref[1]) for task, ref in self.references.items()}
         self.spaces = self._spaces(order)
@@ -299,7 +211,15 @@ class Inference:
             return None
         target, preds = self.data[(row, task)]
         factor = scale(self.board_tasks[task].spec["metrics"][metric])
-        return twolevel.Scores.of(metric, target, preds, self.infos[row].seeds, self.spaces[task], factor)
+        recipe = self.recipes[task].get(metric)
+        if recipe is not None:  # a ratio of sums over the examples, from the stored per-example stats
+            target, preds = None, self.stats[(row, task)]
+        return twolevel.Scores.of(recipe or metric, target, preds, self.infos[row].seeds, self.spaces[task], factor)
+
+    def is_ratio(self, key: str) -> bool:
+        """Whether column ``key`` (``"<task>/<metric>"``) is a ratio-of-sums metric (no Wilson, no McNemar)."""
+        task, _, metric = key.rpartition("/")
+        return metric in self.recipes.get(task, {})
 
     def terms(self, row: str, key: str) -> list[tuple[float, twolevel.Scores]] | None:
         """The column as Σ c · (row mean of scores): one term for a task or Avg, two for Δm% (row − baseline)."""
@@ -347,13 +267,16 @@ class Inference:
         if "/" in key:
             task, metric = key.rsplit("/", 1)
             low, high = twolevel.BOUNDS.get(metric, (-math.inf, math.inf))
+            recipe = self.recipes[task].get(metric)
+            if recipe is not None:  # a known name keeps its range (macro_f1 in [0, 1]); else what the recipe shows
+                low, high = max(low, recipe.bounds[0]), min(high, recipe.bounds[1])
             factor = scale(self.board_tasks[task].spec["metrics"][metric])
             lo, hi = max(lo, low * factor), min(hi, high * factor)
         return lo, hi
 
     def wilson(self, row: str, task: str) -> tuple[float, float]:
         """Wilson interval of accuracy (×100) pooled over the row's seeds: k correct of n_seeds × n predictions."""
-        if (row, task) not in self.data:
+        if (row, task) not in self.data or self.is_ratio(f"{task}/accuracy"):
             return math.nan, math.nan
         target, preds = self.data[(row, task)]
         lo, hi = stats.wilson(int((preds == target[None, :]).sum()), int(preds.size), self.level)
@@ -363,13 +286,13 @@ class Inference:
         """Two-sided p of "row a and row b score the same in column ``key``" and the test's name (:data:`TESTS`).
 
         Two-level t (paired over seeds when the rows share them, else Welch) when both rows have at least two
-        seeds; with one seed the question can only be about this test set: the exact McNemar test for accuracy,
-        else a z test on the test-set variance."""
+        seeds; with one seed the question can only be about this test set: the exact McNemar test for accuracy
+        (per-example correctness; not a ratio-of-sums accuracy), else a z test on the test-set variance."""
         est = self.difference(a, b, key)
         if est is None:
             return math.nan, ""
         if est.test_only:
-            if key.endswith("/accuracy"):
+            if key.endswith("/accuracy") and not self.is_ratio(key):
                 task = key.rsplit("/", 1)[0]
                 (target, pa), (_, pb) = self.data[(a, task)], self.data[(b, task)]
                 if len(pa) == 1 and len(pb) == 1:

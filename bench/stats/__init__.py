@@ -21,14 +21,16 @@ For a single seed, :func:`wilson` (accuracy as a binomial proportion), :func:`mc
 :func:`permutation_p` (paired per-example scores) are closed-form or exact cross-checks of the bootstrap.
 
 Metrics are computed vectorised over the replicate axis (:func:`metric_matrix`) and agree with
-:func:`bench.metrics.compute` on every replicate.
+:func:`bench.metrics.compute` on every replicate. Ratio-of-sums metrics (entity F1, micro/macro F1 of multi-label
+tasks, token accuracy) are computed from per-example sufficient statistics by :mod:`bench.stats.ratios`.
 """
 
 from bench.stats.bootstrap import LEVEL, Draws, check_level, draw, interval, replicate_scores
 from bench.stats.corrections import CORRECTIONS, adjust, bh, holm
+from bench.stats.ratios import Ratios, recipes_of
 from bench.stats.significance import _PERM_RNG, mcnemar, mde, paired_bootstrap_p, permutation_p, wilson
 from bench.stats.vectorised import VECTORISED, _macro_f1, _mcc, metric_matrix
 
-__all__ = ["CORRECTIONS", "LEVEL", "VECTORISED", "Draws", "_PERM_RNG", "_macro_f1", "_mcc", "adjust", "bh",
+__all__ = ["CORRECTIONS", "LEVEL", "VECTORISED", "Draws", "Ratios", "_PERM_RNG", "_macro_f1", "_mcc", "adjust", "bh",
            "check_level", "draw", "holm", "interval", "mcnemar", "mde", "metric_matrix", "paired_bootstrap_p",
-           "permutation_p", "replicate_scores", "wilson"]
+           "permutation_p", "recipes_of", "replicate_scores", "wilson"]

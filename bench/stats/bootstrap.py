@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.errors import BenchError
+from bench.stats.ratios import Ratios
 from bench.stats.vectorised import metric_matrix
 
 LEVEL = 0.95  # default confidence level
@@ -83,18 +84,23 @@ def draw(n_examples: dict[str, int], n_seeds: int, B: int = 2000, seed: int = 0)
     return Draws(examples=examples, seeds=_readonly(seeds), B=B, over_seeds=over_seeds)
 
 
-def replicate_scores(name: str, target: np.ndarray, preds: np.ndarray, draws: Draws, task: str) -> np.ndarray:
+def replicate_scores(name: str | Ratios, target: np.ndarray | None, preds: np.ndarray, draws: Draws,
+                     task: str) -> np.ndarray:
     """Score one row on one task for every replicate: ``[B]`` means over resampled seeds of the resampled metric.
 
-    ``preds`` is [n_seeds, n]: one prediction array per seed, in the seed order the draws were made for.
+    ``preds`` is [n_seeds, n]: one prediction array per seed, in the seed order the draws were made for; for a
+    ratio-of-sums metric (:class:`~bench.stats.ratios.Ratios`) each seed's per-example stats, [n_seeds, n, k], and
+    ``target`` is not used.
     """
     preds = np.asarray(preds)
     idx = draws.examples[task]
-    if preds.ndim != 2 or preds.shape[0] != draws.seeds.shape[1]:
-        raise ValueError(f"preds must have shape [n_seeds={draws.seeds.shape[1]}, n], got {preds.shape}")
-    if preds.shape[1] != len(target) or idx.shape[1] != len(target):
-        raise ValueError(f"task {task!r}: target has {len(target)} examples, preds {preds.shape[1]}, "
-                         f"draws {idx.shape[1]}")
+    ndim = 3 if isinstance(name, Ratios) else 2
+    if preds.ndim != ndim or preds.shape[0] != draws.seeds.shape[1]:
+        what = "n, k" if ndim == 3 else "n"
+        raise ValueError(f"preds must have shape [n_seeds={draws.seeds.shape[1]}, {what}], got {preds.shape}")
+    n = preds.shape[1] if isinstance(name, Ratios) else len(target)
+    if preds.shape[1] != n or idx.shape[1] != n:
+        raise ValueError(f"task {task!r}: target has {n} examples, preds {preds.shape[1]}, draws {idx.shape[1]}")
     # the metric of seed s on replicate b does not depend on how often s was drawn: compute each once, then gather
     per_seed = np.full((preds.shape[0], draws.B), np.nan)
     for s in np.unique(draws.seeds):

@@ -12,6 +12,7 @@ import numpy as np
 from scipy import stats as sst
 
 from bench import metrics as bench_metrics
+from bench.stats.ratios import Ratios
 
 # Gathering target[idx] for all replicates at once costs B * n elements per array; bound it so a large test set
 # (n ~ 1e5) with B = 2000 does not need gigabytes.
@@ -91,16 +92,20 @@ def _vectorised(name: str, t: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
     raise AssertionError(name)
 
 
-def metric_matrix(name: str, target: np.ndarray, pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def metric_matrix(name: str | Ratios, target: np.ndarray | None, pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """Metric ``name`` on each bootstrap replicate: ``out[b] = metric(target[idx[b]], pred[idx[b]])``.
 
     ``idx`` is an int array [B, n] of example indices. The metrics in :data:`VECTORISED` are computed with numpy over
-    the replicate axis; any other name of :data:`bench.metrics.METRICS` is computed replicate by replicate.
+    the replicate axis; any other name of :data:`bench.metrics.METRICS` is computed replicate by replicate. A
+    ratio-of-sums metric (:class:`~bench.stats.ratios.Ratios`) reads per-example stats [n, k] in place of ``pred``
+    (``target`` is not used) and sums them per replicate.
 
     >>> idx = np.array([[0, 1, 2, 3], [2, 2, 2, 0]])
     >>> metric_matrix("accuracy", np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0]), idx)
     array([0.75, 0.25])
     """
+    if isinstance(name, Ratios):
+        return name.replicates(pred, idx)
     target, pred, idx = np.asarray(target), np.asarray(pred), np.asarray(idx)
     if target.ndim != 1 or pred.shape != target.shape:
         raise ValueError(f"target and pred must be 1-D of the same length, got {target.shape} and {pred.shape}")

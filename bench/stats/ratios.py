@@ -1,0 +1,133 @@
+"""Ratio-of-sums metrics: entity F1, micro/macro F1, token accuracy, computed from per-example sufficient statistics.
+
+Some metrics are not a mean over examples but a ratio of sums over them: entity F1 is 2·TP / (n_pred + n_true)
+summed over the sentences, so a sentence's own F1 means nothing. A task kind that scores such metrics stores, per
+example, the counts the ratios need (``stats`` [n, k], one column per named count) and, per metric, a **recipe**::
+
+    {"ratios": [{"num": {column: coef, ...}, "den": {column: coef, ...}}, ...]}
+
+The metric on a set of examples is the mean, over the listed ratios whose denominator sum is > 0, of
+``(Σ_i num·s_i) / (Σ_i den·s_i)`` (0 when no denominator is positive, sklearn's ``zero_division=0``): one ratio for
+entity F1 or micro F1, one per label for macro F1. Because the sums are all that matter, every resample is cheap:
+leaving example i out is ``S − s_i``, a bootstrap replicate is ``counts_b @ stats``, both vectorised.
+
+>>> r = Ratios.parse("f1", {"ratios": [{"num": {"tp": 2}, "den": {"n_pred": 1, "n_true": 1}}]},
+...                  ["tp", "n_pred", "n_true"])
+>>> r.value(np.array([[1, 2, 1], [0, 0, 1]]))  # 2·1 / (2 + 2)
+0.5
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bench.errors import BenchError
+
+# bound the replicate-by-example count matrix of one chunk of bootstrap replicates (as bench.stats.vectorised does)
+_CHUNK_ELEMENTS = 1 << 22
+
+EXAMPLE = '{"ratios": [{"num": {"tp": 2}, "den": {"n_pred": 1, "n_true": 1}}]}'
+
+
+@dataclass(frozen=True, eq=False)
+class Ratios:
+    """A parsed recipe: ``num`` and ``den`` are coefficient matrices [r, k] over the task's ``columns``."""
+
+    name: str
+    columns: tuple[str, ...]
+    num: np.ndarray
+    den: np.ndarray
+
+    @classmethod
+    def parse(cls, name: str, recipe: Mapping[str, Any], columns: Sequence[str]) -> Ratios:
+        """The recipe of metric ``name`` against the task's stats ``columns``; a one-line :class:`BenchError` naming
+        what is wrong otherwise."""
+        columns = tuple(columns)
+        ratios = recipe.get("ratios") if isinstance(recipe, Mapping) else None
+        if not isinstance(ratios, list) or not ratios:
+            raise BenchError(f"recipe of metric {name!r} must be a non-empty list of ratios, e.g. {EXAMPLE}; "
+                             f"got {recipe!r}")
+        num, den = np.zeros((len(ratios), len(columns))), np.zeros((len(ratios), len(columns)))
+        for r, ratio in enumerate(ratios):
+            if not isinstance(ratio, Mapping) or set(ratio) != {"num", "den"}:
+                raise BenchError(f"ratio {r} of metric {name!r} must have exactly the keys 'num' and 'den', e.g. "
+                                 f"{EXAMPLE}; got {ratio!r}")
+            for part, matrix in (("num", num), ("den", den)):
+                terms = ratio[part]
+                if not isinstance(terms, Mapping) or not terms:
+                    raise BenchError(f"ratio {r} of metric {name!r}: {part!r} must map stats columns to "
+                                     f"coefficients, got {terms!r}")
+                for column, coef in terms.items():
+                    if column not in columns:
+                        raise BenchError(f"ratio {r} of metric {name!r} names stats column {column!r}; the task's "
+                                         f"stats are {list(columns)}")
+                    if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not math.isfinite(coef):
+                        raise BenchError(f"ratio {r} of metric {name!r}: coefficient of {column!r} must be a "
+                                         f"finite number, got {coef!r}")
+                    matrix[r, columns.index(column)] = float(coef)
+        return cls(name, columns, num, den)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The metric's range as far as the recipe shows it: ≥ 0 when every coefficient is (counts over counts)."""
+        nonnegative = bool((self.num >= 0).all() and (self.den >= 0).all())
+        return (0.0 if nonnegative else -math.inf), math.inf
+
+    def of_sums(self, sums: np.ndarray) -> np.ndarray:
+        """The metric from column sums ``[..., k]`` (any leading shape): mean over the ratios with a positive
+        denominator, 0 when none has one."""
+        sums = np.asarray(sums, dtype=float)
+        n, d = sums @ self.num.T, sums @ self.den.T
+        valid = d > 0
+        ratio = np.zeros(np.broadcast(n, d).shape)
+        np.divide(n, d, out=ratio, where=valid)
+        count = valid.sum(axis=-1)
+        total = ratio.sum(axis=-1)
+        return np.divide(total, count, out=np.zeros(np.shape(total)), where=count > 0)
+
+    def value(self, stats: np.ndarray) -> float:
+        """The metric on all examples of ``stats`` [n, k]."""
+        return float(self.of_sums(self._checked(stats).sum(axis=0)))
+
+    def leave_one_out(self, stats: np.ndarray) -> np.ndarray:
+        """``out[i]``: the metric without example i (column sums ``S − s_i``), for every i at once."""
+        stats = self._checked(stats)
+        return self.of_sums(stats.sum(axis=0)[None, :] - stats)
+
+    def replicates(self, stats: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """``out[b]``: the metric on the examples ``idx[b]`` (int array [B, n], drawn with replacement)."""
+        stats, idx = self._checked(stats), np.asarray(idx)
+        if idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"idx must be an int array [B, n], got {idx.dtype} {idx.shape}")
+        n = len(stats)
+        out = np.empty(idx.shape[0])
+        step = max(1, _CHUNK_ELEMENTS // max(1, n))
+        for start in range(0, idx.shape[0], step):
+            rows = idx[start : start + step]
+            # how often each example was drawn in each replicate, then the replicates' column sums in one product
+            codes = (np.arange(len(rows))[:, None] * n + rows).ravel()
+            counts = np.bincount(codes, minlength=len(rows) * n).reshape(len(rows), n)
+            out[start : start + step] = self.of_sums(counts @ stats)
+        return out
+
+    def _checked(self, stats: np.ndarray) -> np.ndarray:
+        stats = np.asarray(stats, dtype=float)
+        if stats.ndim != 2 or stats.shape[1] != len(self.columns):
+            raise ValueError(f"metric {self.name!r} needs stats [n, {len(self.columns)}] ({', '.join(self.columns)}),"
+                             f" got shape {stats.shape}")
+        return stats
+
+
+def recipes_of(spec: Mapping[str, Any]) -> dict[str, Ratios]:
+    """The parsed recipes of a record's task spec (``{"stats": [...], "recipes": {metric: recipe}}``); empty when
+    the task has none (its metrics are computed from target and prediction by name)."""
+    recipes, columns = spec.get("recipes") or {}, spec.get("stats") or []
+    if recipes and not columns:
+        raise BenchError(f"task spec has recipes for {sorted(recipes)} but no 'stats' column names; add "
+                         f"\"stats\": [column, ...] naming the columns of the stored stats array")
+    return {name: Ratios.parse(name, recipe, columns) for name, recipe in recipes.items()}
