@@ -197,6 +197,7 @@ class SuiteConfig(Frozen):
     split: SplitConfig = Field(default_factory=SplitConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     budget_note: str = ""
+    reference: str | None = None  # a published table this suite matches (bench/references/, docs/references.md)
 
     @model_validator(mode="after")
     def _check(self) -> SuiteConfig:
@@ -225,7 +226,7 @@ class SuiteConfig(Frozen):
     def results_dump(self) -> dict[str, Any]:
         """The configuration that decides results: without prose (description, budget note) and speed knobs
         (``train.num_workers``, ``train.log_every``), so editing those never orphans finished work."""
-        return self.model_dump(mode="json", exclude={"description": True, "budget_note": True,
+        return self.model_dump(mode="json", exclude={"description": True, "budget_note": True, "reference": True,
                                                      "train": set(SPEED_KNOBS)})
 
 
