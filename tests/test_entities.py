@@ -26,6 +26,7 @@ import pytest
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
 from bench.errors import BenchError
+from bench.stats.ratios import Ratios
 from bench.tasks.entities import (
     RECIPES,
     STATS,
@@ -162,6 +163,19 @@ def test_recipes_name_only_stats_columns():
         for ratio in recipe["ratios"]:
             assert set(ratio["num"]) | set(ratio["den"]) <= set(STATS)
     assert STATS == ("tp", "n_pred", "n_true", "tok_correct", "tok_total")
+
+
+def test_recipes_parse_and_score_as_the_report_does():
+    """The report scores recipes with bench.stats.ratios; it reads these recipes to the same numbers."""
+    counts = sentence_counts(GOLD, PRED)
+    mine = from_sums(counts.sum(axis=0))
+    for metric, recipe in RECIPES.items():
+        assert Ratios.parse(metric, recipe, STATS).value(counts) == pytest.approx(mine[metric], abs=1e-12), metric
+    types = entity_types(sorted({t for s in GOLD + PRED for t in s}))
+    per_type = type_counts(GOLD, PRED, types)
+    for metric, recipe in type_recipes(types).items():
+        assert Ratios.parse(metric, recipe, type_stats(types)).value(per_type) == pytest.approx(
+            from_sums(per_type.sum(axis=0), type_stats(types), {metric: recipe})[metric], abs=1e-12)
 
 
 def test_label_sequences_drop_unlabelled_words():
