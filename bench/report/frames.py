@@ -20,14 +20,26 @@ TELEMETRY_KEYS = ("wall_time_s", "train_samples_per_s", "peak_memory_mb", "train
 PROVENANCE_KEYS = ("wall_own_s", "wall_shared_s", "deployed_params")
 
 
+def per_label(metric: str) -> bool:
+    """A per-label result (``f1@<label>`` of a multi-label task): in the CSV and JSON, never in the Markdown or LaTeX
+    tables, Avg or Δm% (one column per label would make those unreadable and weigh a task by its labels)."""
+    return "@" in metric
+
+
 def task_specs(records: list[Record]) -> dict[str, dict]:
-    """Task name -> {"target", "primary", "metrics": {metric: direction}}, merged over records in order."""
+    """Task name -> {"target", "primary", "metrics": {metric: direction}}, merged over records in order; a task
+    with ratio-of-sums metrics also has "stats" (column names) and "recipes" (:mod:`bench.stats.ratios`)."""
     specs: dict[str, dict] = {}
     for record in records:
         for task, spec in record.tasks.items():
             merged = specs.setdefault(task, {"target": spec.target, "primary": None, "metrics": {}})
             merged["metrics"].update(spec.metrics)
             merged["primary"] = merged["primary"] or spec.primary
+            if spec.stats and spec.recipes:  # the first record's columns: predictions.npz of one task agree
+                merged.setdefault("stats", list(spec.stats))
+                merged.setdefault("recipes", {})
+                for metric, recipe in spec.recipes.items():
+                    merged["recipes"].setdefault(metric, recipe)
     return specs
 
 

@@ -51,6 +51,7 @@ from bench.report.frames import (  # noqa: F401  (the tables of the records: imp
     fusion_coefficients,
     is_transductive,
     metrics_frame,
+    per_label,
     task_specs,
     telemetry_frame,
     trajectories,

@@ -26,6 +26,7 @@ from bench.report.records import (
     config_fingerprint,
     is_transductive,
     metrics_frame,
+    per_label,
     task_specs,
     telemetry_frame,
 )
@@ -126,7 +127,8 @@ def build_leaderboard(records: list[Record], split: str = "test", options: Repor
     # Δm% against each row's own baseline, on the seed means and per seed
     delta_metrics = [(t, m) for t in avg_tasks
                      for m in ([primaries[t]] if options.delta_m == "primary"
-                               else [primaries[t], *(x for x in tasks[t]["metrics"] if x != primaries[t])])]
+                               else [primaries[t], *(x for x in tasks[t]["metrics"]
+                                                     if x != primaries[t] and not per_label(x))])]
     baselines, baseline_notes = find_baselines(infos, order, suite)
     means = stats_["mean"]
     per_seed_values = frame.groupby(["variant", "seed", "task", "metric"])["value"].mean()
