@@ -22,6 +22,7 @@ EPILOG = """examples:
   python -m bench report suite=synthetic
   python -m bench report suite=text level=0.9 interval=pm delta_m=all correction=bh compare=naive_mtl,separate
   python -m bench report suite=synthetic,synthetic_conflict     # across suites: IQM, profiles, P(X>Y), CD diagram
+  python -m bench report suite=synthetic reference=nyuv2_nash_mtl   # a published table under the measured rows
   python -m bench check suite=synthetic [--update]
   python -m bench list [plugin_dirs=[my_plugins]]       # where each entry was found: built-in, ./suites, ...
   python -m bench verify suite=synthetic [deep=true] [repair=true]   # check the store; exit 1 when damaged
@@ -61,13 +62,15 @@ def cmd_list(args: list[str]) -> int:
     """Every suite and every plug-in, grouped by kind (strategy, weighting, fusion method, tracker, launcher), with
     where it was found: ``built-in``, ``./suites`` / ``./strategies`` of the working directory (these come first), a
     ``plugin_dirs=[...]`` folder, or the distribution (name and version) of an installed plug-in package. Read from
-    the plug-in files (:mod:`bench.plugins.scan`), so nothing of the training stack is imported."""
+    the plug-in files (:mod:`bench.plugins.scan`), so nothing of the training stack is imported. Then the
+    published reference tables ``bench report ... reference=NAME`` prints (:mod:`bench.references`)."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     from bench.plugins import Scan, where
     from bench.precheck import folders
+    from bench.references import describe as describe_references
     from bench.suites import list_suites, suite_files
 
     opts = _opts(args)
@@ -81,6 +84,8 @@ def cmd_list(args: list[str]) -> int:
     for title, kind in [("strategies", "strategy"), ("weightings", "weighting"), ("fusion methods", "fusion method"),
                         ("trackers", "tracker"), ("launchers", "launcher")]:
         sections.append((title, {n: (scan.origin(kind, n), d) for n, d in scan.describe(kind).items()}))
+    sections.append(("published references (bench report ... reference=NAME)",
+                     {n: ("built-in", d) for n, d in describe_references().items()}))
     for title, items in sections:
         table = Table(title=title, title_justify="left", show_header=False, box=None)
         table.add_column(no_wrap=True)
@@ -97,7 +102,8 @@ REPORT_LISTS = ("compare", "strategy", "suite")  # report options whose comma li
 
 def cmd_report(args: list[str]) -> int:
     """``report`` options: suite, results_dir, out, split, strategy=a,b, level, interval, delta_m, correction,
-    bootstrap, compare=a,b (a row name with brackets needs quotes: compare="'naive_mtl[train.epochs=3]',separate").
+    bootstrap, compare=a,b (a row name with brackets needs quotes: compare="'naive_mtl[train.epochs=3]',separate"),
+    reference=NAME (a published table under the measured rows; `bench list` names them).
     ``suite=a,b,c`` or ``suite=all`` writes the cross-suite report instead (bench/report/across/)."""
     from bench.overrides import parse
     from bench.report import report_command

@@ -4,7 +4,7 @@ See :mod:`bench.report.records` for the row-naming rule (one row per configurati
 :mod:`bench.report.leaderboard` for units, Δm%, intervals, tests and marks, and docs/statistics.md for the
 statistics and the report options (``level``, ``interval``, ``delta_m``, ``correction``, ``min_seeds``,
 ``budget_tolerance``, ``components``,
-``compare``).
+``compare``). ``reference=NAME`` prints a published table (:mod:`bench.references`) under the measured rows.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from pathlib import Path
 
 from bench.errors import BenchError, did_you_mean
 from bench.record import Record
+from bench.references import Reference
+from bench.references import load as load_reference
+from bench.references.render import to_rich as reference_rich
 from bench.report.leaderboard import (
     Leaderboard,
     ReportOptions,
@@ -26,13 +29,14 @@ from bench.report.leaderboard import (
 )
 from bench.report.plots import write_plots
 from bench.report.records import fusion_coefficients, load_records, row_name, trajectories
+from bench.suites import find_suite, read_suite_yaml
 
 SPLITS = ("test", "validation")
 OPTION_KEYS = ("level", "interval", "delta_m", "correction", "bootstrap", "min_seeds", "budget_tolerance", "components",
                "columns")
 #: every key ``bench report suite=<one>`` takes; ``strategy_dirs`` is the old spelling of ``plugin_dirs``
 KEYS = ("suite", "results_dir", "out", "split", "strategy", "compare", "plots", "plugin_dirs", "strategy_dirs",
-        *OPTION_KEYS)
+        "reference", *OPTION_KEYS)
 PLUGIN_KEYS = ("plugin_dirs", "strategy_dirs")
 
 __all__ = ["ReportOptions", "build_leaderboards", "compare_names", "report_command", "report_options",
@@ -104,25 +108,30 @@ def write_report(results_dir: Path, suite: str, out_dir: Path | None = None, str
                  main_split: str = "test", *, level: float | None = None, interval: str | None = None,
                  delta_m: str | None = None, correction: str | None = None, bootstrap: int | None = None,
                  compare=None, min_seeds: int | None = None, budget_tolerance: float | None = None,
-                 components: bool | None = None, columns: str | None = None) -> dict[str, Path]:
+                 components: bool | None = None, columns: str | None = None,
+                 reference: str | None = None) -> dict[str, Path]:
     """Write leaderboard.{md,tex,csv,json}, the plots and, with ``compare=(a, b)``, ``compare_<a>_vs_<b>.md``;
-    returns name -> path. Options are validated first (a bad one raises BenchError before any work)."""
+    returns name -> path. Options are validated first (a bad one raises BenchError before any work).
+    ``reference``: a published table printed under the measured rows (:func:`reference_for`)."""
     options = report_options(level, interval, delta_m, correction, bootstrap, min_seeds, budget_tolerance, components,
                              columns)
+    table = reference_for(reference, suite)
     pair = compare_names(compare)
     boards, records = build_leaderboards(results_dir, suite, strategies, main_split, options)
     out = Path(out_dir) if out_dir is not None else Path(results_dir) / suite / "report"
     compared = _write_compare(boards[0], *pair, out) if pair else None  # a bad row name fails before writing
-    paths = write_boards(boards, records, out)
+    paths = write_boards(boards, records, out, table)
     if compared:
         paths["compare"] = compared[0]
     return paths
 
 
-def write_boards(boards: list[Leaderboard], records: list[Record], out_dir: Path) -> dict[str, Path]:
+def write_boards(boards: list[Leaderboard], records: list[Record], out_dir: Path,
+                 reference: Reference | None = None) -> dict[str, Path]:
     """The tables of every board and the plots of the first (bars, Pareto, weight trajectories and loss curves,
-    fusion coefficients); what both `bench report` and `bench run` write."""
-    paths = write_tables(boards, out_dir)
+    fusion coefficients); what both `bench report` and `bench run` write. ``reference``: a published table the
+    tables print under the measured rows (never in the plots)."""
+    paths = write_tables(boards, out_dir, reference)
     paths |= write_plots(boards[0], trajectories(records), out_dir, fusion_coefficients(records))
     return paths
 
@@ -150,6 +159,19 @@ def plugin_dirs_of(opts: dict) -> list[str]:
     return out
 
 
+def reference_for(value, suite: str) -> Reference | None:
+    """The published table to print: ``reference=NAME``; ``reference=none`` for none; without the key, the one the
+    suite's YAML names (``reference:``), if its file is found. An unknown name is one line naming the choices."""
+    if value is None:
+        try:
+            value = read_suite_yaml(find_suite(str(suite))).get("reference")
+        except BenchError:  # a store whose suite file is gone: nothing declared
+            value = None
+    if value is None or str(value) in ("", "none"):
+        return None
+    return load_reference(str(value))
+
+
 def check_keys(opts: dict) -> None:
     """Refuse a key ``bench report`` does not take: one line naming it and the valid keys."""
     bad = [k for k in opts if k not in KEYS]
@@ -163,7 +185,8 @@ def report_command(opts: dict) -> int:
     ``results_dir``, ``strategy`` (list), ``out``, ``split``, ``level``,
     ``interval``, ``delta_m``, ``correction``, ``min_seeds``, ``budget_tolerance``, ``components``, ``columns``
     (``all`` | ``scores``), ``compare`` (two row names), ``plots`` (true | false: the figures too, default true),
-    ``plugin_dirs`` (alias ``strategy_dirs``). Any other key is refused."""
+    ``plugin_dirs`` (alias ``strategy_dirs``), ``reference`` (a published table, ``bench list`` names them; ``none``:
+    not even the suite's own). Any other key is refused."""
     from rich.console import Console
     from rich.markdown import Markdown
 
@@ -182,6 +205,7 @@ def report_command(opts: dict) -> int:
 
     options = report_options(**{k: opts.get(k) for k in OPTION_KEYS})
     pair = compare_names(opts.get("compare"))
+    table = reference_for(opts.get("reference"), str(suite))  # an unknown name fails before any work
     results_dir = Path(opts.get("results_dir") or "results")
     suite = stored_suite(str(suite), results_dir)  # a name or a suite YAML's path: the name its store uses
     strategies = opts.get("strategy")
@@ -193,10 +217,12 @@ def report_command(opts: dict) -> int:
     boards, records = build_leaderboards(results_dir, str(suite), strategies, str(opts.get("split") or "test"),
                                          options, plugin_dirs_of(opts))
     compared = _write_compare(boards[0], *pair, out_dir) if pair else None  # a bad row name fails before writing
-    paths = write_boards(boards, records, out_dir) if plots else write_tables(boards, out_dir)
+    paths = write_boards(boards, records, out_dir, table) if plots else write_tables(boards, out_dir, table)
     console = Console()
     compact = console.width < 150
     console.print(to_rich(boards[0], compact=compact))
+    if table is not None:
+        console.print(reference_rich(table))
     if compact:
         console.print("(narrow terminal: samples seen, throughput, memory, wall time and params are in the files)")
     if compared:
