@@ -111,9 +111,11 @@ def to_rich(ref: Reference):
     table = Table(title=Text(heading(ref)), caption=Text(caption(ref) + notes), caption_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("published row", no_wrap=True, style="italic")
-    for header in _headers(ref):
-        table.add_column(header, justify="right", overflow="fold")
-    for method, cells in _cells(ref):
+    rows = _cells(ref)
+    for i, header in enumerate(_headers(ref)):  # a number is never folded; a long header is
+        widest = max((len(cells[i]) for _, cells in rows), default=1)
+        table.add_column(header, justify="right", overflow="fold", min_width=widest)
+    for method, cells in rows:
         table.add_row(Text(method), *(Text(c) for c in cells))
     return table
 
