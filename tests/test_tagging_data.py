@@ -181,6 +181,9 @@ def test_conll2003_reads_the_distributed_files_with_iob2_tags(tmp_path):
     assert train.targets["ner"][1].tolist() == [1, 2]  # ids index the hub's order: B-PER 1, I-PER 2
     assert out["validation"].inputs == [("Japan", "wins")] and out["test"].inputs == [("SOCCER", "-", "JAPAN")]
     assert _names(out["test"].targets["ner"], "ner") == [["O", "O", "B-LOC"]]
+    (folder / "eng.testb").write_bytes("Müller NNP I-NP I-PER\n".encode("latin-1"))  # a latin-1 copy reads too
+    test = _load("conll2003", _task("ner"), data_dir=str(folder))["test"]
+    assert test.inputs == [("Müller",)] and _names(test.targets["ner"], "ner") == [["B-PER"]]
 
 
 def test_conll2003_hub_file_names_and_column_choice(tmp_path):
@@ -190,7 +193,7 @@ def test_conll2003_hub_file_names_and_column_choice(tmp_path):
     by_label = _load("conll2003", _task("syntax", label="pos"), path=str(folder))["train"]
     assert _names(by_label.targets["syntax"], "pos")[1] == ["NNP", "NNP"]
     with pytest.raises(BenchError, match=r"unknown CoNLL-2003 column 'lemma'; valid: chunk, ner, pos"):
-        _load("conll2003", _task("lemma"), data_dir=str(folder))
+        _load("conll2003", _task("lemma"), data_dir=str(folder / "absent"))  # before any file is read
 
 
 def test_conll2003_missing_or_malformed_files_fail_in_one_line(tmp_path, monkeypatch):
@@ -227,8 +230,8 @@ def test_conll2003_from_the_hub_maps_ids_through_the_dataset_names(monkeypatch):
         "ner_tags": datasets.Sequence(datasets.ClassLabel(names=ner_names)),
     })
     pos, chunk = CONLL2003_TAGS["pos"].index("NNP"), CONLL2003_TAGS["chunk"].index("I-NP")
-    rows = {"tokens": [["Peter", "Blackburn", "Paris"]], "pos_tags": [[pos] * 3], "chunk_tags": [[chunk] * 3],
-            "ner_tags": [[0, 0, 3]]}
+    rows = {"tokens": [["-DOCSTART-"], ["Peter", "Blackburn", "Paris"]], "pos_tags": [[pos], [pos] * 3],
+            "chunk_tags": [[chunk], [chunk] * 3], "ner_tags": [[1], [0, 0, 3]]}  # a mirror's document mark row
     ds = datasets.DatasetDict({s: datasets.Dataset.from_dict(rows, features=features)
                                for s in ("train", "validation", "test")})
     seen = []

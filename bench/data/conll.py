@@ -96,7 +96,7 @@ def read_hub(hub_id: str) -> dict[str, list[Sentence]]:
         names = {c: part.features[f].feature.names for c, f in fields.items()}
         out[split] = [(tuple(row["tokens"]),
                        _iob2_columns({c: [names[c][i] for i in row[f]] for c, f in fields.items()}))
-                      for row in part if row["tokens"]]
+                      for row in part if row["tokens"] and row["tokens"][0] != "-DOCSTART-"]
     return out
 
 
@@ -120,13 +120,13 @@ def to_split(sentences: list[Sentence], tasks: list[TaskConfig], spec: DataSpec,
 @register_source("conll2003")
 def conll2003(spec: DataSpec, tasks: list[TaskConfig], split_cfg: SplitConfig) -> dict[str, Split]:
     """CoNLL-2003 English: official train / validation (testa) / test (testb); options data_dir, hub_id, column."""
+    for t in tasks:
+        task_column(t, spec)  # a bad column fails before any file or hub is read
     folder = _local_dir(spec)
     if folder is not None and not folder.is_dir():
         raise MissingData(f"CoNLL-2003: data_dir {folder} is not a folder; point data_dir at the folder holding "
                           "eng.train/eng.testa/eng.testb (or train.txt/valid.txt/test.txt)")
     raw = read_local(folder) if folder is not None else read_hub(str(spec.options.get("hub_id", HUB_ID)))
-    for t in tasks:
-        task_column(t, spec)  # fail on a bad column before any encoding
     if not raw["train"]:
         raise BenchError(f"CoNLL-2003: the train split from {folder or HUB_ID} has no sentences")
     return {split: to_split(s, tasks, spec, f"CoNLL-2003 {split}") for split, s in raw.items()}

@@ -122,24 +122,28 @@ def tag_array(rows: Sequence[np.ndarray]) -> np.ndarray:
 
 def read_columns(path: Path, width: int) -> list[list[list[str]]]:
     """A column file (one word per line, ``width`` fields split on tabs, else on whitespace; a blank line ends a
-    sentence; ``-DOCSTART-`` lines are document marks, not words) -> sentences of rows of fields."""
+    sentence; ``-DOCSTART-`` lines are document marks, not words; UTF-8, else latin-1) -> sentences of rows of
+    fields."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:  # some copies of the CoNLL files are latin-1
+        text = raw.decode("latin-1")
     sentences: list[list[list[str]]] = []
     rows: list[list[str]] = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            fields = line.split("\t") if "\t" in line else line.split()
-            if not "".join(fields).strip():
-                if rows:
-                    sentences.append(rows)
-                rows = []
-                continue
-            if fields[0] == "-DOCSTART-":
-                continue
-            if len(fields) != width:
-                raise BenchError(f"{path}:{number}: {len(fields)} columns, expected {width} "
-                                 f"({'word POS chunk NER' if width == 4 else 'word tag'}); is this the right file?")
-            rows.append(fields)
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split("\t") if "\t" in line else line.split()
+        if not "".join(fields).strip():
+            if rows:
+                sentences.append(rows)
+            rows = []
+            continue
+        if fields[0] == "-DOCSTART-":
+            continue
+        if len(fields) != width:
+            raise BenchError(f"{path}:{number}: {len(fields)} columns, expected {width} "
+                             f"({'word POS chunk NER' if width == 4 else 'word tag'}); is this the right file?")
+        rows.append(fields)
     if rows:
         sentences.append(rows)
     return sentences
