@@ -21,6 +21,7 @@ from bench.errors import BenchError
 from bench.record import Record
 from bench.report import build_leaderboards, write_report
 from bench.report.leaderboard import report_options, to_latex, to_markdown
+from bench.report.leaderboard.render_terminal import to_rich
 from bench.stats.ratios import Ratios, recipes_of
 
 # ----------------------------------------------------------------------------------------------- recipes
@@ -328,3 +329,24 @@ def test_a_ratio_accuracy_gets_no_wilson_interval_and_no_mcnemar_test(tmp_path):
     assert math.isnan(t.loc["naive_mtl", "ner/accuracy:wilson_lo"])
     assert not math.isnan(t.loc["naive_mtl", "ner/accuracy:lo"])
     assert "ner accuracy" in to_markdown(lb) and "ner accuracy" in to_latex(lb)
+
+
+@pytest.mark.integration
+def test_metric_headers_carry_their_direction_in_markdown_latex_and_the_terminal(tmp_path):
+    results = tmp_path / "results"
+    spec = {"target": "token_classification", "primary": "entity_f1",
+            "metrics": {"entity_f1": "max", "token_error": "min"}, "stats": TAG_STATS,
+            "recipes": {"entity_f1": TAG_RECIPES["entity_f1"],
+                        "token_error": {"ratios": [{"num": {"tok_total": 1, "tok_correct": -1},
+                                                    "den": {"tok_total": 1}}]}}}
+    for strategy, skill in (("separate", 0.8), ("naive_mtl", 0.7)):
+        store_record(results, strategy, 0, np.random.default_rng(int(skill * 10)), skill, tasks={"ner": spec})
+    lb = build_leaderboards(results, SUITE, options=report_options(delta_m="all"))[0][0]
+    header = to_markdown(lb).splitlines()[0]
+    assert "| ner entity_f1 ↑ (%) | ner token_error ↓ | Avg ↑ (%) | Δm% ↑ |" in header
+    tex = to_latex(lb)
+    assert r"entity\_f1 $\uparrow$ (\%)" in tex and r"token\_error $\downarrow$" in tex
+    assert r"Avg $\uparrow$ (\%)" in tex and r"$\Delta_m$ (\%) $\uparrow$" in tex
+    assert [c.header for c in to_rich(lb).columns][2:4] == ["ner entity_f1 ↑ (%)", "ner token_error ↓"]
+    # the token error is a ratio with a negative coefficient: its interval is not cut at 0 by the recipe
+    assert lb.inference.recipes["ner"]["token_error"].bounds == (-math.inf, math.inf)

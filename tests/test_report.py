@@ -142,7 +142,7 @@ def test_latex_booktabs_no_untested_winners_best_cost_bold(test_board):
 
 def test_markdown_table(test_board):
     md = to_markdown(test_board).splitlines()
-    assert md[0].startswith("| variant | n | t0 accuracy (%) | r0 pearson (%) | Avg (%) | Δm% | Samples seen |")
+    assert md[0].startswith("| variant | n | t0 accuracy ↑ (%) | r0 pearson ↑ (%) | Avg ↑ (%) | Δm% ↑ | Samples seen |")
     assert md[1].startswith("|---|---:|")
     assert md[2] == ("| `separate` | 2 | 80.0 ± 2.8 | 50.0 ± 7.1 | 65.0 ± 4.9 | +0.00 | — | 1,100 ± 141 | 310 | 21.0 "
                      "| 20.0k |")

@@ -360,7 +360,7 @@ def test_delta_m_primary_vs_all_flips_the_sign_and_the_caption_names_the_metrics
         in caption(primary)
     assert "over: a accuracy, a macro_f1." in caption(every)
     header_primary, header_all = to_markdown(primary).splitlines()[0], to_markdown(every).splitlines()[0]
-    assert "a macro_f1 (%)" not in header_primary and "a macro_f1 (%)" in header_all
+    assert "a macro_f1 ↑ (%)" not in header_primary and "a macro_f1 ↑ (%)" in header_all
     assert r"over: a accuracy, a macro\_f1." in to_latex(every)
     # the hidden metric's test enters the family only when it enters Δm%
     assert math.isnan(primary.table.loc["naive_mtl"].get("a/macro_f1:p", math.nan))
@@ -486,7 +486,7 @@ def test_provenance_budget_columns_and_extra_split(results):
     assert lb.delta_metrics == (("mnli", "accuracy"),)  # the extra split is shown and tested, not in Δm%
     assert not math.isnan(lb.table.loc["naive_mtl", "mnli_mismatched/accuracy:p"])
     md = paths["md"].read_text()
-    assert "mnli_mismatched accuracy (%)" in md and "Samples seen" in md and "| 4,000 |" in md
+    assert "mnli_mismatched accuracy ↑ (%)" in md and "Samples seen" in md and "| 4,000 |" in md
     csv = pd.read_csv(paths["csv"])
     for column in ("train_samples_seen", "optimizer_steps", "epochs", "delta_m_seed_mean", "delta_m_seed_std",
                    "avg:lo", "avg:hi", "avg:p", "avg:p_adj", "delta_m:lo", "mnli/accuracy:wilson_lo"):

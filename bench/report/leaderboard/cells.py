@@ -28,6 +28,11 @@ class Column:
     score: bool = False  # ranked by tests (bold = significant winner, ties marked); else plain best-in-bold
 
 
+#: the direction mark of a metric column's header: higher (max) or lower (min) is better
+ARROWS = {"max": "↑", "min": "↓"}
+TEX_ARROWS = {"max": r"$\uparrow$", "min": r"$\downarrow$"}
+
+
 def columns(lb: Leaderboard) -> list[Column]:
     cols = [Column("n", "n", "$n$", kind="count")]
     for task in lb.tasks:
@@ -36,13 +41,14 @@ def columns(lb: Leaderboard) -> list[Column]:
                 continue
             direction = lb.tasks[task]["metrics"].get(metric, "max")
             unit = " (%)" if direction == "max" else ""
-            cols.append(Column(f"{task}/{metric}", f"{task} {metric}{unit}",
-                               tex(f"{task} {metric}") + unit.replace("%", r"\%"),
+            cols.append(Column(f"{task}/{metric}", f"{task} {metric} {ARROWS[direction]}{unit}",
+                               tex(f"{task} {metric}") + f" {TEX_ARROWS[direction]}" + unit.replace("%", r"\%"),
                                digits=1 if direction == "max" else 3, std=f"{task}/{metric}:std", better=direction,
                                score=True))
     if lb.table["avg"].notna().any():
-        cols.append(Column("avg", "Avg (%)", r"Avg (\%)", std="avg:std", better="max", score=True))
-    cols.append(Column("delta_m", "Δm%", r"$\Delta_m$ (\%)", digits=2, better="max", kind="signed", score=True))
+        cols.append(Column("avg", "Avg ↑ (%)", r"Avg $\uparrow$ (\%)", std="avg:std", better="max", score=True))
+    cols.append(Column("delta_m", "Δm% ↑", r"$\Delta_m$ (\%) $\uparrow$", digits=2, better="max", kind="signed",
+                       score=True))
     if lb.options.components and lb.has_intervals:  # which term a claim rests on: seeds or the test set
         key = lb.score_column
         label = "Δm%" if key == "delta_m" else "Avg"
