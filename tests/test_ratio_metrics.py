@@ -22,6 +22,7 @@ from bench.record import Record
 from bench.report import build_leaderboards, write_report
 from bench.report.leaderboard import report_options, to_latex, to_markdown
 from bench.report.leaderboard.render_terminal import to_rich
+from bench.report.plots.bars import bars_figure
 from bench.stats.ratios import Ratios, recipes_of
 
 # ----------------------------------------------------------------------------------------------- recipes
@@ -350,3 +351,32 @@ def test_metric_headers_carry_their_direction_in_markdown_latex_and_the_terminal
     assert [c.header for c in to_rich(lb).columns][2:4] == ["ner entity_f1 ↑ (%)", "ner token_error ↓"]
     # the token error is a ratio with a negative coefficient: its interval is not cut at 0 by the recipe
     assert lb.inference.recipes["ner"]["token_error"].bounds == (-math.inf, math.inf)
+
+
+@pytest.mark.integration
+def test_per_task_bars_use_each_tasks_primary_metric_with_its_direction(store, tmp_path):
+    lb = build_leaderboards(store, SUITE, options=report_options())[0][0]
+    labels = {ax.get_title(): ax.get_xlabel() for ax in bars_figure(lb).axes if ax.get_visible() and ax.get_title()}
+    assert labels == {"ner": "entity_f1 ↑ (%)", "attrs": "macro_f1 ↑ (%)"}
+    results = tmp_path / "min"
+    spec = {"target": "token_classification", "primary": "token_error", "metrics": {"token_error": "min"},
+            "stats": TAG_STATS, "recipes": {"token_error": {"ratios": [
+                {"num": {"tok_total": 1, "tok_correct": -1}, "den": {"tok_total": 1}}]}}}
+    for strategy, skill in (("separate", 0.8), ("naive_mtl", 0.7)):
+        store_record(results, strategy, 0, np.random.default_rng(int(skill * 10)), skill, tasks={"ner": spec})
+    lb = build_leaderboards(results, SUITE, options=report_options())[0][0]
+    assert bars_figure(lb).axes[0].get_xlabel() == "token_error ↓, lower is better"
+
+
+@pytest.mark.integration
+def test_every_renderer_names_the_metrics_that_enter_delta_m(store, tmp_path):
+    paths = write_report(store, SUITE, tmp_path / "out", delta_m="all")
+    names = ["ner entity_f1", "ner token_accuracy", "attrs macro_f1", "attrs micro_f1"]
+    md, tex = paths["md"].read_text(), paths["tex"].read_text()
+    over = "Δm% (Maninis et al., 2019) vs the separate row of the same budget and data, over: " + ", ".join(names)
+    assert over in md
+    assert r"$\Delta_m$\% vs.\ separate over: " + ", ".join(n.replace("_", r"\_") for n in names) in tex
+    board = json.loads(paths["json"].read_text())["boards"]["test"]
+    assert over in board["caption"] and board["delta_m_metrics"] == [n.replace(" ", "/") for n in names]
+    lb = build_leaderboards(store, SUITE, options=report_options(delta_m="all"))[0][0]
+    assert over in str(to_rich(lb).caption)

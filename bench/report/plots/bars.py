@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from bench.report.leaderboard import Leaderboard
+from bench.report.leaderboard.cells import ARROWS
 from bench.report.plots.common import (
     LABEL_SIZE,
     ROW_INCHES,
@@ -78,10 +79,12 @@ def bars_figure(lb: Leaderboard) -> Figure:
         for x in baseline_values(lb, name):
             ax.axvline(x, color="0.35", linestyle="--", linewidth=0.9, zorder=1)
         family_separators(ax, rows, ys, lb.styles)
-        better = lb.tasks[task]["metrics"].get(metric)
+        better = lb.tasks[task]["metrics"].get(metric, "max")
         unit = " (%)" if better == "max" else ""
         ax.set_title(task, fontsize="medium")
-        ax.set_xlabel(f"{metric}{unit}" + (", lower is better" if better == "min" else ""), fontsize="small")
+        # the direction as in the table's headers, spelled out where it is the unusual one
+        ax.set_xlabel(f"{metric} {ARROWS[better]}{unit}" + (", lower is better" if better == "min" else ""),
+                      fontsize="small")
         ax.tick_params(axis="x", labelsize="small")
         ax.margins(x=0.12)  # room for the marks right of the longest interval
         ax.grid(axis="x", alpha=0.3)
