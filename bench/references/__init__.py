@@ -178,9 +178,10 @@ class Reference(_Frozen):
 
 def _one_line(err: ValidationError, path: Path) -> BenchError:
     e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    loc = ".".join(str(p) for p in e["loc"])
     msg = str(e.get("ctx", {}).get("error", e["msg"]))
-    return BenchError(f"reference {path.name}: {loc}: {msg}; fix the file (docs/references.md describes the format)")
+    where = f"{loc}: " if loc else ""  # a whole-table check (row lengths, baseline) names its row itself
+    return BenchError(f"reference {path.name}: {where}{msg}; fix the file (docs/references.md describes the format)")
 
 
 def parse(path: Path) -> Reference:
