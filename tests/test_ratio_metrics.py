@@ -380,3 +380,20 @@ def test_every_renderer_names_the_metrics_that_enter_delta_m(store, tmp_path):
     assert over in board["caption"] and board["delta_m_metrics"] == [n.replace(" ", "/") for n in names]
     lb = build_leaderboards(store, SUITE, options=report_options(delta_m="all"))[0][0]
     assert over in str(to_rich(lb).caption)
+
+
+def test_a_report_with_a_bad_recipe_stops_with_one_line_naming_task_and_metric(tmp_path):
+    results = tmp_path / "results"
+    bad = {**TASKS["ner"], "recipes": {"entity_f1": {"ratios": [{"num": {"tp": 2}, "den": {"n_gold": 1}}]}}}
+    for strategy in ("separate", "naive_mtl"):
+        store_record(results, strategy, 0, np.random.default_rng(0), tasks={"ner": TASKS["ner"]})
+    path = next((results / SUITE / "cells" / "naive_mtl").rglob("record.json"))
+    record = json.loads(path.read_text())
+    record["tasks"]["ner"] = bad
+    path.write_text(json.dumps(record))
+    # the board takes a task's recipes from its first record: keep only the damaged one
+    (results / SUITE / "cells" / "separate").rename(tmp_path / "elsewhere")
+    with pytest.raises(BenchError, match="task 'ner' of the records: ratio 0 of metric 'entity_f1' names stats "
+                                         "column 'n_gold'") as err:
+        build_leaderboards(results, SUITE, options=report_options())
+    assert "\n" not in str(err.value)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bench import stats, twolevel
+from bench.errors import BenchError
 from bench.record import Record
 from bench.report.predictions import OLD_RECORDS, BoardTask, Entry, Predictions, align
 from bench.report.records import (
@@ -118,6 +119,14 @@ def budget_means(info: RowInfo) -> dict[str, float]:
 # ----------------------------------------------------------------------------------------------- estimates
 
 
+def _recipes(name: str, bt: BoardTask) -> dict[str, stats.Ratios]:
+    """The task's parsed ratio-of-sums recipes; a bad one stops the report with one line naming the task."""
+    try:
+        return stats.recipes_of(bt.spec)
+    except BenchError as exc:
+        raise BenchError(f"task {name!r} of the records: {exc}") from None
+
+
 JOINT_SPACE = "examples"  # the one example space of a single-input suite's tasks
 
 
@@ -139,7 +148,7 @@ class Inference:
         self.data: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # (row, task) -> target, preds
         self.stats: dict[tuple[str, str], np.ndarray] = {}  # (row, task) -> per-example stats [seeds, n, k]
         # task -> metric -> its ratio-of-sums recipe: such metrics are computed from the stats, not target and pred
-        self.recipes = {t: stats.recipes_of(bt.spec) for t, bt in board_tasks.items()}
+        self.recipes = {t: _recipes(t, bt) for t, bt in board_tasks.items()}
         loader = Predictions()
         self.references: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}  # task -> (row, ids, target)
         for name in order:  # the table's order: the first row with predictions fixes a task's examples
