@@ -175,3 +175,16 @@ def test_celeba_missing_image_and_bad_names_are_one_line(celeba_dir):
     smile = TaskConfig(name="smile", label="Smilng", input="image", target="classification", num_classes=2)
     with pytest.raises(BenchError, match=r"no label column 'Smilng' \(did you mean 'Smiling'\?\)"):
         celeba(DataSpec(source="celeba", options={"data_dir": str(celeba_dir)}), [smile], SplitConfig())
+
+
+def test_celeba_bad_option_is_one_line(celeba_dir):
+    spec = DataSpec(source="celeba", options={"data_dir": str(celeba_dir), "max_per_split": "all"})
+    with pytest.raises(BenchError, match=r"^CelebA: data option max_per_split='all' must be a whole number >= 1$"):
+        celeba(spec, [], SplitConfig())
+
+
+def test_celeba_max_per_split_reads_the_first_files(celeba_dir):
+    spec = DataSpec(source="celeba", options={"data_dir": str(celeba_dir), "max_per_split": 2})
+    out = celeba(spec, [], SplitConfig())
+    assert {k: len(v) for k, v in out.items()} == {"train": 2, "validation": 1, "test": 2}
+    np.testing.assert_allclose(out["train"].inputs[:, 0, 0, 0], [0, 10], atol=3)  # files 000000 and 000001
