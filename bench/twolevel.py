@@ -45,12 +45,14 @@ from scipy import stats as sst
 
 from bench import metrics as bench_metrics
 from bench.stats import _macro_f1, _mcc, check_level
+from bench.stats.ranking import mean_ap_leave_one_out
 from bench.stats.ratios import Ratios
 
 _LINEAR = {"accuracy", "mse", "mae"}
 # the range of each metric of bench.metrics: an interval is cut to it
 BOUNDS = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "f1": (0.0, 1.0), "mcc": (-1.0, 1.0),
-          "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0), "mse": (0.0, math.inf), "mae": (0.0, math.inf)}
+          "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0), "mse": (0.0, math.inf), "mae": (0.0, math.inf),
+          "mean_ap": (0.0, 1.0)}
 _CONFUSION = {"macro_f1", "mcc"}
 
 
@@ -63,10 +65,10 @@ def pseudo_values(name: str | Ratios, target: np.ndarray | None, pred: np.ndarra
     The jackknife variance of the metric is ``var(ψ, ddof=1) / n`` and the covariance of two metrics computed on the
     same examples is ``cov(ψ1, ψ2) / n``; for a mean (accuracy, mse, mae) ψ is the per-example score itself. Closed
     forms for accuracy, mse, mae, binary f1, macro-F1 and MCC (leaving one example out changes one cell of the
-    confusion matrix) and Pearson (running sums); Spearman is Pearson on the full sample's ranks; any other metric
-    of :mod:`bench.metrics` is recomputed n times. A ratio-of-sums metric (:class:`~bench.stats.ratios.Ratios`, a
-    parsed recipe) reads the per-example stats [n, k] in place of ``pred`` (``target`` is not used): leaving one
-    example out subtracts its row from the column sums.
+    confusion matrix), Pearson (running sums) and multi-label mean average precision (:mod:`bench.stats.ranking`);
+    Spearman is Pearson on the full sample's ranks; any other metric of :mod:`bench.metrics` is recomputed n times.
+    A ratio-of-sums metric (:class:`~bench.stats.ratios.Ratios`, a parsed recipe) reads the per-example stats [n, k]
+    in place of ``pred`` (``target`` is not used): leaving one example out subtracts its row from the column sums.
 
     >>> theta, psi = pseudo_values("accuracy", np.array([1, 0, 1]), np.array([1, 1, 1]))
     >>> round(theta, 4), psi.tolist()
@@ -107,6 +109,9 @@ def pseudo_values(name: str | Ratios, target: np.ndarray | None, pred: np.ndarra
         values = _macro_f1(reduced) if name == "macro_f1" else _mcc(reduced)
         theta, loo = float(values[-1]), values[:-1][where]
         return theta, n * theta - (n - 1) * loo
+    if name == "mean_ap":  # multi-label: one sort per label, then every leave-one-out AP from running sums
+        theta, loo = mean_ap_leave_one_out(target, pred)
+        return theta, n * theta - (n - 1) * loo
     if name in ("pearson", "spearman"):
         x, y = target.astype(float), pred.astype(float)
         if name == "spearman":
@@ -139,7 +144,8 @@ def _pearson_loo(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
 def _generic(name: str, target: np.ndarray, pred: np.ndarray) -> tuple[float, np.ndarray]:
     n = len(target)
     theta = float(bench_metrics.compute([name], target, pred)[name])
-    loo = np.array([bench_metrics.compute([name], np.delete(target, i), np.delete(pred, i))[name] for i in range(n)])
+    loo = np.array([bench_metrics.compute([name], np.delete(target, i, axis=0), np.delete(pred, i, axis=0))[name]
+                    for i in range(n)])
     return theta, n * theta - (n - 1) * loo
 
 

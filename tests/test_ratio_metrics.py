@@ -18,6 +18,7 @@ from sklearn.metrics import f1_score
 
 from bench import stats, twolevel
 from bench.errors import BenchError
+from bench.metrics import compute
 from bench.record import Record
 from bench.report import build_leaderboards, write_report
 from bench.report.leaderboard import report_options, to_latex, to_markdown
@@ -397,3 +398,32 @@ def test_a_report_with_a_bad_recipe_stops_with_one_line_naming_task_and_metric(t
                                          "column 'n_gold'") as err:
         build_leaderboards(results, SUITE, options=report_options())
     assert "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------------- mean AP
+
+
+def test_mean_ap_jackknife_equals_brute_force_with_ties_missing_labels_and_last_positives():
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        n, n_labels = int(rng.integers(2, 20)), int(rng.integers(1, 4))
+        y = (rng.random((n, n_labels)) < rng.random()).astype(np.int8)
+        y[rng.random((n, n_labels)) < 0.2] = -1  # missing labels
+        scores = np.round(rng.random((n, n_labels)) * rng.integers(1, 5)) / 4  # many ties
+        theta, psi = twolevel.pseudo_values("mean_ap", y, scores)
+        brute = [compute(["mean_ap"], np.delete(y, i, axis=0), np.delete(scores, i, axis=0))["mean_ap"]
+                 for i in range(n)]
+        assert theta == pytest.approx(compute(["mean_ap"], y, scores)["mean_ap"], abs=1e-12)
+        np.testing.assert_allclose(psi, n * theta - (n - 1) * np.array(brute), rtol=0, atol=1e-9)
+
+
+def test_mean_ap_bootstrap_replicates_equal_brute_force_recomputation():
+    rng = np.random.default_rng(12)
+    for _ in range(20):
+        n, n_labels = int(rng.integers(2, 20)), int(rng.integers(1, 4))
+        y = (rng.random((n, n_labels)) < rng.random()).astype(np.int8)
+        y[rng.random((n, n_labels)) < 0.2] = -1
+        scores = np.round(rng.random((n, n_labels)) * rng.integers(1, 5)) / 4
+        idx = rng.integers(0, n, size=(30, n))
+        brute = [compute(["mean_ap"], y[row], scores[row])["mean_ap"] for row in idx]
+        np.testing.assert_allclose(stats.metric_matrix("mean_ap", y, scores, idx), brute, rtol=0, atol=1e-12)

@@ -12,6 +12,7 @@ import numpy as np
 from scipy import stats as sst
 
 from bench import metrics as bench_metrics
+from bench.stats.ranking import mean_ap_replicates
 from bench.stats.ratios import Ratios
 
 # Gathering target[idx] for all replicates at once costs B * n elements per array; bound it so a large test set
@@ -21,7 +22,8 @@ _CHUNK_ELEMENTS = 1 << 22
 _CLASSIFICATION = ("accuracy", "macro_f1", "f1", "mcc")
 _CORRELATION = ("pearson", "spearman")
 _ERROR = ("mse", "mae")
-VECTORISED = _CLASSIFICATION + _CORRELATION + _ERROR
+_RANKING = ("mean_ap",)  # multi-label: target [n, L] of 1/0/-1, pred [n, L] scores (bench.stats.ranking)
+VECTORISED = _CLASSIFICATION + _CORRELATION + _ERROR + _RANKING
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -106,6 +108,8 @@ def metric_matrix(name: str | Ratios, target: np.ndarray | None, pred: np.ndarra
     """
     if isinstance(name, Ratios):
         return name.replicates(pred, idx)
+    if name == "mean_ap":
+        return mean_ap_replicates(target, pred, idx)
     target, pred, idx = np.asarray(target), np.asarray(pred), np.asarray(idx)
     if target.ndim != 1 or pred.shape != target.shape:
         raise ValueError(f"target and pred must be 1-D of the same length, got {target.shape} and {pred.shape}")
