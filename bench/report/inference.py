@@ -9,6 +9,10 @@ is compared with what:
 * **examples**: per task, the first row that has predictions fixes the example ids; other rows are aligned to them
   by id, and a row whose ids or targets differ gets no interval for that task (a note says so); the tasks of a
   single-input suite share one example space, so their test-set errors are treated as the correlated errors they are;
+* **metrics**: a metric with a recipe in its task's spec (entity F1, micro/macro F1, token accuracy: a ratio of
+  sums over examples) is computed from the per-example stats of ``predictions.npz`` (:mod:`bench.stats.ratios`),
+  and never by the Wilson interval or McNemar test, which assume one right-or-wrong outcome per example; any other
+  metric from target and prediction by name;
 * **units**: estimates are in the table's units (points: ``max`` metrics ×100, ``min`` metrics raw).
 """
 
