@@ -25,8 +25,7 @@ from bench.errors import BenchError, did_you_mean
 DEFAULT_STRATEGIES = ("separate", "naive_mtl", "fuse_then_joint", "uncertainty", "gradnorm")
 BASELINE_STRATEGY = "separate"
 
-TargetKind = Literal["classification", "regression"]
-InputKind = Literal["text", "text_pair", "image", "vector"]
+InputKind = Literal["text", "text_pair", "words", "image", "vector"]  # words: a tuple of words per example (tagging)
 
 
 class Frozen(BaseModel):
@@ -90,39 +89,26 @@ class DataSpec(Frozen):
 
 
 class TaskConfig(Frozen):
-    """One task: its data, input and target kinds, loss and metrics."""
+    """One task: its data, input, and target kind (``target``: a registered task kind, :mod:`bench.tasks`, which
+    decides its head, loss, metrics and what its targets look like)."""
 
     name: str
     input: InputKind
-    target: TargetKind
-    num_classes: int | None = None
+    target: str
+    num_classes: int | None = None  # classes (classification), tags (token_classification), labels (multi_label)
+    classes: list[str] | None = None  # their names in id order (tags: the BIO/IOB2 strings; labels: column names)
     data: DataSpec | None = None  # multi-input suites: each task has its own data
     label: str | None = None  # single-input suites: which label column of the shared data this task predicts
-    metrics: list[str] = Field(default_factory=list)
+    metrics: list[str] = Field(default_factory=list)  # empty: the kind's defaults
     primary: str | None = None
     optional: bool = False  # skipped with a note when its files are absent (e.g. Fashion-MNIST via apt)
 
     @model_validator(mode="after")
     def _check(self) -> TaskConfig:
-        if self.target == "classification" and (self.num_classes is None or self.num_classes < 2):
-            raise ValueError(f"task {self.name!r}: a classification task needs num_classes >= 2")
-        if self.target == "regression" and self.num_classes not in (None, 1):
-            raise ValueError(f"task {self.name!r}: a regression task has no num_classes")
+        if self.classes is not None and self.num_classes is not None and len(self.classes) != self.num_classes:
+            raise ValueError(f"task {self.name!r}: {len(self.classes)} classes named for num_classes "
+                             f"{self.num_classes}; make them agree")
         return self
-
-    @property
-    def metric_names(self) -> list[str]:
-        if self.metrics:
-            return list(self.metrics)
-        return ["accuracy", "macro_f1"] if self.target == "classification" else ["pearson", "spearman", "mse"]
-
-    @property
-    def primary_metric(self) -> str:
-        return self.primary or self.metric_names[0]
-
-    @property
-    def out_dim(self) -> int:
-        return self.num_classes if self.target == "classification" else 1  # type: ignore[return-value]
 
 
 class BackboneConfig(Frozen):

@@ -19,6 +19,7 @@ from bench.backbones.base import Preprocessor
 from bench.config import SuiteConfig, TrainConfig
 from bench.data.base import Split, SuiteData, subsample
 from bench.store import sweep_partial
+from bench.tasks import task_kind
 
 
 @dataclass
@@ -80,8 +81,8 @@ def encode_suite(suite: SuiteConfig, data: SuiteData, pre: Preprocessor, train: 
     out: dict[str, dict[str, EncodedSplit]] = {}
     shared: dict[int, dict[str, EncodedSplit]] = {}  # single-input suites encode the shared inputs once
     seed = suite.split.seed
+    kinds = {t.name: task_kind(t) for t in suite.tasks}
     for name, splits in data.splits.items():
-        task = suite.task(name)
         key = id(splits)
         if key in shared:
             out[name] = shared[key]
@@ -89,11 +90,10 @@ def encode_suite(suite: SuiteConfig, data: SuiteData, pre: Preprocessor, train: 
         enc_splits = {}
         for split_name, split in splits.items():
             limit = train.max_train_samples if split_name == "train" else train.max_eval_samples
-            strat = split.targets[name] if task.target == "classification" else None
-            sub = subsample(split, limit, seed + 7, strat)
+            sub = subsample(split, limit, seed + 7, kinds[name].stratify(split.targets[name]))
             tag = f"{data.task_fingerprints[name]}|{split_name}|{limit}"
             enc = _encode_cached(pre, sub, cache, tag)
-            targets = {t: torch.from_numpy(np.array(y)) for t, y in sub.targets.items()}  # own, writable copy
+            targets = {t: kinds[t].encode_targets(y, enc) for t, y in sub.targets.items()}
             enc_splits[split_name] = EncodedSplit(enc, targets, pre.lengths(enc))
         shared[key] = enc_splits
         out[name] = enc_splits

@@ -26,6 +26,18 @@ def _corr(fn):
     return metric
 
 
+def _mean_ap(y: np.ndarray, scores: np.ndarray) -> float:
+    """Multi-label mean average precision: scikit-learn's AP per label over its labelled examples (-1: missing),
+    averaged over the labels with at least one positive (AP is undefined without one)."""
+    y, scores = np.asarray(y), np.asarray(scores, dtype=float)
+    aps = []
+    for j in range(y.shape[1]):
+        keep = y[:, j] >= 0
+        if (y[keep, j] == 1).any():
+            aps.append(skm.average_precision_score(y[keep, j], scores[keep, j]))
+    return float(np.mean(aps)) if aps else 0.0
+
+
 METRICS: dict[str, tuple[Metric, str]] = {
     "accuracy": (lambda y, p: float(skm.accuracy_score(y, p)), "max"),
     "macro_f1": (lambda y, p: float(skm.f1_score(y, p, average="macro", zero_division=0)), "max"),
@@ -35,6 +47,7 @@ METRICS: dict[str, tuple[Metric, str]] = {
     "spearman": (_corr(stats.spearmanr), "max"),
     "mse": (lambda y, p: float(np.mean((np.asarray(y, float) - p) ** 2)), "min"),
     "mae": (lambda y, p: float(np.mean(np.abs(np.asarray(y, float) - p))), "min"),
+    "mean_ap": (_mean_ap, "max"),  # multi-label: y [n, L] of 1/0/-1, p [n, L] scores
 }
 
 

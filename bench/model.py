@@ -1,16 +1,20 @@
-"""The multi-task model: one shared backbone, one head per task (shape from the task's target kind)."""
+"""The multi-task model: one shared backbone, one head per task (built by the task's kind, :mod:`bench.tasks`)."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bench.config import TaskConfig
+from bench.errors import BenchError
+from bench.tasks import task_kind
 
 
 class MultiTaskModel(nn.Module):
-    """``forward(batch, tasks)`` runs the backbone once and the named heads on its features.
+    """``forward(batch, tasks)`` runs the backbone once and the named heads on the output each head reads.
+
+    A head reads the backbone's pooled vector, or its token sequence when the task's kind asks for it (token
+    tagging); the backbone computes the token sequence only when a requested task reads it.
 
     Example:
         >>> from bench.backbones.simple import MLP
@@ -25,18 +29,30 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.task_cfgs = {t.name: t for t in tasks}
-        self.heads = nn.ModuleDict({t.name: nn.Linear(backbone.out_dim, t.out_dim) for t in tasks})
+        self.kinds = {t.name: task_kind(t) for t in tasks}
+        offered = tuple(getattr(backbone, "outputs", ("pooled",)))
+        for t, kind in self.kinds.items():
+            if kind.reads not in offered:
+                raise BenchError(f"task {t!r} ({kind.name}) reads the backbone's {kind.reads!r} output, but "
+                                 f"{type(backbone).__name__} offers {', '.join(offered)}; use a backbone with "
+                                 f"{kind.reads} (transformers for tokens)")
+        self.heads = nn.ModuleDict({t: kind.head(backbone.out_dim) for t, kind in self.kinds.items()})
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, batch: dict[str, torch.Tensor], tasks: list[str], features: bool = False):
         """Outputs of the named heads; with ``features=True`` also the shared representation they read,
-        ``(outputs, features)`` (what gradient-level balancers differentiate through)."""
-        feats = self.dropout(self.backbone(**batch))
-        out = {}
-        for t in tasks:
-            y = self.heads[t](feats)
-            out[t] = y.squeeze(-1) if self.task_cfgs[t].target == "regression" else y
-        return (out, feats) if features else out
+        ``(outputs, features)`` (what gradient-level balancers differentiate through): the pooled vector, or the
+        token sequence when a head reads tokens (the pooled vector is computed from it)."""
+        reads = {self.kinds[t].reads for t in tasks}
+        if reads == {"pooled"}:
+            shared = self.dropout(self.backbone(**batch))
+            views = {"pooled": shared}
+        else:
+            raw = self.backbone.features(**batch)
+            views = {k: self.dropout(v) for k, v in raw.items() if k in reads or k == "tokens"}
+            shared = views["tokens"]
+        out = {t: self.kinds[t].output(self.heads[t](views[self.kinds[t].reads])) for t in tasks}
+        return (out, shared) if features else out
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The parameters every task shares: the backbone's own declaration (all of its parameters by default)."""
@@ -45,11 +61,9 @@ class MultiTaskModel(nn.Module):
 
 
 def task_loss(task: TaskConfig, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for classification, mean squared error for regression (computed in fp32)."""
-    if task.target == "classification":
-        return F.cross_entropy(output.float(), target)
-    return F.mse_loss(output.float(), target.float())
+    """The task kind's loss, averaged over the labelled units of the batch (computed in fp32)."""
+    return task_kind(task).loss(output, target)
 
 
 def predict(task: TaskConfig, output: torch.Tensor) -> torch.Tensor:
-    return output.argmax(-1) if task.target == "classification" else output.float()
+    return task_kind(task).predict(output)

@@ -137,8 +137,11 @@ def build_suite(combo: dict[str, Any], notes: list[str] | None = None, probe: Da
     # registry names are checked here too, so a typo fails before any data or model is loaded
     from bench.backbones import BACKBONES
     from bench.data import SOURCES
+    from bench.tasks import check_task
 
     BACKBONES.get(suite.backbone.source)
+    for t in suite.tasks:
+        check_task(t)  # its kind's name, its own checks (num_classes, tag names), its metric names
     for spec in [suite.data, *(t.data for t in suite.tasks)]:
         if spec is not None:
             SOURCES.get(spec.source)

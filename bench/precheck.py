@@ -198,7 +198,8 @@ def check_run(args: list[str]) -> None:
         skey = repr(sorted((k, repr(v)) for k, v in combo.items() if not k.startswith("strategy") and k != "_swept"))
         if skey not in suites:
             suites.add(skey)
-            suite_of(combo)
+            for task in suite_of(combo)[0].tasks:
+                scan.check_name("task kind", task.target, HINT)
         for name in strategy_names(combo):
             model = models.get(name)
             if model is None:

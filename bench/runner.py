@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-from bench import metrics as M
 from bench.checkpoint import state_bytes
 from bench.config import SuiteConfig
 from bench.errors import BenchError, CellFailed, StoreError
@@ -41,6 +40,7 @@ from bench.store import (
     planned_stages,
     write_json,
 )
+from bench.tasks import task_kind
 
 __all__ = ["execute", "make_plan", "run_cell", "run_cell_job"]
 
@@ -56,8 +56,13 @@ def _versions() -> dict[str, str]:
 
 
 def _task_info(suite: SuiteConfig, names: list[str]) -> dict[str, Any]:
-    return {t: {"target": suite.task(t).target, "primary": suite.task(t).primary_metric,
-                "metrics": {m: M.direction(m) for m in suite.task(t).metric_names}} for t in names}
+    out = {}
+    for t in names:
+        kind = task_kind(suite.task(t))
+        out[t] = {"target": kind.name, "primary": kind.primary,
+                  "metrics": {m: kind.direction(m) for m in [*kind.metric_names, *kind.extra_metrics()]},
+                  **kind.record_spec()}
+    return out
 
 
 def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force: bool,

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from bench.data.base import load_suite_data
 from bench.plan import build_suite
+from bench.tasks import task_kind
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else ".gpu")
 suite = build_suite({"suite": "text"})
@@ -36,7 +37,8 @@ for t in suite.tasks:
         df.to_csv(path, index=False)
         files[split] = str(path)
     tasks.append({"name": t.name, "input": "text", "target": "classification", "num_classes": t.num_classes,
-                  "metrics": t.metric_names, "data": {"source": "files", "options": {**files, "label": "label"}}})
+                  "metrics": task_kind(t).metric_names,
+                  "data": {"source": "files", "options": {**files, "label": "label"}}})
 gpu_suite = {
     "name": "text_gpu", "description": "the text suite's fixed splits as files, GPU budget",
     "kind": "multi_input",

@@ -58,7 +58,7 @@ def test_unknown_target_kind(capsys, tmp_path):
     bad.write_text("name: kind\nbackbone: {source: mlp}\ndata: {source: synthetic}\nkind: single_input\n"
                    "tasks:\n  - {name: a, input: vector, target: ranking}\n")
     msg = _err(capsys, f"suite={bad}")
-    assert "tasks.0.target='ranking'" in msg and "'classification' or 'regression'" in msg
+    assert "unknown task kind 'ranking'" in msg and "classification" in msg and "token_classification" in msg
 
 
 def test_strategy_param_of_no_strategy(capsys):

@@ -15,7 +15,10 @@ from bench.registry import Registry
 
 
 class Backbone(nn.Module):
-    """A shared encoder: ``forward(**batch) -> (B, out_dim)`` features.
+    """A shared encoder: ``forward(**batch) -> (B, out_dim)`` features (the pooled vector).
+
+    ``outputs`` names what it can give a head: ``"pooled"`` always; ``"tokens"`` (B, L, out_dim) for sequence
+    encoders, from :meth:`features` (a task kind's ``reads`` picks one, :mod:`bench.tasks`).
 
     ``shared_layer`` names the last shared layer (a submodule path) whose gradients GradNorm measures; a suite may
     override it with ``strategy.last_shared_layer``. :meth:`shared_parameters` declares what every task shares: the
@@ -24,6 +27,11 @@ class Backbone(nn.Module):
 
     out_dim: int
     shared_layer: str
+    outputs: tuple[str, ...] = ("pooled",)
+
+    def features(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every output of ``outputs`` from one pass (a sequence encoder overrides this to add ``"tokens"``)."""
+        return {"pooled": self(**batch)}
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The trainable parameters all tasks share (default: every trainable parameter of the backbone)."""

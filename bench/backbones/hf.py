@@ -72,7 +72,10 @@ def _load(name: str):
 
 
 class HFEncoder(Backbone):
-    """A transformers encoder pooled to one vector per example."""
+    """A transformers encoder pooled to one vector per example; :meth:`features` also gives the token states
+    (token tagging heads read them)."""
+
+    outputs = ("pooled", "tokens")
 
     def __init__(self, model: nn.Module, pooling: str):
         super().__init__()
@@ -88,8 +91,18 @@ class HFEncoder(Backbone):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self._pool(self._hidden(input_ids, attention_mask, token_type_ids), attention_mask)
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 token_type_ids: torch.Tensor | None = None, **_: torch.Tensor) -> dict[str, torch.Tensor]:
+        hidden = self._hidden(input_ids, attention_mask, token_type_ids)
+        return {"pooled": self._pool(hidden, attention_mask), "tokens": hidden}
+
+    def _hidden(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
         kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+
+    def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -112,14 +125,17 @@ class TokenPreprocessor(Preprocessor):
     """Tokenises once into one flat id array with row offsets; a batch is cut and padded to its longest row by array
     indexing alone (no Python loop over rows in the training loop)."""
 
-    def __init__(self, tokenizer, max_length: int, key: str):
+    def __init__(self, tokenizer, max_length: int, key: str, words: bool = False):
         self.tokenizer = tokenizer
+        self.words = words  # inputs are pre-split words (tagging): keep which token starts which word
         self.max_length = max_length
         self.key = key + ":packed"  # the cached layout: flat ids + offsets
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
     def encode(self, inputs: Any) -> dict[str, Any]:
         inputs = list(inputs)
+        if self.words:
+            return self._encode_words(inputs)
         pairs = bool(inputs) and isinstance(inputs[0], (tuple, list))
         kw = {"truncation": True, "max_length": self.max_length}
         if pairs:
@@ -135,6 +151,25 @@ class TokenPreprocessor(Preprocessor):
             out["token_type_ids"] = np.fromiter((i for r in enc["token_type_ids"] for i in r), dtype=np.int8,
                                                 count=int(offsets[-1]))
         return out
+
+    def _encode_words(self, inputs: list) -> dict[str, Any]:
+        """Pre-split words (token tagging): each word's sub-word tokens, and which word each token starts
+        (``word_ids``: the word's index at its first sub-word, -1 at every other token), so that word labels can
+        be put on first sub-words the way the transformers token-classification examples do."""
+        enc = self.tokenizer([list(w) for w in inputs], is_split_into_words=True, truncation=True,
+                             max_length=self.max_length)
+        rows = enc["input_ids"]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum([len(r) for r in rows], out=offsets[1:])
+        starts = np.full(int(offsets[-1]), -1, dtype=np.int32)
+        for i in range(len(rows)):
+            previous = None
+            for j, w in enumerate(enc.word_ids(i)):
+                if w is not None and w != previous:
+                    starts[offsets[i] + j] = w
+                previous = w
+        return {"ids": np.fromiter((i for r in rows for i in r), dtype=np.int32, count=int(offsets[-1])),
+                "offsets": offsets, "word_ids": starts}
 
     def collate(self, encoded: dict[str, Any], idx: np.ndarray) -> dict[str, torch.Tensor]:
         offsets = encoded["offsets"]
@@ -158,8 +193,8 @@ class TokenPreprocessor(Preprocessor):
 @register_backbone("transformers")
 def build_transformers(cfg: BackboneConfig, input_kind: str, sample: Any) -> tuple[Backbone, Preprocessor]:
     """A transformers encoder, mean-pooled (options: pooling=mean|cls); name: minilm, a folder or a hub id."""
-    if input_kind not in ("text", "text_pair"):
-        raise BenchError(f"backbone 'transformers' takes text or text_pair inputs, not {input_kind!r}; "
+    if input_kind not in ("text", "text_pair", "words"):
+        raise BenchError(f"backbone 'transformers' takes text, text_pair or words inputs, not {input_kind!r}; "
                          "use source: timm for images")
     pooling = str(cfg.options.get("pooling", "mean"))
     if pooling not in ("mean", "cls"):
@@ -182,4 +217,9 @@ def build_transformers(cfg: BackboneConfig, input_kind: str, sample: Any) -> tup
     if name in ALIASES:
         tok_id = name
     key = f"hf:{tok_id}:{type(tokenizer).__name__}:v{len(tokenizer)}:L{cfg.max_length}"
-    return HFEncoder(model, pooling), TokenPreprocessor(tokenizer, cfg.max_length, key)
+    words = input_kind == "words"
+    if words and not getattr(tokenizer, "is_fast", False):
+        raise BenchError(f"transformers model {name!r} has no fast tokenizer, which words inputs need to align "
+                         "word labels to tokens; use a model with a tokenizer.json")
+    key += ":words" if words else ""
+    return HFEncoder(model, pooling), TokenPreprocessor(tokenizer, cfg.max_length, key, words)

@@ -35,6 +35,7 @@ import numpy as np
 from bench.config import DataSpec, SplitConfig, SuiteConfig, TaskConfig
 from bench.errors import BenchError
 from bench.registry import Registry
+from bench.tasks import task_kind
 
 Source = Callable[[DataSpec, list[TaskConfig], SplitConfig], dict[str, "Split"]]
 SOURCES: Registry[Source] = Registry("data source")
@@ -104,12 +105,17 @@ def fingerprint_split(split: Split, task: str) -> str:
         h.update(str(split.inputs.dtype).encode())
         h.update(np.ascontiguousarray(split.inputs).tobytes())
     else:
-        for item in split.inputs:
+        for item in split.inputs:  # text, a text pair, or a tuple of words
             h.update(("\x1f".join(item) if isinstance(item, tuple) else item).encode("utf-8", "replace"))
             h.update(b"\x1e")
-    y = np.ascontiguousarray(split.targets[task])
+    y = np.asarray(split.targets[task])
     h.update(str(y.dtype).encode())
-    h.update(y.tobytes())
+    if y.dtype == object:  # ragged targets (a tag array per sentence): hash their contents, not their addresses
+        for row in y:
+            h.update(np.ascontiguousarray(row, dtype=np.int64).tobytes())
+            h.update(b"\x1e")
+    else:
+        h.update(np.ascontiguousarray(y).tobytes())
     return h.hexdigest()
 
 
@@ -133,23 +139,14 @@ def _validate_targets(split: Split, task: TaskConfig, where: str) -> None:
     y = split.targets[task.name]
     if len(y) != len(split):
         raise BenchError(f"{where}: {len(y)} targets for {len(split)} inputs in task {task.name!r}")
-    if task.target == "classification":
-        if not np.issubdtype(y.dtype, np.integer):
-            raise BenchError(f"{where}: task {task.name!r} is classification but its labels are {y.dtype}; "
-                             "map labels to integer class ids 0..K-1 in the source")
-        bad = y[(y < 0) | (y >= task.num_classes)]
-        if bad.size:
-            raise BenchError(f"{where}: label {int(bad[0])} is outside the declared classes 0..{task.num_classes - 1}"
-                             f" of task {task.name!r}; fix num_classes in the suite or the label in the data")
-    elif not np.all(np.isfinite(y.astype(np.float64))):
-        raise BenchError(f"{where}: task {task.name!r} has non-finite regression targets")
+    task_kind(task).check_targets(y, where)
 
 
 def _complete_splits(raw: dict[str, Split], tasks: list[TaskConfig], cfg: SplitConfig, where: str) -> dict[str, Split]:
     if "train" not in raw:
         raise BenchError(f"{where}: the source returned no 'train' split")
-    first = tasks[0]
-    strat = lambda s: s.targets[first.name] if first.target == "classification" else None  # noqa: E731
+    first = task_kind(tasks[0])
+    strat = lambda s: first.stratify(s.targets[first.task.name])  # noqa: E731
     out = dict(raw)
     if "test" not in out:
         out["train"], out["test"] = stratified_carve(out["train"], cfg.test, cfg.seed, strat(out["train"]))

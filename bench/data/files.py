@@ -8,7 +8,12 @@ Table options (``source: files``):
     ``text`` (default ``text``), ``text_pair`` (optional second text column: the task becomes a pair task)
     ``label`` (default ``label``): the target column. Single-input suites read each task's ``label:`` column.
     ``label_names``: the class names in id order (a list; in single-input suites a dict column -> list) for string
-                     labels. Without it, string labels are numbered in sorted order over all the task's files.
+                     labels (else the task's ``classes:``). Without either, string labels are numbered in sorted
+                     order over all the task's files.
+    A blank cell is a missing label of that task (partial labels: the example trains and scores the other tasks).
+    Each task's kind reads its column (:mod:`bench.tasks`): class ids or names, numbers, a tag sequence per row for
+    ``token_classification`` (tag names separated by spaces, or a list in JSONL; the ``text`` column then holds the
+    words, separated by spaces or as a list, with ``input: words``), a label list for ``multi_label``.
 Image options:
     ``images``: a folder ``<images>/<split>/<class>/*.png|jpg`` with split folders ``train`` and optionally
                 ``validation`` (or ``val``) and ``test``; class ids follow ``label_names`` or the sorted class
@@ -28,6 +33,7 @@ import numpy as np
 from bench.config import DataSpec, SplitConfig, TaskConfig
 from bench.data.base import MissingData, Split, register_source
 from bench.errors import BenchError
+from bench.tasks import task_kind
 
 SPLITS = ("train", "validation", "test")
 IMAGE_SPLIT_DIRS = {"train": ("train",), "validation": ("validation", "val", "valid"), "test": ("test",)}
@@ -91,37 +97,6 @@ def _need(df, column: str, path: Path, option: str) -> None:
                          f"{', '.join(map(str, df.columns))}; set the data option {option}: <column>")
 
 
-def _encode_labels(values, column: str, path: Path, task: TaskConfig, names: list[str] | None) -> np.ndarray:
-    import pandas as pd
-
-    missing = pd.isna(values)
-    if missing.any():
-        raise BenchError(f"{path}: {int(missing.sum())} rows have no value in column {column!r} "
-                         f"(first at row {int(np.flatnonzero(missing)[0])}); fill or drop them")
-    if task.target == "regression":
-        try:
-            return np.asarray(values, dtype=np.float32)
-        except ValueError:
-            raise BenchError(f"{path}: column {column!r} of regression task {task.name!r} is not numeric; "
-                             "fix the data or make the task classification with label_names") from None
-    if names is not None:
-        ids = {n: i for i, n in enumerate(names)}
-        if pd.api.types.is_integer_dtype(values):
-            return np.asarray(values, dtype=np.int64)
-        strs = [str(v) for v in values]
-        bad = [v for v in strs if v not in ids]
-        if bad:
-            raise BenchError(f"{path}: label {bad[0]!r} in column {column!r} is not a declared class of task "
-                             f"{task.name!r} ({', '.join(names)}); add it to label_names or fix the row")
-        return np.array([ids[v] for v in strs], dtype=np.int64)
-    if pd.api.types.is_integer_dtype(values):
-        return np.asarray(values, dtype=np.int64)
-    if pd.api.types.is_float_dtype(values) and np.all(np.mod(values, 1) == 0):
-        return np.asarray(values, dtype=np.int64)
-    raise BenchError(f"{path}: column {column!r} holds {values.dtype} labels, not class ids; "
-                     f"declare label_names: [...] for task {task.name!r}")
-
-
 def _tables(spec: DataSpec, tasks: list[TaskConfig]) -> dict[str, Split]:
     opts = spec.options
     frames = {s: (read_table(p), p) for s, p in _table_paths(opts).items()}
@@ -134,7 +109,8 @@ def _tables(spec: DataSpec, tasks: list[TaskConfig]) -> dict[str, Split]:
         names[col] = _names_for(opts, col, single)
         for df, path in frames.values():
             _need(df, col, path, "label")
-        if names[col] is None and by_key[key].target == "classification":
+        names[col] = names[col] or by_key[key].classes
+        if names[col] is None:
             vals = [v for df, _ in frames.values() for v in df[col].dropna()]
             if any(isinstance(v, str) for v in vals):  # undeclared string classes: sorted, documented
                 names[col] = sorted({str(v) for v in vals})
@@ -142,14 +118,17 @@ def _tables(spec: DataSpec, tasks: list[TaskConfig]) -> dict[str, Split]:
     for split, (df, path) in frames.items():
         _need(df, text, path, "text")
         first = df[text].astype(str).tolist()
-        if pair:
+        if tasks[0].input == "words":  # a list cell (JSONL) or words separated by whitespace
+            inputs: Any = [tuple(str(w) for w in v) if isinstance(v, (list, tuple, np.ndarray)) else
+                           tuple(str(v).split()) for v in df[text]]
+        elif pair:
             _need(df, str(pair), path, "text_pair")
-            inputs: Any = list(zip(first, df[str(pair)].astype(str).tolist()))
+            inputs = list(zip(first, df[str(pair)].astype(str).tolist()))
         else:
             inputs = first
         targets = {}
         for key, col in columns.items():
-            y = _encode_labels(df[col], col, path, by_key[key], names[col])
+            y = task_kind(by_key[key]).from_column(df[col], names[col], f"{path}: column {col!r}")
             targets[key] = y
             targets[by_key[key].name] = y
         out[split] = Split(inputs, targets)

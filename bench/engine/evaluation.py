@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
-from bench import metrics as M
 from bench.batches import BatchSpec, Feeder, auto_workers
 from bench.config import TaskConfig
 from bench.encode import EncodedSplit
 from bench.engine.device import autocast, to_device
-from bench.model import MultiTaskModel, predict
+from bench.model import MultiTaskModel
+from bench.tasks import task_kind
 
 Data = dict[str, dict[str, EncodedSplit]]  # task -> split -> encoded
 
@@ -19,8 +21,8 @@ def selection_score(task_cfgs: dict[str, TaskConfig], val: dict[str, dict[str, f
     """Mean primary validation metric, sign-flipped for lower-is-better metrics (used for best-epoch selection)."""
     vals = []
     for t, m in val.items():
-        p = task_cfgs[t].primary_metric
-        vals.append(m[p] if M.direction(p) == "max" else -m[p])
+        kind = task_kind(task_cfgs[t])
+        vals.append(m[kind.primary] if kind.direction(kind.primary) == "max" else -m[kind.primary])
     return float(np.mean(vals))
 
 
@@ -34,30 +36,35 @@ def make_feeder(data: Data, collate, device: torch.device, workers: int | None) 
 @torch.no_grad()
 def evaluate(model: MultiTaskModel, tasks: list[TaskConfig], data: Data, split: str, batch_size: int,
              device: torch.device, precision: str, feeder: Feeder, keep: dict[str, dict[str, np.ndarray]] | None = None,
-             ) -> tuple[dict[str, dict[str, float]], int]:
+             fitted: dict[str, dict[str, Any]] | None = None) -> tuple[dict[str, dict[str, float]], int]:
     """Per-task metrics on ``split``; batches sorted by length so padding is minimal. Returns (metrics, samples).
 
-    ``keep`` (optional) receives the per-example predictions and targets, ``keep[task] = {"pred", "target", "id"}``
-    in the split's fixed order, so that intervals and paired tests can be computed later."""
+    ``keep`` (optional) receives what each task's kind keeps per example, ``keep[task] = {"pred", "target", "id"}``
+    (and ``"stats"`` for ratio-of-sums metrics) in the split's fixed order, so that intervals and paired tests can
+    be computed later. ``fitted[task]``: what each kind chose on validation (a threshold); scoring validation
+    (re)fills it, scoring another split reads it (:meth:`bench.tasks.TaskKind.calibrate`)."""
+    fitted = {} if fitted is None else fitted
     model.eval()
     out, seen = {}, 0
     for task in tasks:
         es = data[task.name].get(split)
         if es is None:
             continue
+        kind = task_kind(task)
         n = len(es)
         order = np.argsort(es.lengths, kind="stable") if es.lengths is not None else np.arange(n)
         # predictions stay on the device until the task is done: no host sync per batch
-        preds = torch.empty(n, dtype=torch.float32 if task.target == "regression" else torch.int64, device=device)
+        pieces = []
         specs = [BatchSpec(task.name, split, order[s:s + batch_size]) for s in range(0, n, batch_size)]
         for spec, batch in feeder.run(specs):
             with autocast(device, precision):
                 y = model(to_device(batch["inputs"], device), [task.name])[task.name]
-            preds[torch.from_numpy(spec.idx).to(device)] = predict(task, y).to(preds.dtype)
+            pieces.append((spec.idx, kind.predict(y)))
         seen += n
-        p = preds.cpu().numpy().astype(np.float64 if task.target == "regression" else np.int64)
-        y = es.targets[task.name].numpy()
-        out[task.name] = M.compute(task.metric_names, y, p)
+        target, pred = es.targets[task.name].numpy(), kind.assemble(pieces, n)
+        if split == "validation":
+            fitted[task.name] = kind.calibrate(target, pred)
+        out[task.name], kept = kind.score(target, pred, fitted.get(task.name))
         if keep is not None:
-            keep[task.name] = {"pred": p, "target": y, "id": np.arange(n, dtype=np.int64)}
+            keep[task.name] = kept
     return out, seen

@@ -53,6 +53,7 @@ class TrainState:
     traj: Trajectory = field(default_factory=Trajectory)
     train_time: float = 0.0
     samples: int = 0
+    task_samples: dict[str, int] = field(default_factory=dict)  # examples that carried each task's label
     tokens: int = 0
     bad_epochs: int = 0
     compile_time: float = 0.0

@@ -129,6 +129,7 @@ def stage_telemetry(state: TrainState, cfg: TrainConfig, model: MultiTaskModel, 
     tel = {
         "train_time_s": state.train_time,
         "train_samples": state.samples,
+        "train_samples_per_task": dict(state.task_samples),
         "train_samples_per_s": (state.samples - c_samples) / max(time_s, 1e-9),
         "steps": state.step,
         "epochs_run": state.epoch,

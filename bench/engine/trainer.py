@@ -33,7 +33,8 @@ from bench.engine.sampling import IndexStream, TaskSampler
 from bench.engine.state import TrainState
 from bench.engine.telemetry import MemoryMeter, PhaseTimer, stage_telemetry
 from bench.errors import BenchError, CellFailed
-from bench.model import MultiTaskModel, task_loss
+from bench.model import MultiTaskModel
+from bench.tasks import task_kind
 from bench.weighting.base import Balancer, Step
 
 
@@ -64,6 +65,7 @@ class Trainer:
         self.model, self.tasks, self.data, self.w, self.cfg = model, tasks, data, weighting, cfg
         self.max_steps = max_steps
         self.task_cfgs = {t.name: t for t in tasks}
+        self.kinds = {t.name: task_kind(t) for t in tasks}
         self.seed, self.collate, self.single_input = seed, collate, single_input
         self.work_dir, self.desc = work_dir, desc
         self.on_epoch = on_epoch  # e.g. an Optuna pruning callback: (epoch, validation score) -> None or raise
@@ -128,6 +130,7 @@ class Trainer:
             self.streams = {t: IndexStream(len(self.data[t]["train"]), self.rng) for t in names}
         self.sampler = TaskSampler({t: len(self.data[t]["train"]) for t in names}, self._sampling(),
                                    cfg.temperature, self.rng)
+        self._absent: set[str] = set()  # tasks with no label in the current step's batch
         self.fwd = CompiledForward(model) if cfg.compile else model
         self.feeder = make_feeder(self.data, self.collate, device, cfg.num_workers)
         self.batches = self._batches()
@@ -181,19 +184,31 @@ class Trainer:
                    for spec, b in next(self.batches)]
         timer.mark("data")
         feats: list[torch.Tensor] | None = [] if self.w.uses_features else None
-        losses = self._losses(batches, feats)
+        absent = set()
         for spec, _, _ in batches:
             state.samples += len(spec.idx)
+            targets = self.data[spec.task][spec.split].targets
+            for t in spec.targets:  # labelled examples, counted on the host copy: no device sync
+                seen = int(self.kinds[t].labelled(targets[t][spec.idx]).sum())
+                state.task_samples[t] = state.task_samples.get(t, 0) + seen
+                if not seen:
+                    absent.add(t)
             lengths = self.data[spec.task][spec.split].lengths
             if lengths is not None:
                 state.tokens += int(lengths[spec.idx].sum())
+        # a task with no label in this step's batch (partial labels) is absent from the step, as a task the
+        # multi-input sampler did not draw is: the balancer never sees its loss (docs/weightings.md says what each
+        # does then)
+        self._absent = absent
+        losses = self._losses(batches, feats)
         timer.mark("forward")
         if device.type == "cpu":  # free on the CPU; on a GPU the check waits for the logging interval
             self._check_finite(losses, state.step)
         step = Step(self.shared, self.heads, feats, self.scaler, lambda: self._recompute(batches), timer.mark,
                     forwards=len(batches))
         self.opt.zero_grad(set_to_none=True)
-        self.w.backward(losses, step)  # outside autocast, as torch's AMP recipe (and torchjd's) asks
+        if losses:  # no task labelled in the whole step: nothing to learn from, the optimiser step moves nothing
+            self.w.backward(losses, step)  # outside autocast, as torch's AMP recipe (and torchjd's) asks
         if self.scaler is not None:
             self.scaler.unscale_(self.opt)
         timer.mark("backward")
@@ -224,7 +239,8 @@ class Trainer:
                     out, f = self.fwd(x, list(spec.targets), features=True)
                     feats.append(f)
             for t in spec.targets:
-                losses[t] = task_loss(self.task_cfgs[t], out[t], ys[t])
+                if t not in self._absent:
+                    losses[t] = self.kinds[t].loss(out[t], ys[t])
         return losses
 
     @torch.no_grad()

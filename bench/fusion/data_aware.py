@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -28,7 +27,7 @@ from bench.config import Frozen, TaskConfig
 from bench.errors import BenchError
 from bench.fusion.base import register_fusion
 from bench.fusion.model_based import FusionJob, FusionResult, ModelFusion, mean_state
-from bench.model import task_loss
+from bench.tasks import task_kind
 
 
 class FisherParams(Frozen):
@@ -71,10 +70,11 @@ class Fisher(ModelFusion):
             out = model(b["inputs"], [c.name for c in cfgs])
             loss = torch.zeros((), device=job.stages.device)
             for c in cfgs:
+                kind = task_kind(c)
                 y = b["targets"][c.name]
-                if self.params.fisher == "model" and c.target == "classification":
-                    y = torch.multinomial(F.softmax(out[c.name].detach().float(), -1), 1, generator=g).squeeze(-1)
-                loss = loss + task_loss(c, out[c.name], y)  # −log p(y|x) (Gaussian for regression)
+                drawn = kind.sample(out[c.name], g) if self.params.fisher == "model" else None
+                # −log p(y|x) under the kind's likelihood; the model's own y where the kind can draw one
+                loss = loss + kind.loss(out[c.name], y if drawn is None else drawn)
             grads = torch.autograd.grad(loss, [params[k] for k in used], allow_unused=True)
             for k, gr in zip(used, grads):
                 if gr is not None:

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 from torch.func import functional_call
@@ -31,7 +30,7 @@ from bench.config import Frozen, TaskConfig
 from bench.errors import BenchError
 from bench.fusion.base import register_fusion
 from bench.fusion.model_based import FusionJob, FusionResult, ModelFusion
-from bench.model import task_loss
+from bench.tasks import TaskKind, task_kind
 
 
 class _Merger:
@@ -70,11 +69,6 @@ def _task_batches(job: FusionJob, split: str, batch_size: int):
     if single:
         return [(job.batches(names[0], split, batch_size=batch_size, shuffle=True), names)]
     return [(job.batches(t, split, batch_size=batch_size, shuffle=True), [t]) for t in names]
-
-
-def _entropy(logits: torch.Tensor) -> torch.Tensor:
-    logp = F.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1).mean()
 
 
 class LearnedParams(Frozen):
@@ -151,11 +145,12 @@ class AdaMerging(_Learned):
     layerwise = False
 
     def check(self, backbone: nn.Module, tasks: Sequence[TaskConfig]) -> None:
-        reg = [t.name for t in tasks if t.target != "classification"]
-        if reg:
-            raise BenchError(f"fusion {self._name!r} minimises the entropy of each task's class predictions, but task "
-                             f"{reg[0]!r} is regression (no classes); use fusion=neural_fusion, regmean, fisher or "
-                             "task_arithmetic")
+        kinds = [task_kind(t) for t in tasks]
+        none = [k for k in kinds if type(k).entropy is TaskKind.entropy]  # kinds with no predictive entropy
+        if none:
+            raise BenchError(f"fusion {self._name!r} minimises the entropy of each task's predictions, but task "
+                             f"{none[0].task.name!r} is {none[0].name} (no predictive distribution); use "
+                             "fusion=neural_fusion, regmean, fisher or task_arithmetic")
 
     @property
     def _name(self) -> str:
@@ -163,8 +158,9 @@ class AdaMerging(_Learned):
 
     def fuse_model(self, job: FusionJob) -> FusionResult:
         # labels never read: the entropy of each head's predictions on its own inputs
+        kinds = {t.name: task_kind(t) for t in job.task_configs}
         return self._fit(job, self.split or "validation", self.layerwise,
-                         lambda out, batch, tasks: sum(_entropy(out[t]) for t in tasks))
+                         lambda out, batch, tasks: sum(kinds[t].entropy(out[t]) for t in tasks))
 
 
 @register_fusion("adamerging_layer")
@@ -219,10 +215,10 @@ class NeuralFusion(_Learned):
 
     def fuse_model(self, job: FusionJob) -> FusionResult:
         layerwise = self.params.granularity == "layer"
-        cfgs = {t.name: t for t in job.task_configs}
+        kinds = {t.name: task_kind(t) for t in job.task_configs}
         gate = None
         if self.params.gate == "mlp" and layerwise:
             gate = _Gate(job.fused_names, len(job.parts), self.params.hidden, self.params.init)
         return self._fit(job, "validation", layerwise,
-                         lambda out, batch, tasks: sum(task_loss(cfgs[t], out[t], batch["targets"][t]) for t in tasks),
+                         lambda out, batch, tasks: sum(kinds[t].loss(out[t], batch["targets"][t]) for t in tasks),
                          gate)

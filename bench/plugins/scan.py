@@ -49,13 +49,13 @@ from bench.plugins.discovery import (
 
 #: decorator -> the registry's kind, as its errors name it (``unknown weighting 'x'``)
 KINDS = {"register_strategy": "strategy", "register_weighting": "weighting", "register_fusion": "fusion method",
-         "register_tracker": "tracker", "register_launcher": "launcher"}
+         "register_tracker": "tracker", "register_launcher": "launcher", "register_task_kind": "task kind"}
 #: the live registries of each kind (module, attribute), read when their module is already imported
 LIVE = {"strategy": ("bench.strategy", "STRATEGIES"), "weighting": ("bench.weighting.base", "WEIGHTINGS"),
         "fusion method": ("bench.fusion.base", "FUSIONS"), "tracker": ("bench.track.base", "TRACKERS"),
-        "launcher": ("bench.launch.base", "LAUNCHERS")}
-#: the package folders whose modules hold the built-in weightings, fusion methods, trackers and launchers
-BUILTIN_FOLDERS = ("weighting", "fusion", "track", "launch")
+        "launcher": ("bench.launch.base", "LAUNCHERS"), "task kind": ("bench.tasks.base", "TASK_KINDS")}
+#: the package folders whose modules hold the built-in weightings, fusion methods, trackers, launchers, task kinds
+BUILTIN_FOLDERS = ("weighting", "fusion", "track", "launch", "tasks")
 #: bench modules that import nothing heavy: a plug-in's imports from these run when its Params is built
 LIGHT_BENCH = ("bench.config", "bench.specs", "bench.errors", "bench.registry", "bench.strategy", "bench.suites",
                "bench.overrides", "bench.plugins", "bench.plugins.registry", "bench.plugins.discovery",

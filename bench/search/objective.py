@@ -32,6 +32,7 @@ from bench.errors import BenchError, CellFailed, did_you_mean
 from bench.record import Row
 from bench.stages import StageLog, Stages, SuiteContext
 from bench.store import Store, content_hash
+from bench.tasks import directions, primaries
 
 if TYPE_CHECKING:
     from bench.search.config import SearchConfig
@@ -57,7 +58,8 @@ class Objective:
         if self.kind == "throughput":
             return float(row.telemetry.train_samples_per_s or 0.0)
         if self.kind == "mean":
-            prim = [(val[t.name][t.primary_metric], M.direction(t.primary_metric)) for t in suite.tasks]
+            dirs = directions(list(suite.tasks))
+            prim = [(val[t][m], dirs[(t, m)]) for t, m in primaries(list(suite.tasks)).items()]
             if self.direction == "minimize" or all(d == "max" for _, d in prim):
                 return float(sum(v for v, _ in prim) / len(prim))
             return float(sum(v if d == "max" else -v for v, d in prim) / len(prim))
@@ -70,7 +72,7 @@ def delta_m(values: dict[str, dict[str, float]], base: dict[str, dict[str, float
     :func:`bench.metrics.delta_m` (one definition, docs/protocol.md)."""
     keys = [(t.name, m) for t in suite.tasks for m in base.get(t.name, {})]
     flat = lambda d: {(t, m): v for t, per in d.items() for m, v in per.items()}  # noqa: E731
-    return M.delta_m(flat(values), flat(base), keys, {k: M.direction(k[1]) for k in keys})
+    return M.delta_m(flat(values), flat(base), keys, directions(list(suite.tasks)))
 
 
 def parse_objectives(spec: Any, suite: SuiteConfig, fuse_mode: bool) -> list[Objective]:
@@ -79,13 +81,15 @@ def parse_objectives(spec: Any, suite: SuiteConfig, fuse_mode: bool) -> list[Obj
     valid = "mean, delta_m, task:<name>[:<metric>], per_task, throughput"
     for s in specs:
         if s == "mean":
-            dirs = {M.direction(t.primary_metric) for t in suite.tasks}
+            every = directions(list(suite.tasks))
+            dirs = {every[(t, m)] for t, m in primaries(list(suite.tasks)).items()}
             out.append(Objective(s, "mean", "minimize" if dirs == {"min"} else "maximize"))
         elif s == "delta_m":
             out.append(Objective(s, "delta_m", "maximize"))
         elif s == "per_task":
-            out += [Objective(f"task:{t.name}", "task", _dir(t.primary_metric), t.name, t.primary_metric)
-                    for t in suite.tasks]
+            every = directions(list(suite.tasks))
+            out += [Objective(f"task:{t}", "task", _dir(every[(t, m)]), t, m)
+                    for t, m in primaries(list(suite.tasks)).items()]
         elif s == "throughput":
             if fuse_mode:
                 raise BenchError("objective=throughput: fusion trials train nothing, so there is no training "
@@ -97,12 +101,12 @@ def parse_objectives(spec: Any, suite: SuiteConfig, fuse_mode: bool) -> list[Obj
             if name not in suite.task_names:
                 raise BenchError(f"objective={s!r}: suite {suite.name!r} has no task {name!r}"
                                  f"{did_you_mean(name, suite.task_names)}; tasks: {', '.join(suite.task_names)}")
-            task = suite.task(name)
-            metric = parts[2] if len(parts) > 2 else task.primary_metric
-            if metric not in task.metric_names or len(parts) > 3:
-                raise BenchError(f"objective={s!r}: task {name!r} reports {', '.join(task.metric_names)}; "
+            every = {m: d for (t, m), d in directions([suite.task(name)]).items()}
+            metric = parts[2] if len(parts) > 2 else primaries([suite.task(name)])[name]
+            if metric not in every or len(parts) > 3:
+                raise BenchError(f"objective={s!r}: task {name!r} reports {', '.join(every)}; "
                                  f"write task:{name} or task:{name}:<metric>")
-            out.append(Objective(s, "task", _dir(metric), name, metric))
+            out.append(Objective(s, "task", _dir(every[metric]), name, metric))
         else:
             raise BenchError(f"unknown objective {s!r}{did_you_mean(s, ['mean', 'delta_m', 'per_task', 'throughput'])}"
                              f"; valid: {valid}")
@@ -111,8 +115,8 @@ def parse_objectives(spec: Any, suite: SuiteConfig, fuse_mode: bool) -> list[Obj
     return out
 
 
-def _dir(metric: str) -> str:
-    return "maximize" if M.direction(metric) == "max" else "minimize"
+def _dir(direction: str) -> str:
+    return "maximize" if direction == "max" else "minimize"
 
 
 # ------------------------------------------------------------------------------------------------- stages
@@ -251,7 +255,7 @@ class TrialRunner:
             if getattr(row.telemetry, key, None) is not None:
                 cost[key] = getattr(row.telemetry, key)
         trial.set_user_attr("cost", cost)
-        trial.set_user_attr("validation", {t: per[variant.suite.task(t).primary_metric]
+        trial.set_user_attr("validation", {t: per[primaries([variant.suite.task(t)])[t]]
                                            for t, per in row.metrics.get("validation", {}).items()})
         values = [o.value(row, variant.suite, self.baseline) for o in cfg.objectives]
         return values[0] if single else values

@@ -185,10 +185,10 @@ def _objective_scores(cfg: SearchConfig, runner, trial, objective):
     per task, from its re-scored row's validation predictions; a string says why not."""
     import numpy as np
 
-    from bench import metrics as M
     from bench import twolevel
     from bench.search.objective import VALIDATION
     from bench.stages import Stages
+    from bench.tasks import directions, primaries
 
     variant = cfg.variant(trial.user_attrs.get("overrides", {}))
     ctx = runner.context(variant.suite)
@@ -199,16 +199,18 @@ def _objective_scores(cfg: SearchConfig, runner, trial, objective):
     if objective.kind == "task":
         terms = [(objective.task, objective.metric, 1.0)]
     elif objective.kind == "mean":
-        prim = [(t.name, t.primary_metric) for t in suite.tasks]
-        mixed = objective.direction == "maximize" and any(M.direction(m) == "min" for _, m in prim)
-        terms = [(t, m, (-1.0 if mixed and M.direction(m) == "min" else 1.0) / len(prim)) for t, m in prim]
+        dirs = directions(list(suite.tasks))
+        prim = list(primaries(list(suite.tasks)).items())
+        mixed = objective.direction == "maximize" and any(dirs[k] == "min" for k in prim)
+        terms = [(t, m, (-1.0 if mixed and dirs[(t, m)] == "min" else 1.0) / len(prim)) for t, m in prim]
     elif objective.kind == "delta_m":
         base = runner.baseline
         if not base:
             return "the separate baseline of delta_m is not loaded"
         keys = [(t.name, m) for t in suite.tasks for m in base.get(t.name, {})]
         per_task = {t: sum(1 for k in keys if k[0] == t) for t, _ in keys}
-        terms = [(t, m, (100.0 / len(per_task)) / per_task[t] * (-1.0 if M.direction(m) == "min" else 1.0)
+        dirs = directions(list(suite.tasks))
+        terms = [(t, m, (100.0 / len(per_task)) / per_task[t] * (-1.0 if dirs.get((t, m)) == "min" else 1.0)
                   / abs(base[t][m])) for t, m in keys if base[t][m] != 0]
     else:
         return f"objective {objective.spec} has no per-example scores"

@@ -26,13 +26,15 @@ def evaluate_splits(ctx: SuiteContext, model: MultiTaskModel, cfgs: list[TaskCon
     per-example predictions ``[split][task] = {pred, target, id}``."""
     train = ctx.train
     t0 = time.perf_counter()
-    metrics, kept, n = {}, {}, 0
+    metrics, kept, n, fitted = {}, {}, 0, {}
     with make_feeder(ctx.encoded, ctx.pre.collate, device, train.num_workers) as feeder:
-        for split in splits:
+        # validation first: what a kind calibrates there (a threshold) is what test is scored with
+        for split in sorted(splits, key=lambda s: s != "validation"):
             kept[split] = {}
             metrics[split], k = evaluate(model, cfgs, ctx.encoded, split, train.eval_batch_size, device,
-                                         train.precision, feeder, keep=kept[split])
+                                         train.precision, feeder, keep=kept[split], fitted=fitted)
             n += k
+    metrics, kept = {s: metrics[s] for s in splits}, {s: kept[s] for s in splits}  # in the order asked for
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = max(time.perf_counter() - t0, 1e-9)

@@ -107,7 +107,12 @@ def _budget(trained: list[Outcome]) -> dict[str, Any]:
     """What a row's training cost in data and updates, summed over every training stage it used (a ``separate``
     row trains T models; ``fuse_then_joint`` pays for its fine-tunes too)."""
     tels = [o.info["telemetry"] for o in trained]
+    per_task: dict[str, int] = {}
+    for t in tels:  # examples that carried each task's label (partial labels: fewer than the examples seen)
+        for task, n in t.get("train_samples_per_task", {}).items():
+            per_task[task] = per_task.get(task, 0) + int(n)
     return {"train_samples_seen": sum(int(t.get("train_samples", 0)) for t in tels),
+            **({"train_samples_per_task": per_task} if per_task else {}),
             "optimizer_steps": sum(int(t.get("steps", 0)) for t in tels),
             "epochs": sum(float(t.get("epochs", t.get("epochs_run", 0))) for t in tels)}
 

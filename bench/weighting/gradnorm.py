@@ -203,17 +203,18 @@ class GradNorm(Weighting):
     # ------------------------------------------------------------------ step
     def combine(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         """Σ_i w_i L_i with the current w held constant (the network's loss; w learns in :meth:`backward`)."""
-        missing = [t for t in self.task_names if t not in losses]
-        if missing:
-            raise BenchError(f"gradnorm needs every task's loss in each step but {missing} are missing; "
-                             "use train.sampling=all (the engine does so when a weighting needs_all_tasks)")
+        if not losses:
+            raise BenchError("gradnorm got no task loss in a step; use train.sampling=all (the engine does so when "
+                             "a weighting needs_all_tasks)")
         w = self.weights.detach().clone()  # the pre-update w: what the network is trained with this step
-        return torch.stack([wi * losses[t] for wi, t in zip(w, self.task_names)]).sum()
+        # a task with no label in this step's batch (partial labels) is absent from the sum
+        return torch.stack([wi * losses[t] for wi, t in zip(w, self.task_names) if t in losses]).sum()
 
     def backward(self, losses: dict[str, torch.Tensor], step: Step) -> None:
         """Measure n_i, give w its gradient ∂L_grad/∂w, then backpropagate Σ w_i L_i through the network."""
         total = self.combine(losses)
-        if total.requires_grad:
+        # w learns only in steps where every task is present: an absent task's gradient norm cannot be measured
+        if total.requires_grad and len(losses) == len(self.task_names):
             self.learn(losses)
         step.mark("weighting")
         step.backward(total)

@@ -5,8 +5,9 @@ Each task learns s_i = log σ_i² (initialised to 0, i.e. σ_i² = 1) and contri
 * regression (Gaussian likelihood):       ½ · e^{−s_i} · L_i + ½ · s_i
 * classification (scaled softmax):          e^{−s_i} · L_i + ½ · s_i
 
-The form is chosen from each task's ``target`` kind; LibMTL, Nash-MTL and torchjd apply the regression form to
-every task, which halves the effective weight of classification losses. Learning s rather than σ or σ² keeps the
+The form is chosen from the likelihood of each task's kind (:mod:`bench.tasks`: squared error is Gaussian;
+cross-entropy, per-token and per-label BCE/CE are categorical or Bernoulli); LibMTL, Nash-MTL and torchjd apply
+the regression form to every task, which halves the effective weight of classification losses. Learning s rather than σ or σ² keeps the
 loss finite for every value of the parameter (no log of a non-positive number, no division by zero).
 
 At the optimum of the regression term, ∂/∂s = −½ e^{−s} L + ½ = 0 gives σ² = e^{s} = L: for an MSE loss the learned
@@ -35,6 +36,7 @@ from pydantic import Field
 from torch import nn
 
 from bench.config import Frozen, TaskConfig
+from bench.tasks import task_kind
 from bench.weighting.base import Weighting, register_weighting
 
 #: Default learning rate of the s_i, chosen by experiment (docs/budgets.md, "Uncertainty weighting's learning rate"):
@@ -63,8 +65,9 @@ class Uncertainty(Weighting):
         # tasks' s_i then have no gradient at all (None), so Adam skips them instead of drifting on momentum.
         self.log_vars = nn.ParameterList([nn.Parameter(torch.zeros(())) for _ in self.task_names])
         self._index = {t: i for i, t in enumerate(self.task_names)}
-        # ½ for regression (Gaussian), 1 for classification (Boltzmann/softmax with temperature σ²)
-        self._scale = {t.name: (0.5 if t.target == "regression" else 1.0) for t in self.tasks}
+        # ½ for a Gaussian likelihood (squared error), 1 for a categorical or Bernoulli one (softmax / sigmoid with
+        # temperature σ²): each task's kind says which its loss is
+        self._scale = {t.name: (0.5 if task_kind(t).likelihood == "gaussian" else 1.0) for t in self.tasks}
         self._scale_cache: dict[tuple, torch.Tensor] = {}
 
     def setup(self, model: nn.Module) -> None:

@@ -183,17 +183,24 @@ class JDAggregator(_Wrapped, Aggregator):
         return ("features" if features == 1 else "params") if via == "auto" else via
 
     def backward(self, losses: dict[str, torch.Tensor], step: Step) -> None:
-        missing = [t for t in self.task_names if t not in losses]
-        if missing:
-            raise BenchError(f"weighting needs every task's loss in each step but {missing} are missing; "
-                             "use train.sampling=all (the engine does so for gradient-level weightings)")
+        present = [t for t in self.task_names if t in losses]  # the engine sends every task it can (sampling=all)
         via = self.via_for(len(step.features or []))
         if via == "features" and (not step.features or len(step.features) != 1):
             raise BenchError("via=features needs one shared representation read by every head (a single-input "
                              "suite); use strategy.weighting_params.via=params")
-        J = step.jacobian({t: losses[t] for t in self.task_names}, via)  # fp16: scaled before the Jacobian
+        J = step.jacobian({t: losses[t] for t in present}, via)  # fp16: scaled before the Jacobian
         step.mark("weighting")
-        step.set_shared_grad(self.agg(J))
+        # a task with no label in this step's batch (partial labels) is absent: the update aggregates the present
+        # tasks' gradients with an aggregator of that many tasks (a fresh one: no state of the full one is used,
+        # and its weights are not in the trajectory)
+        agg = self.agg if len(present) == len(self.task_names) else self._subset(len(present))
+        step.set_shared_grad(agg(J))
+
+    def _subset(self, n: int) -> A.Aggregator:
+        cache = self.__dict__.setdefault("_subsets", {})
+        if n not in cache:
+            cache[n] = self.make(n)
+        return cache[n]
 
     def current(self) -> dict[str, float]:
         """The weights applied to the task gradients, averaged since the last read (NaN: not a weighted sum)."""
@@ -226,11 +233,15 @@ class JDScalarizer(_Wrapped, Weighting):
         _to_device(self, model)
 
     def _vector(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        missing = [t for t in self.task_names if t not in losses]
-        if missing:
-            raise BenchError(f"weighting needs every task's loss in each step but {missing} are missing; "
-                             "use train.sampling=all")
-        return torch.stack([losses[t].float() for t in self.task_names])
+        """The losses in suite order. A task with no label in this step's batch (partial labels) enters with its last
+        observed loss, detached: the scalarizer keeps its T inputs and no gradient reaches the absent task."""
+        if not losses:
+            raise BenchError("weighting got no task loss in a step; use train.sampling=all")
+        last = self.__dict__.setdefault("_last", {})
+        for t, v in losses.items():
+            last[t] = v.detach().float()
+        fill = torch.stack(list(last.values())).mean()  # a task never seen yet: the mean of those seen
+        return torch.stack([losses[t].float() if t in losses else last.get(t, fill) for t in self.task_names])
 
     def combine(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.scalarizer(self._vector(losses))

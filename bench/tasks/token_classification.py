@@ -1,0 +1,186 @@
+"""``token_classification``: a tag per word (NER, chunking, POS), a linear head on every token state.
+
+Words arrive pre-split (``input: words``); the preprocessor tokenises them into sub-words and marks which token
+starts which word. As in the transformers token-classification examples, a word's label goes on its first sub-word
+and every other sub-word (and special token) is masked out of the loss, and the prediction for a word is read at its
+first sub-word. A word whose label is -1 is unlabelled (partial labels at token granularity): it is masked too.
+Words past ``backbone.max_length`` tokens are cut off by the tokenizer and are neither trained nor scored (set
+``max_length`` so that this is rare: docs/suites.md says how many words each tagging suite loses).
+
+Metrics: entity precision, recall and F1 over chunks exactly as conlleval counts them, for BIO/IOB2 tag sets
+(:mod:`bench.tasks.entities`), and token accuracy (POS-style tag sets, which name no chunks, get token accuracy only).
+``predictions.npz`` keeps per-sentence counts, not tags or logits: ``stats`` = [tp, n_pred, n_true, tok_correct,
+tok_total] plus three counts per entity type, so that every metric of any resample of sentences is a ratio of sums.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.errors import BenchError
+from bench.tasks import entities as E
+from bench.tasks.base import Kept, TaskKind, register_task_kind
+
+IGNORE = -100  # a position no word label sits on (later sub-words, special tokens, padding)
+PREFIXES = ("B-", "I-", "E-", "S-", "L-", "U-")
+
+
+def is_chunk_tag_set(classes: list[str]) -> bool:
+    """Whether the tags name entity chunks (O plus B-/I-/... prefixed types), as NER and chunking tag sets do."""
+    return "O" in classes and all(c == "O" or c.startswith(PREFIXES) for c in classes)
+
+
+@register_task_kind("token_classification")
+class TokenClassification(TaskKind):
+    """A tag per word: linear head on token states, first sub-word labelled; entity P/R/F1 (conlleval) and
+    token accuracy."""
+
+    metrics = {"entity_f1": "max", "entity_precision": "max", "entity_recall": "max", "token_accuracy": "max"}
+    reads = "tokens"
+    likelihood = "categorical"
+    unit = "token"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.task.classes or [])
+
+    @property
+    def chunked(self) -> bool:
+        return is_chunk_tag_set(self.classes)
+
+    @property
+    def metric_names(self) -> list[str]:
+        if self.task.metrics:
+            return list(self.task.metrics)
+        return list(self.metrics) if self.chunked else ["token_accuracy"]
+
+    def validate(self) -> None:
+        t = self.task
+        if not t.classes:
+            raise BenchError(f"task {t.name!r}: a token_classification task needs classes: [its tags in id order], "
+                             "e.g. [O, B-PER, I-PER]")
+        if t.input != "words":
+            raise BenchError(f"task {t.name!r}: token_classification reads pre-split words; set input: words")
+        entity = [m for m in self.metric_names if m.startswith("entity_")]
+        if entity and not self.chunked:
+            raise BenchError(f"task {t.name!r}: metric {entity[0]!r} needs BIO/IOB2 tags (O, B-X, I-X), but its "
+                             f"classes are {self.classes[:4]}...; use metrics: [token_accuracy]")
+
+    def _types(self) -> list[str]:
+        return E.entity_types(self.classes) if self.chunked else []
+
+    def extra_metrics(self) -> list[str]:
+        return [f"f1@{t}" for t in self._types()]
+
+    def direction(self, metric: str) -> str:
+        return "max"  # every tagging metric is a rate of correct chunks or tokens
+
+    def record_spec(self) -> dict[str, Any]:
+        types = self._types()
+        recipes = {m: E.RECIPES[m] for m in self.metric_names} | E.type_recipes(types)
+        return {"stats": [*E.STATS, *E.type_stats(types)], "recipes": recipes}
+
+    # -- the model ---------------------------------------------------------------------------------------------
+    def head(self, dim: int) -> nn.Module:
+        return nn.Linear(dim, len(self.classes))
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = target[:, : output.shape[1]]  # the batch is padded to its longest row, the targets further
+        target = torch.where(target >= 0, target, IGNORE)
+        count = (target != IGNORE).sum().clamp_min(1)
+        return F.cross_entropy(output.float().reshape(-1, output.shape[-1]), target.reshape(-1),
+                               ignore_index=IGNORE, reduction="sum") / count
+
+    def labelled(self, target: torch.Tensor) -> torch.Tensor:
+        return (target >= 0).any(-1)
+
+    def predict(self, output: torch.Tensor) -> torch.Tensor:
+        return output.argmax(-1)
+
+    def assemble(self, pieces: list[tuple[np.ndarray, torch.Tensor]], n: int) -> np.ndarray:
+        width = max(p.shape[1] for _, p in pieces)
+        out = np.full((n, width), IGNORE, dtype=np.int64)
+        for idx, pred in pieces:
+            out[idx, : pred.shape[1]] = pred.cpu().numpy()
+        return out
+
+    def score(self, target: np.ndarray, pred: np.ndarray, fitted: dict[str, Any] | None = None,
+              ) -> tuple[dict[str, float], Kept]:
+        width = min(target.shape[1], pred.shape[1])
+        starts = target[:, :width] != IGNORE  # first sub-words (label -1: an unlabelled word, dropped in scoring)
+        gold, guess = E.label_sequences([t[s] for t, s in zip(target[:, :width], starts)],
+                                        [p[s] for p, s in zip(pred[:, :width], starts)], self.classes)
+        types = self._types()
+        stats = E.sentence_counts(gold, guess) if types else _token_counts(gold, guess)
+        if types:
+            stats = np.concatenate([stats, E.type_counts(gold, guess, types)], axis=1)
+        spec = self.record_spec()
+        values = E.from_sums(stats.sum(axis=0), spec["stats"], spec["recipes"])
+        metrics = {m: values[m] for m in [*self.metric_names, *self.extra_metrics()]}
+        gold_cols = [E.STATS.index("n_true"), E.STATS.index("tok_total")]
+        pred_cols = [E.STATS.index("tp"), E.STATS.index("n_pred"), E.STATS.index("tok_correct")]
+        return metrics, {"id": np.arange(len(target), dtype=np.int64), "target": stats[:, gold_cols],
+                         "pred": stats[:, pred_cols], "stats": stats}
+
+    # -- data --------------------------------------------------------------------------------------------------
+    def check_targets(self, y: Any, where: str) -> None:
+        k = len(self.classes)
+        for i, tags in enumerate(y):
+            tags = np.asarray(tags)
+            if tags.size and (not np.issubdtype(tags.dtype, np.integer) or tags.min() < -1 or tags.max() >= k):
+                bad = tags[(tags < -1) | (tags >= k)] if np.issubdtype(tags.dtype, np.integer) else tags
+                raise BenchError(f"{where}: example {i} of task {self.task.name!r} has tag {bad.flat[0]!r}, not an "
+                                 f"id 0..{k - 1} of its classes (or -1, unlabelled); fix the source or classes:")
+
+    def from_column(self, values: Any, names: list[str] | None, where: str) -> np.ndarray:
+        import pandas as pd
+
+        ids = {n: i for i, n in enumerate(names or self.classes)}
+        out = np.empty(len(values), dtype=object)
+        for i, cell in enumerate(values):
+            if not isinstance(cell, (list, tuple, np.ndarray)) and pd.isna(cell):
+                out[i] = np.zeros(0, dtype=np.int64)  # a blank cell: the whole sentence is unlabelled
+                continue
+            tags = [str(t) for t in cell] if isinstance(cell, (list, tuple, np.ndarray)) else str(cell).split()
+            bad = [t for t in tags if t not in ids and t != "_"]
+            if bad:
+                raise BenchError(f"{where}: tag {bad[0]!r} (row {i}) is not one of task {self.task.name!r}'s "
+                                 f"classes; add it to classes: or fix the row")
+            out[i] = np.array([ids.get(t, -1) for t in tags], dtype=np.int64)  # "_": this word is unlabelled
+        return out
+
+    def encode_targets(self, y: Any, encoded: dict[str, Any]) -> torch.Tensor:
+        """Word labels on first sub-words, [N, longest row] with :data:`IGNORE` elsewhere."""
+        offsets, starts = encoded["offsets"], encoded.get("word_ids")
+        if starts is None:
+            raise BenchError(f"task {self.task.name!r}: the preprocessor kept no word boundaries; "
+                             "token_classification needs input: words and a transformers backbone")
+        lengths = np.diff(offsets)
+        out = np.full((len(lengths), int(lengths.max(initial=1))), IGNORE, dtype=np.int64)
+        for i, tags in enumerate(y):
+            tags = np.asarray(tags, dtype=np.int64)
+            row = starts[offsets[i]: offsets[i + 1]]
+            at = np.flatnonzero(row >= 0)
+            words = row[at]
+            if tags.size == 0:  # unlabelled sentence
+                out[i, at] = -1
+                continue
+            if words.size and words.max() >= tags.size:
+                raise BenchError(f"task {self.task.name!r}: example {i} has {tags.size} tags for more words; "
+                                 "give one tag per word")
+            out[i, at] = tags[words]
+        return torch.from_numpy(out)
+
+
+def _token_counts(gold: list[list[str]], pred: list[list[str]]) -> np.ndarray:
+    """Per-sentence [0, 0, 0, correct, total] for tag sets without chunks (POS): token accuracy only."""
+    out = np.zeros((len(gold), len(E.STATS)))
+    for i, (g, p) in enumerate(zip(gold, pred)):
+        out[i, 3] = sum(a == b for a, b in zip(g, p))
+        out[i, 4] = len(g)
+    return out
