@@ -224,6 +224,22 @@ def test_score_keeps_only_the_labelled_examples():
     assert kept["id"].tolist() == [0, 2] and metrics["mse"] == pytest.approx(0.5)
 
 
+def test_a_scalarizer_feeds_an_absent_task_its_last_loss_detached():
+    """docs/task_kinds.md: a torchjd scalarizer keeps its T inputs; the absent task enters with its last loss."""
+    from bench.weighting import build_weighting
+
+    tasks = [TaskConfig(name=t, input="vector", target="regression") for t in "ab"]
+    gls = build_weighting("gls", tasks)  # the geometric mean of the losses
+    gls.combine({"a": torch.tensor(2.0), "b": torch.tensor(3.0)})
+    a = torch.tensor(12.0, requires_grad=True)
+    total = gls.combine({"a": a})  # b absent: its last loss, 3, detached
+    assert total.item() == pytest.approx(6.0)
+    total.backward()
+    assert a.grad.item() == pytest.approx(0.5 * 3.0 / 6.0)  # d sqrt(3a)/da at a = 12
+    eq = build_weighting("equal", tasks)
+    assert eq.combine({"a": a}).item() == 12.0  # a loss weighting's sum simply lacks the absent term
+
+
 # -------------------------------------------------------------------------------- one-line refusals
 
 
