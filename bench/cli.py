@@ -59,11 +59,12 @@ def cmd_run(args: list[str]) -> int:
 
 
 def cmd_list(args: list[str]) -> int:
-    """Every suite and every plug-in, grouped by kind (strategy, weighting, fusion method, tracker, launcher), with
-    where it was found: ``built-in``, ``./suites`` / ``./strategies`` of the working directory (these come first), a
-    ``plugin_dirs=[...]`` folder, or the distribution (name and version) of an installed plug-in package. Read from
-    the plug-in files (:mod:`bench.plugins.scan`), so nothing of the training stack is imported. Then the
-    published reference tables ``bench report ... reference=NAME`` prints (:mod:`bench.references`)."""
+    """Every suite and every plug-in, grouped by kind (strategy, weighting, fusion method, tracker, launcher, task
+    kind), with where it was found: ``built-in``, ``./suites`` / ``./strategies`` of the working directory
+    (these come first), a ``plugin_dirs=[...]`` folder, or the distribution (name and version) of an installed
+    plug-in package. Read from the plug-in files (:mod:`bench.plugins.scan`), so nothing of the training stack
+    is imported. Then the published reference tables ``bench report ... reference=NAME`` prints
+    (:mod:`bench.references`)."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -82,7 +83,7 @@ def cmd_list(args: list[str]) -> int:
     console = Console(width=160)
     sections = [("suites", {n: (where(files[n], "suites"), d) for n, d in list_suites().items()})]
     for title, kind in [("strategies", "strategy"), ("weightings", "weighting"), ("fusion methods", "fusion method"),
-                        ("trackers", "tracker"), ("launchers", "launcher")]:
+                        ("trackers", "tracker"), ("launchers", "launcher"), ("task kinds", "task kind")]:
         sections.append((title, {n: (scan.origin(kind, n), d) for n, d in scan.describe(kind).items()}))
     sections.append(("published references (bench report ... reference=NAME)",
                      {n: ("built-in", d) for n, d in describe_references().items()}))

@@ -134,6 +134,7 @@ class RunOptions(LaunchOptions):
     tasks: list[Any] | None = None  # a subset of the suite's tasks (checked against the suite)
     sample_scale: float | None = None  # multiplies the suite's max_train_samples / max_eval_samples
     data_dir: str | None = None  # file-backed sources read their files here
+    unlabel: dict[str, float] | None = None  # {task: fraction}: remove that fraction of its labels (partial labels)
     results_dir: Path = Path("results")
     label: str | int | float | None = None  # a custom row name (kept as given: it enters the cell's hash)
     force: bool = False  # recompute finished cells
@@ -199,6 +200,14 @@ class RunOptions(LaunchOptions):
     def _scale(cls, value: Any) -> Any:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
             raise one_line(f"sample_scale={value!r} must be a positive number (it scales the suite's sample caps)")
+        return value
+
+    @field_validator("unlabel")
+    @classmethod
+    def _fractions(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for task, fraction in (value or {}).items():
+            if not 0 <= fraction < 1:
+                raise ValueError(f"unlabel {task}={fraction}: a fraction of the labels, in [0, 1)")
         return value
 
     @field_validator("data_dir", "params", mode="before")

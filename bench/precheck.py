@@ -141,6 +141,16 @@ def suite_of(combo: dict[str, Any]) -> tuple[SuiteConfig, str, Path]:
         for spec in [raw.get("data")] + [t.get("data") for t in raw.get("tasks", []) if isinstance(t, dict)]:
             if isinstance(spec, dict):
                 spec.setdefault("options", {})["data_dir"] = opts.data_dir
+    if opts.unlabel:  # a partial-label ablation: the data layer removes a fixed fraction of each named task's labels
+        names = [t.get("name") for t in raw.get("tasks", []) if isinstance(t, dict)]
+        for task, fraction in opts.unlabel.items():
+            if task not in names:
+                raise BenchError(f"unlabel: suite {raw['name']!r} has no task {task!r}{did_you_mean(task, names)}; "
+                                 f"tasks: {', '.join(map(str, names))}")
+            spec = raw.get("data") if raw.get("kind") == "single_input" else \
+                next(t for t in raw["tasks"] if t.get("name") == task).get("data")
+            if isinstance(spec, dict):
+                spec.setdefault("options", {}).setdefault("unlabel", {})[task] = fraction
     if opts.tasks is not None:
         want = opts.tasks
         if not want:

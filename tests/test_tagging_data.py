@@ -246,8 +246,8 @@ def test_conll2003_from_the_hub_maps_ids_through_the_dataset_names(monkeypatch):
 # --------------------------------------------------------------------------------------------- draft suites
 
 
-@pytest.mark.parametrize("path", ["suites/_draft_tagging.yaml", "suites/_draft_conll2003.yaml"])
-def test_draft_suites_list_the_sources_tag_names(path):
+@pytest.mark.parametrize("path", ["suites/tagging.yaml", "suites/conll2003.yaml"])
+def test_suites_list_the_sources_tag_names(path):
     suite = yaml.safe_load((ROOT / path).read_text())
     token_tasks = [t for t in suite["tasks"] if t["target"] == "token_classification"]
     assert len(token_tasks) >= (2 if "tagging" in path else 3)

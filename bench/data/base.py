@@ -159,6 +159,32 @@ def _complete_splits(raw: dict[str, Split], tasks: list[TaskConfig], cfg: SplitC
     return out
 
 
+def _without_unlabel(spec: DataSpec) -> tuple[DataSpec, dict[str, float]]:
+    """The spec the source sees (the ``unlabel`` option is the base's, not the source's), and that option."""
+    if "unlabel" not in spec.options:
+        return spec, {}
+    opts = dict(spec.options)
+    unlabel = opts.pop("unlabel")
+    if not isinstance(unlabel, dict) or not all(isinstance(v, (int, float)) and 0 <= v < 1 for v in unlabel.values()):
+        raise BenchError(f"data option unlabel={unlabel!r}: give {{task: fraction}} with fractions in [0, 1)")
+    return DataSpec(source=spec.source, options=opts), {str(k): float(v) for k, v in unlabel.items()}
+
+
+def unlabel(splits: dict[str, Split], tasks: list[TaskConfig], fractions: dict[str, float], seed: int) -> None:
+    """Remove the labels of a seeded ``fraction`` of each split's examples, per task (``unlabel: {task: fraction}``):
+    a partial-label ablation on any suite. The examples stay (their inputs and other tasks' labels); which ones lose
+    a label is fixed by the split seed and the task's name, so every run of the suite sees the same holes."""
+    by_name = {t.name: t for t in tasks}
+    for name, fraction in fractions.items():
+        if name not in by_name:
+            raise BenchError(f"data option unlabel names task {name!r}, not one of {', '.join(by_name)}; fix it")
+        kind = task_kind(by_name[name])
+        for split_name, split in sorted(splits.items()):
+            key = int(hashlib.sha256(f"{seed}|{name}|{split_name}".encode()).hexdigest()[:8], 16)
+            idx = np.sort(np.random.default_rng(key).permutation(len(split))[: round(fraction * len(split))])
+            split.targets[name] = kind.unlabel(split.targets[name], idx)
+
+
 def load_suite_data(suite: SuiteConfig) -> SuiteData:
     """Load every task of ``suite`` with fixed splits. Optional tasks whose files are absent are dropped with a note."""
     splits: dict[str, dict[str, Split]] = {}
@@ -166,25 +192,29 @@ def load_suite_data(suite: SuiteConfig) -> SuiteData:
     if suite.kind == "single_input":
         assert suite.data is not None
         source = SOURCES.get(suite.data.source)
-        raw = source(suite.data, list(suite.tasks), suite.split)
+        spec, holes = _without_unlabel(suite.data)
+        raw = source(spec, list(suite.tasks), suite.split)
         # single-input tasks read their own column: rename label -> task name
         raw = {k: Split(s.inputs, {t.name: s.targets[t.label or t.name] for t in suite.tasks
                                    if (t.label or t.name) in s.targets}) for k, s in raw.items()}
         shared = _complete_splits(raw, list(suite.tasks), suite.split, f"suite {suite.name!r} data")
+        unlabel(shared, list(suite.tasks), holes, suite.split.seed)
         for t in suite.tasks:
             splits[t.name] = shared
     else:
         for t in suite.tasks:
             assert t.data is not None
             source = SOURCES.get(t.data.source)
+            spec, holes = _without_unlabel(t.data)
             try:
-                raw = source(t.data, [t], suite.split)
+                raw = source(spec, [t], suite.split)
             except MissingData as e:
                 if t.optional:
                     notes.append(f"skipped optional task {t.name!r}: {e}")
                     continue
                 raise
             splits[t.name] = _complete_splits(raw, [t], suite.split, f"task {t.name!r}")
+            unlabel(splits[t.name], [t], holes, suite.split.seed)
     if not splits:
         raise BenchError(f"suite {suite.name!r}: no task has data; {'; '.join(notes)}")
     fps = {name: hashlib.sha256("".join(fingerprint_split(s[k], name) for k in sorted(s)).encode()).hexdigest()[:16]

@@ -70,9 +70,10 @@ class Objective:
 def delta_m(values: dict[str, dict[str, float]], base: dict[str, dict[str, float]], suite: SuiteConfig) -> float:
     """Δm% of validation ``values`` against the baseline's, every metric of every task: the report's
     :func:`bench.metrics.delta_m` (one definition, docs/protocol.md)."""
-    keys = [(t.name, m) for t in suite.tasks for m in base.get(t.name, {})]
+    dirs = directions(list(suite.tasks))  # the tasks' metrics, per-label results (f1@label) left out
+    keys = [(t, m) for t, m in dirs if m in base.get(t, {})]
     flat = lambda d: {(t, m): v for t, per in d.items() for m, v in per.items()}  # noqa: E731
-    return M.delta_m(flat(values), flat(base), keys, directions(list(suite.tasks)))
+    return M.delta_m(flat(values), flat(base), keys, dirs)
 
 
 def parse_objectives(spec: Any, suite: SuiteConfig, fuse_mode: bool) -> list[Objective]:

@@ -188,7 +188,8 @@ def _objective_scores(cfg: SearchConfig, runner, trial, objective):
     from bench import twolevel
     from bench.search.objective import VALIDATION
     from bench.stages import Stages
-    from bench.tasks import directions, primaries
+    from bench.stats.ratios import recipes_of
+    from bench.tasks import directions, primaries, task_kind
 
     variant = cfg.variant(trial.user_attrs.get("overrides", {}))
     ctx = runner.context(variant.suite)
@@ -207,9 +208,9 @@ def _objective_scores(cfg: SearchConfig, runner, trial, objective):
         base = runner.baseline
         if not base:
             return "the separate baseline of delta_m is not loaded"
-        keys = [(t.name, m) for t in suite.tasks for m in base.get(t.name, {})]
+        dirs = directions(list(suite.tasks))  # per-label results (f1@label) are not in Δm%
+        keys = [(t, m) for t, m in dirs if m in base.get(t, {})]
         per_task = {t: sum(1 for k in keys if k[0] == t) for t, _ in keys}
-        dirs = directions(list(suite.tasks))
         terms = [(t, m, (100.0 / len(per_task)) / per_task[t] * (-1.0 if dirs.get((t, m)) == "min" else 1.0)
                   / abs(base[t][m])) for t, m in keys if base[t][m] != 0]
     else:
@@ -219,11 +220,13 @@ def _objective_scores(cfg: SearchConfig, runner, trial, objective):
     for task, metric, weight in terms:
         if task not in files:
             return f"trial #{trial.number} kept no validation predictions of task {task!r}"
+        ratios = recipes_of(task_kind(suite.task(task)).record_spec())  # ratio-of-sums metrics read stats
+        parts_ = ("target", "stats" if metric in ratios else "pred", "id")
         with np.load(runner.store.root / files[task]) as z:
-            target, pred, ids = (z[f"validation/{task}/{k}"] for k in ("target", "pred", "id"))
+            target, pred, ids = (z[f"validation/{task}/{k}"] for k in parts_)
         order = np.argsort(ids, kind="stable")
         examples[task] = len(ids)
-        s = twolevel.Scores.of(metric, target[order], pred[order][None], seeds=(cfg.seed,),
+        s = twolevel.Scores.of(ratios.get(metric, metric), target[order], pred[order][None], seeds=(cfg.seed,),
                                space="inputs" if single else task)
         parts.append((weight, s))
     return twolevel.Scores.weighted(parts), examples

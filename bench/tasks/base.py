@@ -147,6 +147,11 @@ class TaskKind(ABC):
     def check_targets(self, y: Any, where: str) -> None:
         """Refuse malformed targets of a split a source returned (one line naming the value and the fix)."""
 
+    @abstractmethod
+    def unlabel(self, y: Any, idx: np.ndarray) -> Any:
+        """A copy of targets ``y`` with examples ``idx`` unlabelled (the kind's missing value; ``unlabel:`` data
+        option, a partial-label ablation)."""
+
     def stratify(self, y: Any) -> np.ndarray | None:
         """Labels to stratify carved splits and subsamples by; None when the kind has none."""
         return None

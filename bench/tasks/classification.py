@@ -102,6 +102,11 @@ class Classification(TaskKind):
     def check_targets(self, y: Any, where: str) -> None:
         labelled_ids(np.asarray(y), where, self.task.name, int(self.task.num_classes or 0))
 
+    def unlabel(self, y: Any, idx: np.ndarray) -> np.ndarray:
+        out = np.array(y, dtype=np.int64)
+        out[idx] = MISSING
+        return out
+
     def stratify(self, y: Any) -> np.ndarray:
         return np.asarray(y)
 

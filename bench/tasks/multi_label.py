@@ -115,6 +115,11 @@ class MultiLabel(TaskKind):
         if bad.size:
             raise BenchError(f"{where}: task {self.task.name!r} has label value {bad[0]!r}; use 1, 0 or -1 (missing)")
 
+    def unlabel(self, y: Any, idx: np.ndarray) -> np.ndarray:
+        out = np.array(y, dtype=np.int8)
+        out[idx] = -1
+        return out
+
     def from_column(self, values: Any, names: list[str] | None, where: str) -> np.ndarray:
         """A cell lists the labels present (a JSONL list, or names separated by ``|``); a blank cell is missing."""
         import pandas as pd

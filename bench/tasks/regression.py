@@ -61,6 +61,11 @@ class Regression(TaskKind):
         if not np.issubdtype(y.dtype, np.number) or np.isinf(y.astype(np.float64)).any():
             raise BenchError(f"{where}: task {self.task.name!r} has non-finite regression targets")
 
+    def unlabel(self, y: Any, idx: np.ndarray) -> np.ndarray:
+        out = np.array(y, dtype=np.float32)
+        out[idx] = np.nan
+        return out
+
     def from_column(self, values: Any, names: list[str] | None, where: str) -> np.ndarray:
         try:
             return np.asarray(values, dtype=np.float32)  # a blank cell reads as NaN: a missing target

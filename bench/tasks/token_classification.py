@@ -137,6 +137,12 @@ class TokenClassification(TaskKind):
                 raise BenchError(f"{where}: example {i} of task {self.task.name!r} has tag {bad.flat[0]!r}, not an "
                                  f"id 0..{k - 1} of its classes (or -1, unlabelled); fix the source or classes:")
 
+    def unlabel(self, y: Any, idx: np.ndarray) -> np.ndarray:
+        out = np.array(y, dtype=object)
+        for i in idx:
+            out[i] = np.full(len(out[i]), -1, dtype=np.int64)
+        return out
+
     def from_column(self, values: Any, names: list[str] | None, where: str) -> np.ndarray:
         import pandas as pd
 
