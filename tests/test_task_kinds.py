@@ -23,7 +23,7 @@ from bench.cli import main
 from bench.config import BackboneConfig, TaskConfig
 from bench.errors import BenchError
 from bench.fusion import build_fusion
-from bench.tasks import check_task, task_kind
+from bench.tasks import TASK_KINDS, check_task, task_kind
 from bench.tasks.token_classification import IGNORE
 from tests.conftest import records
 from tests.test_plugin_docs import DOCS, FILE, example
@@ -349,9 +349,11 @@ def test_a_plugin_kind_from_a_folder_trains_and_reports_its_metrics(tmp_path, mo
     commands = _write_page_example("task_kinds", tmp_path)
     monkeypatch.chdir(tmp_path)
     results = tmp_path / "results"
-    for args in commands:
-        code = main([*args, f"results_dir={results}", "report=false"])
-        assert code == 0, capsys.readouterr().err
+    with TASK_KINDS.scope():  # the plug-in's registration ends with the test (another folder may load it again)
+        for args in commands:
+            code = main([*args, f"results_dir={results}", "report=false"])
+            assert code == 0, capsys.readouterr().err
+        code = main(["list", "plugin_dirs=[my_plugins]"])
     got = {r["label"]: r for r in records(results)}
     assert set(got) == {"separate", "naive_mtl"}
     for record in got.values():
@@ -360,7 +362,6 @@ def test_a_plugin_kind_from_a_folder_trains_and_reports_its_metrics(tmp_path, mo
         (row,) = record["rows"].values()
         grade = row["metrics"]["test"]["grade"]
         assert set(grade) == {"mae", "accuracy"} and 0 <= grade["accuracy"] <= 1 and grade["mae"] >= 0
-    code = main(["list", "plugin_dirs=[my_plugins]"])
     out = capsys.readouterr().out
     assert code == 0
     section = out.split("task kinds", 1)[1].split("\n\n", 1)[0]
@@ -368,8 +369,24 @@ def test_a_plugin_kind_from_a_folder_trains_and_reports_its_metrics(tmp_path, mo
     assert "my_plugins" in line and "K ordered grades" in line
 
 
+def test_a_plugin_kind_is_named_by_the_unknown_kind_error_and_its_own_check_is_one_line(tmp_path, monkeypatch,
+                                                                                          capsys):
+    _write_page_example("task_kinds", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    suite = (tmp_path / "suites" / "grades.yaml").read_text()
+    (tmp_path / "suites" / "typo.yaml").write_text(suite.replace("name: grades", "name: typo")
+                                                   .replace("target: ordinal", "target: ordinl"))
+    (tmp_path / "suites" / "two.yaml").write_text(suite.replace("name: grades", "name: two")
+                                                  .replace("num_classes: 4", "num_classes: 2"))
+    with TASK_KINDS.scope():
+        msg = _cli_error(capsys, "run", "suite=typo", "plugin_dirs=[my_plugins]")
+        assert "unknown task kind 'ordinl' (did you mean 'ordinal'?)" in msg and "token_classification" in msg
+        msg = _cli_error(capsys, "run", "suite=two", "plugin_dirs=[my_plugins]")
+    assert msg == "error: task 'grade': an ordinal task needs num_classes >= 3 (its grades)"
+
+
 def test_a_plugin_kind_can_be_registered_in_a_scope():
-    from bench.tasks import TASK_KINDS, TaskKind, register_task_kind
+    from bench.tasks import TaskKind, register_task_kind
 
     with TASK_KINDS.scope():
         @register_task_kind("constant")
