@@ -455,7 +455,7 @@ def test_a_files_suite_with_ner_tags_and_blank_cells_trains_from_yaml_alone(tmp_
              classes: [O, B-LOC, I-LOC, B-PER, I-PER]}
           - {name: topic, label: topic, input: words, target: classification, num_classes: 2,
              classes: [person, place]}
-        train: {epochs: 1, batch_size: 8, lr: 1.0e-4, head_lr: 3.0e-3}
+        train: {epochs: 1, batch_size: 1, lr: 1.0e-4, head_lr: 3.0e-3}
         split: {seed: 0, validation: 0.25, test: 0.25}
         """))
     monkeypatch.chdir(tmp_path)
@@ -468,9 +468,21 @@ def test_a_files_suite_with_ner_tags_and_blank_cells_trains_from_yaml_alone(tmp_
     row = record["rows"]["naive_mtl"]
     spent = row["spent"]
     per_task = spent["train_samples_per_task"]
-    # a third of the sentences have no tags and a quarter no topic: each task counts only its labelled examples
-    assert per_task["topic"] < spent["train_samples_seen"] and per_task["ner"] < spent["train_samples_seen"]
-    assert per_task["topic"] != per_task["ner"]
+    # a third of the sentences have no tags and a quarter no topic: each task counts only its labelled examples,
+    # exactly those of the train split (one epoch of batches of one sees each once; a step where a task has no label
+    # leaves it out; a train row with neither label makes a step with no loss at all)
+    import yaml
+
+    from bench.config import SuiteConfig
+    from bench.data.base import load_suite_data
+
+    train = load_suite_data(SuiteConfig(**yaml.safe_load((tmp_path / "suites" / "ner_files.yaml").read_text())))
+    train = train.splits["ner"]["train"]
+    assert spent["train_samples_seen"] == len(train)
+    assert any(len(t) == 0 and c < 0 for t, c in zip(train.targets["ner"], train.targets["topic"]))
+    assert per_task == {"ner": sum(len(t) > 0 for t in train.targets["ner"]),
+                        "topic": int((train.targets["topic"] >= 0).sum())}
+    assert per_task["topic"] < len(train) and per_task["ner"] < len(train) and per_task["topic"] != per_task["ner"]
     test = row["metrics"]["test"]
     assert set(test["ner"]) >= {"entity_f1", "entity_precision", "entity_recall", "token_accuracy", "f1@PER"}
     assert set(test["topic"]) == {"accuracy", "macro_f1"}
