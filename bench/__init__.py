@@ -8,8 +8,8 @@ The package in layers, top to bottom; a module imports from its own layer and th
 * planning: ``precheck``, ``plan``, ``run_context``;
 * training: ``stages/``, ``engine/``, ``data/``, ``encode``, ``batches``;
 * plug-in seams: ``plugins/``, ``specs``, ``strategy``, ``weighting/``, ``fusion/``, ``track/``, ``launch/``,
-  ``backbones/``, ``model``, ``rowstyle``, ``suites``;
-* storage and records: ``store/``, ``record``, ``rowid``, ``checkpoint``, ``safestate``;
+  ``backbones/``, ``model``, ``rowstyle``, ``suites``, ``tasks/`` (task kinds);
+* storage and records: ``store/``, ``record``, ``rowid``, ``checkpoint``, ``safestate``, ``references/``;
 * statistics: ``twolevel``, ``stats/``, ``metrics``;
 * foundations: ``config``, ``options``, ``overrides``, ``errors``.
 """
