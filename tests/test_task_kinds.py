@@ -486,3 +486,15 @@ def test_a_files_suite_with_ner_tags_and_blank_cells_trains_from_yaml_alone(tmp_
     test = row["metrics"]["test"]
     assert set(test["ner"]) >= {"entity_f1", "entity_precision", "entity_recall", "token_accuracy", "f1@PER"}
     assert set(test["topic"]) == {"accuracy", "macro_f1"}
+    # predictions.npz keeps the labelled test examples of topic only, and per-sentence counts of every sentence
+    with np.load(results / "ner_files" / row["predictions"]["test"]["topic"]) as z:
+        ids, target = z["test/topic/id"], z["test/topic/target"]
+    with np.load(results / "ner_files" / row["predictions"]["test"]["ner"]) as z:
+        stats = z["test/ner/stats"]
+    test_split = load_suite_data(SuiteConfig(**yaml.safe_load((tmp_path / "suites" / "ner_files.yaml").read_text())))
+    test_split = test_split.splits["ner"]["test"]
+    labelled = np.flatnonzero(test_split.targets["topic"] >= 0)
+    assert ids.tolist() == labelled.tolist() and (target >= 0).all()
+    assert len(stats) == len(test_split)
+    blank = [len(t) == 0 for t in test_split.targets["ner"]]
+    assert any(blank) and (stats[blank, 4] == 0).all()  # an untagged sentence counts no token
