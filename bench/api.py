@@ -38,10 +38,12 @@ from bench.launch.base import Done, Job, Launcher, register_launcher
 from bench.specs import FusionSpec, WeightingSpec
 from bench.stages import Outcome, Stages, SuiteContext, make_row
 from bench.strategy import Strategy, register_strategy
+from bench.tasks import TaskKind, register_task_kind
 from bench.track.base import StageRun, Tracker, register_tracker
 from bench.weighting.base import Aggregator, Balancer, Step, Weighting, check_weighting, register_weighting
 
 __all__ = ["Aggregator", "Balancer", "BenchError", "CellFailed", "Done", "Frozen", "FusionJob", "FusionMethod",
            "FusionResult", "FusionSpec", "Job", "Launcher", "ModelFusion", "NoParams", "Outcome", "StageRun", "Stages",
-           "Step", "Strategy", "SuiteContext", "Tracker", "Weighting", "WeightingSpec", "check_weighting", "make_row",
-           "register_fusion", "register_launcher", "register_strategy", "register_tracker", "register_weighting"]
+           "Step", "Strategy", "SuiteContext", "TaskKind", "Tracker", "Weighting", "WeightingSpec", "check_weighting",
+           "make_row", "register_fusion", "register_launcher", "register_strategy", "register_task_kind",
+           "register_tracker", "register_weighting"]

@@ -49,8 +49,8 @@ class MultiTaskModel(nn.Module):
             views = {"pooled": shared}
         else:
             raw = self.backbone.features(**batch)
-            views = {k: self.dropout(v) for k, v in raw.items() if k in reads or k == "tokens"}
-            shared = views["tokens"]
+            views = {k: self.dropout(v) for k, v in raw.items() if k in reads}
+            shared = raw["tokens"]  # what every view is computed from (the pooled vector too), before dropout
         out = {t: self.kinds[t].output(self.heads[t](views[self.kinds[t].reads])) for t in tasks}
         return (out, shared) if features else out
 

@@ -104,7 +104,7 @@ def test_missing_label_column_names_the_file_and_the_columns(tmp_path):
 def test_label_outside_the_declared_classes(tmp_path):
     p = tmp_path / "reviews.csv"
     pd.DataFrame({"text": ["a", "b"], "label": ["positive", "neutral"]}).to_csv(p, index=False)
-    with pytest.raises(BenchError, match=r"reviews.csv: label 'neutral' in column 'label' is not a declared class "
+    with pytest.raises(BenchError, match=r"reviews.csv: column 'label': label 'neutral' is not a declared class "
                                          r"of task 't' \(negative, positive\); add it to label_names"):
         _load({"path": str(p), "label_names": ["negative", "positive"]})
     # integer ids beyond num_classes are caught by load_suite_data, naming the task and the fix

@@ -139,7 +139,9 @@ def _validate_targets(split: Split, task: TaskConfig, where: str) -> None:
     y = split.targets[task.name]
     if len(y) != len(split):
         raise BenchError(f"{where}: {len(y)} targets for {len(split)} inputs in task {task.name!r}")
-    task_kind(task).check_targets(y, where)
+    kind = task_kind(task)
+    kind.check_targets(y, where)
+    kind.check_inputs(split.inputs, y, where)
 
 
 def _complete_splits(raw: dict[str, Split], tasks: list[TaskConfig], cfg: SplitConfig, where: str) -> dict[str, Split]:

@@ -98,6 +98,8 @@ def _need(df, column: str, path: Path, option: str) -> None:
 
 
 def _tables(spec: DataSpec, tasks: list[TaskConfig]) -> dict[str, Split]:
+    import pandas as pd
+
     opts = spec.options
     frames = {s: (read_table(p), p) for s, p in _table_paths(opts).items()}
     text, pair = str(opts.get("text", "text")), opts.get("text_pair")
@@ -120,7 +122,7 @@ def _tables(spec: DataSpec, tasks: list[TaskConfig]) -> dict[str, Split]:
         first = df[text].astype(str).tolist()
         if tasks[0].input == "words":  # a list cell (JSONL) or words separated by whitespace
             inputs: Any = [tuple(str(w) for w in v) if isinstance(v, (list, tuple, np.ndarray)) else
-                           tuple(str(v).split()) for v in df[text]]
+                           () if pd.isna(v) else tuple(str(v).split()) for v in df[text]]
         elif pair:
             _need(df, str(pair), path, "text_pair")
             inputs = list(zip(first, df[str(pair)].astype(str).tolist()))

@@ -66,11 +66,14 @@ class Fisher(ModelFusion):
         n = 0
         cfgs = [job.stages.ctx.task(t) for t in tasks]
         batches = job.batches(tasks[0], "train", batch_size=1, limit=self.params.examples)
+        kinds = {c.name: task_kind(c) for c in cfgs}
         for b in batches:  # one example at a time: the Fisher squares per-example gradients
+            if not any(bool(kinds[c.name].labelled(b["targets"][c.name]).any()) for c in cfgs):
+                continue  # an example with none of these tasks' labels (partial labels) carries no information
             out = model(b["inputs"], [c.name for c in cfgs])
             loss = torch.zeros((), device=job.stages.device)
             for c in cfgs:
-                kind = task_kind(c)
+                kind = kinds[c.name]
                 y = b["targets"][c.name]
                 drawn = kind.sample(out[c.name], g) if self.params.fisher == "model" else None
                 # −log p(y|x) under the kind's likelihood; the model's own y where the kind can draw one

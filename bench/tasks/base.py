@@ -152,6 +152,9 @@ class TaskKind(ABC):
         """A copy of targets ``y`` with examples ``idx`` unlabelled (the kind's missing value; ``unlabel:`` data
         option, a partial-label ablation)."""
 
+    def check_inputs(self, inputs: Any, y: Any, where: str) -> None:  # noqa: B027  (optional, as validate)
+        """Refuse targets that do not fit their inputs (a tag per word); most kinds have nothing to check."""
+
     def stratify(self, y: Any) -> np.ndarray | None:
         """Labels to stratify carved splits and subsamples by; None when the kind has none."""
         return None

@@ -143,6 +143,12 @@ class TokenClassification(TaskKind):
             out[i] = np.full(len(out[i]), -1, dtype=np.int64)
         return out
 
+    def check_inputs(self, inputs: Any, y: Any, where: str) -> None:
+        for i, (words, tags) in enumerate(zip(inputs, y)):
+            if len(tags) and len(tags) != len(words):
+                raise BenchError(f"{where}: example {i} of task {self.task.name!r} has {len(tags)} tags for "
+                                 f"{len(words)} words; give one tag per word (or none: an unlabelled sentence)")
+
     def from_column(self, values: Any, names: list[str] | None, where: str) -> np.ndarray:
         import pandas as pd
 

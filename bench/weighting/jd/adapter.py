@@ -193,14 +193,16 @@ class JDAggregator(_Wrapped, Aggregator):
         # a task with no label in this step's batch (partial labels) is absent: the update aggregates the present
         # tasks' gradients with an aggregator of that many tasks (a fresh one: no state of the full one is used,
         # and its weights are not in the trajectory)
-        agg = self.agg if len(present) == len(self.task_names) else self._subset(len(present))
+        agg = self.agg if len(present) == len(self.task_names) else self._subset(tuple(present))
         step.set_shared_grad(agg(J))
 
-    def _subset(self, n: int) -> A.Aggregator:
+    def _subset(self, present: tuple[str, ...]) -> A.Aggregator:
+        """One aggregator per set of present tasks, so a stateful one (GradVac's EMA, Nash-MTL's warm start) never
+        mixes the state of two different subsets (it is not kept across a resume)."""
         cache = self.__dict__.setdefault("_subsets", {})
-        if n not in cache:
-            cache[n] = self.make(n)
-        return cache[n]
+        if present not in cache:
+            cache[present] = self.make(len(present))
+        return cache[present]
 
     def current(self) -> dict[str, float]:
         """The weights applied to the task gradients, averaged since the last read (NaN: not a weighted sum)."""
