@@ -93,7 +93,7 @@ def encode_suite(suite: SuiteConfig, data: SuiteData, pre: Preprocessor, train: 
             sub = subsample(split, limit, seed + 7, kinds[name].stratify(split.targets[name]))
             tag = f"{data.task_fingerprints[name]}|{split_name}|{limit}"
             enc = _encode_cached(pre, sub, cache, tag)
-            targets = {t: kinds[t].encode_targets(y, enc) for t, y in sub.targets.items()}
+            targets = {t: kinds[t].encode_targets(y, enc) for t, y in sub.targets.items() if t in kinds}
             enc_splits[split_name] = EncodedSplit(enc, targets, pre.lengths(enc))
         shared[key] = enc_splits
         out[name] = enc_splits
