@@ -3,9 +3,10 @@ folders and installed packages that declare a ``bench.plugins`` entry point.
 
 A plug-in is a Python file that registers what it defines (``@register_strategy``, ``@register_weighting``,
 ``@register_fusion``, ``@register_tracker``, ``@register_launcher``, ``@register_task_kind``). Files are found in
-the plug-in folders, in this order: ``./strategies`` of the working directory, the ``plugin_dirs=[...]`` folders, the built-in strategies; a
-file name found earlier shadows the same name later (a user's ``naive_mtl.py`` replaces the built-in one). A package
-installed with pip adds plug-ins with no flag by declaring an entry point whose value names a module::
+the plug-in folders, in this order: ``./strategies`` of the working directory, the ``plugin_dirs=[...]`` folders,
+the built-in strategies; a file name found earlier shadows the same name later (a user's ``naive_mtl.py`` replaces
+the built-in one). A package installed with pip adds plug-ins with no flag by declaring an entry point whose value
+names a module::
 
     [project.entry-points."bench.plugins"]
     my_methods = "bench_my_methods.weightings"
