@@ -53,7 +53,10 @@ def test_labels_are_the_digits_placed(mosaics, sources):
         labels = s.targets["digits"]
         assert labels.dtype == np.int8 and labels.shape == (len(s), 10)
         for i in range(len(s)):
-            cells = [c for c in recover(s.inputs[i], by_bytes) if c is not None]
+            found = recover(s.inputs[i], by_bytes)
+            cells = [c for c in found if c is not None]
+            # top_left: the digit in the first cell, no label (-1) when that cell is empty
+            assert s.targets["top_left"][i] == (-1 if found[0] is None else int(y[found[0][0]]))
             # identical source images (if any) share a digit, so the label is recovered either way
             digits = {int(y[c[0]]) for c in cells}
             assert {int(y[j]) for c in cells for j in c} == digits

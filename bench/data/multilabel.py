@@ -40,7 +40,7 @@ CELL = 28  # MNIST's side
 GRID = 2  # a 2x2 mosaic: 56x56, small enough for the cnn backbone to train in minutes on 2 cores
 MAX_DIGITS = GRID * GRID
 DIGIT_LABELS = tuple(f"digit_{d}" for d in range(10))
-MOSAIC_COLUMNS = ("digits", "count", *DIGIT_LABELS)
+MOSAIC_COLUMNS = ("digits", "count", "top_left", *DIGIT_LABELS)
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Mosaics:
     images: np.ndarray
     labels: np.ndarray
     cells: np.ndarray
+    cell_digits: np.ndarray  # (N, 4): the digit in each cell, -1 for an empty cell
 
     @property
     def count(self) -> np.ndarray:
@@ -71,13 +72,15 @@ def compose_mosaics(x: np.ndarray, y: np.ndarray, pool: np.ndarray, repeats: int
     images = np.zeros((len(groups), GRID * CELL, GRID * CELL), dtype=np.uint8)
     labels = np.zeros((len(groups), 10), dtype=np.int8)
     cells = np.full((len(groups), MAX_DIGITS), -1, dtype=np.int64)
+    cell_digits = np.full((len(groups), MAX_DIGITS), -1, dtype=np.int64)
     for i, group in enumerate(groups):
         for cell, src in zip(rng.choice(MAX_DIGITS, size=len(group), replace=False), group):
             r, c = divmod(int(cell), GRID)
             images[i, r * CELL:(r + 1) * CELL, c * CELL:(c + 1) * CELL] = x[src]
             cells[i, cell] = src
+            cell_digits[i, cell] = y[src]
             labels[i, y[src]] = 1
-    return Mosaics(images, labels, cells)
+    return Mosaics(images, labels, cells, cell_digits)
 
 
 def split_sources(y: np.ndarray, split_cfg: SplitConfig) -> dict[str, np.ndarray]:
@@ -89,8 +92,11 @@ def split_sources(y: np.ndarray, split_cfg: SplitConfig) -> dict[str, np.ndarray
 
 
 def mosaic_columns(m: Mosaics) -> dict[str, np.ndarray]:
-    """Every label column of a split: ``digits`` (N, 10) int8, ``count`` (N,) int64 0..3, ``digit_<d>`` (N,) int64."""
-    columns = {"digits": m.labels, "count": (m.count - 1).astype(np.int64)}
+    """Every label column of a split: ``digits`` (N, 10) int8, ``count`` (N,) int64 0..3, ``top_left`` (N,) int64
+    the digit in the top-left cell (-1, a missing label, when that cell is empty: a task with partial labels by
+    construction), ``digit_<d>`` (N,) int64."""
+    columns = {"digits": m.labels, "count": (m.count - 1).astype(np.int64),
+               "top_left": m.cell_digits[:, 0].copy()}
     for d, name in enumerate(DIGIT_LABELS):
         columns[name] = m.labels[:, d].astype(np.int64)
     return columns
