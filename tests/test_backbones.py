@@ -84,7 +84,7 @@ def test_random_init_control_and_text_only(minilm):
     a = minilm[0].model.embeddings.word_embeddings.weight
     assert a.shape == rand.model.embeddings.word_embeddings.weight.shape
     assert not torch.equal(a, rand.model.embeddings.word_embeddings.weight)
-    with pytest.raises(BenchError, match="takes text or text_pair inputs, not 'image'"):
+    with pytest.raises(BenchError, match="takes text, text_pair or words inputs, not 'image'"):
         hf.build_transformers(cfg, "image", None)
 
 
