@@ -427,3 +427,12 @@ def test_mean_ap_bootstrap_replicates_equal_brute_force_recomputation():
         idx = rng.integers(0, n, size=(30, n))
         brute = [compute(["mean_ap"], y[row], scores[row])["mean_ap"] for row in idx]
         np.testing.assert_allclose(stats.metric_matrix("mean_ap", y, scores, idx), brute, rtol=0, atol=1e-12)
+
+
+def test_a_recipe_states_its_range_and_a_bad_range_is_one_line():
+    cols = ["tp", "n_pred", "n_true"]
+    f1 = {"ratios": [{"num": {"tp": 2}, "den": {"n_pred": 1, "n_true": 1}}]}
+    assert Ratios.parse("f1", f1, cols).bounds == (0.0, math.inf)  # counts over counts: only ≥ 0 is known
+    assert Ratios.parse("f1", {**f1, "bounds": [0, 1]}, cols).bounds == (0.0, 1.0)  # an F1 cannot pass 1
+    with pytest.raises(BenchError, match=r"recipe of metric 'f1': bounds must be \[low, high\]"):
+        Ratios.parse("f1", {**f1, "bounds": [1, 0]}, cols)

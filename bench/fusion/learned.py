@@ -149,7 +149,7 @@ class AdaMerging(_Learned):
         none = [k for k in kinds if type(k).entropy is TaskKind.entropy]  # kinds with no predictive entropy
         if none:
             raise BenchError(f"fusion {self._name!r} minimises the entropy of each task's predictions, but task "
-                             f"{none[0].task.name!r} is {none[0].name} (no predictive distribution); use "
+                             f"{none[0].task.name!r} is {none[0].name}, whose kind defines no prediction entropy; use "
                              "fusion=neural_fusion, regmean, fisher or task_arithmetic")
 
     @property

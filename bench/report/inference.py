@@ -278,14 +278,22 @@ class Inference:
             return math.nan, math.nan
         lo, hi = est.interval(self.level)
         if "/" in key:
-            task, metric = key.rsplit("/", 1)
-            low, high = twolevel.BOUNDS.get(metric, (-math.inf, math.inf))
-            recipe = self.recipes[task].get(metric)
-            if recipe is not None:  # a known name keeps its range (macro_f1 in [0, 1]); else what the recipe shows
-                low, high = max(low, recipe.bounds[0]), min(high, recipe.bounds[1])
-            factor = scale(self.board_tasks[task].spec["metrics"][metric])
-            lo, hi = max(lo, low * factor), min(hi, high * factor)
+            low, high = self._range(key)
+            lo, hi = max(lo, low), min(hi, high)
+        elif key == "avg" and self.avg_tasks:  # the mean of the primaries: within the mean of their ranges
+            ranges = [self._range(f"{t}/{self.board_tasks[t].spec['primary']}") for t in self.avg_tasks]
+            lo, hi = max(lo, float(np.mean([r[0] for r in ranges]))), min(hi, float(np.mean([r[1] for r in ranges])))
         return lo, hi
+
+    def _range(self, key: str) -> tuple[float, float]:
+        """The range of a task metric's column, in its display unit (accuracy ×100 in [0, 100])."""
+        task, metric = key.rsplit("/", 1)
+        low, high = twolevel.BOUNDS.get(metric, (-math.inf, math.inf))
+        recipe = self.recipes[task].get(metric)
+        if recipe is not None:  # a known name keeps its range (macro_f1 in [0, 1]); else what the recipe states
+            low, high = max(low, recipe.bounds[0]), min(high, recipe.bounds[1])
+        factor = scale(self.board_tasks[task].spec["metrics"][metric])
+        return low * factor, high * factor
 
     def wilson(self, row: str, task: str) -> tuple[float, float]:
         """Wilson interval of accuracy (×100) pooled over the row's seeds: k correct of n_seeds × n predictions."""

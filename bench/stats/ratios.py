@@ -42,6 +42,7 @@ class Ratios:
     columns: tuple[str, ...]
     num: np.ndarray
     den: np.ndarray
+    declared: tuple[float, float] | None = None  # the range the recipe states ("bounds": [0, 1] for an F1)
 
     @classmethod
     def parse(cls, name: str, recipe: Mapping[str, Any], columns: Sequence[str]) -> Ratios:
@@ -70,11 +71,18 @@ class Ratios:
                         raise BenchError(f"ratio {r} of metric {name!r}: coefficient of {column!r} must be a "
                                          f"finite number, got {coef!r}")
                     matrix[r, columns.index(column)] = float(coef)
-        return cls(name, columns, num, den)
+        bounds = recipe.get("bounds")
+        if bounds is not None and not (isinstance(bounds, (list, tuple)) and len(bounds) == 2
+                                       and all(isinstance(b, (int, float)) for b in bounds) and bounds[0] < bounds[1]):
+            raise BenchError(f"recipe of metric {name!r}: bounds must be [low, high] with low < high, got {bounds!r}")
+        return cls(name, columns, num, den, None if bounds is None else (float(bounds[0]), float(bounds[1])))
 
     @property
     def bounds(self) -> tuple[float, float]:
-        """The metric's range as far as the recipe shows it: ≥ 0 when every coefficient is (counts over counts)."""
+        """The metric's range: the one the recipe states (``"bounds": [0, 1]``: an F1, a precision), else as far as
+        its coefficients show it (≥ 0 when every one is: counts over counts)."""
+        if self.declared is not None:
+            return self.declared
         nonnegative = bool((self.num >= 0).all() and (self.den >= 0).all())
         return (0.0 if nonnegative else -math.inf), math.inf
 

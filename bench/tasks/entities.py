@@ -38,10 +38,10 @@ STATS: tuple[str, ...] = ("tp", "n_pred", "n_true", "tok_correct", "tok_total")
 
 # metric -> recipe (bench.stats.ratios): the mean, over the ratios whose denominator sum is > 0, of Σnum / Σden
 RECIPES: dict[str, dict[str, Any]] = {
-    "entity_f1": {"ratios": [{"num": {"tp": 2}, "den": {"n_pred": 1, "n_true": 1}}]},
-    "entity_precision": {"ratios": [{"num": {"tp": 1}, "den": {"n_pred": 1}}]},
-    "entity_recall": {"ratios": [{"num": {"tp": 1}, "den": {"n_true": 1}}]},
-    "token_accuracy": {"ratios": [{"num": {"tok_correct": 1}, "den": {"tok_total": 1}}]},
+    "entity_f1": {"ratios": [{"num": {"tp": 2}, "den": {"n_pred": 1, "n_true": 1}}], "bounds": [0, 1]},
+    "entity_precision": {"ratios": [{"num": {"tp": 1}, "den": {"n_pred": 1}}], "bounds": [0, 1]},
+    "entity_recall": {"ratios": [{"num": {"tp": 1}, "den": {"n_true": 1}}], "bounds": [0, 1]},
+    "token_accuracy": {"ratios": [{"num": {"tok_correct": 1}, "den": {"tok_total": 1}}], "bounds": [0, 1]},
 }
 
 # IOB1 and IOB2 (BIO) use conlleval's rules (None); the schemes conlleval does not know use seqeval's strict mode,
@@ -90,8 +90,8 @@ def type_stats(types: Sequence[str]) -> tuple[str, ...]:
 
 def type_recipes(types: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Per-type F1 recipes, named ``f1@T`` as the record's per-label metrics are."""
-    return {f"f1@{kind}": {"ratios": [{"num": {f"tp@{kind}": 2}, "den": {f"n_pred@{kind}": 1, f"n_true@{kind}": 1}}]}
-            for kind in types}
+    return {f"f1@{kind}": {"ratios": [{"num": {f"tp@{kind}": 2}, "den": {f"n_pred@{kind}": 1, f"n_true@{kind}": 1}}],
+                           "bounds": [0, 1]} for kind in types}
 
 
 def type_counts(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], types: Sequence[str],

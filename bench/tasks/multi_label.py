@@ -60,8 +60,8 @@ class MultiLabel(TaskKind):
         f1 = [{"num": {f"tp@{x}": 2}, "den": {f"tp@{x}": 2, f"fp@{x}": 1, f"fn@{x}": 1}} for x in self.labels]
         micro = {"num": {k: v for r in f1 for k, v in r["num"].items()},
                  "den": {k: v for r in f1 for k, v in r["den"].items()}}
-        recipes = {"micro_f1": {"ratios": [micro]}, "macro_f1": {"ratios": f1}}
-        recipes |= {f"f1@{x}": {"ratios": [r]} for x, r in zip(self.labels, f1)}
+        recipes = {"micro_f1": {"ratios": [micro], "bounds": [0, 1]}, "macro_f1": {"ratios": f1, "bounds": [0, 1]}}
+        recipes |= {f"f1@{x}": {"ratios": [r], "bounds": [0, 1]} for x, r in zip(self.labels, f1)}
         return {"stats": self._columns(), "recipes": {m: r for m, r in recipes.items()
                                                       if m in self.metric_names or m.startswith("f1@")}}
 
