@@ -4,8 +4,9 @@ Words arrive pre-split (``input: words``); the preprocessor tokenises them into 
 starts which word. As in the transformers token-classification examples, a word's label goes on its first sub-word
 and every other sub-word (and special token) is masked out of the loss, and the prediction for a word is read at its
 first sub-word. A word whose label is -1 is unlabelled (partial labels at token granularity): it is masked too.
-Words past ``backbone.max_length`` tokens are cut off by the tokenizer and are neither trained nor scored (set
-``max_length`` so that this is rare: docs/suites.md says how many words each tagging suite loses).
+Words past ``backbone.max_length`` tokens are cut off by the tokenizer: they are not trained, but they are scored, as
+words the model left untagged (their gold entities count as missed, their tokens as wrong), so a short
+``max_length`` cannot raise a score (docs/suites.md says how many words each tagging suite loses).
 
 Metrics: entity precision, recall and F1 over chunks exactly as conlleval counts them, for BIO/IOB2 tag sets
 (:mod:`bench.tasks.entities`), and token accuracy (POS-style tag sets, which name no chunks, get token accuracy only).
@@ -27,6 +28,7 @@ from bench.tasks import entities as E
 from bench.tasks.base import Kept, TaskKind, register_task_kind
 
 IGNORE = -100  # a position no word label sits on (later sub-words, special tokens, padding)
+CUT = -200  # marks the column after which the tags of words cut off by max_length follow (scored, never trained)
 PREFIXES = ("B-", "I-", "E-", "S-", "L-", "U-")
 
 
@@ -111,12 +113,21 @@ class TokenClassification(TaskKind):
 
     def score(self, target: np.ndarray, pred: np.ndarray, fitted: dict[str, Any] | None = None,
               ) -> tuple[dict[str, float], Kept]:
-        width = min(target.shape[1], pred.shape[1])
-        starts = target[:, :width] != IGNORE  # first sub-words (label -1: an unlabelled word, dropped in scoring)
-        gold, guess = E.label_sequences([t[s] for t, s in zip(target[:, :width], starts)],
+        marker = np.flatnonzero((target == CUT).all(axis=0)) if len(target) else np.zeros(0, dtype=int)
+        tokens, cut = (target[:, : marker[0]], target[:, marker[0] + 1:]) if marker.size else (target, None)
+        width = min(tokens.shape[1], pred.shape[1])
+        starts = tokens[:, :width] != IGNORE  # first sub-words (label -1: an unlabelled word, dropped in scoring)
+        gold, guess = E.label_sequences([t[s] for t, s in zip(tokens[:, :width], starts)],
                                         [p[s] for p, s in zip(pred[:, :width], starts)], self.classes)
         types = self._types()
+        missed = np.zeros(len(target))  # tokens cut off by max_length: scored as wrong
+        if cut is not None:  # words past max_length: gold tags the model never tagged ("O" makes no chunk)
+            for i, row in enumerate(cut):
+                extra = [self.classes[j] for j in row[row >= 0]]
+                gold[i], guess[i] = gold[i] + extra, guess[i] + ["O" if types else ""] * len(extra)
+                missed[i] = sum(g == "O" for g in extra) if types else 0
         stats = E.sentence_counts(gold, guess) if types else _token_counts(gold, guess)
+        stats[:, E.STATS.index("tok_correct")] -= missed  # an "O" placeholder is not a right tag
         if types:
             stats = np.concatenate([stats, E.type_counts(gold, guess, types)], axis=1)
         spec = self.record_spec()
@@ -167,25 +178,37 @@ class TokenClassification(TaskKind):
         return out
 
     def encode_targets(self, y: Any, encoded: dict[str, Any]) -> torch.Tensor:
-        """Word labels on first sub-words, [N, longest row] with :data:`IGNORE` elsewhere."""
+        """Word labels on first sub-words, [N, longest row] with :data:`IGNORE` elsewhere; when max_length cut words
+        off, a :data:`CUT` column follows, then the tags of the words cut off (past every row's tokens, so no batch's
+        loss reads them: a batch is never longer than its longest row)."""
         offsets, starts = encoded["offsets"], encoded.get("word_ids")
         if starts is None:
             raise BenchError(f"task {self.task.name!r}: the preprocessor kept no word boundaries; "
                              "token_classification needs input: words and a transformers backbone")
         lengths = np.diff(offsets)
-        out = np.full((len(lengths), int(lengths.max(initial=1))), IGNORE, dtype=np.int64)
+        width = int(lengths.max(initial=1))
+        rows, cuts = [], []
         for i, tags in enumerate(y):
             tags = np.asarray(tags, dtype=np.int64)
             row = starts[offsets[i]: offsets[i + 1]]
             at = np.flatnonzero(row >= 0)
             words = row[at]
             if tags.size == 0:  # unlabelled sentence
-                out[i, at] = -1
+                rows.append((at, np.full(at.size, -1, dtype=np.int64)))
+                cuts.append(tags)
                 continue
             if words.size and words.max() >= tags.size:
                 raise BenchError(f"task {self.task.name!r}: example {i} has {tags.size} tags for more words; "
                                  "give one tag per word")
-            out[i, at] = tags[words]
+            rows.append((at, tags[words]))
+            cuts.append(tags[int(words.max()) + 1 if words.size else 0:])
+        extra = max((c.size for c in cuts), default=0)
+        out = np.full((len(lengths), width + (1 + extra if extra else 0)), IGNORE, dtype=np.int64)
+        for i, ((at, tags), cut) in enumerate(zip(rows, cuts)):
+            out[i, at] = tags
+            if extra:
+                out[i, width] = CUT
+                out[i, width + 1: width + 1 + cut.size] = cut
         return torch.from_numpy(out)
 
 
