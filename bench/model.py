@@ -63,7 +63,3 @@ class MultiTaskModel(nn.Module):
 def task_loss(task: TaskConfig, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The task kind's loss, averaged over the labelled units of the batch (computed in fp32)."""
     return task_kind(task).loss(output, target)
-
-
-def predict(task: TaskConfig, output: torch.Tensor) -> torch.Tensor:
-    return task_kind(task).predict(output)

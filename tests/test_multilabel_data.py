@@ -11,7 +11,7 @@ from bench.config import DataSpec, SplitConfig, SuiteConfig, TaskConfig
 from bench.data.base import MissingData, load_suite_data
 from bench.data.celeba import ATTRIBUTES, celeba
 from bench.data.multilabel import CELL, DIGIT_LABELS, GRID, mnist_mosaic
-from bench.data.vision import _mnist5k
+from bench.data.vision import mnist5k_arrays
 from bench.errors import BenchError
 
 SPLITS = ("train", "validation", "test")
@@ -24,7 +24,7 @@ def mosaics():
 
 @pytest.fixture(scope="module")
 def sources():
-    x, y = _mnist5k()
+    x, y = mnist5k_arrays()
     by_bytes: dict[bytes, list[int]] = {}
     for i, img in enumerate(x):
         by_bytes.setdefault(img.tobytes(), []).append(i)

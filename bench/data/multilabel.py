@@ -33,7 +33,7 @@ import numpy as np
 
 from bench.config import DataSpec, SplitConfig, TaskConfig
 from bench.data.base import Split, register_source, stratified_carve
-from bench.data.vision import _mnist5k
+from bench.data.vision import mnist5k_arrays
 from bench.errors import BenchError, did_you_mean
 
 CELL = 28  # MNIST's side
@@ -121,6 +121,6 @@ def mnist_mosaic(spec: DataSpec, tasks: list[TaskConfig], split_cfg: SplitConfig
     repeats = spec.options.get("repeats", 2)
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise BenchError(f"mnist_mosaic: repeats={repeats!r} must be a whole number >= 1 (times each digit is used)")
-    x, y = _mnist5k()
+    x, y = mnist5k_arrays()
     return {name: Split(m.images, mosaic_columns(m)) for name, m in build_mosaic_splits(x, y, split_cfg,
                                                                                         repeats).items()}

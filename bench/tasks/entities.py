@@ -31,6 +31,7 @@ from seqeval.metrics.sequence_labeling import get_entities
 from seqeval.scheme import BILOU, IOBES, Entities, Token
 
 from bench.errors import BenchError
+from bench.stats.ratios import Ratios
 
 Chunk = tuple[str, int, int]  # (type, first token, last token + 1)
 
@@ -118,16 +119,8 @@ def from_sums(sums: np.ndarray | Sequence[float], columns: Sequence[str] = STATS
     >>> from_sums([0, 0, 3, 5, 5])["entity_f1"], from_sums([0, 0, 0, 0, 0])["token_accuracy"]
     (0.0, 0.0)
     """
-    total = dict(zip(columns, np.asarray(sums, dtype=float).tolist(), strict=True))
-    out = {}
-    for metric, recipe in recipes.items():
-        values = []
-        for ratio in recipe["ratios"]:
-            den = sum(coef * total[c] for c, coef in ratio["den"].items())
-            if den > 0:
-                values.append(sum(coef * total[c] for c, coef in ratio["num"].items()) / den)
-        out[metric] = sum(values) / len(values) if values else 0.0
-    return out
+    sums = np.asarray(sums, dtype=float)
+    return {m: float(Ratios.parse(m, recipe, columns).of_sums(sums)) for m, recipe in recipes.items()}
 
 
 def label_sequences(targets: Sequence[np.ndarray], preds: Sequence[np.ndarray],

@@ -24,6 +24,7 @@ from torch import nn
 
 from bench import metrics as M
 from bench.errors import BenchError
+from bench.stats.ratios import Ratios
 from bench.tasks.base import Kept, TaskKind, register_task_kind
 
 THRESHOLDS = np.round(np.arange(1, 20) * 0.05, 2)
@@ -56,13 +57,17 @@ class MultiLabel(TaskKind):
     def _columns(self) -> list[str]:
         return [f"{c}@{label}" for label in self.labels for c in ("tp", "fp", "fn")]
 
-    def record_spec(self) -> dict[str, Any]:
+    def _recipes(self) -> dict[str, dict[str, Any]]:
+        """Every F1 as a ratio of the per-label counts: micro pools them, macro averages the labels that occur
+        (a positive denominator), f1@label is one label's."""
         f1 = [{"num": {f"tp@{x}": 2}, "den": {f"tp@{x}": 2, f"fp@{x}": 1, f"fn@{x}": 1}} for x in self.labels]
         micro = {"num": {k: v for r in f1 for k, v in r["num"].items()},
                  "den": {k: v for r in f1 for k, v in r["den"].items()}}
         recipes = {"micro_f1": {"ratios": [micro], "bounds": [0, 1]}, "macro_f1": {"ratios": f1, "bounds": [0, 1]}}
-        recipes |= {f"f1@{x}": {"ratios": [r], "bounds": [0, 1]} for x, r in zip(self.labels, f1)}
-        return {"stats": self._columns(), "recipes": {m: r for m, r in recipes.items()
+        return recipes | {f"f1@{x}": {"ratios": [r], "bounds": [0, 1]} for x, r in zip(self.labels, f1)}
+
+    def record_spec(self) -> dict[str, Any]:
+        return {"stats": self._columns(), "recipes": {m: r for m, r in self._recipes().items()
                                                       if m in self.metric_names or m.startswith("f1@")}}
 
     # -- the model ---------------------------------------------------------------------------------------------
@@ -86,20 +91,17 @@ class MultiLabel(TaskKind):
 
     # -- evaluation --------------------------------------------------------------------------------------------
     def calibrate(self, target: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
-        micro = [_micro_f1(counts(target, pred, t)) for t in THRESHOLDS]
-        return {"threshold": float(THRESHOLDS[int(np.argmax(micro))])}
+        micro = Ratios.parse("micro_f1", self._recipes()["micro_f1"], self._columns())
+        scores = [micro.value(counts(target, pred, t).reshape(len(target), -1)) for t in THRESHOLDS]
+        return {"threshold": float(THRESHOLDS[int(np.argmax(scores))])}
 
     def score(self, target: np.ndarray, pred: np.ndarray, fitted: dict[str, Any] | None = None,
               ) -> tuple[dict[str, float], Kept]:
         threshold = (fitted or {}).get("threshold", DEFAULT_THRESHOLD)
         stats = counts(target, pred, threshold).reshape(len(target), -1)
-        sums = stats.sum(axis=0).reshape(-1, 3)
-        f1 = _f1(sums)
-        present = sums.sum(axis=1) > 0  # the label occurs in gold or predictions
-        values = {"micro_f1": _micro_f1(stats.reshape(len(target), -1, 3)),
-                  "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-                  "mean_ap": M.compute(["mean_ap"], target, pred)["mean_ap"]}
-        values |= {f"f1@{x}": float(v) for x, v in zip(self.labels, f1)}
+        values = self.ratio_values(stats)
+        if "mean_ap" in self.metric_names:  # a ranking metric, not a ratio: from the kept probabilities
+            values["mean_ap"] = M.compute(["mean_ap"], target, pred)["mean_ap"]
         metrics = {m: values[m] for m in [*self.metric_names, *self.extra_metrics()]}
         return metrics, {"id": np.arange(len(target), dtype=np.int64), "target": target.astype(np.int8),
                          "pred": pred.astype(np.float32), "stats": stats,
@@ -145,12 +147,3 @@ def counts(target: np.ndarray, pred: np.ndarray, threshold: float) -> np.ndarray
     labelled, yes, guess = target >= 0, target == 1, pred > threshold
     return np.stack([labelled & yes & guess, labelled & ~yes & guess, labelled & yes & ~guess], axis=-1).astype(float)
 
-
-def _f1(sums: np.ndarray) -> np.ndarray:
-    tp, fp, fn = sums[..., 0], sums[..., 1], sums[..., 2]
-    den = 2 * tp + fp + fn
-    return np.divide(2 * tp, den, out=np.zeros_like(den, dtype=float), where=den > 0)
-
-
-def _micro_f1(per_example: np.ndarray) -> float:
-    return float(_f1(per_example.sum(axis=(0, 1))))

@@ -130,8 +130,7 @@ class TokenClassification(TaskKind):
         stats[:, E.STATS.index("tok_correct")] -= missed  # an "O" placeholder is not a right tag
         if types:
             stats = np.concatenate([stats, E.type_counts(gold, guess, types)], axis=1)
-        spec = self.record_spec()
-        values = E.from_sums(stats.sum(axis=0), spec["stats"], spec["recipes"])
+        values = self.ratio_values(stats)
         metrics = {m: values[m] for m in [*self.metric_names, *self.extra_metrics()]}
         gold_cols = [E.STATS.index("n_true"), E.STATS.index("tok_total")]
         pred_cols = [E.STATS.index("tp"), E.STATS.index("n_pred"), E.STATS.index("tok_correct")]
