@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from bench import metrics as M
+from bench.backbones.base import ViewShape
 from bench.config import TaskConfig
 from bench.errors import BenchError
 from bench.plugins.discovery import HINT
@@ -49,8 +50,9 @@ class TaskKind(ABC):
 
     * ``metrics``: its default metrics, name -> direction (``"max"`` when higher is better, ``"min"`` otherwise), in
       display order; the first is the primary one unless the suite names ``primary:``.
-    * ``reads``: the backbone output its head reads: ``"pooled"`` (one vector per example) or ``"tokens"`` (one
-      vector per token; backbones that offer it list it in ``outputs``).
+    * ``reads``: the backbone output its head reads: ``"pooled"`` (one vector per example), ``"tokens"`` (one
+      vector per token) or ``"maps"`` (feature maps, for dense prediction); backbones list what they offer in
+      ``outputs``.
     * ``likelihood``: the noise model behind its loss (``"gaussian"`` for squared error, ``"categorical"`` for
       cross-entropy, ``"bernoulli"`` for per-label BCE): uncertainty weighting scales the loss by it.
     * ``unit``: what one labelled unit is (``"example"``, ``"token"``, ``"label"``): the granularity of the
@@ -103,6 +105,11 @@ class TaskKind(ABC):
     @abstractmethod
     def head(self, dim: int) -> nn.Module:
         """The task's head on a backbone output of width ``dim`` (the output named by ``reads``)."""
+
+    def build_head(self, shape: ViewShape) -> nn.Module:
+        """The task's head on the view it reads, of shape ``shape`` (dense kinds read the ``maps`` view's channels
+        and strides; the others need only its width: :meth:`head`)."""
+        return self.head(shape.dim)
 
     def output(self, y: torch.Tensor) -> torch.Tensor:
         """The head's raw output as the loss and predictions read it (regression drops the last axis)."""

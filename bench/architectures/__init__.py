@@ -1,0 +1,5 @@
+"""Architectures (``strategy.architecture=``): the built-in ones register here; see :mod:`bench.architectures.base`."""
+
+from bench.architectures.base import ARCHITECTURES, Architecture, HardSharing, register_architecture
+
+__all__ = ["ARCHITECTURES", "Architecture", "HardSharing", "register_architecture"]
