@@ -1,5 +1,11 @@
 """Architectures (``strategy.architecture=``): the built-in ones register here; see :mod:`bench.architectures.base`."""
 
-from bench.architectures.base import ARCHITECTURES, Architecture, HardSharing, register_architecture
+from bench.architectures.base import (
+    ARCHITECTURES,
+    Architecture,
+    HardSharing,
+    build_architecture,
+    register_architecture,
+)
 
-__all__ = ["ARCHITECTURES", "Architecture", "HardSharing", "register_architecture"]
+__all__ = ["ARCHITECTURES", "Architecture", "HardSharing", "build_architecture", "register_architecture"]

@@ -25,7 +25,8 @@ from typing import Any, ClassVar
 from torch import nn
 
 from bench.backbones.base import ViewShape
-from bench.config import Frozen, NoParams
+from bench.config import Frozen, NoParams, validated
+from bench.errors import BenchError
 from bench.plugins.discovery import HINT
 from bench.plugins.registry import Registry
 from bench.tasks import TaskKind
@@ -83,3 +84,16 @@ class HardSharing(Architecture):
     def forward(self, views: dict[str, Any], tasks: list[str]) -> tuple[dict[str, Any], Any]:
         raise NotImplementedError("hps builds no module: MultiTaskModel routes the views itself")
 
+
+
+def build_architecture(name: str, params: dict[str, Any], shapes: dict[str, ViewShape],
+                       kinds: dict[str, TaskKind]) -> Architecture | None:
+    """The architecture ``name`` with ``params`` (validated by its ``Params``) for these views and tasks; None for
+    ``hps``, which builds no module."""
+    cls = ARCHITECTURES.get(name)
+    if cls is HardSharing:
+        if params:
+            raise BenchError(f"architecture 'hps' takes no parameters, got {sorted(params)}; drop "
+                             "strategy.architecture_params")
+        return None
+    return cls(shapes, kinds, validated(cls.Params, params, f"architecture {name!r}"))
