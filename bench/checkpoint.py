@@ -1,4 +1,5 @@
-"""Model checkpoints on disk: the shared backbone and the per-task heads as two safetensors files.
+"""Model checkpoints on disk: the shared backbone and the per-task heads as two safetensors files (and, for a
+model with an architecture between them, its modules and its name as two more).
 
 Keeping them apart is what lets fusion stream over backbones alone while each task keeps its own head.
 """
@@ -18,6 +19,8 @@ from bench.store import atomic_write
 
 BACKBONE_FILE = "backbone.safetensors"
 HEADS_FILE = "heads.safetensors"
+ARCH_FILE = "arch.safetensors"  # the architecture's modules, when the model has one (bench.architectures)
+ARCH_SPEC = "arch.json"  # its name and parameters: what rebuilds it
 
 
 def buffer_names(module: nn.Module) -> list[str]:
@@ -66,3 +69,15 @@ def save_model(model: nn.Module, folder: Path) -> None:
     save_state(bb, folder / BACKBONE_FILE, buffer_names(model.backbone))
     heads = {k: v.clone() for k, v in model.heads.state_dict().items()}
     save_state(heads, folder / HEADS_FILE)
+    arch = getattr(model, "architecture", None)
+    if arch is not None:
+        save_state({k: v.clone() for k, v in arch.state_dict().items()}, folder / ARCH_FILE, buffer_names(arch))
+        spec = {"name": arch.name, "params": arch.params.model_dump(mode="json")}
+        with atomic_write(folder / ARCH_SPEC) as tmp:
+            tmp.write_text(json.dumps(spec, sort_keys=True))
+
+
+def arch_spec(folder: Path) -> dict | None:
+    """``{"name", "params"}`` of the architecture a checkpoint was saved with; None for hard sharing."""
+    path = Path(folder) / ARCH_SPEC
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,20 +1,26 @@
-"""The multi-task model: one shared backbone, one head per task (built by the task's kind, :mod:`bench.tasks`)."""
+"""The multi-task model: one shared backbone, an optional architecture between it and the heads
+(:mod:`bench.architectures`), one head per task (built by the task's kind, :mod:`bench.tasks`)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
+from bench.backbones.base import FeatureMaps
 from bench.config import TaskConfig
 from bench.errors import BenchError
 from bench.tasks import task_kind
 
 
 class MultiTaskModel(nn.Module):
-    """``forward(batch, tasks)`` runs the backbone once and the named heads on the output each head reads.
+    """``forward(batch, tasks)`` runs the backbone once and the named heads on the view each head reads.
 
-    A head reads the backbone's pooled vector, or its token sequence when the task's kind asks for it (token
-    tagging); the backbone computes the token sequence only when a requested task reads it.
+    A head reads the backbone's pooled vector, its token sequence (token tagging) or its feature maps (dense
+    prediction), as the task's kind asks; the backbone computes the richer views only when a requested task reads
+    them. ``architecture`` (an :class:`~bench.architectures.Architecture`, built by the caller; None: hard sharing)
+    routes the views to each task through modules of its own.
 
     Example:
         >>> from bench.backbones.simple import MLP
@@ -25,7 +31,8 @@ class MultiTaskModel(nn.Module):
         torch.Size([2, 3])
     """
 
-    def __init__(self, backbone: nn.Module, tasks: list[TaskConfig], dropout: float = 0.0):
+    def __init__(self, backbone: nn.Module, tasks: list[TaskConfig], dropout: float = 0.0,
+                 architecture: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         self.task_cfgs = {t.name: t for t in tasks}
@@ -35,29 +42,70 @@ class MultiTaskModel(nn.Module):
             if kind.reads not in offered:
                 raise BenchError(f"task {t!r} ({kind.name}) reads the backbone's {kind.reads!r} output, but "
                                  f"{type(backbone).__name__} offers {', '.join(offered)}; use a backbone with "
-                                 f"{kind.reads} (transformers for tokens)")
-        self.heads = nn.ModuleDict({t: kind.head(backbone.out_dim) for t, kind in self.kinds.items()})
+                                 f"{kind.reads} (transformers for tokens, timm or cnn for maps)")
+        if architecture is not None:
+            self.arch = architecture  # registered only when there is one: hard sharing keeps its state-dict keys
+        shapes = backbone.view_shapes() if hasattr(backbone, "view_shapes") else None
+        self.heads = nn.ModuleDict({t: self._head(t, kind, shapes) for t, kind in self.kinds.items()})
         self.dropout = nn.Dropout(dropout)
+        # GradNorm's layer: the last shared one every head's gradient reaches (maps stop before a pooled head)
+        self.shared_layer = getattr(backbone, "shared_layer", None)
+        if self.kinds and all(k.reads == "maps" for k in self.kinds.values()):
+            self.shared_layer = getattr(backbone, "maps_shared_layer", self.shared_layer)
+
+    @property
+    def architecture(self) -> nn.Module | None:
+        return self._modules.get("arch")
+
+    def _head(self, t: str, kind, shapes) -> nn.Module:
+        if self.architecture is not None:
+            return kind.build_head(self.architecture.view_shape(t))
+        if shapes is None:  # a plain module as backbone (tests, plug-ins): its width is all a head needs
+            return kind.head(self.backbone.out_dim)
+        return kind.build_head(shapes[kind.reads])
 
     def forward(self, batch: dict[str, torch.Tensor], tasks: list[str], features: bool = False):
-        """Outputs of the named heads; with ``features=True`` also the shared representation they read,
-        ``(outputs, features)`` (what gradient-level balancers differentiate through): the pooled vector, or the
-        token sequence when a head reads tokens (the pooled vector is computed from it)."""
+        """Outputs of the named heads; with ``features=True`` also the shared representation z they read,
+        ``(outputs, z)``, what gradient-level balancers differentiate through (``via=features``): the pooled
+        vector; the token sequence when a head reads tokens (the pooled vector is computed from it); the tuple of
+        every feature map when all heads read maps; the architecture's own cut when there is one; None when the
+        views have no common cut (pooled and maps: the pooled vector is computed past the maps)."""
         reads = {self.kinds[t].reads for t in tasks}
         if reads == {"pooled"}:
             shared = self.dropout(self.backbone(**batch))
-            views = {"pooled": shared}
+            views: dict[str, Any] = {"pooled": shared}
         else:
             raw = self.backbone.features(**batch)
-            views = {k: self.dropout(v) for k, v in raw.items() if k in reads}
-            shared = raw["tokens"]  # what every view is computed from (the pooled vector too), before dropout
-        out = {t: self.kinds[t].output(self.heads[t](views[self.kinds[t].reads])) for t in tasks}
+            views = {k: self._drop(v) for k, v in raw.items() if k in reads}
+            if reads == {"maps"}:
+                shared = raw["maps"].maps
+            elif "maps" in reads:
+                shared = None
+            else:
+                shared = raw["tokens"]  # what every view is computed from (the pooled vector too), before dropout
+        if self.architecture is not None:
+            views, shared = self.architecture(views, tasks)
+            out = {t: self.kinds[t].output(self.heads[t](views[t])) for t in tasks}
+        else:
+            out = {t: self.kinds[t].output(self.heads[t](views[self.kinds[t].reads])) for t in tasks}
         return (out, shared) if features else out
 
+    def _drop(self, view: Any) -> Any:
+        if isinstance(view, FeatureMaps):
+            return FeatureMaps(tuple(self.dropout(m) for m in view.maps), view.size)
+        return self.dropout(view)
+
     def shared_parameters(self) -> list[nn.Parameter]:
-        """The parameters every task shares: the backbone's own declaration (all of its parameters by default)."""
-        return list(self.backbone.shared_parameters()) if hasattr(self.backbone, "shared_parameters") \
+        """The parameters every task shares: the backbone's own declaration (all of its parameters by default)
+        and the architecture's shared modules."""
+        own = list(self.backbone.shared_parameters()) if hasattr(self.backbone, "shared_parameters") \
             else list(self.backbone.parameters())
+        return own + (self.architecture.shared_parameters() if self.architecture is not None else [])
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """The parameters only ``task`` uses: its head and its tower in the architecture."""
+        own = list(self.heads[task].parameters())
+        return own + (self.architecture.task_parameters(task) if self.architecture is not None else [])
 
 
 def task_loss(task: TaskConfig, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.backbones.base import Backbone, Preprocessor, register_backbone
+from bench.backbones.base import Backbone, FeatureMaps, Preprocessor, register_backbone
 from bench.config import BackboneConfig
 from bench.errors import BenchError
 
@@ -62,9 +62,20 @@ class SmallCNN(Backbone):
         )
         self.out_dim = 4 * c
         self.shared_layer = "body.8"
+        self.outputs = ("pooled", "maps")
+        self.map_channels, self.map_strides = (c, 2 * c, 4 * c), (1, 2, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
+
+    def features(self, x: torch.Tensor) -> dict[str, object]:
+        """The pooled vector and the three blocks' maps (before each pooling), from one pass."""
+        maps, h = [], x
+        for i, layer in enumerate(self.body):
+            h = layer(h)
+            if i in (2, 6, 10):  # each block's ReLU: strides 1, 2, 4
+                maps.append(h)
+        return {"pooled": h, "maps": FeatureMaps(tuple(maps), (int(x.shape[-2]), int(x.shape[-1])))}
 
 
 @register_backbone("mlp")

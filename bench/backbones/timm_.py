@@ -8,8 +8,10 @@ timm's own ``pretrained=True`` download (or its local cache when the hub is unre
 
 Inputs stay small uint8 arrays in the preprocessing cache (``(N, H, W)`` grayscale or ``(N, 3, H, W)``); the module
 adapts them on the fly: scale to [0, 1], repeat one channel to three, resize to ``image_size`` (default: the
-pretrained config's input size) and normalise with the pretrained config's mean/std (override with
-``options.mean`` / ``options.std``).
+pretrained config's input size; ``options.keep_size: true`` keeps the size as stored, what dense suites need) and
+normalise with the pretrained config's mean/std (override with ``options.mean`` / ``options.std``).
+``options.create`` passes arguments to ``timm.create_model`` (``{output_stride: 8}``: a dilated ResNet, as the
+DeepLab-style NYUv2 setups use).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.backbones.base import Backbone, Preprocessor, register_backbone
+from bench.backbones.base import Backbone, FeatureMaps, Preprocessor, register_backbone
 from bench.backbones.hf import last_linear
 from bench.config import BackboneConfig
 from bench.errors import BenchError, did_you_mean
@@ -64,18 +66,30 @@ def load_positional(model: nn.Module, source: dict[str, torch.Tensor], what: str
 
 
 class TimmEncoder(Backbone):
-    """A headless timm model that takes uint8 (or float) images of any size and channel count 1 or 3."""
+    """A headless timm model that takes uint8 (or float) images of any size and channel count 1 or 3.
 
-    def __init__(self, net: nn.Module, image_size: int, mean: tuple[float, ...], std: tuple[float, ...]):
+    Its ``maps`` view (dense heads) is timm's ``forward_intermediates``: the output of every feature stage of the same
+    module in the same pass as the pooled vector, so the state-dict keys, θ0 and fusion are those of the plain
+    encoder (a separate ``features_only`` model would rename every tensor). ``keep_size`` skips the resize to
+    ``image_size``: dense suites feed their native resolution (NYUv2's 288x384)."""
+
+    def __init__(self, net: nn.Module, image_size: int, mean: tuple[float, ...], std: tuple[float, ...],
+                 keep_size: bool = False):
         super().__init__()
         self.net = net
         self.image_size = int(image_size)
+        self.keep_size = keep_size
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.out_dim = int(net.num_features)
         self.shared_layer = "net." + last_linear(net)
+        if hasattr(net, "forward_intermediates"):
+            self.outputs = ("pooled", "maps")
+            self.map_channels, self.map_strides = self._probe_maps()
+            # GradNorm's layer when every head reads maps: the last conv the stages compute (not the pooled head's)
+            self.maps_shared_layer = "net." + last_linear(net, skip=("conv_head", "head", "fc"))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
         x = x.to(self.mean.dtype)
@@ -83,10 +97,30 @@ class TimmEncoder(Backbone):
             x = x.unsqueeze(1)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        if x.shape[-2:] != (self.image_size, self.image_size):
+        if not self.keep_size and x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
                               antialias=x.shape[-1] > self.image_size)
-        return self.net((x - self.mean) / self.std)
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self._input(x))
+
+    def features(self, x: torch.Tensor) -> dict[str, object]:
+        """The pooled vector and every stage's map, from one pass."""
+        final, maps = self.net.forward_intermediates(self._input(x))
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        return {"pooled": self.net.forward_head(final), "maps": FeatureMaps(tuple(maps), size)}
+
+    @torch.no_grad()
+    def _probe_maps(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Channels and strides of the stage maps, measured on one blank image (timm's declared reductions do not
+        follow ``output_stride``)."""
+        side = max(self.image_size, 64)
+        was = self.net.training
+        self.net.eval()
+        maps = self.net.forward_intermediates(torch.zeros(1, 3, side, side), intermediates_only=True)
+        self.net.train(was)
+        return tuple(int(m.shape[1]) for m in maps), tuple(side // int(m.shape[-1]) for m in maps)
 
 
 class ImagePreprocessor(Preprocessor):
@@ -107,16 +141,18 @@ class ImagePreprocessor(Preprocessor):
         return {"x": encoded["x"][torch.as_tensor(np.asarray(idx, dtype=np.int64))]}
 
 
-def _create(name: str, pretrained: bool) -> nn.Module:
+def _create(name: str, pretrained: bool, create: dict[str, Any] | None = None) -> nn.Module:
     import timm
+
+    kw = dict(create or {})  # backbone.options.create: timm.create_model's own arguments (output_stride: 8)
 
     if name not in timm.list_models(pretrained=False):
         raise BenchError(f"unknown timm model {name!r}{did_you_mean(name, timm.list_models())}; "
                          "see timm.list_models()")
     if not pretrained:
-        return timm.create_model(name, pretrained=False, num_classes=0)
+        return timm.create_model(name, pretrained=False, num_classes=0, **kw)
     if name == "efficientnet_lite0":
-        net = timm.create_model(name, pretrained=False, num_classes=0)
+        net = timm.create_model(name, pretrained=False, num_classes=0, **kw)
         state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
         load_positional(net, state, f"{LITE0_DIST} weights")
         return net
@@ -126,7 +162,7 @@ def _create(name: str, pretrained: bool) -> nn.Module:
         raise BenchError(f"timm model {name!r}: the hub is unreachable for its pretrained weights; use name: "
                          "efficientnet_lite0 (offline weights), pretrained: false, or HF_HUB_OFFLINE=1 with a cache")
     try:
-        return timm.create_model(name, pretrained=True, num_classes=0)
+        return timm.create_model(name, pretrained=True, num_classes=0, **kw)
     except (OSError, RuntimeError, ValueError) as e:
         raise BenchError(f"timm model {name!r}: could not load pretrained weights ({type(e).__name__}); "
                          "check the name and the network/cache, or set pretrained: false") from None
@@ -138,7 +174,11 @@ def build_timm(cfg: BackboneConfig, input_kind: str, sample: Any) -> tuple[Backb
     if input_kind != "image":
         raise BenchError(f"backbone 'timm' takes image inputs, not {input_kind!r}; use source: transformers")
     name = cfg.name or "efficientnet_lite0"
-    net = _create(name, cfg.pretrained)
+    create = cfg.options.get("create", {})
+    if not isinstance(create, dict):
+        raise BenchError(f"backbone.options.create={create!r} must be a mapping of timm.create_model arguments, "
+                         "e.g. {output_stride: 8}")
+    net = _create(name, cfg.pretrained, create)
     pcfg = dict(getattr(net, "pretrained_cfg", None) or {})
     size = int(cfg.image_size or pcfg.get("input_size", (3, 224, 224))[-1])
     mean = tuple(float(v) for v in cfg.options.get("mean", pcfg.get("mean", (0.485, 0.456, 0.406))))
@@ -147,4 +187,5 @@ def build_timm(cfg: BackboneConfig, input_kind: str, sample: Any) -> tuple[Backb
     channels = 1 if arr.ndim == 3 else int(arr.shape[1])
     if channels not in (1, 3):
         raise BenchError(f"backbone 'timm' takes 1- or 3-channel images, not {channels} channels")
-    return TimmEncoder(net, size, mean, std), ImagePreprocessor("image:as-stored")
+    keep = bool(cfg.options.get("keep_size", False))
+    return TimmEncoder(net, size, mean, std, keep), ImagePreprocessor("image:as-stored")

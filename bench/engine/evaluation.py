@@ -41,7 +41,8 @@ def evaluate(model: MultiTaskModel, tasks: list[TaskConfig], data: Data, split: 
 
     ``keep`` (optional) receives what each task's kind keeps per example, ``keep[task] = {"pred", "target", "id"}``
     (and ``"stats"`` for ratio-of-sums metrics) in the split's fixed order, so that intervals and paired tests can
-    be computed later. ``fitted[task]``: what each kind chose on validation (a threshold); scoring validation
+    be computed later; for a kind with ``preview = K`` (dense maps) also the first K inputs, ``"preview_input"``,
+    which the report's figure shows beside the kind's own ``preview_target`` / ``preview_pred``. ``fitted[task]``: what each kind chose on validation (a threshold); scoring validation
     (re)fills it, scoring another split reads it (:meth:`bench.tasks.TaskKind.calibrate`)."""
     fitted = {} if fitted is None else fitted
     model.eval()
@@ -54,17 +55,22 @@ def evaluate(model: MultiTaskModel, tasks: list[TaskConfig], data: Data, split: 
         n = len(es)
         order = np.argsort(es.lengths, kind="stable") if es.lengths is not None else np.arange(n)
         # predictions stay on the device until the task is done: no host sync per batch
-        pieces = []
+        pieces, shown = [], {}
+        preview = min(int(getattr(kind, "preview", 0)), n)
         specs = [BatchSpec(task.name, split, order[s:s + batch_size]) for s in range(0, n, batch_size)]
         for spec, batch in feeder.run(specs):
             with autocast(device, precision):
                 y = model(to_device(batch["inputs"], device), [task.name])[task.name]
             pieces.append((spec.idx, kind.predict(y)))
+            if preview and "x" in batch["inputs"]:  # the inputs a dense kind's figure shows beside its maps
+                shown.update({int(i): batch["inputs"]["x"][j] for j, i in enumerate(spec.idx) if i < preview})
         seen += n
         target, pred = es.targets[task.name].numpy(), kind.assemble(pieces, n)
         if split == "validation":
             fitted[task.name] = kind.calibrate(target, pred)
         out[task.name], kept = kind.score(target, pred, fitted.get(task.name))
         if keep is not None:
+            if len(shown) == preview > 0:
+                kept = {**kept, "preview_input": torch.stack([shown[i] for i in range(preview)]).cpu().numpy()}
             keep[task.name] = kept
     return out, seen

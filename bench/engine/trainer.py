@@ -82,6 +82,11 @@ class Trainer:
             {"params": list(self.model.heads.parameters()), "lr": head_lr},
             *self.w.param_groups(self.cfg.lr),
         ]
+        arch = self.model.architecture
+        if arch is not None:  # its shared modules learn as the backbone does, its per-task towers as the heads
+            groups += [{"params": arch.shared_parameters(), "lr": self.cfg.lr},
+                       {"params": list(arch.towers.parameters()), "lr": head_lr}]
+            groups = [g for g in groups if g["params"]]
         if self.cfg.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=0.9, weight_decay=self.cfg.weight_decay)
         for g in groups:  # weightings may set their own weight_decay (uncertainty: none)
@@ -148,9 +153,9 @@ class Trainer:
         if ck is not None and "loss_acc" in ck:  # a logging interval that an epoch boundary cut in two
             self.meter.restore(ck["loss_acc"], ck["loss_cnt"])
         self.tracker = TrackerFeed(self.on_log, names) if self.on_log is not None else None
-        # what a balancer may touch: the backbone's declared shared parameters and each task's head
+        # what a balancer may touch: the shared parameters (backbone and architecture) and each task's own
         self.shared = [p for p in model.shared_parameters() if p.requires_grad]
-        self.heads = {t: [p for p in model.heads[t].parameters() if p.requires_grad] for t in names}
+        self.heads = {t: [p for p in model.task_parameters(t) if p.requires_grad] for t in names}
 
     # -- one step ----------------------------------------------------------------------------------------------
     def _draw(self) -> list[BatchSpec]:

@@ -187,7 +187,7 @@ class Stages:
               weighting: WeightingSpec | str = "equal", weighting_params: dict[str, Any] | None = None,
               share: float = 1.0, sampling: str | None = None, epochs: int | None = None,
               train: dict[str, Any] | None = None,
-              freeze: str | list[str] | None = None) -> Outcome:
+              freeze: str | list[str] | None = None, architecture: str = "hps") -> Outcome:
         """Train every task at once from ``init`` (θ0 by default) with ``weighting``: a strategy's checked reference
         (:class:`~bench.specs.WeightingSpec`), or a weighting's name with its ``weighting_params``.
 
@@ -195,10 +195,12 @@ class Stages:
         controls of a matched comparison); ``train``: any other ``train.*`` settings of this stage (``lr``, ...);
         ``freeze``: backbone parameters left untouched (:func:`frozen_names`); ``share``: the part of the reference
         budget this stage may spend under ``budget.match`` (which then decides the number of steps, and ``epochs``
-        is ignored)."""
+        is ignored); ``architecture``: how the tasks share parameters (a strategy's checked
+        :class:`~bench.specs.ArchitectureSpec`, whose ``raw`` holds its parameters, or a name; default ``hps``,
+        hard sharing; docs/architectures.md): its modules start fresh unless ``init`` was saved with it."""
         init = init or self.init()
         return run_joint(self, init, list(tasks or self.task_names), WeightingSpec.given(weighting, weighting_params),
-                         share, sampling, epochs, train, freeze)
+                         share, sampling, epochs, train, freeze, architecture)
 
     def evaluate(self, ckpt: Checkpoint) -> Outcome:
         """Validation and test metrics of a stored model (e.g. the fused one, before joint training)."""

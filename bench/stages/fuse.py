@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bench import checkpoint as C
+from bench.errors import BenchError
 from bench.fusion import FusionJob, ModelFusion, fuse_files
 from bench.fusion.base import fuse_state
 from bench.model import MultiTaskModel
@@ -29,6 +30,12 @@ def run_fuse(stages: Stages, parts: list[Checkpoint], base: Checkpoint, spec: Fu
     ctx = stages.ctx
     method, params = str(spec), dict(spec.raw)
     fusion = spec.build(len(parts))
+    for p in parts:  # fusion averages trunks; an architecture's towers and experts have no counterpart to meet
+        saved = C.arch_spec(p.path)
+        if saved is not None:
+            raise BenchError(f"fusion fuses hard-sharing trunks, but part {p.stage}[{','.join(p.tasks)}] was trained "
+                             f"with architecture {saved['name']!r}; fuse the fine-tunes and train the architecture "
+                             "after fusion (fuse_then_joint strategy.architecture=...)")
     tasks = tuple(t for p in parts for t in p.tasks)
     model_based = isinstance(fusion, ModelFusion)
     if model_based:

@@ -20,9 +20,10 @@ if TYPE_CHECKING:  # annotations only: the class delegates to this module
 def run_joint(stages: Stages, init: Checkpoint, tasks: list[str], weighting: WeightingSpec,
           share: float = 1.0, sampling: str | None = None,
           epochs: int | None = None, train: dict[str, Any] | None = None,
-          freeze: str | list[str] | None = None) -> Outcome:
+          freeze: str | list[str] | None = None, architecture: str = "hps") -> Outcome:
     """See :meth:`bench.stages.Stages.joint`."""
     ctx = stages.ctx
+    arch = (str(architecture), dict(getattr(architecture, "raw", {})))
     wp = dict(weighting.raw)
     w = weighting.build([ctx.task(t) for t in tasks])  # fail before any work; the stage trains with this one
     overrides = {**(train or {}), **{k: v for k, v in (("sampling", sampling), ("epochs", epochs))
@@ -35,7 +36,7 @@ def run_joint(stages: Stages, init: Checkpoint, tasks: list[str], weighting: Wei
     def compute(folder: Path) -> dict[str, Any]:
         # the weighting's name stays out of the seed: seed s gives every weighting the same heads and batches
         seed = sub_seed(stages.seed, "joint")
-        model = build_model(ctx, tasks, init, seed)
+        model = build_model(ctx, tasks, init, seed, architecture=arch)
         freeze_backbone(model, frozen)
         return train_stage(stages, folder, model, tasks, w, seed, f"joint[{weighting}] s{stages.seed}",
                            train=train_cfg, max_steps=steps)
@@ -51,4 +52,6 @@ def run_joint(stages: Stages, init: Checkpoint, tasks: list[str], weighting: Wei
         key["steps"] = steps
     if frozen:
         key["frozen"] = sorted(frozen)
+    if arch != ("hps", {}):  # hard sharing keeps the keys it always had
+        key["architecture"] = {"name": arch[0], "params": arch[1]}
     return run_stage(stages, "joint", key, tuple(tasks), compute)

@@ -104,6 +104,10 @@ class Step:
             if not self.features or len(self.features) != 1:
                 raise BenchError("Step.jacobian(via='features') needs the one shared representation of a "
                                  "single-input step (uses_features = True on the balancer); use via='params'")
+            if self.features[0] is None:
+                raise BenchError("via=features needs one shared representation, but this step's heads read views "
+                                 "with none in common (pooled vectors and feature maps); set "
+                                 "strategy.weighting_params.via=params")
             self._taken = ("features", self.features[0])
             return jacobian.via_features(L, tasks, self.features[0], self.heads)
         if via != "params":

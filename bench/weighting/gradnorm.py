@@ -169,7 +169,9 @@ class GradNorm(Weighting):
     # ------------------------------------------------------------------ setup
     def setup(self, model: nn.Module) -> None:
         backbone = getattr(model, "backbone", model)
-        path = self.params.last_shared_layer or getattr(backbone, "shared_layer", None)
+        # the model's choice first: when every head reads feature maps it names the last layer they pass through
+        path = self.params.last_shared_layer or getattr(model, "shared_layer", None) \
+            or getattr(backbone, "shared_layer", None)
         if not path:
             raise BenchError("gradnorm: the backbone names no shared_layer; set weighting.last_shared_layer to a "
                              "submodule path of the backbone")

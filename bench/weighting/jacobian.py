@@ -42,21 +42,27 @@ def accumulate(params: list[nn.Parameter], grads) -> None:
             p.grad = g if p.grad is None else p.grad + g
 
 
-def via_features(losses: list[torch.Tensor], tasks: list[str], z: torch.Tensor,
+def via_features(losses: list[torch.Tensor], tasks: list[str], z: torch.Tensor | tuple[torch.Tensor, ...],
                  heads: dict[str, list[nn.Parameter]]) -> torch.Tensor:
-    """The T × D Jacobian of ``losses`` with respect to ``z`` (in fp32); each head gets its own task's gradient."""
+    """The T × D Jacobian of ``losses`` with respect to ``z`` (in fp32); each head gets its own task's gradient.
+    ``z`` may be a tuple of tensors (every feature map a dense head reads): D is then their total size, in order."""
+    parts = tuple(z) if isinstance(z, (tuple, list)) else (z,)
     rows = []
     for t, li in zip(tasks, losses):
         own = heads.get(t, [])
-        gz, *gh = torch.autograd.grad(li, [z, *own], retain_graph=True, allow_unused=True)
-        rows.append(torch.zeros_like(z).reshape(-1) if gz is None else gz.reshape(-1))
+        grads = torch.autograd.grad(li, [*parts, *own], retain_graph=True, allow_unused=True)
+        gz, gh = grads[:len(parts)], grads[len(parts):]
+        rows.append(torch.cat([torch.zeros_like(p).reshape(-1) if g is None else g.reshape(-1)
+                               for p, g in zip(parts, gz)]))
         accumulate(own, gh)
     return torch.stack(rows).float()
 
 
-def write_features(direction: torch.Tensor, z: torch.Tensor) -> None:
-    """Backpropagate the update ``direction`` for ``z`` (length D) through the backbone."""
-    z.backward(direction.to(z.dtype).view_as(z))
+def write_features(direction: torch.Tensor, z: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
+    """Backpropagate the update ``direction`` for ``z`` (length D; a tuple's parts in order) through the backbone."""
+    parts = tuple(z) if isinstance(z, (tuple, list)) else (z,)
+    pieces = direction.split([p.numel() for p in parts])
+    torch.autograd.backward(parts, [d.to(p.dtype).view_as(p) for p, d in zip(parts, pieces, strict=True)])
 
 
 def via_params(losses: list[torch.Tensor], tasks: list[str], shared: list[nn.Parameter],
