@@ -1,0 +1,266 @@
+"""A small exact ray caster for the ``scenes`` suite: spheres, boxes and cylinders on a floor before a wall.
+
+Every pixel is one ray through its centre from a pinhole camera; the nearest surface it hits gives the pixel's
+class, depth and normal EXACTLY (no anti-aliasing, no approximation), and its colour by Lambertian shading of a
+textured albedo. All scenes of a batch are cast at once with numpy (arrays of shape (scenes, pixels)).
+
+Coordinates. The world is Y-up: the floor is the plane y = 0, the back wall the plane z = ``wall``. The camera sits
+at (0, ``height``, 0), pitched down by ``pitch`` and turned by ``yaw`` (radians). Camera coordinates are OpenCV's:
+x right, y down, z forward. A pixel (row i, column j) looks along d = ((j + 0.5 - W/2) / f, (i + 0.5 - H/2) / f, 1)
+in camera coordinates, f = (W/2) / tan(hfov/2). Because d's z component is 1, the ray parameter t of a hit IS the
+hit's camera z: ``depth`` is camera z (as NYUv2's depth), not the distance along the ray. ``normals`` are unit
+vectors in camera coordinates, facing the camera (a wall seen head-on is (0, 0, -1); the floor seen level is
+(0, -1, 0)).
+
+Surfaces: every ray hits the wall or the floor (the camera looks forward), so no pixel is invalid. Objects rest on
+the floor: a sphere (centre, radius), a box turned about the vertical axis (centre, half sizes, angle) and a
+vertical cylinder (centre, radius, half height; its top cap is a disc). Pictures are rectangles painted on the wall
+or the floor: geometrically the wall or floor, but their own class (NYUv2's "picture" and "floor mat").
+
+Textures are real digits (28x28 uint8, ink 0..255): an albedo is ``base * (1 - c * ink) + paint * c * ink`` with a
+surface's base and paint colours and contrast c. Shading: ``albedo * (ambient + (1 - ambient) * max(0, n·light))``;
+no shadows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FLOOR, WALL, SPHERE, BOX, CYLINDER, PICTURE = range(6)
+CLASSES = ("floor", "wall", "sphere", "box", "cylinder", "picture")
+SHAPES = (SPHERE, BOX, CYLINDER)  # an object's kind is its class id
+TILE = 1.0  # metres per digit tile on the wall and the floor
+TILE_DIGITS = 4  # digits per scene that tile the wall and the floor
+
+
+@dataclass(frozen=True)
+class Scenes:
+    """Parameters of B scenes with up to M objects and P pictures (all float arrays float64).
+
+    Camera: ``height``, ``pitch``, ``yaw``, ``wall`` (B,). Light: ``light`` (B, 3) a unit world vector towards the
+    light, ``ambient`` (B,). Objects: ``kind`` (B, M) int, a class id of ``SHAPES`` or -1 for an empty slot;
+    ``center`` (B, M, 3) (y is the half height: objects rest on the floor), ``size`` (B, M, 3) (sphere: radius;
+    box: half sizes x, y, z; cylinder: radius, half height), ``angle`` (B, M) a box's turn about the vertical.
+    Pictures: ``pic_on`` (B, P) int, FLOOR or WALL or -1 for none; ``pic_rect`` (B, P, 4): (a0, a1, b0, b1) the
+    rectangle in the plane's coordinates (wall: x and y; floor: x and z). Appearance of every surface s (0 floor,
+    1 wall, 2 + m object m, 2 + M + p picture p): ``digit`` (B, S) an index into the digit bank (the floor and wall
+    tile ``tiles`` (B, TILE_DIGITS) instead), ``base`` and ``paint`` (B, S, 3) colours in [0, 1], ``contrast`` (B, S).
+    """
+
+    height: np.ndarray
+    pitch: np.ndarray
+    yaw: np.ndarray
+    wall: np.ndarray
+    light: np.ndarray
+    ambient: np.ndarray
+    kind: np.ndarray
+    center: np.ndarray
+    size: np.ndarray
+    angle: np.ndarray
+    pic_on: np.ndarray
+    pic_rect: np.ndarray
+    digit: np.ndarray
+    tiles: np.ndarray
+    base: np.ndarray
+    paint: np.ndarray
+    contrast: np.ndarray
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """``image`` (B, 3, H, W) uint8; ``segmentation`` (B, H, W) int64 class ids; ``depth`` (B, H, W) float32 camera
+    z; ``normals`` (B, 3, H, W) float32 unit vectors in camera coordinates."""
+
+    image: np.ndarray
+    segmentation: np.ndarray
+    depth: np.ndarray
+    normals: np.ndarray
+
+
+def camera_rays(size: int, hfov: float) -> np.ndarray:
+    """(P, 3) ray directions in camera coordinates with z = 1, row-major over pixel centres."""
+    f = (size / 2) / np.tan(hfov / 2)
+    c = (np.arange(size) + 0.5 - size / 2) / f
+    yy, xx = np.meshgrid(c, c, indexing="ij")
+    return np.stack([xx.ravel(), yy.ravel(), np.ones(size * size)], axis=1)
+
+
+def camera_to_world(pitch: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+    """(B, 3, 3) orthogonal maps from camera to world coordinates (y down -> y up, then pitch down, then yaw)."""
+    cp, sp, cy, sy = np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw)
+    one, zero = np.ones_like(pitch), np.zeros_like(pitch)
+    flip = np.diag([1.0, -1.0, 1.0])
+    # pitch about x: forward (0, 0, 1) -> (0, -sin, cos), the camera looks down; yaw about y: forward turns to +x
+    pitch_m = np.stack([np.stack([one, zero, zero], -1), np.stack([zero, cp, -sp], -1),
+                        np.stack([zero, sp, cp], -1)], -2)
+    yaw_m = np.stack([np.stack([cy, zero, sy], -1), np.stack([zero, one, zero], -1),
+                      np.stack([-sy, zero, cy], -1)], -2)
+    return yaw_m @ pitch_m @ flip
+
+
+class _Buffers:
+    """The nearest hit so far per ray: its t, world normal, class, surface index and texture coordinates."""
+
+    def __init__(self, b: int, p: int):
+        self.t = np.full((b, p), np.inf)
+        self.normal = np.zeros((b, p, 3))
+        self.cls = np.full((b, p), -1, np.int64)
+        self.surface = np.zeros((b, p), np.int64)
+        self.uv = np.zeros((b, p, 2))
+
+    def write(self, rows: np.ndarray, t: np.ndarray, normal: np.ndarray, cls: np.ndarray | int,
+              surface: np.ndarray | int, uv: np.ndarray) -> None:
+        """Keep the new hit where it is nearer (``rows``: which scenes these (n, P) arrays belong to); only the
+        pixels that change are written, a few per cent for an object."""
+        r, p = np.nonzero(t < self.t[rows])
+        at = (rows[r], p)
+        self.t[at], self.normal[at], self.uv[at] = t[r, p], normal[r, p], uv[r, p]
+        self.cls[at] = cls if np.isscalar(cls) else cls[r, p]
+        self.surface[at] = surface if np.isscalar(surface) else surface[r, p]
+
+
+def _positive(t: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(t) & (t > 1e-9), t, np.inf)
+
+
+def _sphere(o: np.ndarray, d: np.ndarray, c: np.ndarray, s: np.ndarray):
+    r = s[:, None, 0]
+    oc = (o - c)[:, None, :]
+    a = (d * d).sum(-1)
+    b = 2 * (d * oc).sum(-1)
+    disc = b * b - 4 * a * ((oc * oc).sum(-1) - r * r)
+    with np.errstate(invalid="ignore"):
+        t = _positive((-b - np.sqrt(disc)) / (2 * a))
+    n = (oc + t[..., None] * d) / r[..., None]
+    n = np.nan_to_num(n, posinf=0.0, neginf=0.0)
+    u = (np.arctan2(n[..., 0], -n[..., 2]) / np.pi + 1.0) % 1.0  # one digit on each half of the sphere
+    v = np.clip((1.0 - n[..., 1]) / 2.0, 0.0, 1.0)
+    return t, n, np.stack([u * 2 % 1.0, v], -1)
+
+
+def _box(o: np.ndarray, d: np.ndarray, c: np.ndarray, s: np.ndarray, angle: np.ndarray):
+    ca, sa = np.cos(angle)[:, None], np.sin(angle)[:, None]  # local x = (ca, 0, -sa), local z = (sa, 0, ca)
+    rel = (o - c)[:, None, :]
+
+    def local(v):
+        return np.stack([ca * v[..., 0] - sa * v[..., 2], v[..., 1], sa * v[..., 0] + ca * v[..., 2]], -1)
+
+    ol, dl, h = local(rel), local(d), s[:, None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1, t2 = (-h - ol) / dl, (h - ol) / dl
+    near, far = np.minimum(t1, t2), np.maximum(t1, t2)
+    near, far = np.nan_to_num(near, nan=-np.inf), np.nan_to_num(far, nan=np.inf)
+    axis = near.argmax(-1)
+    t_in, t_out = near.max(-1), far.min(-1)
+    t = _positive(np.where(t_in <= t_out, t_in, np.inf))
+    sign = -np.sign(np.take_along_axis(dl, axis[..., None], -1)[..., 0])
+    nl = np.zeros_like(dl)
+    np.put_along_axis(nl, axis[..., None], sign[..., None], -1)
+    n = np.stack([ca * nl[..., 0] + sa * nl[..., 2], nl[..., 1], -sa * nl[..., 0] + ca * nl[..., 2]], -1)
+    pl = ol + np.where(np.isfinite(t), t, 0.0)[..., None] * dl
+    q = np.clip((pl / h + 1.0) / 2.0, 0.0, 1.0)  # each local coordinate mapped to [0, 1] on the box
+    uv_by_axis = np.stack([q[..., [2, 1]], q[..., [0, 2]], q[..., [0, 1]]], -2)  # face normal x, y, z
+    uv = np.take_along_axis(uv_by_axis, axis[..., None, None].repeat(2, -1), -2)[..., 0, :]
+    return t, n, uv
+
+
+def _cylinder(o: np.ndarray, d: np.ndarray, c: np.ndarray, s: np.ndarray):
+    r, hh = s[:, None, 0], s[:, None, 1]
+    oc = (o - c)[:, None, :]
+    a = d[..., 0] ** 2 + d[..., 2] ** 2
+    b = 2 * (d[..., 0] * oc[..., 0] + d[..., 2] * oc[..., 2])
+    disc = b * b - 4 * a * (oc[..., 0] ** 2 + oc[..., 2] ** 2 - r * r)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ts = _positive((-b - np.sqrt(disc)) / (2 * a))
+        ys = oc[..., 1] + ts * d[..., 1]
+        ts = np.where(np.abs(ys) <= hh, ts, np.inf)
+        tc = _positive((hh - oc[..., 1]) / d[..., 1])  # the top cap
+    pc = oc + np.where(np.isfinite(tc), tc, 0.0)[..., None] * d
+    tc = np.where(pc[..., 0] ** 2 + pc[..., 2] ** 2 <= r * r, tc, np.inf)
+    side = ts <= tc
+    t = np.minimum(ts, tc)
+    p = oc + np.where(np.isfinite(t), t, 0.0)[..., None] * d
+    n_side = np.stack([p[..., 0] / r, np.zeros_like(t), p[..., 2] / r], -1)
+    n_top = np.broadcast_to(np.array([0.0, 1.0, 0.0]), n_side.shape)
+    n = np.where(side[..., None], n_side, n_top)
+    u_side = (np.arctan2(p[..., 0], -p[..., 2]) / np.pi + 1.0) % 1.0
+    v_side = np.clip((hh - p[..., 1]) / (2 * hh), 0.0, 1.0)
+    uv_top = np.clip(np.stack([p[..., 0], p[..., 2]], -1) / (2 * r[..., None]) + 0.5, 0.0, 1.0)
+    uv = np.where(side[..., None], np.stack([u_side * 2 % 1.0, v_side], -1), uv_top)
+    return t, n, uv
+
+
+def _planes(o: np.ndarray, d: np.ndarray, sc: Scenes, buf: _Buffers) -> None:
+    """The floor and the wall, and the pictures painted on them (they win where the hit lies in their rectangle)."""
+    rows = np.arange(len(d))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_floor = _positive(-o[:, None, 1] / d[..., 1])
+        t_wall = _positive((sc.wall[:, None] - o[:, None, 2]) / d[..., 2])
+    for surface, t, normal, (ia, ib) in ((FLOOR, t_floor, (0.0, 1.0, 0.0), (0, 2)),
+                                         (WALL, t_wall, (0.0, 0.0, -1.0), (0, 1))):
+        p = o[:, None, :] + np.where(np.isfinite(t), t, 0.0)[..., None] * d
+        a, b = p[..., ia], p[..., ib]
+        cls = np.full(t.shape, surface)
+        surf = np.full(t.shape, surface)
+        uv = np.stack([a / TILE, -b / TILE if surface == WALL else b / TILE], -1)  # tiled: the digit picks by tile
+        for k in range(sc.pic_on.shape[1]):
+            a0, a1, b0, b1 = (sc.pic_rect[:, k, i][:, None] for i in range(4))
+            inside = (sc.pic_on[:, k, None] == surface) & (a >= a0) & (a < a1) & (b >= b0) & (b < b1)
+            cls = np.where(inside, PICTURE, cls)
+            surf = np.where(inside, 2 + sc.kind.shape[1] + k, surf)
+            with np.errstate(divide="ignore", invalid="ignore"):  # an absent picture's rectangle may be empty
+                local = np.stack([(a - a0) / (a1 - a0),
+                                  (b1 - b) / (b1 - b0) if surface == WALL else (b - b0) / (b1 - b0)], -1)
+            uv = np.where(inside[..., None], local, uv)
+        buf.write(rows, t, np.broadcast_to(np.array(normal), (*t.shape, 3)), cls, surf, uv)
+
+
+def _ink(sc: Scenes, buf: _Buffers, bank: np.ndarray) -> np.ndarray:
+    """(B, P) digit ink in [0, 1] at each hit: tiles on the bare floor and wall, one stretched digit elsewhere."""
+    rows = np.arange(len(buf.t))[:, None]
+    u, v = buf.uv[..., 0], buf.uv[..., 1]
+    tiled = buf.surface < 2
+    tile = (np.floor(u).astype(np.int64) * 3 + np.floor(v).astype(np.int64) * 5) % TILE_DIGITS
+    digit = np.where(tiled, sc.tiles[rows, tile], sc.digit[rows, buf.surface])
+    side = bank.shape[-1]
+    col = np.clip((np.mod(u, 1.0) * side).astype(np.int64), 0, side - 1)
+    row = np.clip((np.mod(v, 1.0) * side).astype(np.int64), 0, side - 1)
+    return bank[digit, row, col].astype(np.float64) / 255.0
+
+
+def render(sc: Scenes, bank: np.ndarray, size: int = 64, hfov: float = np.pi / 3) -> Rendered:
+    """Cast every pixel of every scene; ``bank`` (D, h, w) uint8 digit textures indexed by ``sc.digit``."""
+    b = len(sc.height)
+    rot = camera_to_world(sc.pitch, sc.yaw)
+    d = camera_rays(size, hfov) @ rot.transpose(0, 2, 1)  # (B, P, 3): each camera ray in world coordinates
+    o = np.stack([np.zeros(b), sc.height, np.zeros(b)], -1)
+    buf = _Buffers(b, size * size)
+    _planes(o, d, sc, buf)
+    for m in range(sc.kind.shape[1]):
+        for shape in SHAPES:
+            rows = np.flatnonzero(sc.kind[:, m] == shape)
+            if not len(rows):
+                continue
+            c, s = sc.center[rows, m], sc.size[rows, m]
+            if shape == SPHERE:
+                t, n, uv = _sphere(o[rows], d[rows], c, s)
+            elif shape == BOX:
+                t, n, uv = _box(o[rows], d[rows], c, s, sc.angle[rows, m])
+            else:
+                t, n, uv = _cylinder(o[rows], d[rows], c, s)
+            buf.write(rows, t, n, shape, 2 + m, uv)
+    ink = _ink(sc, buf, bank)[..., None]
+    rows = np.arange(b)[:, None]
+    c = sc.contrast[rows, buf.surface][..., None]
+    albedo = sc.base[rows, buf.surface] * (1 - c * ink) + sc.paint[rows, buf.surface] * c * ink
+    lambert = np.maximum((buf.normal * sc.light[:, None, :]).sum(-1), 0.0)[..., None]
+    shade = sc.ambient[:, None, None] + (1 - sc.ambient[:, None, None]) * lambert
+    rgb = np.clip(np.rint(albedo * shade * 255.0), 0, 255).astype(np.uint8)
+    normals_cam = buf.normal @ rot  # world -> camera: rot's transpose, since rot is orthogonal
+    grid = (b, size, size)
+    return Rendered(image=rgb.transpose(0, 2, 1).reshape(b, 3, size, size),
+                    segmentation=buf.cls.reshape(grid),
+                    depth=buf.t.reshape(grid).astype(np.float32),
+                    normals=normals_cam.transpose(0, 2, 1).reshape(b, 3, size, size).astype(np.float32))
