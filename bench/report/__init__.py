@@ -28,6 +28,7 @@ from bench.report.leaderboard import (
     write_tables,
 )
 from bench.report.plots import write_plots
+from bench.report.previews import dense_previews
 from bench.report.records import fusion_coefficients, load_records, row_name, trajectories
 from bench.suites import find_suite, read_suite_yaml
 
@@ -129,10 +130,12 @@ def write_report(results_dir: Path, suite: str, out_dir: Path | None = None, str
 def write_boards(boards: list[Leaderboard], records: list[Record], out_dir: Path,
                  reference: Reference | None = None) -> dict[str, Path]:
     """The tables of every board and the plots of the first (bars, Pareto, weight trajectories and loss curves,
-    fusion coefficients); what both `bench report` and `bench run` write. ``reference``: a published table the
-    tables print under the measured rows (never in the plots)."""
+    fusion coefficients, a dense suite's images and maps); what both `bench report` and `bench run` write.
+    ``reference``: a published table the tables print under the measured rows (never in the plots)."""
     paths = write_tables(boards, out_dir, reference)
-    paths |= write_plots(boards[0], trajectories(records), out_dir, fusion_coefficients(records))
+    board = boards[0]
+    previews = dense_previews(records, list(board.table.index), board.split)  # None unless a task is dense
+    paths |= write_plots(board, trajectories(records), out_dir, fusion_coefficients(records), previews)
     return paths
 
 

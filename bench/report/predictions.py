@@ -76,6 +76,30 @@ class Predictions:
                 data.close()
         self._files.clear()
 
+    def _open(self, e: Entry, split: str, task: str) -> tuple[Path, object] | str:
+        """The loaded ``predictions.npz`` that seed ``e`` keeps ``split``/``task`` in (and its path), or why none."""
+        rel = (e.row.predictions or {}).get(split, {}).get(task)
+        if not rel:
+            return f"seed {e.seed} has no {split} predictions for {task}"
+        if e.record.path is None:
+            return "record has no path to resolve its predictions from"
+        path = e.record.path.parents[3] / rel  # <results>/<suite>/cells/<strategy>/<cell>/record.json
+        data = self._file(path)
+        return data if isinstance(data, str) else (path, data)
+
+    def previews(self, e: Entry, split: str, task: str) -> dict[str, np.ndarray] | str:
+        """The ``preview_*`` arrays seed ``e`` keeps of ``split``/``task`` (``input``, ``target``, ``pred``: the
+        first examples' images and maps of a dense task, for the report's figure), keyed without the prefix; empty
+        for a task that keeps none, a one-line reason when the file cannot be read."""
+        if e.record.legacy:
+            return OLD_RECORDS
+        opened = self._open(e, split, task)
+        if isinstance(opened, str):
+            return opened
+        _, data = opened
+        prefix = f"{split}/{task}/preview_"
+        return {k[len(prefix):]: np.asarray(data[k]) for k in data.files if k.startswith(prefix)}
+
     def row_arrays(self, entries: Sequence[Entry], bt: BoardTask) -> RowArrays | str:
         """The arrays of a row (its seeds' ``entries``, sorted by seed) on one board task, or why there are none."""
         if all(e.record.legacy for e in entries):
@@ -86,15 +110,10 @@ class Predictions:
         for e in entries:
             if e.record.legacy:
                 return f"seed {e.seed}: {OLD_RECORDS}"
-            rel = (e.row.predictions or {}).get(bt.split, {}).get(bt.task)
-            if not rel:
-                return f"seed {e.seed} has no {bt.split} predictions for {bt.task}"
-            if e.record.path is None:
-                return "record has no path to resolve its predictions from"
-            path = e.record.path.parents[3] / rel  # <results>/<suite>/cells/<strategy>/<cell>/record.json
-            data = self._file(path)
-            if isinstance(data, str):
-                return data
+            opened = self._open(e, bt.split, bt.task)
+            if isinstance(opened, str):
+                return opened
+            path, data = opened
             keys = [f"{bt.split}/{bt.task}/{k}" for k in names]
             missing = [k for k in keys if k not in data.files]
             if missing:
