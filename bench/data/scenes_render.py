@@ -103,52 +103,47 @@ def camera_to_world(pitch: np.ndarray, yaw: np.ndarray) -> np.ndarray:
 class _Buffers:
     """The nearest hit so far per ray: its t, world normal, class, surface index and texture coordinates."""
 
-    def __init__(self, b: int, p: int):
-        self.t = np.full((b, p), np.inf)
-        self.normal = np.zeros((b, p, 3))
-        self.cls = np.full((b, p), -1, np.int64)
-        self.surface = np.zeros((b, p), np.int64)
-        self.uv = np.zeros((b, p, 2))
+    def __init__(self, t: np.ndarray, normal: np.ndarray, cls: np.ndarray, surface: np.ndarray, uv: np.ndarray):
+        self.t, self.normal, self.cls, self.surface, self.uv = t, normal, cls, surface, uv
 
-    def write(self, rows: np.ndarray, t: np.ndarray, normal: np.ndarray, cls: np.ndarray | int,
-              surface: np.ndarray | int, uv: np.ndarray) -> None:
-        """Keep the new hit where it is nearer (``rows``: which scenes these (n, P) arrays belong to); only the
-        pixels that change are written, a few per cent for an object."""
-        r, p = np.nonzero(t < self.t[rows])
-        at = (rows[r], p)
-        self.t[at], self.normal[at], self.uv[at] = t[r, p], normal[r, p], uv[r, p]
-        self.cls[at] = cls if np.isscalar(cls) else cls[r, p]
-        self.surface[at] = surface if np.isscalar(surface) else surface[r, p]
+    def write(self, at: tuple[np.ndarray, np.ndarray], t: np.ndarray, normal: np.ndarray, cls: int, surface: int,
+              uv: np.ndarray) -> None:
+        """Keep the new hits (flat arrays for the pixels ``at`` = (scene, pixel)) where they are nearer."""
+        near = t < self.t[at]
+        at = (at[0][near], at[1][near])
+        self.t[at], self.normal[at], self.uv[at] = t[near], normal[near], uv[near]
+        self.cls[at], self.surface[at] = cls, surface
 
 
 def _positive(t: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(t) & (t > 1e-9), t, np.inf)
 
 
-def _sphere(o: np.ndarray, d: np.ndarray, c: np.ndarray, s: np.ndarray):
-    r = s[:, None, 0]
-    oc = (o - c)[:, None, :]
+# The shapes: flat arrays, one row per (scene, pixel) candidate: oc = camera origin - object centre (K, 3), the
+# ray d (K, 3), the object's size (K, 3). Each returns t (K,) (inf: no hit), world normals (K, 3), texture uv (K, 2).
+
+
+def _sphere(oc: np.ndarray, d: np.ndarray, s: np.ndarray):
+    r = s[:, 0]
     a = (d * d).sum(-1)
     b = 2 * (d * oc).sum(-1)
     disc = b * b - 4 * a * ((oc * oc).sum(-1) - r * r)
     with np.errstate(invalid="ignore"):
         t = _positive((-b - np.sqrt(disc)) / (2 * a))
-    n = (oc + t[..., None] * d) / r[..., None]
-    n = np.nan_to_num(n, posinf=0.0, neginf=0.0)
+    n = (oc + np.where(np.isfinite(t), t, 0.0)[..., None] * d) / r[..., None]
     u = (np.arctan2(n[..., 0], -n[..., 2]) / np.pi + 1.0) % 1.0  # one digit on each half of the sphere
     v = np.clip((1.0 - n[..., 1]) / 2.0, 0.0, 1.0)
     return t, n, np.stack([u * 2 % 1.0, v], -1)
 
 
-def _box(o: np.ndarray, d: np.ndarray, c: np.ndarray, s: np.ndarray, angle: np.ndarray):
-    ca, sa = np.cos(angle)[:, None], np.sin(angle)[:, None]  # local x = (ca, 0, -sa), local z = (sa, 0, ca)
-    rel = (o - c)[:, None, :]
+def _box(oc: np.ndarray, d: np.ndarray, s: np.ndarray, angle: np.ndarray):
+    ca, sa = np.cos(angle), np.sin(angle)  # local x = (ca, 0, -sa), local z = (sa, 0, ca)
 
     def local(v):
         return np.stack([ca * v[..., 0] - sa * v[..., 2], v[..., 1], sa * v[..., 0] + ca * v[..., 2]], -1)
 
-    ol, dl, h = local(rel), local(d), s[:, None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
+    ol, dl, h = local(oc), local(d), s
+    with np.errstate(divide="ignore", invalid="ignore"):  # the slab method; a ray parallel to a slab gives +-inf
         t1, t2 = (-h - ol) / dl, (h - ol) / dl
     near, far = np.minimum(t1, t2), np.maximum(t1, t2)
     near, far = np.nan_to_num(near, nan=-np.inf), np.nan_to_num(far, nan=np.inf)
@@ -166,9 +161,8 @@ def _box(o: np.ndarray, d: np.ndarray, c: np.ndarray, s: np.ndarray, angle: np.n
     return t, n, uv
 
 
-def _cylinder(o: np.ndarray, d: np.ndarray, c: np.ndarray, s: np.ndarray):
-    r, hh = s[:, None, 0], s[:, None, 1]
-    oc = (o - c)[:, None, :]
+def _cylinder(oc: np.ndarray, d: np.ndarray, s: np.ndarray):
+    r, hh = s[:, 0], s[:, 1]
     a = d[..., 0] ** 2 + d[..., 2] ** 2
     b = 2 * (d[..., 0] * oc[..., 0] + d[..., 2] * oc[..., 2])
     disc = b * b - 4 * a * (oc[..., 0] ** 2 + oc[..., 2] ** 2 - r * r)
@@ -192,29 +186,47 @@ def _cylinder(o: np.ndarray, d: np.ndarray, c: np.ndarray, s: np.ndarray):
     return t, n, uv
 
 
-def _planes(o: np.ndarray, d: np.ndarray, sc: Scenes, buf: _Buffers) -> None:
-    """The floor and the wall, and the pictures painted on them (they win where the hit lies in their rectangle)."""
-    rows = np.arange(len(d))
+def _bound(shape: int, size: np.ndarray) -> np.ndarray:
+    """(n,) radius of a sphere about the object's centre that holds it."""
+    if shape == SPHERE:
+        return size[:, 0]
+    if shape == BOX:
+        return np.linalg.norm(size, axis=1)
+    return np.hypot(size[:, 0], size[:, 1])
+
+
+def _candidates(o: np.ndarray, d: np.ndarray, center: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(scene row, pixel) of the rays that pass within ``bound`` of ``center`` ahead of the camera: the only rays
+    an object can hit, so the exact test runs on a few per cent of the pixels. |d x c|^2 = |d|^2 |c|^2 - (d.c)^2."""
+    c = center - o
+    dc = (d @ c[:, :, None])[..., 0]
+    dd = (d * d).sum(-1)
+    return np.nonzero((dc > 0) & (dd * ((c * c).sum(-1) - bound * bound)[:, None] <= dc * dc))
+
+
+def _planes(o: np.ndarray, d: np.ndarray, sc: Scenes) -> _Buffers:
+    """The floor or the wall behind every ray, and the pictures painted on them (where the hit lies in their
+    rectangle): the buffers objects are then drawn into."""
     with np.errstate(divide="ignore", invalid="ignore"):
         t_floor = _positive(-o[:, None, 1] / d[..., 1])
         t_wall = _positive((sc.wall[:, None] - o[:, None, 2]) / d[..., 2])
-    for surface, t, normal, (ia, ib) in ((FLOOR, t_floor, (0.0, 1.0, 0.0), (0, 2)),
-                                         (WALL, t_wall, (0.0, 0.0, -1.0), (0, 1))):
-        p = o[:, None, :] + np.where(np.isfinite(t), t, 0.0)[..., None] * d
-        a, b = p[..., ia], p[..., ib]
-        cls = np.full(t.shape, surface)
-        surf = np.full(t.shape, surface)
-        uv = np.stack([a / TILE, -b / TILE if surface == WALL else b / TILE], -1)  # tiled: the digit picks by tile
-        for k in range(sc.pic_on.shape[1]):
-            a0, a1, b0, b1 = (sc.pic_rect[:, k, i][:, None] for i in range(4))
-            inside = (sc.pic_on[:, k, None] == surface) & (a >= a0) & (a < a1) & (b >= b0) & (b < b1)
-            cls = np.where(inside, PICTURE, cls)
-            surf = np.where(inside, 2 + sc.kind.shape[1] + k, surf)
-            with np.errstate(divide="ignore", invalid="ignore"):  # an absent picture's rectangle may be empty
-                local = np.stack([(a - a0) / (a1 - a0),
-                                  (b1 - b) / (b1 - b0) if surface == WALL else (b - b0) / (b1 - b0)], -1)
-            uv = np.where(inside[..., None], local, uv)
-        buf.write(rows, t, np.broadcast_to(np.array(normal), (*t.shape, 3)), cls, surf, uv)
+    floor = t_floor < t_wall
+    t = np.where(floor, t_floor, t_wall)
+    p = o[:, None, :] + t[..., None] * d
+    a, b = p[..., 0], np.where(floor, p[..., 2], p[..., 1])  # plane coordinates: floor (x, z), wall (x, y)
+    surface = np.where(floor, FLOOR, WALL)
+    cls = surface.copy()
+    uv = np.stack([a / TILE, np.where(floor, b, -b) / TILE], -1)  # tiled: the digit picks by tile
+    for k in range(sc.pic_on.shape[1]):
+        a0, a1, b0, b1 = (sc.pic_rect[:, k, i][:, None] for i in range(4))
+        inside = (sc.pic_on[:, k, None] == surface) & (a >= a0) & (a < a1) & (b >= b0) & (b < b1)
+        cls = np.where(inside, PICTURE, cls)
+        surface = np.where(inside, 2 + sc.kind.shape[1] + k, surface)
+        with np.errstate(divide="ignore", invalid="ignore"):  # an absent picture's rectangle may be empty
+            local = np.stack([(a - a0) / (a1 - a0), np.where(floor, b - b0, b1 - b) / (b1 - b0)], -1)
+        uv = np.where(inside[..., None], local, uv)
+    normal = np.where(floor[..., None], np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0]))
+    return _Buffers(t, normal, cls, surface, uv)
 
 
 def _ink(sc: Scenes, buf: _Buffers, bank: np.ndarray) -> np.ndarray:
@@ -236,21 +248,22 @@ def render(sc: Scenes, bank: np.ndarray, size: int = 64, hfov: float = np.pi / 3
     rot = camera_to_world(sc.pitch, sc.yaw)
     d = camera_rays(size, hfov) @ rot.transpose(0, 2, 1)  # (B, P, 3): each camera ray in world coordinates
     o = np.stack([np.zeros(b), sc.height, np.zeros(b)], -1)
-    buf = _Buffers(b, size * size)
-    _planes(o, d, sc, buf)
+    buf = _planes(o, d, sc)
     for m in range(sc.kind.shape[1]):
         for shape in SHAPES:
             rows = np.flatnonzero(sc.kind[:, m] == shape)
             if not len(rows):
                 continue
-            c, s = sc.center[rows, m], sc.size[rows, m]
+            r, p = _candidates(o[rows], d[rows], sc.center[rows, m], _bound(shape, sc.size[rows, m]))
+            at = (rows[r], p)
+            oc, ray, s = o[at[0]] - sc.center[at[0], m], d[at], sc.size[at[0], m]
             if shape == SPHERE:
-                t, n, uv = _sphere(o[rows], d[rows], c, s)
+                t, n, uv = _sphere(oc, ray, s)
             elif shape == BOX:
-                t, n, uv = _box(o[rows], d[rows], c, s, sc.angle[rows, m])
+                t, n, uv = _box(oc, ray, s, sc.angle[at[0], m])
             else:
-                t, n, uv = _cylinder(o[rows], d[rows], c, s)
-            buf.write(rows, t, n, shape, 2 + m, uv)
+                t, n, uv = _cylinder(oc, ray, s)
+            buf.write(at, t, n, shape, 2 + m, uv)
     ink = _ink(sc, buf, bank)[..., None]
     rows = np.arange(b)[:, None]
     c = sc.contrast[rows, buf.surface][..., None]
