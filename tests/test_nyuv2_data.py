@@ -6,11 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from bench.config import DataSpec, SplitConfig, TaskConfig
-from bench.data.base import MissingData
+from bench.config import DataSpec, SplitConfig, SuiteConfig, TaskConfig
+from bench.data.base import SOURCES, MissingData
 from bench.data.nyuv2 import cityscapes, nyuv2
 from bench.errors import BenchError
+from bench.references import names
 
 HW = (16, 24)
 SIZES = {"train": 6, "val": 4}
@@ -163,3 +165,14 @@ def test_malformed_files_are_one_line_errors(nyu):
         nyuv2(spec(root, image_dtype="int8"), tasks("normals"), SplitConfig())
     with pytest.raises(BenchError, match="has no label column 'normal' .*did you mean 'normals'"):
         nyuv2(spec(root), [TaskConfig(name="normal", input="image", target="normals")], SplitConfig())
+
+
+@pytest.mark.parametrize("name, reference, source", [("nyuv2", "nyuv2_nash_mtl", "nyuv2"),
+                                                     ("cityscapes", "cityscapes_nash_mtl", "cityscapes")])
+def test_suite_files_name_their_source_and_published_table(name, reference, source):
+    raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "suites" / f"{name}.yaml").read_text())
+    suite = SuiteConfig(**raw)
+    assert suite.data.source == source and source in SOURCES
+    assert suite.reference == reference and reference in names()
+    assert suite.backbone.options["create"] == {"output_stride": 8} and suite.backbone.options["keep_size"] is True
+    assert (suite.train.epochs, suite.train.lr) == (200, 1e-4)
