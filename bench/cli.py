@@ -83,7 +83,8 @@ def cmd_list(args: list[str]) -> int:
     console = Console(width=160)
     sections = [("suites", {n: (where(files[n], "suites"), d) for n, d in list_suites().items()})]
     for title, kind in [("strategies", "strategy"), ("weightings", "weighting"), ("fusion methods", "fusion method"),
-                        ("trackers", "tracker"), ("launchers", "launcher"), ("task kinds", "task kind")]:
+                        ("trackers", "tracker"), ("launchers", "launcher"), ("task kinds", "task kind"),
+                        ("architectures", "architecture")]:
         sections.append((title, {n: (scan.origin(kind, n), d) for n, d in scan.describe(kind).items()}))
     sections.append(("published references (bench report ... reference=NAME)",
                      {n: ("built-in", d) for n, d in describe_references().items()}))

@@ -1,6 +1,7 @@
-"""Typed references to plug-ins: a weighting or fusion method named in a configuration, validated once.
+"""Typed references to plug-ins: a weighting, fusion method or architecture named in a configuration, validated once.
 
-A strategy's ``Params`` names the weighting and fusion method it uses with these types, and a stage takes them::
+A strategy's ``Params`` names the weighting, fusion method and architecture it uses with these types, and a stage
+takes them::
 
     class Params(Frozen):
         weighting: WeightingSpec = WeightingSpec("equal")
@@ -33,10 +34,10 @@ import importlib
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic import Field, GetCoreSchemaHandler, GetJsonSchemaHandler, SerializerFunctionWrapHandler, model_serializer
 from pydantic_core import core_schema
 
-from bench.config import TaskConfig, validated
+from bench.config import Frozen, TaskConfig, validated
 
 
 class PluginSpec(str):
@@ -157,6 +158,47 @@ class FusionSpec(PluginSpec):
         """The method fusing ``n`` checkpoints (its ``validate`` checks the parameters against ``n``)."""
         spec = self.resolve()
         return spec.cls(spec.params, n)
+
+
+class ArchitectureSpec(PluginSpec):
+    """An architecture (``strategy.architecture=mtan``) and its parameters (``strategy.architecture_params``)."""
+
+    kind, label, registry = "architecture", "architecture", ("bench.architectures.base", "ARCHITECTURES")
+
+    def check(self, task_names: list[str]) -> None:
+        if str(self) != "hps" or self.raw:  # the default has nothing to check (no module, no parameters)
+            self.resolve()
+
+    def build(self, shapes: Mapping[str, Any], kinds: Mapping[str, Any]) -> Any:
+        """The architecture's module for the backbone's view ``shapes`` and the tasks' ``kinds`` (task -> its kind);
+        None for ``hps``, which builds none (the model keeps today's state-dict keys)."""
+        spec = self.resolve()
+        module = importlib.import_module(self.registry[0])  # resolved: imported already
+        return module.build_architecture(str(spec), spec.raw, dict(shapes), dict(kinds))
+
+
+class WithArchitecture(Frozen):
+    """The base of a joint strategy's ``Params`` that offers ``strategy.architecture=`` (naive_mtl, uncertainty, ...).
+
+    At the default (``hps``, no parameters) the two fields are left out of the dump, so the records and cell hashes
+    of every configuration that names no architecture stay what they were before architectures existed.
+
+    >>> class P(WithArchitecture):
+    ...     lr: float = 0.1
+    >>> P().model_dump(), P(architecture="mtan").model_dump()
+    ({'lr': 0.1}, {'architecture': 'mtan', 'architecture_params': {}, 'lr': 0.1})
+    """
+
+    architecture: ArchitectureSpec = ArchitectureSpec("hps")  # how the tasks share parameters (docs/architectures.md)
+    architecture_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {experts: 4} for mmoe
+
+    @model_serializer(mode="wrap")
+    def _default_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = handler(self)
+        if self.architecture == "hps" and not self.architecture_params:
+            out.pop("architecture", None)
+            out.pop("architecture_params", None)
+        return out
 
 
 def specs_of(params: Any) -> list[PluginSpec]:

@@ -4,6 +4,9 @@ The method bench was founded on (docs/protocol.md). The per-task fine-tunes are 
 after ``separate`` they come from the store. Each task keeps its head from its own fine-tune. Two rows come out:
 ``fused`` (the fused model evaluated before any joint training) and ``fuse_then_joint`` (after joint training with
 L = Σ λ_i L_i under any weighting: ``strategy.weighting=uncertainty`` etc. makes the ablation grid).
+``strategy.architecture=mmoe`` (docs/architectures.md) applies to the joint phase only: the fine-tunes are
+single-task networks and fusion averages their trunks, then the architecture's modules start fresh on the fused
+trunk.
 
 Budget: without ``budget.match`` the fine-tunes and the joint phase each run ``train.epochs``, so the row sees about
 twice the samples of ``naive_mtl`` (the leaderboard shows it). Under ``budget.match=samples|steps`` the fine-tunes
@@ -18,15 +21,14 @@ from typing import Any
 
 from pydantic import Field
 
-from bench.config import Frozen
 from bench.fusion import ModelFusion
 from bench.record import Row
-from bench.specs import FusionSpec, WeightingSpec
+from bench.specs import FusionSpec, WeightingSpec, WithArchitecture
 from bench.stages import Outcome, Stages, SuiteContext, make_row
 from bench.strategy import Strategy, register_strategy
 
 
-class Params(Frozen):
+class Params(WithArchitecture):  # strategy.architecture=, strategy.architecture_params=
     fusion: FusionSpec = FusionSpec("mean")  # any registered fusion method: data-free, data-aware or learned
     fusion_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {weights: [...]}, {lam: 0.3}, {k: 0.2}
     weighting: WeightingSpec = WeightingSpec("equal")
@@ -57,7 +59,8 @@ class FuseThenJoint(Strategy):
         tunes = self._tunes(stages, params)
         fused = stages.fuse([t.ckpt for t in tunes], fusion=params.fusion)
         fused_eval = stages.evaluate(fused.ckpt)
-        joint = stages.joint(init=fused.ckpt, weighting=params.weighting, share=1 - params.finetune_share)
+        joint = stages.joint(init=fused.ckpt, weighting=params.weighting, share=1 - params.finetune_share,
+                             architecture=params.architecture)
         return {
             "fused": make_row(*tunes, fused, fused_eval, metrics_from=[fused_eval]),
             "fuse_then_joint": make_row(*tunes, fused, joint, metrics_from=[joint]),

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from bench.config import Frozen
-from bench.specs import WeightingSpec
+from bench.specs import WeightingSpec, WithArchitecture
 from bench.stages import Stages, make_row
 from bench.strategy import Strategy, register_strategy
 
 
-class Params(Frozen):
+class Params(WithArchitecture):  # strategy.architecture=, strategy.architecture_params=
     alpha: float = 1.5
     lr: float | None = None  # learning rate of the task weights w (None: GradNorm's default)
     last_shared_layer: str | None = None  # None: the backbone's declared last shared layer
@@ -24,5 +23,6 @@ class GradNorm(Strategy):
     uses_finetunes, own_checkpoints = False, 1  # for the free-space estimate
 
     def run(self, stages: Stages, params: Params) -> dict:
-        wp = {k: v for k, v in params.model_dump().items() if v is not None}
-        return {"gradnorm": make_row(stages.joint(weighting=WeightingSpec.of("gradnorm", wp)))}
+        wp = {k: v for k, v in params.model_dump(include={"alpha", "lr", "last_shared_layer"}).items() if v is not None}
+        joint = stages.joint(weighting=WeightingSpec.of("gradnorm", wp), architecture=params.architecture)
+        return {"gradnorm": make_row(joint)}

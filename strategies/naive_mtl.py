@@ -6,8 +6,10 @@ multi-input suites each step draws one task (``train.sampling``: proportional by
 ``strategy.weights=[...]`` fixes a static λ vector instead (what ``bench search space=lambda`` tunes), and
 ``strategy.weighting=pcgrad`` (any registered weighting, loss or gradient level; ``bench list`` shows them) trains the
 same joint model with another task balancer: ``strategy.weighting=pcgrad,mgda,upgrad`` is a sweep whose rows are
-labelled by weighting. Gradient-level methods and most learned weightings need every task's loss in each step, so on
-multi-input suites they draw one batch of every task per step (``sampling=all``).
+labelled by weighting. ``strategy.architecture=mtan`` (any registered architecture: ``hps``, the default, is one
+shared trunk; ``mtan``, ``cross_stitch``, ``mmoe``, ``cgc``) puts modules of its own between the backbone and the
+heads (docs/architectures.md). Gradient-level methods and most learned weightings need every task's loss in each
+step, so on multi-input suites they draw one batch of every task per step (``sampling=all``).
 
 Two controls a reviewer asks for, as labelled rows:
 
@@ -24,14 +26,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from bench.config import Frozen
 from bench.errors import BenchError
-from bench.specs import WeightingSpec
+from bench.specs import WeightingSpec, WithArchitecture
 from bench.stages import Stages, make_row
 from bench.strategy import Strategy, register_strategy
 
 
-class Params(Frozen):
+class Params(WithArchitecture):  # strategy.architecture=, strategy.architecture_params=
     weighting: WeightingSpec = WeightingSpec("equal")  # any registered weighting (bench list), checked once
     weighting_params: dict[str, Any] = Field(default_factory=dict)  # e.g. {c: 0.4} for cagrad
     weights: list[float] | None = None  # static λ, one per task in suite order (shorthand for weighting=static)
@@ -61,7 +62,8 @@ class NaiveMTL(Strategy):
         # params.weighting was checked with the params (bench.specs); the plan checks it against the tasks
 
     def run(self, stages: Stages, params: Params) -> dict:
-        joint = stages.joint(weighting=_weighting(params), sampling=params.sampling, epochs=params.epochs)
+        joint = stages.joint(weighting=_weighting(params), sampling=params.sampling, epochs=params.epochs,
+                             architecture=params.architecture)
         return {"naive_mtl": make_row(joint)}
 
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from bench.config import Frozen
-from bench.specs import WeightingSpec
+from bench.specs import WeightingSpec, WithArchitecture
 from bench.stages import Stages, make_row
 from bench.strategy import Strategy, register_strategy
 
 
-class Params(Frozen):
+class Params(WithArchitecture):  # strategy.architecture=, strategy.architecture_params=
     lr: float | None = None  # own learning rate for s_i = log σ_i² (None: the weighting's default)
     sampling: Literal["proportional", "temperature", "round_robin", "all"] | None = "all"  # None: train.sampling
 
@@ -35,5 +34,6 @@ class Uncertainty(Strategy):
 
     def run(self, stages: Stages, params: Params) -> dict:
         wp = {"lr": params.lr} if params.lr is not None else {}
-        joint = stages.joint(weighting=WeightingSpec.of("uncertainty", wp), sampling=params.sampling)
+        joint = stages.joint(weighting=WeightingSpec.of("uncertainty", wp), sampling=params.sampling,
+                             architecture=params.architecture)
         return {"uncertainty": make_row(joint)}

@@ -1,10 +1,10 @@
 """What plug-in files register, read from their source without importing them (nor torch behind them).
 
-A plug-in file (a strategy, weighting, fusion method, tracker or launcher in a plug-in folder or an installed
-plug-in package) and the built-in weighting, fusion, tracker and launcher modules import the training stack at
+A plug-in file (a strategy, weighting, fusion method, tracker, launcher, task kind or architecture in a plug-in
+folder or an installed plug-in package) and the built-in modules of those kinds import the training stack at
 their top (``from bench.stages import ...``, ``import torch``): importing them to learn a name costs seconds. This
 module reads their syntax tree instead: every class decorated ``@register_strategy("name")`` (or
-``register_weighting``, ``register_fusion``, ``register_tracker``, ``register_launcher``) gives an :class:`Entry`
+``register_weighting``, ``register_fusion``, ``register_architecture``, ...) gives an :class:`Entry`
 with its name, the first line of its docstring and its file. A strategy's ``Params`` model is built by running only
 the light part of its file: imports from the standard library, pydantic and bench's light modules
 (:data:`LIGHT_BENCH`), module-level constants without calls, and the classes that need nothing else; so
@@ -19,7 +19,7 @@ call that is not a decorator with a literal name, a syntax error) makes it skip 
 >>> "naive_mtl" in scan.names("strategy") and "pcgrad" in scan.names("weighting")
 True
 >>> sorted(scan.params("naive_mtl").model_fields)[:3]
-['epochs', 'sampling', 'weighting']
+['architecture', 'architecture_params', 'epochs']
 """
 
 from __future__ import annotations
@@ -49,13 +49,16 @@ from bench.plugins.discovery import (
 
 #: decorator -> the registry's kind, as its errors name it (``unknown weighting 'x'``)
 KINDS = {"register_strategy": "strategy", "register_weighting": "weighting", "register_fusion": "fusion method",
-         "register_tracker": "tracker", "register_launcher": "launcher", "register_task_kind": "task kind"}
+         "register_tracker": "tracker", "register_launcher": "launcher", "register_task_kind": "task kind",
+         "register_architecture": "architecture"}
 #: the live registries of each kind (module, attribute), read when their module is already imported
 LIVE = {"strategy": ("bench.strategy", "STRATEGIES"), "weighting": ("bench.weighting.base", "WEIGHTINGS"),
         "fusion method": ("bench.fusion.base", "FUSIONS"), "tracker": ("bench.track.base", "TRACKERS"),
-        "launcher": ("bench.launch.base", "LAUNCHERS"), "task kind": ("bench.tasks.base", "TASK_KINDS")}
-#: the package folders whose modules hold the built-in weightings, fusion methods, trackers, launchers, task kinds
-BUILTIN_FOLDERS = ("weighting", "fusion", "track", "launch", "tasks")
+        "launcher": ("bench.launch.base", "LAUNCHERS"), "task kind": ("bench.tasks.base", "TASK_KINDS"),
+        "architecture": ("bench.architectures.base", "ARCHITECTURES")}
+#: the package folders whose modules hold the built-in weightings, fusion methods, trackers, launchers, task kinds and
+#: architectures
+BUILTIN_FOLDERS = ("weighting", "fusion", "track", "launch", "tasks", "architectures")
 #: bench modules that import nothing heavy: a plug-in's imports from these run when its Params is built
 LIGHT_BENCH = ("bench.config", "bench.specs", "bench.errors", "bench.registry", "bench.strategy", "bench.suites",
                "bench.overrides", "bench.plugins", "bench.plugins.registry", "bench.plugins.discovery",
