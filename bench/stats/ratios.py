@@ -15,13 +15,24 @@ leaving example i out is ``S − s_i``, a bootstrap replicate is ``counts_b @ st
 ...                  ["tp", "n_pred", "n_true"])
 >>> r.value(np.array([[1, 2, 1], [0, 0, 1]]))  # 2·1 / (2 + 2)
 0.5
+
+A second recipe type is the **median of a summed histogram** (the median angle error of surface normals, pooled over
+every pixel of the examples): each example stores its counts per bin, bin j of the columns ``<prefix>0``,
+``<prefix>1``, ... covering ``[low + j·width, low + (j+1)·width)``::
+
+    {"median": {"bins": "angle_bin@", "width": 0.1}, "bounds": [0, 180]}
+
+Its value on a set of examples is the median of the pooled values, each value placed by spreading a bin's c values
+evenly over it (the k-th at ``low + (j + (k − ½)/c)·width``), and for an even count the mean of the two middle
+ones, as ``numpy.median``: every order statistic stays in its own bin, so the value is within one bin width of the
+median of the exact values (:class:`HistogramMedian`). Sums are again all that matter, so resampling is as cheap.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -131,6 +142,13 @@ class Ratios:
         return stats
 
 
+def parse_recipe(name: str, recipe: Mapping[str, Any], columns: Sequence[str]) -> Ratios:
+    """A recipe of either type: a histogram median when it says ``"median"``, else ratios of sums."""
+    if isinstance(recipe, Mapping) and "median" in recipe:
+        return HistogramMedian.parse(name, recipe, columns)
+    return Ratios.parse(name, recipe, columns)
+
+
 def recipes_of(spec: Mapping[str, Any]) -> dict[str, Ratios]:
     """The parsed recipes of a record's task spec (``{"stats": [...], "recipes": {metric: recipe}}``); empty when
     the task has none (its metrics are computed from target and prediction by name)."""
@@ -138,4 +156,70 @@ def recipes_of(spec: Mapping[str, Any]) -> dict[str, Ratios]:
     if recipes and not columns:
         raise BenchError(f"task spec has recipes for {sorted(recipes)} but no 'stats' column names; add "
                          f"\"stats\": [column, ...] naming the columns of the stored stats array")
-    return {name: Ratios.parse(name, recipe, columns) for name, recipe in recipes.items()}
+    return {name: parse_recipe(name, recipe, columns) for name, recipe in recipes.items()}
+
+
+MEDIAN_EXAMPLE = '{"median": {"bins": "angle_bin@", "width": 0.1}, "bounds": [0, 180]}'
+
+
+@dataclass(frozen=True, eq=False)
+class HistogramMedian(Ratios):
+    """The median of the values pooled over examples, from per-example histograms (columns ``bins``, in order).
+
+    A subclass of :class:`Ratios` with no ratios (``num``/``den`` have no rows): only :meth:`of_sums` differs, so
+    :meth:`value`, :meth:`leave_one_out` and :meth:`replicates` resample it exactly as they do ratios.
+
+    >>> m = HistogramMedian.parse("median", {"median": {"bins": "b@", "width": 1.0}}, ["n", "b@0", "b@1", "b@2"])
+    >>> m.value(np.array([[5, 1, 0, 0], [3, 0, 0, 1]]))  # values at 0.5 and 2.5: numpy's median of the two
+    1.5
+    """
+
+    bins: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # column index of bin j
+    width: float = 1.0
+    low: float = 0.0
+
+    @classmethod
+    def parse(cls, name: str, recipe: Mapping[str, Any], columns: Sequence[str]) -> HistogramMedian:
+        columns = tuple(columns)
+        spec = recipe.get("median")
+        if set(recipe) - {"median", "bounds"} or not isinstance(spec, Mapping) or set(spec) - {"bins", "width", "low"}:
+            raise BenchError(f"recipe of metric {name!r} must be {MEDIAN_EXAMPLE} ('low': the first bin's lower "
+                             f"edge, 0 by default); got {recipe!r}")
+        prefix, width, low = spec.get("bins"), spec.get("width"), spec.get("low", 0.0)
+        for what, v in (("width", width), ("low", low)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise BenchError(f"recipe of metric {name!r}: {what} must be a finite number, got {v!r}")
+        if width <= 0:
+            raise BenchError(f"recipe of metric {name!r}: width must be > 0, got {width!r}")
+        named = [c for c in columns if isinstance(prefix, str) and prefix and c.startswith(prefix)]
+        if not named or named != [f"{prefix}{j}" for j in range(len(named))]:
+            raise BenchError(f"recipe of metric {name!r}: bins {prefix!r} must prefix stats columns "
+                             f"{prefix}0, {prefix}1, ... in that order; the task's stats are {list(columns)[:6]}...")
+        base = Ratios.parse(name, {"ratios": [{"num": {named[0]: 1}, "den": {named[0]: 1}}],
+                                   **({"bounds": recipe["bounds"]} if "bounds" in recipe else {})}, columns)
+        empty = np.zeros((0, len(columns)))
+        return cls(name, columns, empty, empty, base.declared, np.array([columns.index(c) for c in named]),
+                   float(width), float(low))
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The declared range, else from the first bin's lower edge up: a median stays within its bins."""
+        return self.declared if self.declared is not None else (self.low, math.inf)
+
+    def of_sums(self, sums: np.ndarray) -> np.ndarray:
+        """The median from summed histograms ``[..., k]`` (any leading shape); 0 where no value was counted."""
+        hist = np.asarray(sums, dtype=float)[..., self.bins]
+        total = hist.sum(axis=-1)
+        # 1-based ranks of the middle value(s): both (N+1)/2 for odd N, N/2 and N/2 + 1 for even N
+        lower, upper = np.floor((total + 1) / 2), np.ceil((total + 1) / 2)
+        value = (self._at(hist, lower) + self._at(hist, upper)) / 2
+        return np.where(total > 0, value, 0.0)
+
+    def _at(self, hist: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """The value of the ``rank``-th smallest (1-based): the bin holding it, the values in a bin spread evenly."""
+        cum = np.cumsum(hist, axis=-1)
+        j = np.minimum((cum < rank[..., None]).sum(axis=-1), hist.shape[-1] - 1)  # the bin whose counts reach it
+        count = np.take_along_axis(hist, j[..., None], axis=-1)[..., 0]
+        before = np.take_along_axis(cum, j[..., None], axis=-1)[..., 0] - count
+        share = np.divide(rank - before - 0.5, count, out=np.full(np.shape(count), 0.5), where=count > 0)
+        return self.low + (j + share) * self.width

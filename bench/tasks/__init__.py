@@ -1,6 +1,14 @@
 """Task kinds (``target:`` of a task): the built-in ones register here; see :mod:`bench.tasks.base`."""
 
-from bench.tasks import classification, multi_label, regression, token_classification  # noqa: F401  (built-ins)
+from bench.tasks import (  # noqa: F401  (built-ins)
+    classification,
+    depth,
+    multi_label,
+    normals,
+    regression,
+    segmentation,
+    token_classification,
+)
 from bench.tasks.base import (
     TASK_KINDS,
     Kept,
