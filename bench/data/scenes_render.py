@@ -195,12 +195,13 @@ def _bound(shape: int, size: np.ndarray) -> np.ndarray:
     return np.hypot(size[:, 0], size[:, 1])
 
 
-def _candidates(o: np.ndarray, d: np.ndarray, center: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, ...]:
+def _candidates(o: np.ndarray, d: np.ndarray, dd: np.ndarray, center: np.ndarray,
+                bound: np.ndarray) -> tuple[np.ndarray, ...]:
     """(scene row, pixel) of the rays that pass within ``bound`` of ``center`` ahead of the camera: the only rays
-    an object can hit, so the exact test runs on a few per cent of the pixels. |d x c|^2 = |d|^2 |c|^2 - (d.c)^2."""
+    an object can hit, so the exact test runs on a few per cent of the pixels. |d x c|^2 = |d|^2 |c|^2 - (d.c)^2,
+    with ``dd`` = |d|^2 per pixel (the same in every scene: a rotation keeps lengths)."""
     c = center - o
     dc = (d @ c[:, :, None])[..., 0]
-    dd = (d * d).sum(-1)
     return np.nonzero((dc > 0) & (dd * ((c * c).sum(-1) - bound * bound)[:, None] <= dc * dc))
 
 
@@ -246,7 +247,9 @@ def render(sc: Scenes, bank: np.ndarray, size: int = 64, hfov: float = np.pi / 3
     """Cast every pixel of every scene; ``bank`` (D, h, w) uint8 digit textures indexed by ``sc.digit``."""
     b = len(sc.height)
     rot = camera_to_world(sc.pitch, sc.yaw)
-    d = camera_rays(size, hfov) @ rot.transpose(0, 2, 1)  # (B, P, 3): each camera ray in world coordinates
+    rays = camera_rays(size, hfov)
+    d = rays @ rot.transpose(0, 2, 1)  # (B, P, 3): each camera ray in world coordinates
+    dd = (rays * rays).sum(-1)
     o = np.stack([np.zeros(b), sc.height, np.zeros(b)], -1)
     buf = _planes(o, d, sc)
     for m in range(sc.kind.shape[1]):
@@ -254,7 +257,7 @@ def render(sc: Scenes, bank: np.ndarray, size: int = 64, hfov: float = np.pi / 3
             rows = np.flatnonzero(sc.kind[:, m] == shape)
             if not len(rows):
                 continue
-            r, p = _candidates(o[rows], d[rows], sc.center[rows, m], _bound(shape, sc.size[rows, m]))
+            r, p = _candidates(o[rows], d[rows], dd, sc.center[rows, m], _bound(shape, sc.size[rows, m]))
             at = (rows[r], p)
             oc, ray, s = o[at[0]] - sc.center[at[0], m], d[at], sc.size[at[0], m]
             if shape == SPHERE:
@@ -268,7 +271,7 @@ def render(sc: Scenes, bank: np.ndarray, size: int = 64, hfov: float = np.pi / 3
     rows = np.arange(b)[:, None]
     c = sc.contrast[rows, buf.surface][..., None]
     albedo = sc.base[rows, buf.surface] * (1 - c * ink) + sc.paint[rows, buf.surface] * c * ink
-    lambert = np.maximum((buf.normal * sc.light[:, None, :]).sum(-1), 0.0)[..., None]
+    lambert = np.maximum(buf.normal @ sc.light[:, :, None], 0.0)  # (B, P, 1): n . light
     shade = sc.ambient[:, None, None] + (1 - sc.ambient[:, None, None]) * lambert
     rgb = np.clip(np.rint(albedo * shade * 255.0), 0, 255).astype(np.uint8)
     normals_cam = buf.normal @ rot  # world -> camera: rot's transpose, since rot is orthogonal
