@@ -9,10 +9,12 @@ import pytest
 import yaml
 
 from bench.config import DataSpec, SplitConfig, SuiteConfig, TaskConfig
-from bench.data.base import SOURCES, MissingData
+from bench.data.base import SOURCES, MissingData, load_suite_data
 from bench.data.nyuv2 import cityscapes, nyuv2
 from bench.errors import BenchError
 from bench.references import names
+
+from .conftest import records, run_cli
 
 HW = (16, 24)
 SIZES = {"train": 6, "val": 4}
@@ -176,3 +178,46 @@ def test_suite_files_name_their_source_and_published_table(name, reference, sour
     assert suite.reference == reference and reference in names()
     assert suite.backbone.options["create"] == {"output_stride": 8} and suite.backbone.options["keep_size"] is True
     assert (suite.train.epochs, suite.train.lr) == (200, 1e-4)
+
+
+NINE = {"segmentation": ["miou", "pixel_acc"], "depth": ["abs_err", "rel_err"],
+        "normals": ["mean_angle", "median_angle", "within_11.25", "within_22.5", "within_30"]}
+
+
+def suite_on(root: Path, name: str = "nyuv2") -> SuiteConfig:
+    raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "suites" / f"{name}.yaml").read_text())
+    raw["data"]["options"]["data_dir"] = str(root)
+    return SuiteConfig(**raw)
+
+
+def test_the_suite_s_splits_are_train_less_a_carved_validation_and_val_as_test(nyu):
+    root, written = nyu
+    data = load_suite_data(suite_on(root))
+    splits = data.splits["segmentation"]
+    # 6 train files: 20% (split.validation) carved off, seeded; the 4 val files are the test split, in file order
+    assert {k: len(v) for k, v in splits.items()} == {"train": 4, "validation": 2, "test": 4}
+    np.testing.assert_array_equal(splits["test"].targets["depth"], written["val"]["depth"][..., 0].astype(np.float32))
+    assert data.fingerprint == load_suite_data(suite_on(root)).fingerprint
+
+
+@pytest.mark.slow
+def test_nyuv2_suite_runs_end_to_end_on_the_fixture_with_its_published_table(nyu, results):
+    root, _ = nyu
+    out = run_cli("run", "suite=nyuv2", f"data_dir={root}", "strategy=naive_mtl", "train.epochs=1",
+                  "backbone.name=resnet18", "backbone.pretrained=false", "train.batch_size=2",
+                  f"results_dir={results}", timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (rec,) = records(results)
+    test = rec["rows"]["naive_mtl"]["metrics"]["test"]
+    assert {task: list(values) for task, values in test.items()} == NINE
+    assert all(np.isfinite(v) for values in test.values() for v in values.values())
+    assert 0 <= test["segmentation"]["miou"] <= 1 and test["normals"]["within_30"] <= 1
+    report = results / "nyuv2" / "report"
+    md = (report / "leaderboard.md").read_text()
+    assert "## Published: NYUv2, 3 tasks, SegNet-MTAN: Nash-MTL's comparison" in md  # the suite's reference:
+    assert (report / "dense_test.png").is_file()
+    out = run_cli("report", "suite=nyuv2", f"results_dir={results}", "reference=nyuv2_famo")
+    assert out.returncode == 0, out.stderr[-3000:]
+    md = (report / "leaderboard.md").read_text()
+    assert "## Published: NYUv2, 3 tasks, SegNet-MTAN: FAMO's comparison" in md
+    assert "| _FAMO_ | 38.88 | 64.90 | 0.5474 | 0.2194 | 25.06 | 19.57 | 29.21 | 56.61 | 68.98 | -4.10 |" in md
