@@ -6,9 +6,11 @@ Each task learns s_i = log σ_i² (initialised to 0, i.e. σ_i² = 1) and contri
 * classification (scaled softmax):          e^{−s_i} · L_i + ½ · s_i
 
 The form is chosen from the likelihood of each task's kind (:mod:`bench.tasks`: squared error is Gaussian;
-cross-entropy, per-token and per-label BCE/CE are categorical or Bernoulli); LibMTL, Nash-MTL and torchjd apply the
-regression form to every task, which halves the effective weight of classification losses. Learning s rather than σ
-or σ² keeps the loss finite for every value of the parameter (no log of a non-positive number, no division by zero).
+cross-entropy, per-token and per-label BCE/CE are categorical or Bernoulli; every other likelihood, as the L1 of
+depth (Laplace) and the cosine loss of normals (von Mises-Fisher), takes the second form); LibMTL, Nash-MTL and
+torchjd apply the regression form to every task, which halves the effective weight of classification losses.
+Learning s rather than σ or σ² keeps the loss finite for every value of the parameter (no log of a non-positive
+number, no division by zero).
 
 At the optimum of the regression term, ∂/∂s = −½ e^{−s} L + ½ = 0 gives σ² = e^{s} = L: for an MSE loss the learned
 σ_i² is the task's residual variance. (For the classification form the fixed point is σ² = 2L.)
