@@ -215,18 +215,19 @@ STAT_SUFFIXES = ("", ":std", ":n", ":lo", ":hi", ":seed_sd", ":test_se", ":df", 
 
 def _statistics_columns(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """The inference columns of every score column, empty (NaN / "") until :func:`_add_inference` fills them: the
-    CSV/JSON have the same columns whether or not rows have predictions."""
-    table = table.copy()
-    table["unmarked"] = ""
+    CSV/JSON have the same columns whether or not rows have predictions. Added at once: one insert per column
+    fragments the frame (a pandas PerformanceWarning on boards with many metrics, e.g. a dense suite's nine)."""
+    new: dict[str, object] = {"unmarked": ""}
     for key in keys:
         for suffix in (":lo", ":hi", ":seed_sd", ":test_se", ":df", ":p", ":p_adj", ":p_best"):
-            table[key + suffix] = math.nan
-        table[key + ":test"] = ""
-        table[key + ":markable"] = False
-        table[key + ":mark"] = ""
+            new[key + suffix] = math.nan
+        new[key + ":test"] = ""
+        new[key + ":markable"] = False
+        new[key + ":mark"] = ""
         if key.endswith("/accuracy"):
-            table[key + ":wilson_lo"] = table[key + ":wilson_hi"] = math.nan
-    return table
+            new[key + ":wilson_lo"] = new[key + ":wilson_hi"] = math.nan
+    kept = table.drop(columns=[c for c in new if c in table])
+    return pd.concat([kept, pd.DataFrame(new, index=table.index)], axis=1)
 
 
 def _column_order(columns) -> list[str]:
