@@ -10,15 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from bench.config import TaskConfig
 from bench.metrics import delta_m
-from bench.report import build_leaderboards
+from bench.report import build_leaderboards, write_report
 from bench.report.leaderboard import report_options, to_latex, to_markdown
+from bench.tasks import task_kind
 from tests.test_dense_figure import (
     SUITE,
     dense_arrays,
     ground_truth,
+    kind_store,
     predicted,
     write_dense_record,
 )
@@ -122,3 +126,29 @@ def test_the_delta_m_interval_is_centred_on_the_tables_delta_m_with_lower_is_bet
             if key == "avg":  # primaries of both directions: the board has no Avg
                 continue
             assert lb.table[f"{key}:lo"].notna().all() and lb.table[f"{key}:hi"].notna().all(), key
+
+
+def test_the_dense_kinds_declare_the_directions_used_here():
+    for task, directions in DIRECTIONS.items():
+        kind = task_kind(TaskConfig(name=task, input="image", target=task,
+                                    **({"num_classes": 3} if task == "segmentation" else {})))
+        assert {m: kind.direction(m) for m in kind.metric_names} == directions
+        assert kind.primary == PRIMARY[task]
+
+
+@pytest.mark.integration
+def test_every_dense_metric_has_an_interval_in_the_markdown_and_csv_with_delta_m_all(tmp_path):
+    """From what the real kinds keep (per-image stats; mIoU and the median angle by their own recipes). With the
+    default ``delta_m=primary`` the tables show, and test, each task's primary metric only."""
+    kind_store(tmp_path, rows=("separate", "naive_mtl"), seeds=(0, 1, 2))
+    paths = write_report(tmp_path, SUITE, tmp_path / "all", delta_m="all")
+    csv = pd.read_csv(paths["csv"]).set_index("variant")
+    md = paths["md"].read_text()
+    for (task, metric), direction in DIRS.items():
+        lo, hi, value = (csv[f"{task}/{metric}{s}"] for s in (":lo", ":hi", ""))
+        assert lo.notna().all() and hi.notna().all() and (lo <= value).all() and (value <= hi).all(), metric
+        assert f"{task} {metric} {'↓' if direction == 'min' else '↑ (%)'}" in md
+    row = next(line for line in md.splitlines() if line.startswith("| `naive_mtl`"))
+    assert row.count("[") == len(DIRS) + 1  # the nine metrics and Δm%
+    primary = pd.read_csv(write_report(tmp_path, SUITE, tmp_path / "primary")["csv"])
+    assert [c for c in primary.columns if c.endswith(":lo") and "/" in c] == [f"{t}/{m}:lo" for t, m in PRIMARY.items()]

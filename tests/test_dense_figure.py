@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from matplotlib import colormaps
 
+from bench.config import TaskConfig
 from bench.report import write_report
 from bench.report.plots.dense import (
     PALETTE,
@@ -29,7 +30,9 @@ from bench.report.plots.dense import (
 )
 from bench.report.previews import dense_previews
 from bench.report.records import load_records
+from bench.stages.predictions import save_predictions
 from bench.stats import recipes_of
+from bench.tasks import task_kind
 
 SUITE = "dense_toy"
 K, H, W, CLASSES = 4, 6, 8, 5
@@ -275,3 +278,52 @@ def test_a_row_that_previews_other_examples_gets_empty_cells_and_a_reason(tmp_pa
     fig = dense_figure(previews, SUITE)
     assert fig.subfigs[1].axes[2].get_images() == []  # truth, separate, naive_mtl: the last is empty
     assert "naive_mtl: seed 0 previews other segmentation examples" in fig.get_suptitle()
+
+
+# ----------------------------------------------------------------------------------------------- the real kinds
+
+
+def kind_store(results: Path, rows: tuple[str, ...] = ("separate", "naive_mtl"), seeds: tuple[int, ...] = (0, 1)
+               ) -> dict:
+    """Records whose predictions.npz hold what the dense kinds' ``score()`` keeps (stats, int8 / float16 previews)
+    plus the ``preview_input`` the evaluation loop adds, written by :func:`save_predictions`; returns the kinds."""
+    truth = ground_truth()
+    kinds = {t: task_kind(TaskConfig(name=t, input="image", target=t,
+                                     **({"num_classes": CLASSES} if t == "segmentation" else {})))
+             for t in TASKS}
+    tasks = {t: {"target": k.name, "primary": k.primary, "metrics": {m: k.direction(m) for m in k.metric_names},
+                 **k.record_spec()} for t, k in kinds.items()}
+    image = np.random.default_rng(5).integers(0, 256, size=(K, 3, H, W), dtype=np.uint8)
+    for strategy in rows:
+        for seed in seeds:
+            pred = predicted(truth, np.random.default_rng([seed, len(strategy)]))
+            metrics, kept = {}, {}
+            for t, kind in kinds.items():
+                metrics[t], kept[t] = kind.score(truth[t], pred[t])
+                kept[t]["preview_input"] = image
+            record = write_dense_record(results, strategy, seed, tasks=tasks, metrics=metrics)
+            rel = f"stages/evaluate/{record['cell']}"
+            (results / SUITE / rel).mkdir(parents=True, exist_ok=True)
+            save_predictions(results / SUITE / rel, {"test": kept})
+            path = next((results / SUITE / "cells" / strategy).glob(f"{record['cell']}/record.json"))
+            record["rows"][strategy]["predictions"] = {"test": {t: f"{rel}/predictions.npz" for t in TASKS}}
+            path.write_text(json.dumps(record))
+    return kinds
+
+
+@pytest.mark.integration
+def test_the_figure_draws_what_the_dense_kinds_keep(tmp_path):
+    kind_store(tmp_path)
+    previews = dense_previews(load_records(tmp_path, SUITE), ["separate", "naive_mtl"], "test")
+    stored = {tp.task: tp for tp in previews.tasks}
+    assert [map_style(stored[t].target) for t in TASKS] == ["labels", "scalar", "vectors"]
+    assert stored["segmentation"].target.dtype == np.int8 and (stored["segmentation"].target == -1).any()
+    assert stored["depth"].preds["naive_mtl"].dtype == np.float16 and previews.inputs.dtype == np.uint8
+    fig = dense_figure(previews, SUITE, ["separate", "naive_mtl"])
+    assert len(fig.axes) == K * (1 + 3 * 3)
+    truth = fig.subfigs[1].axes[0].get_images()[0].get_array()
+    assert truth[0, 0].tolist() == [0, 0, 0]  # the ignored pixel of the int8 map
+    normals = fig.subfigs[3].axes[0].get_images()[0].get_array()
+    assert normals[0, 0].tolist() == [0, 0, 0]  # the all-zero (invalid) normal
+    depth = fig.subfigs[2].axes[0].get_images()[0].get_array()
+    assert depth[-1, -1].tolist() == [0, 0, 0]  # the 0 (invalid) depth
