@@ -229,9 +229,16 @@ def test_losses_equal_libmtl_formulas_on_labelled_pixels():
     assert s.loss(out, seg).item() == pytest.approx(ce.item(), abs=1e-6)
 
 
-def test_segmentation_entropy_is_the_mean_pixel_entropy():
-    out = torch.zeros(2, 4, 3, 5)  # uniform over 4 classes everywhere
-    assert _kind("segmentation", num_classes=4).entropy(out).item() == pytest.approx(math.log(4))
+def test_segmentation_entropy_and_samples_come_from_the_pixel_softmax():
+    kind = _kind("segmentation", num_classes=4)
+    assert kind.entropy(torch.zeros(2, 4, 3, 5)).item() == pytest.approx(math.log(4))  # uniform everywhere
+    logits = torch.full((2, 4, 3, 5), -50.0)
+    logits[:, 2] = 50.0
+    logits[1, :, 0, 0] = torch.tensor([50.0, -50, -50, -50])
+    drawn = kind.sample(logits, torch.Generator().manual_seed(0))
+    expected = torch.full((2, 3, 5), 2)
+    expected[1, 0, 0] = 0
+    assert drawn.shape == (2, 3, 5) and torch.equal(drawn, expected)
 
 
 # ------------------------------------------------------------------------------------------------ decoders

@@ -67,6 +67,12 @@ class Segmentation(DenseKind):
         logp = F.log_softmax(output.float(), dim=1)
         return -(logp.exp() * logp).sum(1).mean()
 
+    def sample(self, output: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A class per pixel drawn from the softmax (the "model" Fisher), (B, H, W)."""
+        probs = F.softmax(output.detach().float(), 1).movedim(1, -1)
+        drawn = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+        return drawn.reshape(probs.shape[:-1])
+
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         return output.argmax(1).to(torch.uint8 if self.out_channels <= 256 else torch.int32)
 
