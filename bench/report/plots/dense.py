@@ -144,18 +144,17 @@ def dense_figure(previews: Previews, suite: str, rows: list[str] | None = None) 
     title_lines = max((column_title(r).count("\n") + 1 for r in rows), default=1)
     fig = Figure(figsize=(CELL_INCHES * columns + 0.4, (CELL_INCHES * height / width + 0.2) * k
                           + 0.16 * title_lines + 1.0), layout="constrained")
-    subs = np.atleast_1d(fig.subfigures(1, len(groups), width_ratios=[n for _, n in groups], wspace=0.01))
-    sub_of = dict(zip([g for g, _ in groups], subs))
+    subs = list(np.atleast_1d(fig.subfigures(1, len(groups), width_ratios=[n for _, n in groups], wspace=0.01)))
     missing: dict[str, str] = {}
     if previews.inputs is not None:
-        axes = sub_of["input"].subplots(k, 1, squeeze=False)
-        sub_of["input"].suptitle(" ", fontsize="medium")  # keeps the rows level with the task groups
+        sub = subs.pop(0)
+        axes = sub.subplots(k, 1, squeeze=False)
+        sub.suptitle(" ", fontsize="medium")  # keeps the rows level with the task groups
         for i in range(k):
             _image(axes[i, 0], input_rgb(previews.inputs[i]))
             axes[i, 0].set_ylabel(f"{previews.split} image {i + 1}", fontsize="small")
         axes[0, 0].set_title("input", fontsize="small")
-    for tp in previews.tasks:
-        sub = sub_of[tp.task]
+    for tp, sub in zip(previews.tasks, subs):
         sub.suptitle(tp.task, fontsize="medium")
         axes = sub.subplots(k, 1 + len(rows), squeeze=False)
         for i in range(k):
