@@ -50,7 +50,7 @@ class Layout:
     name: str
     env: str
     default_dir: str
-    columns: dict[str, str]  # column -> folder under <split>/ (the segmentation folder is chosen by `classes`)
+    columns: dict[str, str]  # column -> folder under <split>/ ("{classes}": the data option `classes`)
     classes: tuple[int, ...]  # label sets offered; the first is the default
     url: str
 
@@ -59,7 +59,7 @@ NYUV2 = Layout("NYUv2", "BENCH_NYUV2_DIR", "~/.cache/bench/nyuv2",
                {"segmentation": "label", "depth": "depth", "normals": "normal"}, (13,),
                "https://www.dropbox.com/sh/86nssgwm6hm3vkb/AACrnUQ4GxpdrBbLjb6n-mWNa (MTAN's preprocessed NYUv2)")
 CITYSCAPES = Layout("CityScapes", "BENCH_CITYSCAPES_DIR", "~/.cache/bench/cityscapes",
-                    {"segmentation": "label_7", "depth": "depth"}, (7, 19, 2),
+                    {"segmentation": "label_{classes}", "depth": "depth"}, (7, 19, 2),
                     "https://www.dropbox.com/s/lg2ktu7o8hzwf99/cityscapes2.zip (MTAN's 128x256 CityScapes)")
 FOLDERS = {"train": "train", "test": "val"}  # bench split -> folder: the published tables are measured on val
 IMAGE_DTYPES = ("auto", "uint8", "float32")
@@ -89,16 +89,19 @@ def numbered(folder: Path, layout: Layout, root: Path) -> int:
     return len(ids)
 
 
-def segmentation_folder(layout: Layout, spec: DataSpec, split_dir: Path) -> str:
-    """``label`` (NYUv2) or ``label_<classes>`` (CityScapes; LibMTL's copy calls the 7-class folder ``label``)."""
+def label_classes(layout: Layout, spec: DataSpec) -> int:
+    """The ``classes`` data option (which label set), checked against what the dataset offers."""
     classes = spec.options.get("classes", layout.classes[0])
     if classes not in layout.classes:
         raise BenchError(f"{layout.name}: data option classes={classes!r} is not offered; use one of "
                          f"{', '.join(map(str, layout.classes))}")
-    if layout is NYUV2:
-        return "label"
-    folder = f"label_{classes}"
-    if classes == 7 and not (split_dir / folder).is_dir() and (split_dir / "label").is_dir():
+    return int(classes)
+
+
+def segmentation_folder(layout: Layout, classes: int, split_dir: Path) -> str:
+    """``label`` (NYUv2) or ``label_<classes>`` (CityScapes; LibMTL's copy calls the 7-class folder ``label``)."""
+    folder = layout.columns["segmentation"].format(classes=classes)
+    if classes == layout.classes[0] and not (split_dir / folder).is_dir() and (split_dir / "label").is_dir():
         return "label"
     return folder
 
@@ -151,7 +154,7 @@ def image_array(hwc: np.ndarray, uint8: bool) -> np.ndarray:
     return out
 
 
-def read_split(layout: Layout, root: Path, folder: str, columns: list[str], spec: DataSpec,
+def read_split(layout: Layout, root: Path, folder: str, columns: list[str], classes: int,
                limit: int | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """One split's images (as stored, (N, H, W, 3)) and the asked-for columns in the contract's shapes."""
     split_dir = root / folder
@@ -161,13 +164,12 @@ def read_split(layout: Layout, root: Path, folder: str, columns: list[str], spec
     images = read_stack(split_dir / "image", n, (*hw, 3), "the image, (H, W, 3)")
     out: dict[str, np.ndarray] = {}
     for column in columns:
-        sub = segmentation_folder(layout, spec, split_dir) if column == "segmentation" else layout.columns[column]
+        sub = segmentation_folder(layout, classes, split_dir) if column == "segmentation" else layout.columns[column]
         count = numbered(split_dir / sub, layout, root)
         if count < n:
             raise _missing(layout, root, f"{folder}/{sub} has {count} files for {n} images")
         where = f"{layout.name} {split_dir / sub}"
         if column == "segmentation":
-            classes = spec.options.get("classes", layout.classes[0])
             out[column] = segmentation_ids(read_stack(split_dir / sub, n, hw, "class ids, (H, W)"), classes, where)
         elif column == "depth":
             out[column] = read_stack(split_dir / sub, n, (*hw, 1), "depth, (H, W, 1)")[..., 0].astype(np.float32)
@@ -194,10 +196,11 @@ def load(layout: Layout, spec: DataSpec, tasks: list[TaskConfig]) -> dict[str, S
     limit = spec.options.get("max_per_split")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise BenchError(f"{layout.name}: data option max_per_split={limit!r} must be a whole number >= 1")
+    classes = label_classes(layout, spec)
     root = data_root(layout, spec)
     if not root.is_dir():
         raise _missing(layout, root, "no such folder")
-    raw = {split: read_split(layout, root, folder, columns, spec, limit) for split, folder in FOLDERS.items()}
+    raw = {split: read_split(layout, root, folder, columns, classes, limit) for split, folder in FOLDERS.items()}
     # one dtype for every split: uint8 only if it is asked for or loses nothing in any split
     uint8 = mode == "uint8" or (mode == "auto" and all(exact_bytes(images) for images, _ in raw.values()))
     size = raw["train"][0].shape[1:3]
