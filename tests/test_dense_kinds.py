@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from bench.backbones.base import FeatureMaps, ViewShape
-from bench.config import TaskConfig
+from bench.backbones.simple import build_cnn
+from bench.config import BackboneConfig, TaskConfig
 from bench.errors import BenchError
+from bench.model import MultiTaskModel
 from bench.stats.ratios import recipes_of
 from bench.tasks import check_task, task_kind
 from bench.tasks.decoders import DeepLabHead, FPNHead, decoder_params
@@ -325,3 +327,26 @@ def test_kind_attributes_and_record_spec():
         check_task(TaskConfig(name="d", input="image", target="depth", metrics=["accuracy"]))
     with pytest.raises(BenchError, match="a segmentation task needs num_classes"):
         check_task(TaskConfig(name="s", input="image", target="segmentation"))
+
+
+def test_the_model_routes_maps_to_the_dense_heads():
+    """The three kinds on the cnn backbone's maps through MultiTaskModel: outputs at an odd input size, every
+    labelled loss reaching the shared backbone, and scoring what the heads predict."""
+    torch.manual_seed(0)
+    tasks = [TaskConfig(name="seg", input="image", target="segmentation", num_classes=4),
+             TaskConfig(name="dep", input="image", target="depth"),
+             TaskConfig(name="nor", input="image", target="normals")]
+    x = np.random.default_rng(6).integers(0, 255, (3, 3, 9, 7), dtype=np.uint8)
+    backbone, pre = build_cnn(BackboneConfig(source="cnn"), "image", x)
+    model = MultiTaskModel(backbone, tasks)
+    out = model(pre.encode(x), ["seg", "dep", "nor"])
+    assert [tuple(out[t].shape) for t in ("seg", "dep", "nor")] == [(3, 4, 9, 7), (3, 9, 7), (3, 3, 9, 7)]
+    targets = {"seg": np.zeros((3, 9, 7), np.int64), "dep": np.ones((3, 9, 7), np.float32),
+               "nor": np.tile(np.array([0, 0, 1], np.float32)[None, :, None, None], (3, 1, 9, 7))}
+    for t, cfg in zip(("seg", "dep", "nor"), tasks):
+        kind = task_kind(cfg)
+        model.zero_grad()
+        kind.loss(out[t], kind.encode_targets(targets[t], {})).backward(retain_graph=True)
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in backbone.parameters())
+        metrics, kept = kind.score(targets[t], kind.predict(out[t].detach()).numpy())
+        assert list(metrics) == kind.metric_names and kept["stats"].shape == (3, len(kind.stats_columns()))
