@@ -27,6 +27,7 @@ from bench.errors import BenchError
 from bench.specs import ArchitectureSpec
 from bench.strategy import STRATEGIES
 from bench.tasks import task_kind
+from tests.conftest import records
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -309,3 +310,55 @@ def test_run_refuses_an_unknown_architecture_naming_the_valid_ones(capsys, tmp_p
     assert code == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "unknown architecture 'mtnn' (did you mean 'mtan'?); valid: cgc, cross_stitch, hps, mmoe, mtan" in line
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+# a dense suite small enough for a test: 32 px ray-cast scenes, segmentation and depth on the cnn backbone's maps
+TINY_SCENES = """\
+name: tiny_scenes
+description: "a test's dense suite: 32 px scenes, segmentation and depth on the cnn backbone's maps"
+kind: single_input
+backbone: {source: cnn, options: {width: 4}}
+data: {source: scenes, options: {n: 120, seed: 0, image_size: 32, max_objects: 2, pictures: 1}}
+tasks:
+  - {name: segmentation, label: segmentation, input: image, target: segmentation, num_classes: 6}
+  - {name: depth, label: depth, input: image, target: depth}
+train: {epochs: 1, batch_size: 16, lr: 3.0e-3, max_eval_samples: 24}
+split: {seed: 1234, validation: 0.2, test: 0.2}
+"""
+
+
+def _run(args: list[str], results) -> dict[str, dict]:
+    code = main(["run", *args, f"results_dir={results}", "report=false"])
+    assert code == 0
+    return {r["label"]: r for r in records(results)}
+
+
+@pytest.mark.integration
+def test_architectures_train_with_a_gradient_balancer_via_features_and_via_params(results):
+    got = _run(["suite=multilabel", "strategy=naive_mtl", "strategy.architecture=mmoe,mtan",
+                "strategy.weighting=pcgrad", "strategy.weighting_params.via=features,params", "train.epochs=1",
+                "train.max_train_samples=96", "train.max_eval_samples=48"], results)
+    assert len(got) == 4
+    for label, record in got.items():
+        assert record["params"]["architecture"] in label and record["params"]["weighting"] == "pcgrad"
+        for metrics in record["rows"]["naive_mtl"]["metrics"]["test"].values():
+            assert all(v == v for v in metrics.values())  # finite, not NaN
+
+
+@pytest.mark.integration  # needs the dense kinds (segmentation, depth)
+def test_every_joint_strategy_trains_an_architecture_on_dense_maps(results, tmp_path, monkeypatch):
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "tiny_scenes.yaml").write_text(TINY_SCENES)
+    monkeypatch.chdir(tmp_path)
+    got = _run(["suite=tiny_scenes", "strategy=naive_mtl", "strategy.architecture=mtan,cross_stitch",
+                "strategy.weighting=pcgrad"], results)
+    got.update(_run(["suite=tiny_scenes", "strategy=uncertainty,gradnorm,fuse_then_joint",
+                     "strategy.architecture=cgc"], results))
+    assert sorted((r["strategy"], r["params"]["architecture"]) for r in got.values()) == [
+        ("fuse_then_joint", "cgc"), ("gradnorm", "cgc"), ("naive_mtl", "cross_stitch"), ("naive_mtl", "mtan"),
+        ("uncertainty", "cgc")]
+    for record in got.values():
+        for row in record["rows"].values():
+            assert set(row["metrics"]["test"]) == {"segmentation", "depth"}
