@@ -170,6 +170,10 @@ class BudgetConfig(Frozen):
     match: Literal["none", "samples", "steps"] = "none"
 
 
+#: the report options a suite may set defaults for (``report:`` in its YAML)
+SUITE_REPORT_KEYS = ("delta_m", "level", "interval", "correction", "min_seeds", "columns")
+
+
 class SuiteConfig(Frozen):
     """A named task group plus backbone and default budgets (one YAML file under ``suites/``)."""
 
@@ -184,6 +188,9 @@ class SuiteConfig(Frozen):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     budget_note: str = ""
     reference: str | None = None  # a published table this suite matches (bench/references/, docs/references.md)
+    # the report's defaults for this suite (a command line's key wins): e.g. {delta_m: all}, the convention of the
+    # dense literature, whose Δm% averages every metric of a task
+    report: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> SuiteConfig:
@@ -192,6 +199,10 @@ class SuiteConfig(Frozen):
             raise ValueError(f"suite {self.name!r}: duplicate task names {names}")
         if not names:
             raise ValueError(f"suite {self.name!r} has no tasks")
+        bad = sorted(set(self.report) - set(SUITE_REPORT_KEYS))
+        if bad:
+            raise ValueError(f"suite {self.name!r}: report: key {bad[0]!r} is not a report default; valid keys: "
+                             f"{', '.join(SUITE_REPORT_KEYS)}")
         for t in self.tasks:
             if self.kind == "multi_input" and t.data is None:
                 raise ValueError(f"task {t.name!r} needs a 'data' entry (multi-input suite)")
@@ -213,6 +224,7 @@ class SuiteConfig(Frozen):
         """The configuration that decides results: without prose (description, budget note) and speed knobs
         (``train.num_workers``, ``train.log_every``), so editing those never orphans finished work."""
         return self.model_dump(mode="json", exclude={"description": True, "budget_note": True, "reference": True,
+                                                     "report": True,
                                                      "train": set(SPEED_KNOBS)})
 
 

@@ -266,10 +266,19 @@ def execute(plan: Plan, out=None) -> int:
             try:
                 from rich.console import Console
 
-                from bench.report import build_leaderboards, reference_for, to_rich, write_boards
+                from bench.report import (
+                    build_leaderboards,
+                    reference_for,
+                    report_options,
+                    suite_report_defaults,
+                    to_rich,
+                    write_boards,
+                )
 
-                # the suite's leaderboard (every record in the store, not only this run's), with its intervals
-                boards, recs = build_leaderboards(plan.results_dir, suite_name)
+                # the suite's leaderboard (every record in the store, not only this run's), with its intervals and
+                # the report defaults its YAML sets (report:)
+                options = report_options(**suite_report_defaults(suite_name))
+                boards, recs = build_leaderboards(plan.results_dir, suite_name, options=options)
                 # with the published table the suite's YAML names (reference:), marked as published
                 paths = write_boards(boards, recs, store.root / "report", reference_for(None, suite_name))
                 Console(file=out, width=max(200, Console().width)).print(to_rich(boards[0], compact=True))

@@ -41,6 +41,7 @@ KEYS = ("suite", "results_dir", "out", "split", "strategy", "compare", "plots", 
 PLUGIN_KEYS = ("plugin_dirs", "strategy_dirs")
 
 __all__ = ["ReportOptions", "build_leaderboards", "compare_names", "report_command", "report_options",
+           "suite_report_defaults",
            "write_boards", "write_report"]
 
 
@@ -114,8 +115,10 @@ def write_report(results_dir: Path, suite: str, out_dir: Path | None = None, str
     """Write leaderboard.{md,tex,csv,json}, the plots and, with ``compare=(a, b)``, ``compare_<a>_vs_<b>.md``;
     returns name -> path. Options are validated first (a bad one raises BenchError before any work).
     ``reference``: a published table printed under the measured rows (:func:`reference_for`)."""
-    options = report_options(level, interval, delta_m, correction, bootstrap, min_seeds, budget_tolerance, components,
-                             columns)
+    given = {"level": level, "interval": interval, "delta_m": delta_m, "correction": correction,
+             "bootstrap": bootstrap, "min_seeds": min_seeds, "budget_tolerance": budget_tolerance,
+             "components": components, "columns": columns}
+    options = report_options(**suite_report_defaults(suite, given))
     table = reference_for(reference, suite)
     pair = compare_names(compare)
     boards, records = build_leaderboards(results_dir, suite, strategies, main_split, options)
@@ -162,6 +165,17 @@ def plugin_dirs_of(opts: dict) -> list[str]:
     return out
 
 
+def suite_report_defaults(suite: str, given: dict | None = None) -> dict:
+    """Report options: ``given`` (None: not set), else what the suite's YAML sets under ``report:`` (the dense
+    suites: ``delta_m: all``, as their literature averages every metric), if its file is found."""
+    try:
+        declared = dict(read_suite_yaml(find_suite(str(suite))).get("report") or {})
+    except BenchError:  # a store whose suite file is gone: nothing declared
+        declared = {}
+    given = dict(given or {})
+    return {**declared, **{k: v for k, v in given.items() if v is not None}}
+
+
 def reference_for(value, suite: str) -> Reference | None:
     """The published table to print: ``reference=NAME``; ``reference=none`` for none; without the key, the one the
     suite's YAML names (``reference:``), if its file is found. An unknown name is one line naming the choices."""
@@ -206,7 +220,7 @@ def report_command(opts: dict) -> int:
         raise BenchError(f"plots={plots!r} must be true or false")
     from bench.suites import stored_suite
 
-    options = report_options(**{k: opts.get(k) for k in OPTION_KEYS})
+    options = report_options(**suite_report_defaults(str(suite), {k: opts.get(k) for k in OPTION_KEYS}))
     pair = compare_names(opts.get("compare"))
     table = reference_for(opts.get("reference"), str(suite))  # an unknown name fails before any work
     results_dir = Path(opts.get("results_dir") or "results")
