@@ -200,6 +200,14 @@ def test_the_suite_s_splits_are_train_less_a_carved_validation_and_val_as_test(n
     assert data.fingerprint == load_suite_data(suite_on(root)).fingerprint
 
 
+def test_the_cityscapes_suite_reads_label_7_and_depth_with_a_10_percent_validation(tmp_path):
+    written = write_layout(tmp_path, labels=("label_7",), normals=False, classes=7)
+    splits = load_suite_data(suite_on(tmp_path, "cityscapes")).splits["depth"]
+    assert {k: len(v) for k, v in splits.items()} == {"train": 5, "validation": 1, "test": 4}
+    assert sorted(splits["test"].targets) == ["depth", "segmentation"]
+    np.testing.assert_array_equal(splits["test"].targets["segmentation"], written["val"]["label_7"].astype(np.int64))
+
+
 @pytest.mark.slow
 def test_nyuv2_suite_runs_end_to_end_on_the_fixture_with_its_published_table(nyu, results):
     root, _ = nyu
