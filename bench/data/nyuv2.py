@@ -70,8 +70,9 @@ def data_root(layout: Layout, spec: DataSpec) -> Path:
     return Path(str(raw)).expanduser()
 
 
-def _missing(layout: Layout, root: Path, what: str) -> MissingData:
-    return MissingData(f"{layout.name}: {what} under data_dir {root}; download {layout.url} and run with "
+def _missing(layout: Layout, root: Path, what: str | None = None) -> MissingData:
+    where = f"{what} under data_dir {root}" if what else f"data_dir {root} does not exist"
+    return MissingData(f"{layout.name}: {where}; download {layout.url} and run with "
                        f"data_dir=<the folder holding train/ and val/> (or set {layout.env})")
 
 
@@ -199,7 +200,7 @@ def load(layout: Layout, spec: DataSpec, tasks: list[TaskConfig]) -> dict[str, S
     classes = label_classes(layout, spec)
     root = data_root(layout, spec)
     if not root.is_dir():
-        raise _missing(layout, root, "no such folder")
+        raise _missing(layout, root)
     raw = {split: read_split(layout, root, folder, columns, classes, limit) for split, folder in FOLDERS.items()}
     # one dtype for every split: uint8 only if it is asked for or loses nothing in any split
     uint8 = mode == "uint8" or (mode == "auto" and all(exact_bytes(images) for images, _ in raw.values()))
