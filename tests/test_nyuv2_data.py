@@ -22,7 +22,7 @@ SIZES = {"train": 6, "val": 4}
 
 def write_layout(root: Path, labels: tuple[str, ...] = ("label",), normals: bool = True, exact: bool = True,
                  classes: int = 13, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
-    """Write ``root/{train,val}/{image,<labels>,depth[,normal]}/<i>.npy`` as the released files are (float64, HWC,
+    """Write ``root/{train,val}/{image,<labels>,depth[,normal]}/<i>.npy`` in the released layout (HWC, float64 here,
     label -1 = ignore, depth 0 = invalid, normal all-zero = invalid); return what was written, stacked."""
     rng = np.random.default_rng(seed)
     h, w = HW
@@ -47,10 +47,10 @@ def write_layout(root: Path, labels: tuple[str, ...] = ("label",), normals: bool
     return written
 
 
-def tasks(*names: str) -> list[TaskConfig]:
-    kinds = {"segmentation": "segmentation", "depth": "depth", "normals": "normals"}
-    return [TaskConfig(name=n, input="image", target=kinds[n], num_classes=13 if n == "segmentation" else None)
-            for n in names]
+def tasks(*columns: str) -> list[TaskConfig]:
+    """One task per column, named after it, of the kind of the same name."""
+    return [TaskConfig(name=c, input="image", target=c, num_classes=13 if c == "segmentation" else None)
+            for c in columns]
 
 
 def spec(root: Path, source: str = "nyuv2", **options) -> DataSpec:
