@@ -20,7 +20,7 @@ from torch import nn
 from bench.architectures import ARCHITECTURES, Architecture
 from bench.architectures.blocks import tap
 from bench.backbones.base import FeatureMaps, ViewShape
-from bench.backbones.simple import SmallCNN
+from bench.backbones.simple import MLP, SmallCNN
 from bench.cli import main
 from bench.config import TaskConfig
 from bench.errors import BenchError
@@ -28,6 +28,7 @@ from bench.specs import ArchitectureSpec
 from bench.strategy import STRATEGIES
 from bench.tasks import task_kind
 from tests.conftest import records
+from tests.test_plugin_docs import example
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -362,3 +363,41 @@ def test_every_joint_strategy_trains_an_architecture_on_dense_maps(results, tmp_
     for record in got.values():
         for row in record["rows"].values():
             assert set(row["metrics"]["test"]) == {"segmentation", "depth"}
+
+
+@pytest.mark.integration
+def test_the_plugin_page_example_runs_as_written_and_its_z_is_a_cut(tmp_path, monkeypatch, capsys):
+    files, commands = example("architectures")
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    results = tmp_path / "results"
+    with ARCHITECTURES.scope():  # the plug-in's registration ends with the test
+        for args in commands:
+            assert main([*args, f"results_dir={results}", "report=false"]) == 0
+        got = {r["label"]: r for r in records(results)}
+        assert set(got) == {f"naive_mtl[architecture={a},weighting={w}]"
+                            for a in ("hps", "shared_bottom") for w in ("equal", "mgda")}
+        assert got["naive_mtl[architecture=shared_bottom,weighting=mgda]"]["params"]["architecture"] == \
+            "shared_bottom"
+        assert "architecture" not in got["naive_mtl[architecture=hps,weighting=equal]"]["params"]
+        capsys.readouterr()
+        assert main(["list", "plugin_dirs=[my_plugins]"]) == 0
+        section = capsys.readouterr().out.split("\narchitectures", 1)[1]
+        line = next(x for x in section.splitlines() if x.split()[:1] == ["shared_bottom"])
+        assert "my_plugins" in line and "A shared ReLU layer" in line
+        # its z is a cut, as the page says
+        torch.manual_seed(0)
+        backbone = MLP(5, 8, 1)
+        kinds = {t: task_kind(TaskConfig(name=t, input="vector", target="regression")) for t in ("a", "b")}
+        cls = ARCHITECTURES.get("shared_bottom")
+        arch = cls(backbone.view_shapes(), kinds, cls.Params(width=4))
+        heads = {t: kinds[t].build_head(arch.view_shape(t)) for t in kinds}
+        per_task, z = arch({"pooled": backbone(torch.randn(6, 5))}, ["a", "b"])
+        shared = shared_of(backbone, arch)
+        for t in kinds:
+            loss = heads[t](per_task[t]).pow(2).mean()
+            through = grads([z], shared, grad_outputs=grads(loss, [z]))
+            for a, b in zip(grads(loss, shared), through):
+                torch.testing.assert_close(b, a)
