@@ -6,7 +6,8 @@ gate of its own. CGC adds experts owned by one task: task t's gate mixes the sha
 An expert is a light block on the view (:func:`bench.architectures.blocks.block`): a linear layer and a ReLU on
 pooled or token vectors, a depthwise-separable conv block per stage map on feature maps (a dense head then reads
 the mixed maps, stage by stage). A gate reads the vector (per token for tokens) or the deepest map averaged over
-its pixels, as LibMTL's gates read the input (docs/architectures.md says where this differs from LibMTL).
+its pixels (LibMTL's gates read the flattened input image, and its experts are whole encoders: docs/architectures.md
+says why these differ).
 
 Shared: the shared experts. Task t's tower: its gate (and, for CGC, its own experts). The cut z: the shared
 experts' stacked outputs and a tap of what the tower reads of the backbone's view (the gate's input; CGC's own
@@ -15,6 +16,7 @@ experts' input), so every path from a shared parameter to a head crosses z once.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 from pydantic import Field
@@ -81,8 +83,9 @@ class _Experts(Architecture):
         """A tap of what the towers read: the gate's input (of maps, the deepest one only)."""
         return FeatureMaps((tap(x.maps[-1]),), x.size) if isinstance(x, FeatureMaps) else tap(x)
 
+    @abstractmethod
     def _task(self, task: str, shared: View | None, entry: View) -> View:
-        raise NotImplementedError
+        """Task ``task``'s view from the stacked shared experts (None: there are none) and the towers' entry."""
 
 
 @register_architecture("mmoe")
