@@ -17,7 +17,7 @@ from bench.errors import BenchError
 from bench.model import MultiTaskModel
 from bench.stats.ratios import recipes_of
 from bench.tasks import check_task, task_kind
-from bench.tasks.decoders import DeepLabHead, FPNHead, decoder_params
+from bench.tasks.decoders import DecoderParams, DeepLabHead, FPNHead, build_decoder, decoder_params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 N = np.nan
@@ -273,10 +273,14 @@ def test_decoder_options_and_refusals():
     class WithHead:  # a configuration that has the ``head:`` mapping
         name, head = "seg", {"decoder": "aspp", "width": 0}
 
-    with pytest.raises(BenchError, match=r"^task 'seg': head option 'width'.*decoder \(fpn\|aspp\)") as e:
+    with pytest.raises(BenchError, match=r"^task 'seg': head option 'width'.*decoder \(fpn\|aspp\), width") as e:
         decoder_params(WithHead())
     assert "\n" not in str(e.value)
     assert decoder_params(TaskConfig(name="d", input="image", target="depth")).decoder == "fpn"
+    shape = ViewShape(24, (8, 16, 24), (1, 2, 4))
+    for decoder in ("fpn", "aspp"):  # a depth head may start at a typical depth
+        head = build_decoder(DecoderParams(decoder=decoder, width=8, bias=5.0), shape, 1)
+        assert head.output.bias.tolist() == [5.0]
     with pytest.raises(BenchError, match="reads feature maps, but the backbone offers none; use a backbone"):
         _kind("depth").build_head(ViewShape(16))
 

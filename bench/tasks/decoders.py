@@ -16,7 +16,9 @@ and holding only that task's parameters; its forward takes a :class:`~bench.back
   batch.
 
 The choice and its options (``DecoderParams``) come from the task's ``head:`` mapping when the configuration has
-one (``{decoder: aspp}``, ``{width: 64}``); otherwise ``fpn`` at its defaults.
+one (``{decoder: aspp}``, ``{width: 64}``, ``{bias: 5.0}``); otherwise ``fpn`` at its defaults. ``bias`` starts the
+output at a typical value: a depth head predicting metres from 0 spends its first hundreds of steps climbing to the
+scale of the targets (Adam moves each weight by about the learning rate per step), which a short run cannot afford.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class DecoderParams(Frozen):
     decoder: Literal["fpn", "aspp"] = "fpn"
     width: int | None = Field(None, ge=1)
     rates: tuple[int, int, int] = (12, 24, 36)
+    bias: float = 0.0  # the output conv's initial bias: a typical depth, so a short run need not climb to the scale
 
 
 def decoder_params(task: Any) -> DecoderParams:
@@ -52,15 +55,20 @@ def decoder_params(task: Any) -> DecoderParams:
         err = e.errors()[0]
         where = ".".join(str(x) for x in err["loc"]) or "head"
         raise BenchError(f"task {task.name!r}: head option {where!r}: {err['msg']} (got {given!r}); options are "
-                         f"decoder (fpn|aspp), width, rates") from None
+                         f"decoder (fpn|aspp), width, rates, bias") from None
 
 
 def build_decoder(params: DecoderParams, shape: ViewShape, out_channels: int) -> nn.Module:
     """The decoder ``params`` names, on maps of ``shape.channels``, with ``out_channels`` outputs per pixel."""
     width = params.width or WIDTH[params.decoder]
     if params.decoder == "aspp":
-        return DeepLabHead(shape.channels[-1], out_channels, width, params.rates)
-    return FPNHead(shape.channels, out_channels, width)
+        head: nn.Module = DeepLabHead(shape.channels[-1], out_channels, width, params.rates)
+    else:
+        head = FPNHead(shape.channels, out_channels, width)
+    if params.bias:
+        with torch.no_grad():
+            head.output.bias.fill_(params.bias)
+    return head
 
 
 def _to_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -79,14 +87,14 @@ class FPNHead(nn.Module):
         groups = 8 if width % 8 == 0 else 1
         self.smooth = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.GroupNorm(groups, width),
                                     nn.ReLU())
-        self.classifier = nn.Conv2d(width, out_channels, 1)
+        self.output = nn.Conv2d(width, out_channels, 1)
 
     def forward(self, maps: FeatureMaps) -> torch.Tensor:
         x = self.lateral[-1](maps.maps[-1])
         for lateral, m in zip(reversed(self.lateral[:-1]), reversed(maps.maps[:-1])):
             # the deeper level upsampled to this one's exact size (odd sizes do not halve evenly)
             x = lateral(m) + F.interpolate(x, size=m.shape[-2:], mode="bilinear", align_corners=False)
-        return _to_size(self.classifier(self.smooth(x)), maps.size)
+        return _to_size(self.output(self.smooth(x)), maps.size)
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int, dilation: int = 1) -> list[nn.Module]:
@@ -114,8 +122,8 @@ class DeepLabHead(nn.Module):
 
     def __init__(self, cin: int, out_channels: int, width: int, rates: tuple[int, int, int]):
         super().__init__()
-        self.body = nn.Sequential(ASPP(cin, width, rates), *_conv_bn_relu(width, width, 3),
-                                  nn.Conv2d(width, out_channels, 1))
+        self.body = nn.Sequential(ASPP(cin, width, rates), *_conv_bn_relu(width, width, 3))
+        self.output = nn.Conv2d(width, out_channels, 1)
 
     def forward(self, maps: FeatureMaps) -> torch.Tensor:
-        return _to_size(self.body(maps.maps[-1]), maps.size)
+        return _to_size(self.output(self.body(maps.maps[-1])), maps.size)
