@@ -15,6 +15,7 @@ from pydantic import (
     ValidationError,
     ValidatorFunctionWrapHandler,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -102,6 +103,16 @@ class TaskConfig(Frozen):
     metrics: list[str] = Field(default_factory=list)  # empty: the kind's defaults
     primary: str | None = None
     optional: bool = False  # skipped with a note when its files are absent (e.g. Fashion-MNIST via apt)
+    # the head's options, read by the task's kind (dense kinds: {decoder: aspp, width: 256, bias: 5.0})
+    head: dict[str, Any] = Field(default_factory=dict)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        """Without an empty ``head``: a task that sets no head options dumps (and hashes) as before the key."""
+        out = handler(self)
+        if not out.get("head"):
+            out.pop("head", None)
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> TaskConfig:

@@ -113,3 +113,19 @@ def test_a_joint_stage_with_an_architecture_has_its_own_key_and_fusion_refuses_i
     assert set(stages.evaluate(gated.ckpt).info["metrics"]) == {"validation", "test"}
     with pytest.raises(BenchError, match="trained with architecture 'test_gated'; fuse the fine-tunes"):
         stages.fuse([gated.ckpt, plain.ckpt], "mean")
+
+
+def test_a_tasks_head_options_reach_its_decoder_and_an_empty_head_hashes_as_before():
+    from bench.backbones.base import ViewShape
+    from bench.config import TaskConfig
+    from bench.tasks import task_kind
+
+    plain = TaskConfig(name="d", input="image", target="depth")
+    assert "head" not in plain.model_dump(mode="json")  # cells of suites without head options keep their hashes
+    shape = ViewShape(8, (4, 8), (1, 2))
+    aspp = TaskConfig(name="d", input="image", target="depth", head={"decoder": "aspp", "width": 8, "bias": 5.0})
+    head = task_kind(aspp).build_head(shape)
+    assert type(head).__name__ == "DeepLabHead" and float(head.output.bias) == 5.0
+    assert aspp.model_dump(mode="json")["head"] == {"decoder": "aspp", "width": 8, "bias": 5.0}
+    with pytest.raises(BenchError, match=r"task 'd': head option 'decoder'.*options are decoder \(fpn\|aspp\)"):
+        task_kind(TaskConfig(name="d", input="image", target="depth", head={"decoder": "unet"})).build_head(shape)
