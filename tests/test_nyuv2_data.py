@@ -178,6 +178,7 @@ def test_suite_files_name_their_source_and_published_table(name, reference, sour
     assert suite.reference == reference and reference in names()
     assert suite.backbone.options["create"] == {"output_stride": 8} and suite.backbone.options["keep_size"] is True
     assert (suite.train.epochs, suite.train.lr) == (200, 1e-4)
+    assert all(t.head == {"decoder": "aspp"} for t in suite.tasks)  # LibMTL's DeepLabHead per task
 
 
 NINE = {"segmentation": ["miou", "pixel_acc"], "depth": ["abs_err", "rel_err"],
