@@ -10,6 +10,7 @@ whose maps are nested (a stage is computed from the one before), as every backbo
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -401,3 +402,19 @@ def test_the_plugin_page_example_runs_as_written_and_its_z_is_a_cut(tmp_path, mo
             through = grads([z], shared, grad_outputs=grads(loss, [z]))
             for a, b in zip(grads(loss, shared), through):
                 torch.testing.assert_close(b, a)
+
+
+@pytest.mark.integration
+def test_every_weighting_trains_with_every_architecture(results):
+    """The architecture × weighting matrix on a single-input suite (gradient balancers take z: via=features)."""
+    from bench.weighting import WEIGHTINGS
+
+    weightings = [w for w in WEIGHTINGS.names() if w != "static"]  # static needs its λ vector
+    got = _run(["suite=synthetic", "strategy=naive_mtl", f"strategy.architecture={','.join(NAMES)}",
+                f"strategy.weighting={','.join(weightings)}", "train.epochs=1", "train.max_train_samples=64",
+                "train.max_eval_samples=32"], results)
+    assert sorted((r["params"]["architecture"], r["params"]["weighting"]) for r in got.values()) == \
+        sorted((a, w) for a in NAMES for w in weightings)
+    for record in got.values():
+        for metrics in record["rows"]["naive_mtl"]["metrics"]["test"].values():
+            assert all(math.isfinite(v) for v in metrics.values()), record["label"]
