@@ -76,6 +76,12 @@ class MultiTaskModel(nn.Module):
             views: dict[str, Any] = {"pooled": shared}
         else:
             raw = self.backbone.features(**batch)
+            if "maps" in reads:
+                # the heads read taps of the maps (the same tensors through a new node): each map also feeds the
+                # next stage, so the maps themselves are no cut, and a gradient taken at them would count the
+                # deeper stages twice; the taps are read by the heads alone
+                m = raw["maps"]
+                raw = {**raw, "maps": FeatureMaps(tuple(t.view_as(t) for t in m.maps), m.size)}
             views = {k: self._drop(v) for k, v in raw.items() if k in reads}
             if reads == {"maps"}:
                 shared = raw["maps"].maps

@@ -129,3 +129,26 @@ def test_a_tasks_head_options_reach_its_decoder_and_an_empty_head_hashes_as_befo
     assert aspp.model_dump(mode="json")["head"] == {"decoder": "aspp", "width": 8, "bias": 5.0}
     with pytest.raises(BenchError, match=r"task 'd': head option 'decoder'.*options are decoder \(fpn\|aspp\)"):
         task_kind(TaskConfig(name="d", input="image", target="depth", head={"decoder": "unet"})).build_head(shape)
+
+
+def test_the_models_z_over_maps_is_a_cut_of_the_graph():
+    """Backpropagating each task's gradient at z gives its gradient over the backbone: the maps each head reads are
+    taps, not the maps the next stage reads too (which would count the deeper stages twice)."""
+    from bench.backbones.simple import SmallCNN
+    from bench.config import TaskConfig
+    from bench.model import MultiTaskModel
+
+    torch.manual_seed(0)
+    tasks = [TaskConfig(name="seg", input="image", target="segmentation", num_classes=3),
+             TaskConfig(name="depth", input="image", target="depth")]
+    model = MultiTaskModel(SmallCNN(3, 4), tasks)
+    x = torch.rand(2, 3, 12, 12)
+    targets = {"seg": torch.randint(0, 3, (2, 12, 12)), "depth": torch.rand(2, 12, 12) + 0.5}
+    params = list(model.backbone.parameters())
+    for t in ("seg", "depth"):
+        out, z = model({"x": x}, ["seg", "depth"], features=True)
+        loss = model.kinds[t].loss(out[t], targets[t])
+        direct = torch.autograd.grad(loss, params, retain_graph=True)
+        at_z = torch.autograd.grad(loss, list(z), retain_graph=True)
+        through = torch.autograd.grad(list(z), params, grad_outputs=at_z)
+        assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-8) for a, b in zip(direct, through))
