@@ -10,7 +10,9 @@ with a ``bench.plugins`` entry point (:mod:`bench.plugins.discovery`). It regist
   with the per-task Jacobian from the :class:`Step`); ``@register_weighting("name")``;
 * a fusion method: :class:`FusionMethod` (one tensor name at a time) or :class:`ModelFusion` (models and data);
   ``@register_fusion("name")``;
-* a tracker (:class:`Tracker`, ``@register_tracker``) or a launcher (:class:`Launcher`, ``@register_launcher``).
+* a tracker (:class:`Tracker`, ``@register_tracker``) or a launcher (:class:`Launcher`, ``@register_launcher``);
+* a task kind (:class:`TaskKind`, ``@register_task_kind``) or an architecture (:class:`Architecture`: how tasks share
+  parameters between the backbone and the heads, ``@register_architecture``).
 
 A strategy that lets the user pick a weighting or a fusion method types the parameter as a :class:`WeightingSpec`
 or a :class:`FusionSpec`: the name is checked against the registry and its params by the plug-in's own ``Params``,
@@ -30,20 +32,21 @@ Example (a complete weighting plug-in)::
             return next(iter(losses.values()))
 """
 
+from bench.architectures import Architecture, register_architecture
 from bench.config import Frozen, NoParams
 from bench.errors import BenchError, CellFailed
 from bench.fusion.base import FusionMethod, register_fusion
 from bench.fusion.model_based import FusionJob, FusionResult, ModelFusion
 from bench.launch.base import Done, Job, Launcher, register_launcher
-from bench.specs import FusionSpec, WeightingSpec
+from bench.specs import ArchitectureSpec, FusionSpec, WeightingSpec
 from bench.stages import Outcome, Stages, SuiteContext, make_row
 from bench.strategy import Strategy, register_strategy
 from bench.tasks import TaskKind, register_task_kind
 from bench.track.base import StageRun, Tracker, register_tracker
 from bench.weighting.base import Aggregator, Balancer, Step, Weighting, check_weighting, register_weighting
 
-__all__ = ["Aggregator", "Balancer", "BenchError", "CellFailed", "Done", "Frozen", "FusionJob", "FusionMethod",
-           "FusionResult", "FusionSpec", "Job", "Launcher", "ModelFusion", "NoParams", "Outcome", "StageRun", "Stages",
-           "Step", "Strategy", "SuiteContext", "TaskKind", "Tracker", "Weighting", "WeightingSpec", "check_weighting",
-           "make_row", "register_fusion", "register_launcher", "register_strategy", "register_task_kind",
-           "register_tracker", "register_weighting"]
+__all__ = ["Aggregator", "Architecture", "ArchitectureSpec", "Balancer", "BenchError", "CellFailed", "Done",
+           "Frozen", "FusionJob", "FusionMethod", "FusionResult", "FusionSpec", "Job", "Launcher", "ModelFusion",
+           "NoParams", "Outcome", "StageRun", "Stages", "Step", "Strategy", "SuiteContext", "TaskKind", "Tracker",
+           "Weighting", "WeightingSpec", "check_weighting", "make_row", "register_architecture", "register_fusion",
+           "register_launcher", "register_strategy", "register_task_kind", "register_tracker", "register_weighting"]
