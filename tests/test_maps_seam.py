@@ -152,3 +152,11 @@ def test_the_models_z_over_maps_is_a_cut_of_the_graph():
         at_z = torch.autograd.grad(loss, list(z), retain_graph=True)
         through = torch.autograd.grad(list(z), params, grad_outputs=at_z)
         assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-8) for a, b in zip(direct, through))
+
+
+def test_a_timm_name_may_carry_its_weight_tag():
+    cfg = BackboneConfig(source="timm", name="resnet18.tv_in1k", pretrained=False, image_size=32)
+    backbone, _ = build_backbone(cfg, "image", np.zeros((1, 3, 32, 32), np.uint8))
+    assert backbone.map_channels == (64, 64, 128, 256, 512)
+    with pytest.raises(BenchError, match=r"unknown timm model 'resnet18x.tv_in1k'"):
+        build_backbone(cfg.model_copy(update={"name": "resnet18x.tv_in1k"}), "image", np.zeros((1, 3, 8, 8), np.uint8))

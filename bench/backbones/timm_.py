@@ -146,7 +146,7 @@ def _create(name: str, pretrained: bool, create: dict[str, Any] | None = None) -
 
     kw = dict(create or {})  # backbone.options.create: timm.create_model's own arguments (output_stride: 8)
 
-    if name not in timm.list_models(pretrained=False):
+    if name.split(".")[0] not in timm.list_models(pretrained=False):  # a weight tag (resnet50.tv_in1k) is timm's
         raise BenchError(f"unknown timm model {name!r}{did_you_mean(name, timm.list_models())}; "
                          "see timm.list_models()")
     if not pretrained:

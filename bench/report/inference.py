@@ -227,6 +227,8 @@ class Inference:
         recipe = self.recipes[task].get(metric)
         if recipe is not None:  # a ratio of sums over the examples, from the stored per-example stats
             target, preds = None, self.stats[(row, task)]
+        if np.shape(preds)[-2 if recipe is not None else -1] < 2:  # one test example: no test-set term, no interval
+            return None
         return twolevel.Scores.of(recipe or metric, target, preds, self.infos[row].seeds, self.spaces[task], factor)
 
     def is_ratio(self, key: str) -> bool:
