@@ -18,6 +18,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from bench.errors import BenchError, did_you_mean
 
@@ -144,7 +145,11 @@ class TrainConfig(Frozen):
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    schedule: Literal["constant", "linear"] = "constant"  # linear: warmup then linear decay to 0
+    # linear: warmup then linear decay to 0; step: the lr times gamma at each of the milestones (epochs)
+    schedule: Literal["constant", "linear", "step"] = "constant"
+    milestones: list[int] = Field(default_factory=list)  # schedule=step: epochs after which the lr is times gamma
+    gamma: float = Field(0.5, gt=0, le=1)  # schedule=step: the factor at each milestone (StepLR's gamma)
+    augment: Literal["none", "scale_crop", "scale_crop_flip"] = "none"  # train batches of dense tasks, bench.augment
     optimizer: Literal["adamw", "sgd"] = "adamw"
     dropout: float = Field(0.0, ge=0, lt=1)  # before each head
     max_train_samples: int | None = Field(None, ge=1)  # per task, after the fixed split
@@ -157,6 +162,38 @@ class TrainConfig(Frozen):
     compile: bool = False
     num_workers: int | None = Field(None, ge=0)  # batch-collating processes; None: 0 on the CPU, up to 4 on a GPU
     log_every: int = Field(50, ge=1)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        """Without the step schedule's keys unless ``schedule=step``, and without ``augment`` when none: a
+        configuration that uses neither dumps (and hashes) as before the keys existed."""
+        out = handler(self)
+        if self.schedule != "step":
+            out.pop("milestones", None)
+            out.pop("gamma", None)
+        if self.augment == "none":
+            out.pop("augment", None)
+        return out
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.schedule != "step" and (self.milestones or self.gamma != 0.5):
+            key = "milestones" if self.milestones else "gamma"
+            raise _line(f"train.{key} applies to train.schedule=step only (schedule is {self.schedule!r}); "
+                        f"set train.schedule=step or drop train.{key}")
+        if self.schedule == "step":
+            m = self.milestones
+            if not m:
+                raise _line("train.schedule=step needs train.milestones (epochs after which the lr is times "
+                            "train.gamma), e.g. train.milestones=[100]")
+            if m[0] < 1 or any(b <= a for a, b in zip(m, m[1:])):
+                raise _line(f"train.milestones={m}: give positive epochs in increasing order, e.g. [100]")
+        return self
+
+
+def _line(message: str) -> PydanticCustomError:
+    """A validation error whose message is the whole line :func:`explain` prints (as bench.options.one_line)."""
+    return PydanticCustomError("bench", message)
 
 
 SPEED_KNOBS = ("num_workers", "log_every")  # TrainConfig fields that change how fast, never what is computed

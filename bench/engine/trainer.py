@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bench.augment import augment
+from bench.augment import check as check_augment
 from bench.batches import BatchSpec
 from bench.config import TaskConfig, TrainConfig
 from bench.engine import resume
@@ -66,6 +68,8 @@ class Trainer:
         self.max_steps = max_steps
         self.task_cfgs = {t.name: t for t in tasks}
         self.kinds = {t.name: task_kind(t) for t in tasks}
+        if cfg.augment != "none":  # before any work: only tasks that predict maps have labels that move
+            check_augment(self.kinds)
         self.seed, self.collate, self.single_input = seed, collate, single_input
         self.work_dir, self.desc = work_dir, desc
         self.on_epoch = on_epoch  # e.g. an Optuna pruning callback: (epoch, validation score) -> None or raise
@@ -94,9 +98,12 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=self.cfg.lr)
 
     def _schedule(self, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-        cfg, warm = self.cfg, int(self.cfg.warmup_ratio * total)
+        cfg, warm, per_epoch = self.cfg, int(self.cfg.warmup_ratio * total), self.steps_per_epoch
 
         def lr_lambda(step: int) -> float:
+            if cfg.schedule == "step":  # StepLR at epoch milestones (times the warmup ramp while it lasts)
+                ramp = (step + 1) / warm if warm and step < warm else 1.0
+                return ramp * cfg.gamma ** sum(step // per_epoch >= m for m in cfg.milestones)
             if warm and step < warm:
                 return (step + 1) / warm
             if cfg.schedule == "linear":
@@ -187,6 +194,9 @@ class Trainer:
         timer.start()
         batches = [(spec, to_device(b["inputs"], device), to_device(b["targets"], device))
                    for spec, b in next(self.batches)]
+        if cfg.augment != "none":  # train batches only, on the device; the crops seeded by (seed, step)
+            batches = [(spec, *augment(x, ys, self.kinds, cfg.augment, self.seed, state.step, i))
+                       for i, (spec, x, ys) in enumerate(batches)]
         timer.mark("data")
         feats: list[torch.Tensor] | None = [] if self.w.uses_features else None
         absent = set()

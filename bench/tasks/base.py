@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from bench import metrics as M
+from bench.augment import Crop, not_croppable
 from bench.backbones.base import ViewShape
 from bench.config import TaskConfig
 from bench.errors import BenchError
@@ -130,6 +131,12 @@ class TaskKind(ABC):
     def sample(self, output: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
         """A target drawn from the model's own predictive distribution (the "model" Fisher); None: use the data's."""
         return None
+
+    def crop(self, target: torch.Tensor, crops: Sequence[Crop]) -> torch.Tensor:
+        """A train batch's targets under the crops its images got (``train.augment``, :mod:`bench.augment`): each
+        kind moves its own labels (dense kinds: nearest class, depth divided by the scale, normals' x negated when
+        flipped). Only dense kinds have labels that move with the image."""
+        raise not_croppable(self.task.name, self.name)
 
     # -- evaluation --------------------------------------------------------------------------------------------
     @abstractmethod

@@ -14,11 +14,13 @@ likelihoods (bench/weighting/uncertainty.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from bench.augment import Crop, crop_resize
 from bench.errors import BenchError
 from bench.tasks.base import register_task_kind
 from bench.tasks.dense_base import VALID, DenseKind, first_bad
@@ -62,6 +64,12 @@ class Depth(DenseKind):
         gold = torch.where(mask, target, 0.0)  # NaN depths never reach the graph (0·NaN would poison the grad)
         err = torch.where(mask, (output.float() - gold.float()).abs(), 0.0)
         return err.sum() / mask.sum().clamp_min(1)
+
+    def crop(self, target: torch.Tensor, crops: Sequence[Crop]) -> torch.Tensor:
+        """Nearest depth divided by the scale (a crop zoomed s times looks s times nearer): the reference's
+        ``depth_ / sc``; 0 and NaN (invalid) stay invalid."""
+        scale = torch.tensor([c.scale for c in crops], dtype=target.dtype, device=target.device)
+        return crop_resize(target[:, None], crops, "nearest")[:, 0].to(target.dtype) / scale[:, None, None]
 
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         return output.float()

@@ -23,12 +23,14 @@ epsilon (a zero prediction scores 90°). Angles are computed in float64 (LibMTL:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.augment import Crop, crop_resize
 from bench.errors import BenchError
 from bench.tasks.base import register_task_kind
 from bench.tasks.dense_base import VALID, DenseKind, first_bad, spatial_ok
@@ -76,6 +78,14 @@ class Normals(DenseKind):
         gold = torch.where(mask[:, None], target, 0.0).float()  # NaN targets never reach the graph
         cos = (F.normalize(output.float(), dim=1) * gold).sum(1)
         return torch.where(mask, 1.0 - cos, 0.0).sum() / mask.sum().clamp_min(1)
+
+    def crop(self, target: torch.Tensor, crops: Sequence[Crop]) -> torch.Tensor:
+        """Bilinear with corners aligned and not renormalised, as the reference's ``normal_``; a flipped image's
+        normals point the other way along x (LibMTL ``normal[0, :, :] = - normal[0, :, :]``)."""
+        out = crop_resize(target, crops, "bilinear").to(target.dtype)
+        flip = torch.tensor([c.flip for c in crops], device=target.device)
+        out[:, 0] = torch.where(flip[:, None, None], -out[:, 0], out[:, 0])
+        return out
 
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         return output.float()  # normalised when scored, in float64

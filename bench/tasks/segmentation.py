@@ -12,12 +12,14 @@ labels); LibMTL's ``torch.mean`` over all K classes equals it whenever every cla
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.augment import Crop, crop_resize
 from bench.errors import BenchError
 from bench.tasks.base import register_task_kind
 from bench.tasks.dense_base import VALID, DenseKind, first_bad, spatial_ok
@@ -72,6 +74,10 @@ class Segmentation(DenseKind):
         probs = F.softmax(output.detach().float(), 1).movedim(1, -1)
         drawn = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
         return drawn.reshape(probs.shape[:-1])
+
+    def crop(self, target: torch.Tensor, crops: Sequence[Crop]) -> torch.Tensor:
+        """Nearest class (class ids are exact in float32): the reference's ``label_``."""
+        return crop_resize(target[:, None].float(), crops, "nearest")[:, 0].to(target.dtype)
 
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         return output.argmax(1).to(torch.uint8 if self.out_channels <= 256 else torch.int32)
