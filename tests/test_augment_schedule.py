@@ -4,9 +4,13 @@ train batches only, and the configurations that use neither dumping (and hashing
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
 from pydantic import ValidationError
 
 from bench import augment as A
@@ -19,6 +23,8 @@ from bench.errors import BenchError
 from bench.model import MultiTaskModel
 from bench.tasks import task_kind
 from bench.weighting import build_weighting
+
+from .conftest import records, run_cli
 
 SIDE, N = 8, 12
 TASKS = [TaskConfig(name="seg", input="image", target="segmentation", num_classes=3),
@@ -41,6 +47,15 @@ def test_a_configuration_without_the_new_keys_dumps_as_before():
     assert set(linear.model_dump()) == set(BEFORE)
     step = TrainConfig(schedule="step", milestones=[100], augment="scale_crop").model_dump()
     assert (step["milestones"], step["gamma"], step["augment"]) == ([100], 0.5, "scale_crop")
+
+
+def test_only_the_dense_gpu_suites_set_the_new_keys():
+    from bench.config import SuiteConfig
+
+    for path in sorted((Path(__file__).resolve().parent.parent / "suites").glob("*.yaml")):
+        train = SuiteConfig(**yaml.safe_load(path.read_text())).results_dump()["train"]
+        new = {"milestones", "gamma", "augment"} & set(train)
+        assert new == ({"milestones", "gamma", "augment"} if path.stem in ("nyuv2", "cityscapes") else set()), path
 
 
 @pytest.mark.parametrize("kw, line", [
@@ -242,3 +257,20 @@ def test_a_resumed_run_draws_the_same_crops_and_ends_bit_identical(tmp_path):
     assert [h["validation"] for h in resumed.state.history] == [h["validation"] for h in whole.state.history]
     for k, v in whole.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+@pytest.mark.slow
+def test_the_nyuv2_suite_trains_on_its_fixture_with_the_step_schedule_and_augmentation(tmp_path, results):
+    from .test_nyuv2_data import NINE, write_layout
+
+    write_layout(tmp_path)
+    out = run_cli("run", "suite=nyuv2", f"data_dir={tmp_path}", "strategy=naive_mtl", "train.epochs=2",
+                  "train.milestones=[1]", "backbone.name=resnet18", "backbone.pretrained=false",
+                  "train.batch_size=2", f"results_dir={results}", timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (rec,) = records(results)
+    text = json.dumps(rec)  # the record's configuration carries the schedule and the augmentation
+    assert '"schedule": "step", "milestones": [1], "gamma": 0.5, "augment": "scale_crop_flip"' in text
+    test = rec["rows"]["naive_mtl"]["metrics"]["test"]
+    assert {task: list(values) for task, values in test.items()} == NINE
+    assert all(np.isfinite(v) for values in test.values() for v in values.values())
