@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from bench.config import DataSpec, SplitConfig, TaskConfig
-from bench.data.base import fingerprint_split
+from bench.config import DataSpec, SplitConfig, SuiteConfig, TaskConfig
+from bench.data.base import fingerprint_split, load_suite_data
 from bench.data.scenes import scene_splits, scenes
 from bench.data.scenes_render import BOX, CYLINDER, FLOOR, PICTURE, SPHERE, WALL, Scenes, camera_rays, render
 from bench.errors import BenchError
+from bench.suites import find_suite, read_suite_yaml, validate_suite
 
 SIZE, HFOV = 64, np.pi / 3
 F = (SIZE / 2) / np.tan(HFOV / 2)  # focal length in pixels
@@ -186,3 +189,20 @@ def test_bad_options_are_named(options, label, message):
     tasks = [TaskConfig(name="t", label=label, input="image", target="regression")]
     with pytest.raises(BenchError, match=message):
         scenes(DataSpec(source="scenes", options=options), tasks, SPLIT)
+
+
+def _small_suite(tmp_path: Path, **options) -> SuiteConfig:
+    raw = read_suite_yaml(find_suite("scenes"))
+    raw["data"]["options"].update({"n": 40, "image_size": 32, **options})
+    return validate_suite(raw, "test")
+
+
+@pytest.mark.integration
+def test_the_suite_loads_through_the_dense_kinds_and_its_fingerprint_covers_the_options(tmp_path):
+    """The suite file's three tasks read the source's columns; the kinds accept them (load_suite_data checks every
+    split's targets); the suite's data fingerprint changes with a generator option."""
+    data = load_suite_data(_small_suite(tmp_path))
+    assert data.task_names == ["segmentation", "depth", "normals"]
+    assert {k: len(v) for k, v in data.splits["depth"].items()} == {"train": 28, "validation": 4, "test": 8}
+    assert load_suite_data(_small_suite(tmp_path)).fingerprint == data.fingerprint
+    assert load_suite_data(_small_suite(tmp_path, pictures=0)).fingerprint != data.fingerprint
