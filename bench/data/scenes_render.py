@@ -215,12 +215,12 @@ def _planes(o: np.ndarray, d: np.ndarray, sc: Scenes) -> _Buffers:
     t = np.where(floor, t_floor, t_wall)
     p = o[:, None, :] + t[..., None] * d
     a, b = p[..., 0], np.where(floor, p[..., 2], p[..., 1])  # plane coordinates: floor (x, z), wall (x, y)
-    surface = np.where(floor, FLOOR, WALL)
-    cls = surface.copy()
+    plane = np.where(floor, FLOOR, WALL)
+    cls, surface = plane.copy(), plane.copy()
     uv = np.stack([a / TILE, np.where(floor, b, -b) / TILE], -1)  # tiled: the digit picks by tile
     for k in range(sc.pic_on.shape[1]):
         a0, a1, b0, b1 = (sc.pic_rect[:, k, i][:, None] for i in range(4))
-        inside = (sc.pic_on[:, k, None] == surface) & (a >= a0) & (a < a1) & (b >= b0) & (b < b1)
+        inside = (sc.pic_on[:, k, None] == plane) & (a >= a0) & (a < a1) & (b >= b0) & (b < b1)
         cls = np.where(inside, PICTURE, cls)
         surface = np.where(inside, 2 + sc.kind.shape[1] + k, surface)
         with np.errstate(divide="ignore", invalid="ignore"):  # an absent picture's rectangle may be empty
