@@ -140,8 +140,11 @@ def build_suite(combo: dict[str, Any], notes: list[str] | None = None, probe: Da
     from bench.tasks import check_task
 
     BACKBONES.get(suite.backbone.source)
-    for t in suite.tasks:
-        check_task(t)  # its kind's name, its own checks (num_classes, tag names), its metric names
+    kinds = {t.name: check_task(t) for t in suite.tasks}  # each kind's name, own checks, metric names
+    if suite.train.augment != "none":
+        from bench.augment import check as check_augment
+
+        check_augment(kinds)  # a crop of images whose tasks predict no map: one line before any data loads
     for spec in [suite.data, *(t.data for t in suite.tasks)]:
         if spec is not None:
             SOURCES.get(spec.source)

@@ -274,3 +274,11 @@ def test_the_nyuv2_suite_trains_on_its_fixture_with_the_step_schedule_and_augmen
     test = rec["rows"]["naive_mtl"]["metrics"]["test"]
     assert {task: list(values) for task, values in test.items()} == NINE
     assert all(np.isfinite(v) for values in test.values() for v in values.values())
+
+
+def test_augmenting_a_suite_without_maps_is_refused_when_planning():
+    from bench.errors import BenchError
+    from bench.plan import build_suite
+
+    with pytest.raises(BenchError, match=r"task 'clean': train.augment crops images, but a regression task"):
+        build_suite({"suite": "synthetic", "train.augment": "scale_crop"})
