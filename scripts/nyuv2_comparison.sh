@@ -50,9 +50,9 @@ else
     fi
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
     # the backbone's ImageNet weights come from timm's hub cache; fail now rather than after the data is cached
-    if ! "$PY" -c "import timm; timm.create_model('resnet50', pretrained=True, num_classes=0)" >/dev/null 2>&1; then
-        echo "timm cannot load resnet50's pretrained weights (no hub access and no cache); run" \
-             "python -c \"import timm; timm.create_model('resnet50', pretrained=True)\" once where the hub is" \
+    if ! "$PY" -c "import timm; timm.create_model('resnet50.tv_in1k', pretrained=True, num_classes=0)" >/dev/null 2>&1; then
+        echo "timm cannot load resnet50.tv_in1k's pretrained weights (no hub access and no cache); run" \
+             "python -c \"import timm; timm.create_model('resnet50.tv_in1k', pretrained=True)\" once where the hub is" \
              "reachable (HF_HUB_OFFLINE=1 then uses the cache)" >&2
         exit 4
     fi

@@ -17,7 +17,7 @@ LAYERS = {
     "training": ["bench.stages", "bench.engine", "bench.data", "bench.encode", "bench.batches"],
     "plug-in seams": ["bench.plugins", "bench.registry", "bench.specs", "bench.strategy", "bench.weighting",
                       "bench.fusion", "bench.track", "bench.launch", "bench.backbones", "bench.model",
-                      "bench.rowstyle", "bench.suites", "bench.tasks", "bench.architectures"],
+                      "bench.rowstyle", "bench.suites", "bench.tasks", "bench.architectures", "bench.augment"],
     "storage and records": ["bench.store", "bench.record", "bench.rowid", "bench.checkpoint", "bench.safestate",
                             "bench.references"],
     "statistics": ["bench.twolevel", "bench.stats", "bench.metrics"],
