@@ -42,8 +42,9 @@ def evaluate(model: MultiTaskModel, tasks: list[TaskConfig], data: Data, split: 
     ``keep`` (optional) receives what each task's kind keeps per example, ``keep[task] = {"pred", "target", "id"}``
     (and ``"stats"`` for ratio-of-sums metrics) in the split's fixed order, so that intervals and paired tests can
     be computed later; for a kind with ``preview = K`` (dense maps) also the first K inputs, ``"preview_input"``,
-    which the report's figure shows beside the kind's own ``preview_target`` / ``preview_pred``. ``fitted[task]``: what each kind chose on validation (a threshold); scoring validation
-    (re)fills it, scoring another split reads it (:meth:`bench.tasks.TaskKind.calibrate`)."""
+    which the report's figure shows beside the kind's own ``preview_target`` / ``preview_pred``. ``fitted[task]``:
+    what each kind chose on validation (a threshold); scoring validation (re)fills it, scoring another split reads
+    it (:meth:`bench.tasks.TaskKind.calibrate`)."""
     fitted = {} if fitted is None else fitted
     model.eval()
     out, seen = {}, 0

@@ -13,8 +13,8 @@ from bench import checkpoint as C
 from bench.architectures import build_architecture
 from bench.engine import seed_everything
 from bench.model import MultiTaskModel
-from bench.tasks import task_kind
 from bench.stages.context import Checkpoint, SuiteContext
+from bench.tasks import task_kind
 
 
 def sub_seed(seed: int, *parts: str) -> int:
