@@ -146,8 +146,9 @@ def _model(ctx: SuiteContext, ckpt: Checkpoint, seed: int) -> MultiTaskModel:
 
 def backbone_gradients(ctx: SuiteContext, model: MultiTaskModel, batches: int = 16, batch_size: int = 64,
                        ) -> tuple[dict[tuple[str, str], float], dict[str, float]]:
-    """Per-task gradients of the task losses w.r.t. every backbone parameter, on ``batches`` training batches:
-    the mean over batches of each pair's cosine, and of each task's gradient norm."""
+    """Per-task gradients of the task losses w.r.t. the backbone parameters some task's loss depends on (heads
+    that read feature maps never reach a pooled head's layers), on ``batches`` training batches: the mean over
+    batches of each pair's cosine, and of each task's gradient norm."""
     names = [t.name for t in ctx.tasks]
     train = ctx.encoded[names[0]]["train"]  # single input: every task reads the same rows
     rows = np.random.default_rng(0).permutation(len(train))
@@ -160,7 +161,8 @@ def backbone_gradients(ctx: SuiteContext, model: MultiTaskModel, batches: int = 
         g = {}
         for t in names:
             loss = task_loss(ctx.task(t), out[t], train.targets[t][torch.as_tensor(idx)])
-            g[t] = torch.cat([q.reshape(-1) for q in torch.autograd.grad(loss, params, retain_graph=True)])
+            grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+            g[t] = torch.cat([q.reshape(-1) for q in grads if q is not None])
             norm[t].append(g[t].norm().item())
         for a, b in cos:
             cos[a, b].append(torch.nn.functional.cosine_similarity(g[a], g[b], dim=0).item())

@@ -1,7 +1,6 @@
-"""Task conflict in the ``scenes`` suite, measured as ``synthetic_conflict``'s is (tests/test_conflict_suite.py,
-whose model building this reuses; its ``backbone_gradients`` differentiates every backbone parameter, and the pooled
-head's ``conv_head`` is not in the graph of heads that read maps, so :func:`map_gradients` skips what no task
-uses): per-task gradients of the task losses w.r.t. every backbone parameter on
+"""Task conflict in the ``scenes`` suite, measured as ``synthetic_conflict``'s is, with the same code
+(tests/test_conflict_suite.py: ``_model`` and ``backbone_gradients``, which skips the pooled head's ``conv_head``
+that heads reading maps never reach): per-task gradients of the task losses w.r.t. the backbone parameters on
 16 training batches of 32, at θ0 and after equal-weight joint training (the real ``Stages.joint``; 600 training
 scenes x 2 epochs, a quarter of the suite's budget, to keep the measurement minutes long), as a mean per-batch
 cosine per pair of tasks, with and without the pictures (the texture-defined class whose geometry is the wall's).
@@ -12,7 +11,6 @@ Run ``python -m tests.test_scenes_conflict [seed ...]`` to print the table the d
 
 from __future__ import annotations
 
-import itertools
 import sys
 import tempfile
 from pathlib import Path
@@ -23,41 +21,15 @@ import pytest
 import torch
 import yaml
 
-from bench.model import MultiTaskModel, task_loss
 from bench.plan import build_suite
 from bench.stages import Stages, SuiteContext
 from bench.store import Store
 from bench.suites import find_suite, read_suite_yaml
-from tests.test_conflict_suite import _model
+from tests.test_conflict_suite import _model, backbone_gradients
 
 BUDGET = {"train.max_train_samples": 600, "train.epochs": 2}
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
-
-
-def map_gradients(ctx: SuiteContext, model: MultiTaskModel, batches: int = 16, batch_size: int = 32,
-                  ) -> tuple[dict[tuple[str, str], float], dict[str, float]]:
-    """As ``backbone_gradients``: per-task gradients of the task losses w.r.t. the backbone parameters some task's
-    loss depends on, on ``batches`` training batches; the mean over batches of each pair's cosine and of each
-    task's gradient norm."""
-    names = [t.name for t in ctx.tasks]
-    train = ctx.encoded[names[0]]["train"]  # single input: every task reads the same rows
-    rows = np.random.default_rng(0).permutation(len(train))
-    params = list(model.backbone.parameters())
-    cos: dict[tuple[str, str], list[float]] = {p: [] for p in itertools.combinations(names, 2)}
-    norm: dict[str, list[float]] = {t: [] for t in names}
-    for i in range(batches):
-        idx = rows[i * batch_size:(i + 1) * batch_size]
-        out = model(ctx.pre.collate(train.encoded, idx), names)
-        g = {}
-        for t in names:
-            loss = task_loss(ctx.task(t), out[t], train.targets[t][torch.as_tensor(idx)])
-            grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-            g[t] = torch.cat([q.reshape(-1) for q in grads if q is not None])
-            norm[t].append(g[t].norm().item())
-        for a, b in cos:
-            cos[a, b].append(torch.nn.functional.cosine_similarity(g[a], g[b], dim=0).item())
-    return {k: float(np.mean(v)) for k, v in cos.items()}, {k: float(np.mean(v)) for k, v in norm.items()}
 
 
 def measure(combo: dict[str, Any], tmp_path: Path, seed: int = 0) -> dict[str, tuple[dict, dict]]:
@@ -67,10 +39,10 @@ def measure(combo: dict[str, Any], tmp_path: Path, seed: int = 0) -> dict[str, t
     ctx = SuiteContext.load(suite, store)
     stages = Stages(ctx, store, seed=seed)
     init = stages.init()
-    at_init = map_gradients(ctx, _model(ctx, init, seed))
+    at_init = backbone_gradients(ctx, _model(ctx, init, seed), batch_size=32)
     joint = stages.joint(init, weighting="equal")
     assert joint.ckpt is not None
-    return {"init": at_init, "trained": map_gradients(ctx, _model(ctx, joint.ckpt, seed))}
+    return {"init": at_init, "trained": backbone_gradients(ctx, _model(ctx, joint.ckpt, seed), batch_size=32)}
 
 
 def without_pictures(folder: Path) -> dict[str, Any]:
