@@ -160,3 +160,18 @@ def test_a_timm_name_may_carry_its_weight_tag():
     assert backbone.map_channels == (64, 64, 128, 256, 512)
     with pytest.raises(BenchError, match=r"unknown timm model 'resnet18x.tv_in1k'"):
         build_backbone(cfg.model_copy(update={"name": "resnet18x.tv_in1k"}), "image", np.zeros((1, 3, 8, 8), np.uint8))
+
+
+@pytest.mark.integration
+def test_params_deployed_count_the_architectures_modules(tmp_path):
+    """A row trained with an architecture deploys its shared modules and its tasks' towers beside trunk and heads,
+    so an architecture that adds parameters cannot look as small as hard sharing in the table."""
+    from bench.cli import main
+    from bench.report import build_leaderboards
+
+    base = ["run", "suite=synthetic", "train.epochs=1", "train.max_train_samples=100", "report=false",
+            f"results_dir={tmp_path}", "strategy=naive_mtl"]
+    assert main([*base, "strategy.architecture=hps,mmoe"]) == 0
+    t = build_leaderboards(tmp_path, "synthetic")[0][0].table
+    hps, mmoe = (t.loc[f"naive_mtl[architecture={a}]"] for a in ("hps", "mmoe"))
+    assert mmoe["deployed_params"] == mmoe["trainable_params"] > hps["deployed_params"] == hps["trainable_params"]

@@ -32,6 +32,7 @@ from bench.record import Record, Row
 from bench.store import STAGE_MARKER
 
 BACKBONE_FILE = "backbone.safetensors"  # bench.checkpoint's names (not imported: it pulls in torch)
+ARCH_FILE = "arch.safetensors"
 HEADS_FILE = "heads.safetensors"
 
 __all__ = ["deployed_params", "identical_groups", "stage_curves", "stage_keys", "wall_split"]
@@ -143,8 +144,9 @@ def _model_folder(root: Path, stage: str, key: str) -> Path | None:
 
 
 def deployed_params(record: Record, row: Row, split: str = "test") -> float:
-    """Parameters of the model(s) serving the row's ``split`` predictions: per distinct model, its backbone and the
-    heads of the tasks it predicts (NaN when the store does not hold the checkpoints)."""
+    """Parameters of the model(s) serving the row's ``split`` predictions: per distinct model, its backbone, the
+    heads of the tasks it predicts and its architecture's modules (shared ones, and those tasks' towers); NaN when
+    the store does not hold the checkpoints."""
     root = suite_dir(record)
     preds = (row.predictions or {}).get(split)
     if root is None or not preds:
@@ -163,6 +165,9 @@ def deployed_params(record: Record, row: Row, split: str = "test") -> float:
             return math.nan
         heads = _tensor_counts(folder / HEADS_FILE) or ()
         total += sum(n for _, n in backbone) + sum(n for name, n in heads if name.split(".", 1)[0] in tasks)
+        # an architecture's modules: the shared ones and the towers of these tasks (docs/architectures.md)
+        arch = _tensor_counts(folder / ARCH_FILE) or ()
+        total += sum(n for name, n in arch if not name.startswith("towers.") or name.split(".")[1] in tasks)
     return float(total)
 
 
