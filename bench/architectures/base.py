@@ -79,7 +79,7 @@ def register_architecture(name: str) -> Callable[[type[Architecture]], type[Arch
 
 @register_architecture("hps")
 class HardSharing(Architecture):
-    """``hps``: one trunk, one head per task, every head on the backbone's own view (no module: never built)."""
+    """Hard parameter sharing: one trunk, a head per task on the backbone's own view (builds no module)."""
 
     def forward(self, views: dict[str, Any], tasks: list[str]) -> tuple[dict[str, Any], Any]:
         raise NotImplementedError("hps builds no module: MultiTaskModel routes the views itself")
