@@ -46,11 +46,12 @@ class Architecture(nn.Module, ABC):
     def __init__(self, shapes: dict[str, ViewShape], kinds: dict[str, TaskKind], params: Any):
         super().__init__()
         self.shapes, self.kinds, self.params = shapes, kinds, params
+        self.reads = {t: k.reads for t, k in kinds.items()}  # task -> the backbone view its kind reads
         self.towers = nn.ModuleDict()  # task -> the modules only that task uses (saved and trained with its head)
 
     def view_shape(self, task: str) -> ViewShape:
         """The shape of the view ``task``'s head reads (default: the backbone's view its kind reads, unchanged)."""
-        return self.shapes[self.kinds[task].reads]
+        return self.shapes[self.reads[task]]
 
     @abstractmethod
     def forward(self, views: dict[str, Any], tasks: list[str]) -> tuple[dict[str, Any], Any]:

@@ -57,7 +57,6 @@ class CrossStitch(Architecture):
 
     def __init__(self, shapes: dict[str, ViewShape], kinds: dict[str, Any], params: CrossStitchParams):
         super().__init__(shapes, kinds, params)
-        self.reads = {t: k.reads for t, k in kinds.items()}
         self.columns_of = {v: [t for t in kinds if self.reads[t] == v] for v in sorted(set(self.reads.values()))}
         n_shared = params.layers - 1
         # shared: columns[v][l][c], block l of column c (l < layers - 1), and units[v][l], the unit after it

@@ -58,7 +58,6 @@ class _Experts(Architecture):
     def __init__(self, shapes: dict[str, ViewShape], kinds: dict[str, Any], params: Any, n_shared: int):
         super().__init__(shapes, kinds, params)
         self.n_shared = n_shared
-        self.reads = {t: k.reads for t, k in kinds.items()}
         self.experts = nn.ModuleDict({
             v: nn.ModuleList(block(shapes[v], v == "maps", params.width) for _ in range(n_shared))
             for v in sorted(set(self.reads.values()))})

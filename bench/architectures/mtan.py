@@ -92,7 +92,6 @@ class MTAN(Architecture):
 
     def __init__(self, shapes: dict[str, ViewShape], kinds: dict[str, Any], params: MTANParams):
         super().__init__(shapes, kinds, params)
-        self.reads = {t: k.reads for t, k in kinds.items()}
         maps = shapes.get("maps")
         if params.shared_f and maps is not None and "maps" in self.reads.values():
             self.f = f_blocks(maps.channels)

@@ -63,7 +63,7 @@ def evaluate(model: MultiTaskModel, tasks: list[TaskConfig], data: Data, split: 
             with autocast(device, precision):
                 y = model(to_device(batch["inputs"], device), [task.name])[task.name]
             pieces.append((spec.idx, kind.predict(y)))
-            if preview and "x" in batch["inputs"]:  # the inputs a dense kind's figure shows beside its maps
+            if len(shown) < preview and "x" in batch["inputs"]:  # the inputs a dense figure shows beside its maps
                 shown.update({int(i): batch["inputs"]["x"][j] for j, i in enumerate(spec.idx) if i < preview})
         seen += n
         target, pred = es.targets[task.name].numpy(), kind.assemble(pieces, n)
