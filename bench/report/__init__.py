@@ -165,13 +165,18 @@ def plugin_dirs_of(opts: dict) -> list[str]:
     return out
 
 
+def _declared(suite: str, key: str):
+    """What the suite's YAML says under ``key``; None when it says nothing or its file is gone (an old store)."""
+    try:
+        return read_suite_yaml(find_suite(str(suite))).get(key)
+    except BenchError:
+        return None
+
+
 def suite_report_defaults(suite: str, given: dict | None = None) -> dict:
     """Report options: ``given`` (None: not set), else what the suite's YAML sets under ``report:`` (the dense
     suites: ``delta_m: all``, as their literature averages every metric), if its file is found."""
-    try:
-        declared = dict(read_suite_yaml(find_suite(str(suite))).get("report") or {})
-    except BenchError:  # a store whose suite file is gone: nothing declared
-        declared = {}
+    declared = dict(_declared(suite, "report") or {})
     given = dict(given or {})
     return {**declared, **{k: v for k, v in given.items() if v is not None}}
 
@@ -180,10 +185,7 @@ def reference_for(value, suite: str) -> Reference | None:
     """The published table to print: ``reference=NAME``; ``reference=none`` for none; without the key, the one the
     suite's YAML names (``reference:``), if its file is found. An unknown name is one line naming the choices."""
     if value is None:
-        try:
-            value = read_suite_yaml(find_suite(str(suite))).get("reference")
-        except BenchError:  # a store whose suite file is gone: nothing declared
-            value = None
+        value = _declared(suite, "reference")
     if value is None or str(value) in ("", "none"):
         return None
     return load_reference(str(value))
