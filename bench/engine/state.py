@@ -62,6 +62,8 @@ class TrainState:
     compile_tokens: int = 0
     compile_timers: dict[str, float] = field(default_factory=dict)
     timers: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    #: steps where the balancer degenerated, per event (:meth:`bench.weighting.Balancer.flag`)
+    degenerate: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def start(cls, tasks: list[str], weights: dict[str, float]) -> TrainState:

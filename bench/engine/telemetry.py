@@ -148,6 +148,8 @@ def stage_telemetry(state: TrainState, cfg: TrainConfig, model: MultiTaskModel, 
                    compile_samples=state.compile_samples, throughput_excludes_compile=excl)
         if state.tokens:
             tel["compile_tokens"] = state.compile_tokens
+    if state.degenerate:  # steps where the balancer took a fallback or hit a bound (Balancer.flag)
+        tel["degenerate"] = dict(sorted(state.degenerate.items()))
     if state.tokens:
         tel["train_tokens_per_s"] = (state.tokens - c_tokens) / max(time_s, 1e-9)
         peak = peak_flops(device, cfg.precision)

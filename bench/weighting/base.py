@@ -177,6 +177,18 @@ class Balancer(nn.Module, ABC):
         """The effective weight of each task now (λ_i, σ_i², w_i), logged as a trajectory."""
         return {t: 1.0 for t in self.task_names}
 
+    def flag(self, event: str, n: int = 1) -> None:
+        """Count a step where the method degenerated: it took a fallback, hit a bound, or its solver stopped short
+        (``"nash_mtl_fallback"``, ``"fairgrad_weight_bound"``, ``"solver_not_converged"``...). The trainer counts
+        these per stage (``telemetry["degenerate"]``) and the leaderboard footnotes the rows where one happened, so
+        that a row whose method silently became another method says so. ``event`` is a short snake_case name."""
+        flags = self.__dict__.setdefault("_flags", {})
+        flags[event] = flags.get(event, 0) + n
+
+    def take_flags(self) -> dict[str, int]:
+        """The events :meth:`flag` counted since the last call (the trainer calls it after every step)."""
+        return self.__dict__.pop("_flags", None) or {}
+
 
 class Weighting(Balancer):
     """Loss level: combines the per-task losses into one scalar, which is backpropagated once."""
