@@ -67,7 +67,7 @@ class Step:
     asks for them (``uses_features``); ``scaler``: fp16's GradScaler or None; ``recompute``: the losses again on this
     step's batches, without a graph (FAMO measures how much the update lowered them); ``mark``: the engine's phase
     timer; ``forwards``: how many forwards of the backbone the step ran (one per task batch on a multi-input suite;
-    0: as many as ``features``).
+    0: as many as ``features``); ``world`` and ``reduce``: the processes of a data-parallel cell (one by default).
 
     A gradient-level balancer takes the per-task Jacobian with :meth:`jacobian` and writes the update it decides with
     :meth:`set_shared_grad` (:mod:`bench.weighting.jacobian`)::
@@ -83,6 +83,12 @@ class Step:
     recompute: Callable[[], dict[str, torch.Tensor]] | None = None
     mark: Callable[[str], None] = lambda phase: None
     forwards: int = 0
+    #: processes sharing this step's global batch (``procs=N``, :mod:`bench.distributed`); a shortcut that needs
+    #: the whole Jacobian in one process (a Gramian taken without it) applies only at ``world == 1``
+    world: int = 1
+    #: the sum of a tensor over those processes (the identity in one process): what a balancer that reads more
+    #: than the loss values (GradNorm's gradient norms) all-reduces
+    reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
     _taken: tuple[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
