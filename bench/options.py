@@ -107,11 +107,17 @@ class LaunchOptions(Options):
     workers: int = 1  # jobs running at once
     devices: list[int] | None = None  # GPU ids, one cell at a time per GPU
     wait: bool = True  # false: submit and return
+    procs: int = 1  # processes per cell, sharing each training batch (docs/distributed.md)
 
     @field_validator("workers", mode="before")
     @classmethod
     def _workers(cls, value: Any) -> Any:
         return _positive_int("workers", value, "jobs running at once", "2")
+
+    @field_validator("procs", mode="before")
+    @classmethod
+    def _procs(cls, value: Any) -> Any:
+        return _positive_int("procs", value, "processes per cell, sharing each training batch", "2")
 
     @field_validator("devices", mode="before")
     @classmethod

@@ -11,11 +11,13 @@ import platform
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench import distributed
 from bench.checkpoint import state_bytes
 from bench.config import SuiteConfig
 from bench.errors import BenchError, CellFailed, StoreError
@@ -75,12 +77,13 @@ def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force
     ``finished``: the run's list of finished cells, which a written record joins as ``"label seed=N"``."""
     cell = variant.cell_hash(seed)
     folder = store.cell_dir(variant.strategy.name, cell)
-    with store.lock(folder):
-        if store.done(folder, RECORD) and not force:
-            done = Record.read(folder / RECORD)
-            if not changed_plugins(done.plugins):
-                return done
-        (folder / "failed.json").unlink(missing_ok=True)
+    world = distributed.current()  # procs=N: every rank runs the cell, rank 0 alone writes (bench.distributed)
+    with store.lock(folder) if world.writer else nullcontext():
+        done = Record.read(folder / RECORD) if store.done(folder, RECORD) and not force else None
+        if distributed.agree(done is not None and not changed_plugins(done.plugins)):
+            return done if done is not None else Record.read(folder / RECORD)
+        if world.writer:
+            (folder / "failed.json").unlink(missing_ok=True)
         config = variant.config()
         log = log if log is not None else StageLog()
         stages = Stages(ctx, store, seed, force=force, trackers=trackers, cell=cell, label=variant.label,
@@ -104,6 +107,8 @@ def run_cell(variant: Variant, seed: int, ctx: SuiteContext, store: Store, force
             stages_reused=len(log.reused) - n_reused, stages_computed=log.computed[n_computed:],
             runtime=_runtime(), created=now_iso(), status="complete",
         )
+        if not world.writer:
+            return record
         import yaml
 
         (folder / "config.yaml").write_text(yaml.safe_dump({
@@ -139,7 +144,8 @@ def _runtime() -> dict[str, Any]:
 
     env = {k: os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID",
                                       "SUBMITIT_LOCAL_JOB_ID", "CUDA_VISIBLE_DEVICES") if k in os.environ}
-    return {"host": platform.node(), "pid": os.getpid(), "torch_threads": torch.get_num_threads(), **env}
+    procs = {"procs": distributed.current().size} if distributed.current().size > 1 else {}
+    return {"host": platform.node(), "pid": os.getpid(), "torch_threads": torch.get_num_threads(), **procs, **env}
 
 
 def run_cell_job(run: RunContext, cell: str) -> dict[str, Any]:
@@ -161,14 +167,29 @@ def run_cell_job(run: RunContext, cell: str) -> dict[str, Any]:
     tag = run.progress.tags.get(cell, (f"{name} {variant.label} seed={seed}", ""))[0]
     progress.start_cell(tag, *run.progress.estimate(cell))
     try:
-        run_cell(variant, seed, run.context(variant.suite), store, plan.force, plan.trackers, log=run.log(name),
+        trackers = plan.trackers if distributed.current().writer else None  # procs=N: rank 0 reports
+        run_cell(variant, seed, run.context(variant.suite), store, plan.force, trackers, log=run.log(name),
                  finished=run.finished)
     except CellFailed as e:
-        write_json(folder / "failed.json", {"error": str(e), "created": now_iso(), "traceback": traceback.format_exc()})
+        if distributed.current().writer:
+            write_json(folder / "failed.json", {"error": str(e), "created": now_iso(),
+                                                "traceback": traceback.format_exc()})
         return {"status": "failed", "error": str(e)}
     except StoreError as e:
         raise run.explain(e) from e.__cause__
     return {"status": "done"}
+
+
+def run_cell_ranks(run: RunContext, cell: str, procs: int, threads: int | None) -> dict[str, Any]:
+    """:func:`run_cell_job` on ``procs`` processes of this machine (``procs=N``, :mod:`bench.distributed`). A rank
+    that dies fails the cell with one line in ``failed.json``; its finished stages and last epoch are kept."""
+    try:
+        return distributed.run_ranks(procs, threads, run_cell_job, run, cell)
+    except CellFailed as e:
+        variant = next(v for v, s in run.plan.cells if v.cell_hash(s) == cell)
+        folder = run.store(variant.suite.name).cell_dir(variant.strategy.name, cell)
+        write_json(folder / "failed.json", {"error": str(e), "created": now_iso()})
+        return {"status": "failed", "error": str(e)}
 
 
 def _current(folder: Path, checked: dict) -> Record | None:
@@ -214,7 +235,12 @@ def execute(plan: Plan, out=None) -> int:
     hashes = [v.cell_hash(s) for v, s in cells]
     run.progress.tags = {hashes[i]: (tags[i], cells[i][0].label) for i in range(len(cells))}
     run.progress.pending = [hashes[i] for i in pending]
-    jobs = [Job(tags[i], run_cell_job, (run, hashes[i]), stores[cells[i][0].suite.name].root) for i in pending]
+    procs = launcher.common.procs
+    if procs > 1:  # one line before anything trains: more processes than cores, a batch they cannot share
+        distributed.check_procs(procs, launcher.parallel, {v.suite.name: v.suite.train.batch_size for v, _ in cells})
+    fn, more = (run_cell_job, ()) if procs == 1 or launcher.starts_ranks else \
+        (run_cell_ranks, (procs, max(1, launcher.threads() // procs)))
+    jobs = [Job(tags[i], fn, (run, hashes[i], *more), stores[cells[i][0].suite.name].root) for i in pending]
     if not launcher.common.wait:
         ids = launcher.submit(jobs)
         suites = sorted(stores)

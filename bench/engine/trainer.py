@@ -25,7 +25,8 @@ from bench.augment import augment
 from bench.augment import check as check_augment
 from bench.batches import BatchSpec
 from bench.config import TaskConfig, TrainConfig
-from bench.engine import resume
+from bench import distributed
+from bench.engine import parallel, resume
 from bench.engine.compiled import CompiledForward, run_counting_compiles
 from bench.engine.console import ProgressLines, live_bar, progress
 from bench.engine.device import autocast, resolve_device, to_device
@@ -75,6 +76,7 @@ class Trainer:
         self.on_epoch = on_epoch  # e.g. an Optuna pruning callback: (epoch, validation score) -> None or raise
         self.on_log = on_log
         self.device = resolve_device(cfg.device)
+        self.world = distributed.current()  # procs=N: this process's rank (bench.distributed)
         if cfg.precision == "fp16" and self.device.type != "cuda":
             raise BenchError("train.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
 
@@ -174,12 +176,14 @@ class Trainer:
 
     def _batches(self):
         """Endless ``[(spec, batch), ...]`` per step. A whole epoch is drawn before its first step, so the
-        generators' state saved at an epoch boundary does not depend on how far the workers read ahead."""
+        generators' state saved at an epoch boundary does not depend on how far the workers read ahead. With
+        ``procs=N`` the spec is the global batch (what the step counts) and the batch this rank's slice of it."""
         while True:
             plan = [self._draw() for _ in range(self.steps_per_epoch)]
-            stream = self.feeder.run([spec for step in plan for spec in step])
+            flat = [spec for step in plan for spec in step]
+            stream = self.feeder.run(parallel.local_specs(flat) if self.world.size > 1 else flat)
             for step in plan:
-                yield [next(stream) for _ in step]
+                yield [(spec, next(stream)[1]) for spec in step]
 
     def step(self) -> None:
         """One optimisation step: next batches, forward, the balancer's backward, clip, update (under
@@ -220,10 +224,13 @@ class Trainer:
         if device.type == "cpu":  # free on the CPU; on a GPU the check waits for the logging interval
             self._check_finite(losses, state.step)
         step = Step(self.shared, self.heads, feats, self.scaler, lambda: self._recompute(batches), timer.mark,
-                    forwards=len(batches))
+                    forwards=len(batches), world=self.world.size, reduce=distributed.all_sum,
+                    gather=distributed.all_gather, rank=self.world.rank)
         self.opt.zero_grad(set_to_none=True)
         if losses:  # no task labelled in the whole step: nothing to learn from, the optimiser step moves nothing
             self.w.backward(losses, step)  # outside autocast, as torch's AMP recipe (and torchjd's) asks
+        if self.world.size > 1:  # before unscaling: an inf on one rank reaches every rank through the sum
+            parallel.sync_grads(list(self.model.parameters()), step.synced)
         if self.scaler is not None:
             self.scaler.unscale_(self.opt)
         timer.mark("backward")
@@ -247,7 +254,7 @@ class Trainer:
     def _losses(self, batches, feats: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Each task's loss on its batch, the forward under autocast; ``feats`` (when given) collects the shared
         representation of every forward."""
-        losses = {}
+        losses, share = {}, {}
         for spec, x, ys in batches:
             with autocast(self.device, self.cfg.precision):
                 if feats is None:
@@ -256,9 +263,16 @@ class Trainer:
                     out, f = self.fwd(x, list(spec.targets), features=True)
                     feats.append(f)
             for t in spec.targets:
-                if t not in self._absent:
+                if t in self._absent:
+                    continue
+                if self.world.size == 1:
                     losses[t] = self.kinds[t].loss(out[t], ys[t])
-        return losses
+                    continue
+                # procs=N: this rank's share of the global batch's loss (bench.engine.parallel)
+                share[t] = float(parallel.shares(spec, t, self.data[spec.task][spec.split].targets[t],
+                                                 self.kinds[t])[self.world.rank])
+                losses[t] = self.kinds[t].loss(out[t], ys[t]) if share[t] else parallel.zero_loss(out[t])
+        return parallel.global_losses(losses, share) if self.world.size > 1 else losses
 
     @torch.no_grad()
     def _recompute(self, batches) -> dict[str, torch.Tensor]:
@@ -341,6 +355,8 @@ class Trainer:
         self.feeder.close()
 
     def _save_resume(self) -> None:
+        if not self.world.writer:  # rank 0 writes the one resume file every rank restarts from
+            return
         resume.write(resume.training_snapshot(model=self.model, weighting=self.w, opt=self.opt, sched=self.sched,
                                               rng=self.rng, streams=self.streams, sampler=self.sampler,
                                               state=self.state, meter=self.meter), self.resume, resume.TRAIN_KIND)

@@ -20,7 +20,7 @@ from bench.launch.base import LAUNCHERS, Common, Done, Job, Launcher, build_laun
 from bench.options import LaunchOptions
 from bench.plugins.discovery import discover
 
-LAUNCH_KEYS = ("launcher", "workers", "devices", "wait")
+LAUNCH_KEYS = ("launcher", "workers", "devices", "wait", "procs")
 
 __all__ = ["LAUNCHERS", "LAUNCH_KEYS", "Common", "Done", "Job", "Launcher", "build_launcher", "launcher_from",
            "plugin_dirs_in", "register_launcher", "without_launch_args"]
@@ -58,7 +58,7 @@ def launcher_from(pairs: list[tuple[str, Any, bool]], default: str = "local") ->
         discover(plugin_dirs_in(pairs))
     LaunchOptions.of(given)  # the types of the top-level keys, as bench run reads them: one line on a mistake
     options = {k[len("launcher."):]: v for k, v in opts.items() if k.startswith("launcher.")}
-    common = {k: opts[k] for k in ("workers", "devices", "wait") if k in opts}
+    common = {k: opts[k] for k in ("workers", "devices", "wait", "procs") if k in opts}
     return build_launcher(name, options, common)
 
 

@@ -52,6 +52,7 @@ class Common(Frozen):
     workers: int = Field(1, ge=1)  # jobs at once
     devices: list[int] | None = None  # GPU ids; one job at a time per device
     wait: bool = True  # false: submit and return (a scheduler's launchers only)
+    procs: int = Field(1, ge=1)  # processes per cell: its training steps split the batch (bench.distributed)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,9 @@ class Launcher(ABC):
 
     name: ClassVar[str] = ""
     Options: ClassVar[type[Frozen]] = NoOptions
+    #: True when the launcher itself starts a cell's ``procs`` processes (a scheduler's tasks); otherwise the job
+    #: starts them on its machine with torch's elastic launcher (bench.distributed.run_ranks)
+    starts_ranks: ClassVar[bool] = False
 
     def __init__(self, options: Frozen | None, common: Common | None = None):
         self.options = options if options is not None else self.Options()

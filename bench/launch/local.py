@@ -126,6 +126,10 @@ class Local(Launcher):
                 raise BenchError(f"devices={devices}: this machine has {seen}; leave devices out to run on the CPU")
         if not self.common.wait:
             super().submit([])  # raises: nothing here outlives the command
+        if self.common.procs > 1 and self.parallel > 1:
+            raise BenchError(f"procs={self.common.procs} with workers={self.common.workers}: a cell's processes are "
+                             "started by the command itself, one cell at a time; drop workers= (or use "
+                             "launcher=submitit_local)")
 
     @property
     def parallel(self) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import Field
 from submitit.helpers import Checkpointable, DelayedSubmission
 
+from bench import distributed
 from bench.config import Frozen
 from bench.errors import BenchError
 from bench.launch.base import Done, Job, Launcher, register_launcher
@@ -38,8 +39,8 @@ class Task(Checkpointable):
     bypassed (SLURM sends it before a preemption). Nothing here installs bench's own handlers, which belong to the
     following command's process only (bench.cli.StopSignals)."""
 
-    def __init__(self, fn: Callable[..., Any], args: tuple, cwd: str, threads: int):
-        self.fn, self.args, self.cwd, self.threads = fn, args, cwd, threads
+    def __init__(self, fn: Callable[..., Any], args: tuple, cwd: str, threads: int, procs: int = 1):
+        self.fn, self.args, self.cwd, self.threads, self.procs = fn, args, cwd, threads, procs
 
     def __call__(self) -> Any:
         os.chdir(self.cwd)
@@ -47,6 +48,8 @@ class Task(Checkpointable):
         # SLURM put in CUDA_VISIBLE_DEVICES
         cores = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or self.threads
         pin(int(cores), None)
+        if self.procs > 1:  # one of the cell's procs tasks: join the others (task 0 writes the store)
+            return distributed.join_from_submitit(None, self.fn, self.args)
         return self.fn(*self.args)
 
     def checkpoint(self) -> DelayedSubmission:
@@ -60,9 +63,14 @@ def _last_lines(job: Any) -> str:
     return "\n".join(lines[-LOG_LINES:])
 
 
+def _value(job: Any) -> Any:
+    """The job's return value (task 0's when the job ran a cell on several tasks)."""
+    return job.results()[0]
+
+
 def _error(job: Any) -> str:
     try:
-        job.result()
+        _value(job)
         return ""
     except Exception as e:  # submitit's FailedJobError carries the remote traceback; keep its last line
         state = getattr(job, "state", "UNKNOWN")
@@ -75,6 +83,7 @@ def _error(job: Any) -> str:
 
 class _Submitit(Launcher):
     cluster = "local"
+    starts_ranks = True  # procs=N: N tasks per job (tasks_per_node), which join one process group
 
     def _executor(self, folder: Path) -> Any:
         import submitit
@@ -82,6 +91,8 @@ class _Submitit(Launcher):
         folder.mkdir(parents=True, exist_ok=True)
         ex = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=self.cluster)
         ex.update_parameters(**self._parameters())
+        if self.common.procs > 1:
+            ex.update_parameters(tasks_per_node=self.common.procs)
         return ex
 
     def _parameters(self) -> dict[str, Any]:
@@ -100,7 +111,7 @@ class _Submitit(Launcher):
 
     def _jobs(self, jobs: Sequence[Job]) -> list[Task]:
         cwd = os.getcwd()
-        return [Task(j.fn, j.args, cwd, self.threads()) for j in jobs]
+        return [Task(j.fn, j.args, cwd, self.threads(), self.common.procs) for j in jobs]
 
     def run(self, jobs: Sequence[Job], tick: Callable[[], None] | None = None) -> Iterator[Done]:
         tasks = self._jobs(jobs)
@@ -124,7 +135,7 @@ class _Submitit(Launcher):
                     del live[i]
                     err = f"job {sub.job_id} left the queue without a result (cancelled, out of time or memory?)" \
                         if vanished and not sub.paths.result_pickle.exists() else _error(sub)
-                    value = None if err else sub.result()
+                    value = None if err else _value(sub)
                     yield Done(jobs[i], not err, value, err, _last_lines(sub) if err else "", time.perf_counter() - t0,
                                len(live), job_id=str(sub.job_id), extra={"log": str(sub.paths.stderr)})
                 if tick is not None:

@@ -3,11 +3,13 @@ and sound one is reused, else the stage is computed under the entry's lock and i
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench import distributed
 from bench.engine import LEGACY_RESUME_FILE, RESUME_FILE
 from bench.stages.context import Checkpoint, Outcome
 from bench.stages.evaluation import evaluate_ckpt
@@ -35,7 +37,16 @@ def run_stage(stages: Stages, stage: str, key_obj: dict[str, Any], tasks: tuple[
     # force=true recomputes a stage once per run: a fine-tune that separate just retrained serves fuse_then_joint
     fresh = f"{stage}/{key}" in stages.log.computed
     reusable = lambda: store.done(folder) and (not stages.force or fresh)
-    if not reusable():
+    world = distributed.current()
+    if world.size > 1:  # procs=N: the ranks decide together (rank 0's view of the store), then rank 0 writes
+        if not distributed.agree(reusable()):
+            if not world.writer:
+                aside = world.scratch / stage / key
+                return Outcome(Checkpoint(stage, key, aside, tasks),
+                               _compute_aside(stages, stage, key, key_obj, tasks, folder, aside, compute))
+            with store.lock(folder):
+                return Outcome(ckpt, _compute(stages, stage, key, key_obj, tasks, folder, compute, version))
+    elif not reusable():
         with store.lock(folder):
             if not reusable():  # else another process finished it while we waited
                 return Outcome(ckpt, _compute(stages, stage, key, key_obj, tasks, folder, compute, version))
@@ -63,6 +74,20 @@ def _compute(stages: Stages, stage: str, key: str, key_obj: dict[str, Any], task
     return info
 
 
+def _compute_aside(stages: Stages, stage: str, key: str, key_obj: dict[str, Any], tasks: tuple[str, ...],
+                   folder: Path, aside: Path, compute: Compute) -> dict[str, Any]:
+    """A rank other than 0 computes the stage (its training steps are rank 0's too) into ``aside``, its scratch
+    folder, which later stages of the cell read; it starts from rank 0's resume file, so a resumed cell resumes on
+    every rank."""
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir(parents=True)
+    if (folder / RESUME_FILE).exists():
+        shutil.copy2(folder / RESUME_FILE, aside / RESUME_FILE)
+    info = compute(aside)
+    info.update({"stage": stage, "key": key, "key_inputs": key_obj, "tasks": list(tasks), "seed": stages.seed})
+    return info
+
+
 def _complete(stages: Stages, out: Outcome, model_at: Checkpoint | None = None) -> Outcome:
     """A cached stage evaluated on fewer splits than asked (e.g. made by a search, which never reads test):
     evaluate the missing splits now (the model in ``model_at``, default the stage's own folder) and keep
@@ -73,6 +98,8 @@ def _complete(stages: Stages, out: Outcome, model_at: Checkpoint | None = None) 
     if not missing:
         return out
     metrics, _, kept = evaluate_ckpt(stages, model_at or out.ckpt, missing)
+    if not distributed.current().writer:  # procs=N: rank 0 keeps them with the stage
+        return Outcome(out.ckpt, {**out.info, "metrics": {**out.info["metrics"], **metrics}}, reused=True)
     with stages.store.lock(out.ckpt.path):
         info = read_json(out.ckpt.path / STAGE_MARKER)
         info["metrics"].update(metrics)

@@ -89,6 +89,12 @@ class Step:
     #: the sum of a tensor over those processes (the identity in one process): what a balancer that reads more
     #: than the loss values (GradNorm's gradient norms) all-reduces
     reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
+    #: every process's copy of a tensor, in rank order, and this process's rank (``[t]`` and 0 in one process)
+    gather: Callable[[torch.Tensor], list[torch.Tensor]] = lambda t: [t]
+    rank: int = 0
+    #: ids of the parameters whose ``.grad`` is already the whole batch's (written from a summed Jacobian): the
+    #: trainer's sum over the processes leaves them out
+    synced: set[int] = field(default_factory=set)
     _taken: tuple[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
@@ -114,14 +120,20 @@ class Step:
                 raise BenchError("via=features needs one shared representation, but this step's heads read views "
                                  "with none in common (pooled vectors and feature maps); set "
                                  "strategy.weighting_params.via=params")
-            self._taken = ("features", self.features[0])
-            return jacobian.via_features(L, tasks, self.features[0], self.heads)
+            J = jacobian.via_features(L, tasks, self.features[0], self.heads)
+            self._taken = ("features", self.features[0], J.shape[1])
+            # procs=N: the global representation is every rank's slice side by side, so is its Jacobian
+            return torch.cat(self.gather(J), dim=1) if self.world > 1 else J
         if via != "params":
             raise BenchError(f"Step.jacobian(via={via!r}): via is 'params' or 'features'")
         shared = [p for p in self.shared if p.requires_grad]
-        self._taken = ("params", shared)
+        self._taken = ("params", shared, 0)
         per_task = (self.forwards or len(self.features or [])) > 1
-        return jacobian.via_params(L, tasks, shared, self.heads, per_task)
+        J = jacobian.via_params(L, tasks, shared, self.heads, per_task)
+        if self.world > 1:  # procs=N: each rank's rows are its share of the global gradients; the update written
+            self.synced.update(id(p) for p in shared)  # from their sum is the global one already
+            return self.reduce(J)
+        return J
 
     def set_shared_grad(self, direction: torch.Tensor) -> None:
         """Write the shared update ``direction`` (a vector of the Jacobian's P columns) back: into the shared
@@ -129,8 +141,10 @@ class Step:
         the shared representation through the backbone after ``via="features"``."""
         if self._taken is None:
             raise BenchError("Step.set_shared_grad needs a Jacobian first: call step.jacobian(losses, via=...)")
-        via, target = self._taken
+        via, target, width = self._taken
         if via == "features":
+            if self.world > 1:  # this rank's slice of the representation gets its slice of the update
+                direction = direction[self.rank * width:(self.rank + 1) * width]
             jacobian.write_features(direction, target)
         else:
             jacobian.write_params(direction, target)

@@ -217,18 +217,22 @@ class GradNorm(Weighting):
         total = self.combine(losses)
         # w learns only in steps where every task is present: an absent task's gradient norm cannot be measured
         if total.requires_grad and len(losses) == len(self.task_names):
-            self.learn(losses)
+            self.learn(losses, step)
         step.mark("weighting")
         step.backward(total)
 
-    def learn(self, losses: dict[str, torch.Tensor]) -> None:
-        """Measure n_i = ‖∇_W L_i‖ and accumulate ∂L_grad/∂w into ``weights.grad`` (no network gradient)."""
+    def learn(self, losses: dict[str, torch.Tensor], step: Step | None = None) -> None:
+        """Measure n_i = ‖∇_W L_i‖ and accumulate ∂L_grad/∂w into ``weights.grad`` (no network gradient). With
+        ``procs=N`` (``step.world > 1``) each rank holds its share of ∇_W L_i: the norms are taken of their sum."""
         captures, self._captures = self._captures, []  # this step's forwards of W (never kept past the step)
         if not self._shared:
             raise BenchError("gradnorm: setup(model) was not called before backward()")
         L = [losses[t] for t in self.task_names]
         w = self.weights.detach().clone()
-        n = self._norms(L, captures).to(w.device, torch.float32)
+        if step is not None and step.world > 1:
+            n = self._summed_norms(L, step).to(w.device, torch.float32)
+        else:
+            n = self._norms(L, captures).to(w.device, torch.float32)
         G = w * n
         self._last_n, self._last_G = n, G
 
@@ -275,6 +279,17 @@ class GradNorm(Weighting):
         self.last_norm_paths = paths
         dev = self.weights.device
         return torch.sqrt(torch.stack([s.to(dev, torch.float32) for s in sq]))
+
+    def _summed_norms(self, L: list[torch.Tensor], step: Step) -> torch.Tensor:
+        """n_i of the whole batch when it is split over processes: the per-task gradients at W (T × |W|) summed
+        over the ranks, then their norms (the norm of a sum is not a sum of norms)."""
+        rows = []
+        for li in L:
+            grads = torch.autograd.grad(li, self._shared, retain_graph=True, allow_unused=True)
+            rows.append(torch.cat([(torch.zeros_like(p) if g is None else g.detach()).float().reshape(-1)
+                                   for p, g in zip(self._shared, grads)]))
+        self.last_norm_paths = ["summed"] * len(L)
+        return torch.linalg.vector_norm(step.reduce(torch.stack(rows)), dim=1)
 
     def _autograd_sqnorm(self, li: torch.Tensor) -> torch.Tensor:
         """‖∇_W L_i‖² from the dense gradient over W's parameters (any kind of W)."""
