@@ -3,7 +3,8 @@
 Two adapters (:mod:`bench.weighting.jd.adapter`) turn a torchjd object into a registered ``bench`` balancer; each
 method is a few lines naming its torchjd class, its paper and its validated hyper-parameters.
 
-* :class:`JDAggregator` (gradient level: MGDA, PCGrad, UPGrad, Nash-MTL, ...; :mod:`~bench.weighting.jd.aggregators`).
+* :class:`JDAggregator` (gradient level: MGDA, PCGrad, UPGrad, Nash-MTL, ...; :mod:`~bench.weighting.jd.aggregators`,
+  MGDA's exact solver in :mod:`~bench.weighting.jd.mgda`).
   Two ways to get the Jacobian (:mod:`bench.weighting.jacobian`, through ``Step.jacobian``):
 
   - ``via=features`` (the default on single-input suites, where every head reads one shared representation z):
@@ -39,7 +40,6 @@ from __future__ import annotations
 from bench.weighting.jd.adapter import JDAggregator, JDScalarizer, ViaParams
 from bench.weighting.jd.aggregators import (
     IMTLG,
-    MGDA,
     AlignedMTL,
     CAGrad,
     ConFIG,
@@ -52,6 +52,7 @@ from bench.weighting.jd.aggregators import (
     PrefParams,
     UPGrad,
 )
+from bench.weighting.jd.mgda import MGDA
 from bench.weighting.jd.scalarizers import DWA, FAMO, GLS, IMTLL, RLW, STCH
 
 __all__ = ["DWA", "FAMO", "GLS", "IMTLG", "IMTLL", "MGDA", "RLW", "STCH", "AlignedMTL", "CAGrad", "ConFIG", "DualProj",

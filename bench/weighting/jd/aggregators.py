@@ -1,4 +1,7 @@
-"""The gradient-level methods of the literature through torchjd: each names its aggregator, paper and parameters."""
+"""The gradient-level methods of the literature through torchjd: each names its aggregator, paper and parameters.
+
+(MGDA, with its own exact solver, is in :mod:`bench.weighting.jd.mgda`.)
+"""
 
 from __future__ import annotations
 
@@ -27,18 +30,6 @@ class PrefParams(ViaParams):
         if v is not None and (not v or min(v) < 0):
             raise ValueError("pref_vector must be non-negative numbers, one per task")
         return v
-
-
-@register_weighting("mgda")
-class MGDA(JDAggregator):
-    """MGDA (Désidéri 2012; Sener & Koltun, NeurIPS 2018): the min-norm point of the convex hull of task gradients."""
-
-    class Params(ViaParams):
-        epsilon: float = Field(1e-3, gt=0)  # Frank-Wolfe stopping tolerance
-        max_iters: int = Field(100, ge=1)
-
-    def make(self, n):
-        return _aggregation().MGDA(epsilon=self.params.epsilon, max_iters=self.params.max_iters)
 
 
 @register_weighting("pcgrad")
@@ -101,7 +92,11 @@ class ConFIG(JDAggregator):
     Params = PrefParams
 
     def make(self, n):
-        return _aggregation().ConFIG(pref_vector=_pref(self.params.pref_vector))
+        # torchjd's ConFIG, computed from the Gramian (no SVD of the T x P Jacobian; equal to it in tests), so
+        # via=params takes the Gramian path. Imported here: the module imports torchjd (CLI start-up)
+        from bench.weighting.jd.conflict_free import GramianConFIG
+
+        return GramianConFIG(pref_vector=_pref(self.params.pref_vector))
 
 
 @register_weighting("fairgrad")
