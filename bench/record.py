@@ -95,6 +95,9 @@ class Telemetry(_Open):
     trainable_params: Number | None = None
     device: str | None = None
     compile_time_s: Number | None = None
+    #: steps where the row's balancer degenerated, per event (Balancer.flag), summed over its training stages; only
+    #: present when one happened
+    degenerate: dict[str, int] | None = None
 
 
 class StageRef(_Open):

@@ -16,7 +16,8 @@ def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None,
 
     Metrics come from ``metrics_from`` (default: every outcome that has metrics, merged per task; where two have a
     task's metrics, the later one wins); telemetry adds up wall time and parameters over every stage (a
-    ``separate`` row costs T models), and takes the throughput and peak memory of the training stages.
+    ``separate`` row costs T models), takes the throughput and peak memory of the training stages, and sums their
+    degenerate steps (``degenerate``: event -> steps where the balancer flagged it, present only when one did).
 
     The row's trajectories (the per-step losses and task weights the report's training figures draw) and their
     ``weights_label`` come from one stage: ``trajectory_from`` when given, else the *last* of ``outcomes`` whose
@@ -74,6 +75,12 @@ def make_row(*outcomes: Outcome, metrics_from: list[Outcome] | None = None,
         if compiled:  # reported beside the throughput it is excluded from
             tel["compile_time_s"] = sum(t["compile_time_s"] for t in compiled)
             tel["compile_steps"] = sum(t["compile_steps"] for t in compiled)
+    degenerate: dict[str, int] = {}
+    for o in trained:  # steps where a stage's balancer degenerated (Balancer.flag): summed over the stages
+        for event, n in o.info["telemetry"].get("degenerate", {}).items():
+            degenerate[event] = degenerate.get(event, 0) + int(n)
+    if degenerate:  # only when one happened: rows that never degenerated keep their records as they were
+        tel["degenerate"] = dict(sorted(degenerate.items()))
     for key in ("eval_samples_per_s", "eval_tokens_per_s"):
         evals = [o.info["telemetry"][key] for o in outcomes if key in o.info.get("telemetry", {})]
         if evals:

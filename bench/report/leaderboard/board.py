@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 import pandas as pd
 
 from bench.report.inference import Inference
+from bench.report.leaderboard.degenerate import DEGENERATE_MARK
 from bench.report.leaderboard.options import ReportOptions
 from bench.report.marks import Marking
 from bench.report.style import Styles
@@ -42,6 +43,7 @@ class Leaderboard:
     marking: Marking = field(default_factory=Marking)
     baselines: dict[str, str | None] = field(default_factory=dict)
     transductive: tuple[str, ...] = ()  # rows whose fusion coefficients were adapted on unlabeled test inputs
+    degenerate: tuple[str, ...] = ()  # rows whose balancer degenerated in some step (a footnote each)
     identical: tuple[tuple[tuple[str, ...], str], ...] = ()  # (rows with identical scores, why), a note each
     inference: Inference | None = field(default=None, compare=False, repr=False)
     full_table: pd.DataFrame | None = field(default=None, compare=False, repr=False)  # every row, shown or not
@@ -60,6 +62,11 @@ class Leaderboard:
 
     def is_transductive(self, variant: str) -> bool:
         return variant in self.transductive
+
+    def name_marks(self, variant: str) -> str:
+        """What follows a row's name: ``†`` (transductive), ``‡`` (its balancer degenerated: see the notes)."""
+        return "".join(f" {mark}" for mark, rows in ((TRANSDUCTIVE_MARK, self.transductive),
+                                                     (DEGENERATE_MARK, self.degenerate)) if variant in rows)
 
     @property
     def any_transductive(self) -> bool:

@@ -18,6 +18,9 @@ from bench.record import Record
 from bench.report.inference import BoardTask, Inference, budget_means, group_rows, row_infos, scale
 from bench.report.leaderboard.baselines import find_baselines
 from bench.report.leaderboard.board import MEMORY_KINDS, TELEMETRY_COLUMNS, Leaderboard, seed_stats
+from bench.report.leaderboard.degenerate import columns as degenerate_columns
+from bench.report.leaderboard.degenerate import event_order, row_degeneracy
+from bench.report.leaderboard.degenerate import footnote as degenerate_footnote
 from bench.report.leaderboard.notes import identical_note, identical_rows, mixing_notes, prediction_notes
 from bench.report.leaderboard.options import ReportOptions
 from bench.report.marks import add_inference, budget_notes
@@ -189,12 +192,21 @@ def build_leaderboard(records: list[Record], split: str = "test", options: Repor
         notes.append(f"{len(skipped)} record file(s) skipped as unusable (damaged, unreadable or of another schema), "
                      f"so their cells are missing here; run `python -m bench verify suite={suite}{where}` to list them")
     notes += getattr(records, "left_out", [])  # records of an earlier plug-in version (never mixed into a row)
+    # rows whose balancer degenerated: a footnote each and the counts as columns (other boards keep their columns)
+    per_seed = {v: [e.row for e in infos[v].entries] for v in order}
+    degenerate = {v: d for v in shown if (d := row_degeneracy(per_seed[v])) is not None}
+    notes += [degenerate_footnote(v, d) for v, d in degenerate.items()]
+    if degenerate:
+        events = list(event_order(e for d in degenerate.values() for e in d.counts))
+        counts = pd.DataFrame.from_dict({v: degenerate_columns(per_seed[v], events) for v in order}, orient="index")
+        table = table.join(counts)
 
     board = Leaderboard(
         suite=suite, split=split, tasks=tasks, table=table.loc[shown], full_table=table,
         memory_kind="/".join(kinds) or "host RSS",
         notes=notes, options=options, delta_metrics=tuple(delta_metrics), baselines=baselines, inference=inference,
-        transductive=transductive, identical=tuple((tuple(rows), why) for rows, why in identical),
+        transductive=transductive, degenerate=tuple(degenerate),
+        identical=tuple((tuple(rows), why) for rows, why in identical),
         examples=dict(inference.n_examples) if inference else {}, styles=styles, **_caption_facts(records))
     board = replace(board, table=_statistics_columns(board.table, board.score_keys()))
     if inference is not None and inference.any():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from bench.report.leaderboard.board import TRANSDUCTIVE_MARK
+from bench.report.leaderboard.degenerate import DEGENERATE_MARK
 
 _TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -18,7 +19,8 @@ def tex(text: str) -> str:
 
 _TEX_SYMBOLS = (("Δm\\%", r"$\Delta_m$\%"), ("×", r"$\times$"), ("±", r"$\pm$"), ("≈", r"$\approx$"),
                 ("α", r"$\alpha$"), ("≥", r"$\geq$"), ("–", "--"), ("Δ", r"$\Delta$"), ("*:", r"$^{*}$:"),
-                (" < ", r" $<$ "), (" > ", r" $>$ "), (TRANSDUCTIVE_MARK, r"$^{\dagger}$"))
+                (" < ", r" $<$ "), (" > ", r" $>$ "), (TRANSDUCTIVE_MARK, r"$^{\dagger}$"),
+                (DEGENERATE_MARK, r"$^{\ddagger}$"))
 
 
 def latex_text(text: str) -> str:

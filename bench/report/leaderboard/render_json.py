@@ -9,6 +9,7 @@ import math
 from bench import stats
 from bench.report.leaderboard.board import Leaderboard
 from bench.report.leaderboard.captions import caption
+from bench.report.leaderboard.degenerate import UNITS as DEGENERATE_UNITS
 from bench.report.leaderboard.render_csv import to_frame
 from bench.report.marks import POWER
 from bench.report.records import BASELINE_VARIANT
@@ -40,9 +41,11 @@ def to_json(lbs: list[Leaderboard]) -> str:
     frame = to_frame(lbs).astype(object)
     frame = frame.where(frame.notna(), None)
     o = lb.options
+    # the degenerate:<event> columns are explained only where a row has them (other boards keep their bytes)
+    units = UNITS + (DEGENERATE_UNITS if any(b.degenerate for b in lbs) else "")
     payload = {
         "schema_version": LEADERBOARD_SCHEMA, "suite": lb.suite, "backbone": lb.backbone, "seeds": list(lb.seeds),
-        "budget": lb.budget, "memory_kind": lb.memory_kind, "units": UNITS, "baseline_variant": BASELINE_VARIANT,
+        "budget": lb.budget, "memory_kind": lb.memory_kind, "units": units, "baseline_variant": BASELINE_VARIANT,
         "options": {"level": o.level, "interval": o.interval, "delta_m": o.delta_m, "correction": o.correction,
                     "correction_name": stats.CORRECTIONS[o.correction], "min_seeds": o.min_seeds,
                     "budget_tolerance": o.budget_tolerance, "power": POWER},

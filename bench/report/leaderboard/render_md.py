@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from bench.report.leaderboard.board import TRANSDUCTIVE_MARK, Leaderboard
+from bench.report.leaderboard.board import Leaderboard
 from bench.report.leaderboard.cells import cell_text, ranks
 
 
@@ -17,6 +17,6 @@ def to_markdown(lb: Leaderboard) -> str:
     lines = [md_row(["variant", *text.columns]), "|" + "---|" + "---:|" * len(text.columns)]
     for variant, cells in text.iterrows():
         marked = [f"**{c}**" if r == 1 else c for c, r in zip(cells, rank.loc[variant])]
-        name = f"`{variant}` {TRANSDUCTIVE_MARK}" if lb.is_transductive(variant) else f"`{variant}`"
+        name = f"`{variant}`{lb.name_marks(variant)}"  # † transductive, ‡ degenerate (both explained below)
         lines.append(md_row([name, *marked]))
     return "\n".join(lines) + "\n"

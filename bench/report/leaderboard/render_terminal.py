@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from bench.report.leaderboard.board import TELEMETRY_COLUMNS, TRANSDUCTIVE_MARK, Leaderboard
+from bench.report.leaderboard.board import TELEMETRY_COLUMNS, Leaderboard
 from bench.report.leaderboard.captions import caption
 from bench.report.leaderboard.cells import cell_text, columns, ranks
 
@@ -31,6 +31,6 @@ def to_rich(lb: Leaderboard, compact: bool = False):
         table.add_column(header, justify="right", overflow="fold")
     styles = {0: "", 1: "bold green", 2: "underline"}
     for variant, cells in text.iterrows():
-        name = f"{variant} {TRANSDUCTIVE_MARK}" if lb.is_transductive(variant) else str(variant)
+        name = f"{variant}{lb.name_marks(variant)}"
         table.add_row(Text(name), *(Text(c, style=styles[r]) for c, r in zip(cells, rank.loc[variant])))
     return table
