@@ -1,4 +1,4 @@
-"""Rows whose balancer degenerated (``Balancer.flag``) carry ``‡`` and a footnote saying how often, on every
+"""Rows whose balancer degenerated (``Balancer.flag``) carry ``§`` and a footnote saying how often, on every
 renderer of the leaderboard; rows without events carry nothing and boards without any keep their columns.
 
 * a real run of ``synthetic_conflict`` with a plug-in weighting written here, whose flags are counted by hand;
@@ -76,11 +76,11 @@ def test_a_real_run_footnotes_the_flagging_row_with_counts_by_hand(tmp_path, cap
     rc = main(["report", "suite=synthetic_conflict", f"results_dir={results}", f"out={tmp_path / 'report'}",
                "plots=false", f"plugin_dirs=[{plugins}]"])
     assert rc == 0, capsys.readouterr().err
-    footnote = (f"‡ {flaky}: fell back to another update (its solver failed) in 22 of 64 steps (34%) in 2 of 2 "
+    footnote = (f"§ {flaky}: fell back to another update (its solver failed) in 22 of 64 steps (34%) in 2 of 2 "
                 f"seeds; flagged `odd_event` in 2 of 64 steps (3.1%) in 2 of 2 seeds")
     md = (tmp_path / "report" / "leaderboard.md").read_text()
     assert md.count(f"- Note: {footnote}\n") == 2  # the test and the validation board
-    assert md.count(f"| `{flaky}` ‡ |") == 2 and md.count(f"| `{equal}` |") == 2 and md.count("‡") == 4
+    assert md.count(f"| `{flaky}` § |") == 2 and md.count(f"| `{equal}` |") == 2 and md.count("§") == 4
 
     csv = pd.read_csv(tmp_path / "report" / "leaderboard.csv").set_index(["split", "variant"])
     assert csv.loc[("test", flaky), ["degenerate:fallback", "degenerate:fallback:seeds", "degenerate:odd_event",
@@ -90,8 +90,8 @@ def test_a_real_run_footnotes_the_flagging_row_with_counts_by_hand(tmp_path, cap
     board = json.loads((tmp_path / "report" / "leaderboard.json").read_text())
     assert footnote in board["boards"]["test"]["notes"]
     tex = (tmp_path / "report" / "leaderboard.tex").read_text()
-    assert tex.count(r"naive\_mtl[weighting=flaky\_equal]$^{\ddagger}$ &") == 2
-    assert r"$^{\ddagger}$ naive\_mtl[weighting=flaky\_equal]: fell back" in tex
+    assert tex.count(r"naive\_mtl[weighting=flaky\_equal]$^{\S}$ &") == 2
+    assert r"$^{\S}$ naive\_mtl[weighting=flaky\_equal]: fell back" in tex
     assert r"flagged \texttt{odd\_event} in 2 of 64 steps (3.1\%)" in tex
 
 
@@ -118,14 +118,14 @@ def degenerate_records(tmp_path: Path) -> Path:
 def test_the_board_footnotes_each_degenerate_row_summed_over_seeds(degenerate_records: Path):
     board = build_leaderboard(load_records(degenerate_records, "synthetic"), "test")
     assert board.degenerate == ("naive_mtl", FTJ)  # in the table's order
-    notes = [n for n in board.notes if n.startswith("‡")]
+    notes = [n for n in board.notes if n.startswith("§")]
     assert notes == [
-        "‡ naive_mtl: flagged `my_event` in 7 steps in 1 of 2 seeds",
-        f"‡ {FTJ}: fell back to another update (its solver failed) in 5 of 200 steps (2.5%) in 2 of 2 seeds; "
+        "§ naive_mtl: flagged `my_event` in 7 steps in 1 of 2 seeds",
+        f"§ {FTJ}: fell back to another update (its solver failed) in 5 of 200 steps (2.5%) in 2 of 2 seeds; "
         "stopped its solver at the iteration cap in 1 of 200 steps (0.50%) in 1 of 2 seeds",
     ]
     md = to_markdown(board)
-    assert f"| `{FTJ}` ‡ |" in md and "| `naive_mtl` ‡ |" in md
+    assert f"| `{FTJ}` § |" in md and "| `naive_mtl` § |" in md
     assert "| `separate` |" in md and "| `fused[weighting=gradnorm]` |" in md  # no event: no mark
 
     frame = to_frame([board]).set_index("variant")
@@ -137,20 +137,20 @@ def test_the_board_footnotes_each_degenerate_row_summed_over_seeds(degenerate_re
     assert "degenerate:<event>" in json.loads(to_json([board]))["units"]
 
     tex = to_latex(board)
-    assert r"fuse\_then\_joint[weighting=gradnorm]$^{\ddagger}$ &" in tex and r"separate &" in tex
-    assert r"$^{\ddagger}$ naive\_mtl: flagged \texttt{my\_event} in 7 steps in 1 of 2 seeds." in tex
+    assert r"fuse\_then\_joint[weighting=gradnorm]$^{\S}$ &" in tex and r"separate &" in tex
+    assert r"$^{\S}$ naive\_mtl: flagged \texttt{my\_event} in 7 steps in 1 of 2 seeds." in tex
     console = Console(file=io.StringIO(), width=400, record=True)
     console.print(to_rich(board))
     text = console.export_text()
-    assert f"{FTJ} ‡" in text and "naive_mtl ‡" in text and "separate ‡" not in text
+    assert f"{FTJ} §" in text and "naive_mtl §" in text and "separate §" not in text
 
 
 def test_a_board_without_events_keeps_its_columns_and_names(degenerate_records: Path):
     board = build_leaderboard(load_records(degenerate_records, "synthetic"), "test",
                               variants=["separate", "fused[weighting=gradnorm]"])
-    assert board.degenerate == () and not any("‡" in n for n in board.notes)
+    assert board.degenerate == () and not any("§" in n for n in board.notes)
     assert not [c for c in board.table.columns if c.startswith("degenerate")]
-    assert "‡" not in to_markdown(board) and r"\ddagger" not in to_latex(board)
+    assert "§" not in to_markdown(board) and r"$^{\S}$" not in to_latex(board)
     assert "degenerate" not in json.loads(to_json([board]))["units"]
 
 

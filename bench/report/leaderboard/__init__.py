@@ -27,7 +27,10 @@ Units and statistics (all documented in the outputs' captions; the protocol is i
   best-in-bold;
 * transductive rows (fusion coefficients adapted on unlabeled test inputs, ``fusion.transductive`` in the record)
   carry ``†`` after their name in Markdown, LaTeX and the terminal, a ``transductive`` column in the CSV/JSON, and a
-  caption sentence; a board without such rows is unchanged.
+  caption sentence; a board without such rows is unchanged;
+* rows whose balancer degenerated in some step (a fallback, a bound, a solver stopped short: ``Balancer.flag``) carry
+  ``§`` after their name and a note saying which event, in how many of their optimiser steps and seeds
+  (:mod:`.degenerate`), and ``degenerate:<event>`` columns in the CSV/JSON; a board without such rows is unchanged.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ class Leaderboard:
         return variant in self.transductive
 
     def name_marks(self, variant: str) -> str:
-        """What follows a row's name: ``†`` (transductive), ``‡`` (its balancer degenerated: see the notes)."""
+        """What follows a row's name: ``†`` (transductive), ``§`` (its balancer degenerated: see the notes)."""
         return "".join(f" {mark}" for mark, rows in ((TRANSDUCTIVE_MARK, self.transductive),
                                                      (DEGENERATE_MARK, self.degenerate)) if variant in rows)
 

@@ -6,14 +6,14 @@ sums them over its training stages (:func:`bench.stages.make_row`). Here a row's
 set against the optimiser steps the row spent over those seeds (``spent["optimizer_steps"]``: every training stage
 of the row, the fine-tunes of ``fuse_then_joint`` included), and said in one sentence per row, e.g.::
 
-    ‡ naive_mtl[weighting=nash_mtl]: fell back to another update (its solver failed) in 37 of 1,200 steps (3.1%) in
+    § naive_mtl[weighting=nash_mtl]: fell back to another update (its solver failed) in 37 of 1,200 steps (3.1%) in
     2 of 3 seeds
 
 >>> from bench.record import Row
 >>> rows = [Row.of({"metrics": {}, "telemetry": {"degenerate": {"zero_update": 4}}, "spent": {"optimizer_steps": 31}}),
 ...         Row.of({"metrics": {}, "spent": {"optimizer_steps": 31}})]
 >>> footnote("naive_mtl[weighting=cagrad]", row_degeneracy(rows))
-'‡ naive_mtl[weighting=cagrad]: returned a zero update on a non-zero Jacobian in 4 of 62 steps (6.5%) in 1 of 2 seeds'
+'§ naive_mtl[weighting=cagrad]: returned a zero update on a non-zero Jacobian in 4 of 62 steps (6.5%) in 1 of 2 seeds'
 >>> row_degeneracy(rows[1:]) is None
 True
 """
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 from bench.record import Row
 
-#: after the name of a row whose balancer degenerated (Markdown, terminal; LaTeX ``$^{\ddagger}$``); ``†`` is taken
-#: by transductive rows
-DEGENERATE_MARK = "‡"
+#: after the name of a row whose balancer degenerated (Markdown, terminal; LaTeX ``$^{\S}$``); ``†`` marks
+#: transductive rows and ``‡`` a published reference row whose Δm% does not follow from its cells
+DEGENERATE_MARK = "§"
 
 #: what each event of the built-in balancers means, as the footnote says it (an unknown event prints its name)
 PHRASES = {

@@ -20,7 +20,7 @@ def tex(text: str) -> str:
 _TEX_SYMBOLS = (("Δm\\%", r"$\Delta_m$\%"), ("×", r"$\times$"), ("±", r"$\pm$"), ("≈", r"$\approx$"),
                 ("α", r"$\alpha$"), ("≥", r"$\geq$"), ("–", "--"), ("Δ", r"$\Delta$"), ("*:", r"$^{*}$:"),
                 (" < ", r" $<$ "), (" > ", r" $>$ "), (TRANSDUCTIVE_MARK, r"$^{\dagger}$"),
-                (DEGENERATE_MARK, r"$^{\ddagger}$"))
+                (DEGENERATE_MARK, r"$^{\S}$"))
 
 
 def latex_text(text: str) -> str:

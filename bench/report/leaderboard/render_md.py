@@ -17,6 +17,6 @@ def to_markdown(lb: Leaderboard) -> str:
     lines = [md_row(["variant", *text.columns]), "|" + "---|" + "---:|" * len(text.columns)]
     for variant, cells in text.iterrows():
         marked = [f"**{c}**" if r == 1 else c for c, r in zip(cells, rank.loc[variant])]
-        name = f"`{variant}`{lb.name_marks(variant)}"  # † transductive, ‡ degenerate (both explained below)
+        name = f"`{variant}`{lb.name_marks(variant)}"  # † transductive, § degenerate (both explained below)
         lines.append(md_row([name, *marked]))
     return "\n".join(lines) + "\n"

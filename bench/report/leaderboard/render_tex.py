@@ -127,7 +127,7 @@ def to_latex(lb: Leaderboard) -> str:
         # the identical-rows letter hangs left of the name, which keeps the name and its † together
         mark = rf"\llap{{{letters[variant]}}}" if variant in letters else ""
         name = mark + tex(variant) + (r"$^{\dagger}$" if lb.is_transductive(variant) else "") \
-            + (r"$^{\ddagger}$" if variant in lb.degenerate else "")  # its footnote is among the notes
+            + (r"$^{\S}$" if variant in lb.degenerate else "")  # its footnote is among the notes
         marked = []
         for cell, r in zip(cells, rank.loc[variant]):
             marked.append(rf"\bfseries {cell}" if r == 1 else rf"\underline{{{cell}}}" if r == 2 else cell)
