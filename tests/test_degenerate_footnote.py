@@ -122,7 +122,7 @@ def test_the_board_footnotes_each_degenerate_row_summed_over_seeds(degenerate_re
     assert notes == [
         "§ naive_mtl: flagged `my_event` in 7 steps in 1 of 2 seeds",
         f"§ {FTJ}: fell back to another update (its solver failed) in 5 of 200 steps (2.5%) in 2 of 2 seeds; "
-        "stopped its solver at the iteration cap in 1 of 200 steps (0.50%) in 1 of 2 seeds",
+        "stopped its solver before it converged in 1 of 200 steps (0.50%) in 1 of 2 seeds",
     ]
     md = to_markdown(board)
     assert f"| `{FTJ}` § |" in md and "| `naive_mtl` § |" in md

@@ -36,7 +36,7 @@ PHRASES = {
     "weight_bound": "had a task weight beyond its bound",
     "zero_update": "returned a zero update on a non-zero Jacobian",
     "stationary_nonzero": "returned a non-zero update at a Pareto-stationary point",
-    "not_converged": "stopped its solver at the iteration cap",
+    "not_converged": "stopped its solver before it converged",
 }
 
 #: what the CSV/JSON columns of degenerate rows hold (added to ``units`` only on boards that have such a row)
