@@ -44,7 +44,8 @@ def accumulate(params: list[nn.Parameter], grads) -> None:
 
 def via_features(losses: list[torch.Tensor], tasks: list[str], z: torch.Tensor | tuple[torch.Tensor, ...],
                  heads: dict[str, list[nn.Parameter]]) -> torch.Tensor:
-    """The T × D Jacobian of ``losses`` with respect to ``z`` (in fp32); each head gets its own task's gradient.
+    """The T × D Jacobian of ``losses`` with respect to ``z`` (fp16/bf16 aggregate in fp32, float64 stays float64);
+    each head gets its own task's gradient.
     ``z`` may be a tuple of tensors (every feature map a dense head reads): D is then their total size, in order."""
     parts = tuple(z) if isinstance(z, (tuple, list)) else (z,)
     rows = []
@@ -55,7 +56,8 @@ def via_features(losses: list[torch.Tensor], tasks: list[str], z: torch.Tensor |
         rows.append(torch.cat([torch.zeros_like(p).reshape(-1) if g is None else g.reshape(-1)
                                for p, g in zip(parts, gz)]))
         accumulate(own, gh)
-    return torch.stack(rows).float()
+    J = torch.stack(rows)
+    return J if J.dtype == torch.float64 else J.float()
 
 
 def write_features(direction: torch.Tensor, z: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
@@ -70,9 +72,7 @@ def via_params(losses: list[torch.Tensor], tasks: list[str], shared: list[nn.Par
     """The T × P Jacobian of ``losses`` over ``shared``; each head gets its own task's gradient.
     ``per_task_graphs``: each loss has its own batch's graph (multi-input), so T plain backward passes (torchjd's
     vectorised backward would push every row through every task's graph: T² of them)."""
-    own = [p for t in tasks for p in heads.get(t, [])]
-    if own:  # each head is reached by its own task's loss only, so one backward of the sum serves them all
-        accumulate(own, torch.autograd.grad(torch.stack(losses).sum(), own, retain_graph=True, allow_unused=True))
+    heads_backward(losses, tasks, heads)
     if per_task_graphs:
         rows = [torch.autograd.grad(li, shared, retain_graph=True, allow_unused=True) for li in losses]
         jacs = [torch.stack([r[i] if r[i] is not None else torch.zeros_like(p) for r in rows])
@@ -86,6 +86,13 @@ def via_params(losses: list[torch.Tensor], tasks: list[str], shared: list[nn.Par
         for p in shared:
             del p.jac
     return torch.concat([j.reshape(j.shape[0], -1) for j in jacs], dim=1)
+
+
+def heads_backward(losses: list[torch.Tensor], tasks: list[str], heads: dict[str, list[nn.Parameter]]) -> None:
+    """Each task's head gets its own loss's gradient (unweighted), the graph kept for the shared update."""
+    own = [p for t in tasks for p in heads.get(t, [])]
+    if own:  # each head is reached by its own task's loss only, so one backward of the sum serves them all
+        accumulate(own, torch.autograd.grad(torch.stack(losses).sum(), own, retain_graph=True, allow_unused=True))
 
 
 def write_params(direction: torch.Tensor, shared: list[nn.Parameter]) -> None:

@@ -22,6 +22,7 @@ from torch import nn
 from bench.config import Frozen, TaskConfig
 from bench.errors import BenchError
 from bench.weighting.base import Aggregator, Step, Weighting
+from bench.weighting.gramian import GramianPath
 
 if TYPE_CHECKING:
     from torchjd import aggregation as A
@@ -160,11 +161,12 @@ class JDAggregator(_Wrapped, Aggregator):
     def __init__(self, tasks: list[TaskConfig], params: Frozen | None = None):
         super().__init__(tasks, params)
         self.agg = self.make(len(self.task_names))
-        # a weighted sum of the task gradients: record the weights it applied (ConFIG also holds a `weighting`, its
-        # preference vector, but its update is not a weighted sum of the gradients)
+        # a weighted sum of the task gradients: record the weights it applied (ConFIG's update is one too, computed
+        # from the Gramian, but it is not a torchjd WeightedAggregator: no weights recorded, docs/weightings.md)
         self.weighted = isinstance(self.agg, _aggregation().WeightedAggregator)
-        if self.weighted:
-            self.agg.weighting.register_forward_hook(lambda mod, args, out: self._track(out))
+        if self.weighted:  # a Gramian weighting is hooked itself: the Gramian path calls it without the Jacobian
+            weighting = getattr(self.agg, "gramian_weighting", self.agg.weighting)
+            weighting.register_forward_hook(lambda mod, args, out: self._track(out))
 
     @property
     def inner(self) -> nn.Module:
@@ -176,6 +178,9 @@ class JDAggregator(_Wrapped, Aggregator):
 
     def setup(self, model: nn.Module) -> None:
         _to_device(self, model)
+        # not a submodule (the balancer's state_dict stays its own); its hooks are created at the first step that
+        # can use them
+        self.__dict__["_gramian"] = GramianPath(model)
 
     def via_for(self, features: int) -> str:
         """``auto`` resolves to ``features`` when one shared representation feeds every head (single input)."""
@@ -188,12 +193,15 @@ class JDAggregator(_Wrapped, Aggregator):
         if via == "features" and (not step.features or len(step.features) != 1):
             raise BenchError("via=features needs one shared representation read by every head (a single-input "
                              "suite); use strategy.weighting_params.via=params")
-        J = step.jacobian({t: losses[t] for t in present}, via)  # fp16: scaled before the Jacobian
-        step.mark("weighting")
         # a task with no label in this step's batch (partial labels) is absent: the update aggregates the present
         # tasks' gradients with an aggregator of that many tasks (a fresh one: no state of the full one is used,
         # and its weights are not in the trajectory)
         agg = self.agg if len(present) == len(self.task_names) else self._subset(tuple(present))
+        gramian: GramianPath | None = self.__dict__.get("_gramian")
+        if gramian is not None and gramian.backward({t: losses[t] for t in present}, step, agg, via):
+            return
+        J = step.jacobian({t: losses[t] for t in present}, via)  # fp16: scaled before the Jacobian
+        step.mark("weighting")
         step.set_shared_grad(agg(J))
 
     def _subset(self, present: tuple[str, ...]) -> A.Aggregator:
