@@ -12,9 +12,10 @@ The generated Jacobians (T = 2…8; :func:`cases`) are random, rank-deficient, w
 spanning six decades. The direction d = αᵀJ is compared, not only its norm:
 
 * float64: ‖d − d_ref‖ ≤ 1e-6·‖d_ref‖ + 1e-9·max_i ‖g_i‖ (the absolute floor matters only where d_ref = 0);
-* float32 (the Jacobian, the Gramian and d in float32, the reference on the same rows in float64):
-  ‖d − d_ref‖ ≤ 1e-3·‖d_ref‖ + 1e-5·max_i ‖g_i‖, the rounding of a float32 Gramian (about 1e-7 relative) moving
-  the optimum by up to its square root where the problem is flat.
+* float32 (the Jacobian, its Gramian and d in float32; the reference on the same rows in float64):
+  ‖d − d_ref‖ ≤ 1e-5·‖d_ref‖ + 1e-6·max_i ‖g_i‖, for the rounding of the float32 Gramian and of d = αᵀJ (about
+  6e-8 each; measured: 4e-7 relative where ‖d_ref‖ > 1e-4·max_i ‖g_i‖, 1e-7·max_i ‖g_i‖ absolute at the cases
+  that are stationary before their rows are rounded to float32).
 
 ``scripts/mgda_error_table.py`` prints the errors of each solver on the same cases.
 """
@@ -31,7 +32,7 @@ from bench.config import TaskConfig
 from bench.weighting import Step, build_weighting
 
 KINDS = ("random", "rank_deficient", "zero_row", "wide", "duplicate", "stationary", "aligned", "ill_scaled")
-TOL = {torch.float64: (1e-6, 1e-9), torch.float32: (1e-3, 1e-5)}  # (relative, absolute × max_i ‖g_i‖)
+TOL = {torch.float64: (1e-6, 1e-9), torch.float32: (1e-5, 1e-6)}  # (relative, absolute × max_i ‖g_i‖)
 
 
 def make_case(kind: str, T: int, seed: int = 0) -> np.ndarray:
@@ -87,11 +88,11 @@ def reference(J: np.ndarray) -> np.ndarray:
     return best
 
 
-def check(d: np.ndarray, J: np.ndarray, dtype: torch.dtype) -> None:
+def check(d: np.ndarray, J: np.ndarray, dtype: torch.dtype, label: str) -> None:
     ref = reference(J)
     rel, floor = TOL[dtype]
     err, bound = np.linalg.norm(d - ref), rel * np.linalg.norm(ref) + floor * np.linalg.norm(J, axis=1).max()
-    assert err <= bound, (err, bound, np.linalg.norm(ref))
+    assert err <= bound, (label, err, bound, np.linalg.norm(ref))
 
 
 def tasks(n: int) -> list[TaskConfig]:
@@ -119,16 +120,16 @@ def test_the_reference_itself_on_hand_cases():
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 def test_exact_mgda_is_the_min_norm_point_on_every_generated_case(dtype):
-    from bench.weighting.jd.min_norm import ExactMinNorm
-
     from torchjd.aggregation import GramianWeightedAggregator
+
+    from bench.weighting.jd.min_norm import ExactMinNorm
 
     agg = GramianWeightedAggregator(ExactMinNorm())
     for kind, T, J in cases():
         Jt = torch.tensor(J, dtype=dtype)
         d = agg(Jt)
         assert d.dtype == dtype
-        check(d.double().numpy(), Jt.double().numpy(), dtype)
+        check(d.double().numpy(), Jt.double().numpy(), dtype, f"{kind} T={T}")
     assert agg.gramian_weighting.take_misses() == 0  # never at its cap
 
 
@@ -138,7 +139,7 @@ def test_the_balancer_gives_the_min_norm_point_by_either_path_and_records_its_we
         Jt = torch.tensor(J)
         d, w, weights = aggregate(Jt, via)
         # via=features takes its Jacobian in float32 (bench/weighting/jacobian.py), whatever the features' dtype
-        check(d.numpy(), J, torch.float64 if via == "params" else torch.float32)
+        check(d.numpy(), J, torch.float64 if via == "params" else torch.float32, f"{kind} T={T}")
         assert float(weights.sum()) == pytest.approx(1.0, abs=1e-6) and bool((weights >= 0).all()), (kind, T)
         assert w.take_flags() == {}
 

@@ -37,9 +37,11 @@ from torchjd.aggregation import MGDAWeighting, Weighting
 #: stop when the duality gap ‖d‖² − min_i g_i·d is at most REL_GAP·‖d‖²: then ‖d − d*‖ ≤ √REL_GAP·‖d‖ = 1e-6‖d‖
 #: (for any d in the hull, ‖d − d*‖² ≤ d·(d − d*) ≤ the gap)
 REL_GAP = 1e-12
-#: ... or at most ABS_GAP·max_i ‖g_i‖², about the rounding of the Gramian's products in float64: at a Pareto-
-#: stationary point (d* = 0) the gap cannot fall below it, and then ‖d‖ ≤ √ABS_GAP·max_i ‖g_i‖ ≈ 3e-8·max_i ‖g_i‖
-ABS_GAP = 1e-15
+#: ... plus ROUNDING times the size of the terms of g_j·d and ‖d‖² (Σ_k |g_j·g_k| α_k + ‖d‖²), which bounds their
+#: rounding in float64 (about 45 machine epsilons): at a Pareto-stationary point (d* = 0) the gap cannot go below
+#: it. Relative to the gradients involved, not to the largest one, so that tasks whose gradient norms differ by
+#: decades keep the relative accuracy
+ROUNDING = 1e-14
 #: the cap on the major steps of one call (each lets one task enter the support; the minor steps between two of them
 #: drop at most one task each). The algorithm ends after finitely many, in practice T or fewer; a call that reaches
 #: the cap is counted as not converged
@@ -55,13 +57,19 @@ class MinNorm(NamedTuple):
 
 def _affine_min_norm(G: np.ndarray) -> np.ndarray:
     """The weights β (Σβ = 1, any sign) of the min-norm point of the affine hull of the points whose Gramian is G:
-    the KKT system [G 1; 1ᵀ 0] [β; ν] = [0; 1], solved by least squares so that a nearly affinely dependent set
-    (duplicate or rank-deficient gradients) still gives a solution."""
+    the KKT system [G 1; 1ᵀ 0] [β; ν] = [0; 1]. LU keeps the small weights of gradients whose norms differ by
+    decades accurate (least squares by the SVD loses them, at 1e-6); a singular system (affinely dependent
+    gradients, which the algorithm avoids up to rounding) is solved by least squares."""
     k = G.shape[0]
     kkt = np.block([[G, np.ones((k, 1))], [np.ones((1, k)), np.zeros((1, 1))]])
     rhs = np.zeros(k + 1)
     rhs[k] = 1.0
-    beta = np.linalg.lstsq(kkt, rhs, rcond=None)[0][:k]
+    try:
+        beta = np.linalg.solve(kkt, rhs)[:k]
+    except np.linalg.LinAlgError:
+        beta = np.full(k, np.nan)
+    if not np.isfinite(beta).all():
+        beta = np.linalg.lstsq(kkt, rhs, rcond=None)[0][:k]
     return beta / beta.sum()
 
 
@@ -73,8 +81,10 @@ def _wolfe(G: np.ndarray, max_iters: int) -> tuple[np.ndarray, bool]:
     for _ in range(max_iters):
         Gd = G[:, support] @ alpha  # g_j · d for every task j
         dd = float(alpha @ Gd[support])  # ‖d‖²
-        j = int(np.argmin(Gd))
-        if dd - Gd[j] <= max(REL_GAP * dd, ABS_GAP) or j in support:
+        # how far each task is from optimality (its KKT multiplier, negated), beyond what rounding can explain
+        excess = dd - Gd - REL_GAP * dd - ROUNDING * (np.abs(G[:, support]) @ alpha + dd)
+        j = int(np.argmax(excess))
+        if excess[j] <= 0 or j in support:
             return _full(G.shape[0], support, alpha), True  # d·g_j ≥ ‖d‖² for every j (up to rounding): optimal
         support, alpha = [*support, j], np.append(alpha, 0.0)
         while True:  # minor cycle: move towards the affine min-norm point of S until a weight reaches 0
