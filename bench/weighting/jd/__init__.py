@@ -14,7 +14,9 @@ method is a few lines naming its torchjd class, its paper and its validated hype
     ∂L/∂z, and the backbone gets ∇(Σ w_i L_i). Cost: about one backward pass.
   - ``via=params`` (multi-input suites, where each task has its own batch, or on request): the full T × P Jacobian
     over the backbone's shared parameters (torchjd's ``autojac.backward`` on a single input), aggregated and written
-    back as torchjd's ``jac_to_grad`` does. Cost: T backward passes (vectorised) and T × P memory.
+    back as torchjd's ``jac_to_grad`` does. Cost: T backward passes (vectorised) and T × P memory. When the update
+    is a weighting of the Gramian (all but GradDrop), only the T × T Gramian is summed, module by module, and the
+    update is one backward of Σ w_i L_i (:mod:`bench.weighting.gramian`; one process only).
 
   Heads are task-specific, so each head receives its own task's gradient unweighted (torchjd's ``mtl_backward``
   convention); only the shared update is aggregated.
