@@ -188,6 +188,14 @@ def test_float64_stays_float64_on_both_paths():
     assert G.dtype == torch.float64
     ours, _, _ = run("upgrad", True, gramian=True)
     assert all(g.dtype == torch.float64 for g in ours)
+    # a preference vector (given as float32 numbers) follows a float64 model, on either path
+    for via in ("features", "params"):
+        w = build_weighting("aligned_mtl", tasks(), {"via": via, "pref_vector": [1.0, 2.0, 0.5]})
+        net = Net()
+        w.setup(net)
+        for s in range(2):
+            net.step(w, True, s)
+        assert all(g.dtype == torch.float64 for g in net.grads())
 
 
 # ------------------------------------------------------------------------------------------------ ConFIG

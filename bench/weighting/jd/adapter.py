@@ -76,8 +76,9 @@ def _load_plain_state(module: nn.Module, saved: dict[str, dict[str, Any]]) -> No
                 setattr(mod, k, v)
 
 
-def _to_device(module: nn.Module, model: nn.Module) -> None:
-    """Move a torchjd object to the model's device, plain tensor attributes (preference vectors) included."""
+def _to_device(module: nn.Module, model: nn.Module, f64: bool = False) -> None:
+    """Move a torchjd object to the model's device, plain tensor attributes (preference vectors) included; with
+    ``f64``, a float64 model's float attributes become float64 (an aggregator's Jacobian and Gramian stay float64)."""
     p = next(iter(model.parameters()), None)
     if p is None:
         return
@@ -85,7 +86,8 @@ def _to_device(module: nn.Module, model: nn.Module) -> None:
     for mod in module.modules():
         for k, v in list(vars(mod).items()):
             if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter) and k not in _MODULE_FIELDS:
-                setattr(mod, k, v.to(p.device))
+                cast = f64 and v.is_floating_point() and p.dtype == torch.float64
+                setattr(mod, k, v.to(p.device, torch.float64) if cast else v.to(p.device))
 
 
 _WSUM, _WN = "__weights_sum", "__weights_n"  # keys of _Wrapped's own state beside the torchjd object's
@@ -177,7 +179,7 @@ class JDAggregator(_Wrapped, Aggregator):
         """The torchjd aggregator, built from ``self.params``."""
 
     def setup(self, model: nn.Module) -> None:
-        _to_device(self, model)
+        _to_device(self, model, f64=True)
         # not a submodule (the balancer's state_dict stays its own); its hooks are created at the first step that
         # can use them
         self.__dict__["_gramian"] = GramianPath(model)
