@@ -130,6 +130,12 @@ def leave() -> None:
 
 
 def _rank_main(threads: int | None, fn: Callable[..., Any], args: tuple) -> Any:
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    return record(_joined)(threads, fn, args)  # record: a rank's exception reaches the parent's message
+
+
+def _joined(threads: int | None, fn: Callable[..., Any], args: tuple) -> Any:
     join(threads)
     try:
         return fn(*args)
@@ -176,5 +182,5 @@ def check_procs(procs: int, workers: int, batch_sizes: dict[str, int]) -> None:
                          f"use procs={max(1, cores // workers)} or fewer")
     for suite, b in batch_sizes.items():
         if b % procs:
-            raise BenchError(f"procs={procs} cannot share suite {suite!r}'s train.batch_size={b} equally; use a "
-                             f"batch size divisible by {procs} (train.batch_size={b + procs - b % procs})")
+            raise BenchError(f"procs={procs} cannot split the train.batch_size={b} of suite {suite} into equal "
+                             f"slices; use a batch size divisible by {procs} (train.batch_size={b + procs - b % procs})")

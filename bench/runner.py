@@ -207,6 +207,9 @@ def execute(plan: Plan, out=None) -> int:
     out = out or sys.stdout
     launcher = plan.launcher or launcher_from([])
     cells = plan.cells
+    if launcher.common.procs > 1:  # one line before any data loads: more processes than cores, a batch split unevenly
+        distributed.check_procs(launcher.common.procs, launcher.parallel,
+                                {v.suite.name: v.suite.train.batch_size for v, _ in cells})
     run = RunContext(plan.args, plan)  # jobs run in this process (or a forked worker) reuse the plan and its data
     stores = {v.suite.name: run.store(v.suite.name) for v in plan.variants}
     folders = [stores[v.suite.name].cell_dir(v.strategy.name, v.cell_hash(s)) for v, s in cells]
@@ -236,8 +239,6 @@ def execute(plan: Plan, out=None) -> int:
     run.progress.tags = {hashes[i]: (tags[i], cells[i][0].label) for i in range(len(cells))}
     run.progress.pending = [hashes[i] for i in pending]
     procs = launcher.common.procs
-    if procs > 1:  # one line before anything trains: more processes than cores, a batch they cannot share
-        distributed.check_procs(procs, launcher.parallel, {v.suite.name: v.suite.train.batch_size for v, _ in cells})
     fn, more = (run_cell_job, ()) if procs == 1 or launcher.starts_ranks else \
         (run_cell_ranks, (procs, max(1, launcher.threads() // procs)))
     jobs = [Job(tags[i], fn, (run, hashes[i], *more), stores[cells[i][0].suite.name].root) for i in pending]
