@@ -6,18 +6,43 @@
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import Field, field_validator
 
 from bench.errors import BenchError
 from bench.weighting.base import Step, register_weighting
+from bench.weighting.jd import degenerate as dg
 from bench.weighting.jd.adapter import JDAggregator, ViaParams, _aggregation
+from bench.weighting.jd.nash import NashWeighting
 
 
 def _pref(v: list[float] | None) -> torch.Tensor | None:
     return None if v is None else torch.tensor(v, dtype=torch.float32)
+
+
+def _cpu(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float64).numpy()
+
+
+def _watch(owner: JDAggregator, agg: Any, events: Callable[[np.ndarray, np.ndarray], list[str]]) -> Any:
+    """``agg`` (a torchjd Gramian-weighted aggregator) with a hook on its Gramian weighting that flags on ``owner``
+    the degeneracy events (:mod:`bench.weighting.jd.degenerate`) that ``events(G, w)`` names from the Gramian it was
+    given and the weights it returned: T × T and T numbers copied to the CPU (these methods' solvers run there, so
+    their step waits for the device already). A hook, so that it sees every path to the weighting."""
+    def hook(module, args, weights):
+        for event in events(_cpu(args[0]), _cpu(weights)):
+            owner.flag(event)
+
+    agg.gramian_weighting.register_forward_hook(hook)
+    return agg
+
+
+def _stationary_nonzero(G: np.ndarray, w: np.ndarray) -> list[str]:
+    return [dg.STATIONARY_NONZERO] if dg.stationary_nonzero(G, w) else []
 
 
 class PrefParams(ViaParams):
@@ -110,7 +135,9 @@ class FairGrad(JDAggregator):
         max_iters: int | None = Field(None, ge=1)
 
     def make(self, n):
-        return _aggregation().FairGrad(alpha=self.params.alpha, max_iters=self.params.max_iters)
+        alpha = self.params.alpha
+        return _watch(self, _aggregation().FairGrad(alpha=alpha, max_iters=self.params.max_iters),
+                      lambda G, w: dg.fairgrad_events(G, w, alpha))
 
 
 @register_weighting("upgrad")
@@ -121,7 +148,7 @@ class UPGrad(JDAggregator):
     requires = ("quadprog", "qpsolvers")  # torchjd's dual-cone projector
 
     def make(self, n):
-        return _aggregation().UPGrad(pref_vector=_pref(self.params.pref_vector))
+        return _watch(self, _aggregation().UPGrad(pref_vector=_pref(self.params.pref_vector)), _stationary_nonzero)
 
 
 @register_weighting("dualproj")
@@ -132,7 +159,7 @@ class DualProj(JDAggregator):
     requires = ("quadprog", "qpsolvers")
 
     def make(self, n):
-        return _aggregation().DualProj(pref_vector=_pref(self.params.pref_vector))
+        return _watch(self, _aggregation().DualProj(pref_vector=_pref(self.params.pref_vector)), _stationary_nonzero)
 
 
 @register_weighting("cagrad")
@@ -146,26 +173,56 @@ class CAGrad(JDAggregator):
         norm_eps: float = Field(1e-4, gt=0)
 
     def make(self, n):
-        return _aggregation().CAGrad(c=self.params.c, norm_eps=self.params.norm_eps)
+        return _watch(self, _aggregation().CAGrad(c=self.params.c, norm_eps=self.params.norm_eps),
+                      lambda G, w: [dg.ZERO_UPDATE] if dg.zero_update(G, w) else [])
 
 
 @register_weighting("nash_mtl")
 class NashMTL(JDAggregator):
     """Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution of the tasks over the update direction."""
 
+    # only solver=cvxpy (torchjd's) needs them; kept so that the extra's check stays the same for every solver
     requires = ("cvxpy", "ecos")
 
     class Params(ViaParams):
         max_norm: float = Field(1.0, gt=0)  # clip of the aggregated update (the paper's default)
         update_weights_every: int = Field(1, ge=1)
+        #: the cap on the solver's iterations (newton: Newton steps; cvxpy: convex approximations, ECOS solves)
         optim_niter: int = Field(20, ge=1)
+        #: newton: bench.weighting.jd.nash (no cvxpy); cvxpy: torchjd 0.18's NashMTL, for comparison
+        solver: Literal["newton", "cvxpy"] = "newton"
 
     def make(self, n):
         p = self.params
-        return _aggregation().NashMTL(n_tasks=n, max_norm=p.max_norm, update_weights_every=p.update_weights_every,
-                         optim_niter=p.optim_niter)
+        if p.solver == "newton":
+            return _aggregation().GramianWeightedAggregator(NashWeighting(
+                n, p.max_norm, p.update_weights_every, p.optim_niter, on_event=self.flag))
+        agg = _aggregation().NashMTL(n_tasks=n, max_norm=p.max_norm, update_weights_every=p.update_weights_every,
+                                     optim_niter=p.optim_niter)
+        _watch_cvxpy_nash(self, agg.weighting)
+        return agg
 
     def backward(self, losses: dict[str, torch.Tensor], step: Step) -> None:
         with warnings.catch_warnings():  # cvxpy warns at every solve that it recompiles the (non-DPP) problem
             warnings.filterwarnings("ignore", message=".*not DPP.*")
             super().backward(losses, step)
+
+
+def _watch_cvxpy_nash(owner: NashMTL, weighting: Any) -> None:
+    """Flag torchjd's Nash-MTL solves that missed the bargaining equations (by more than 1e-2, relatively): with its
+    previous weights kept (a failed ECOS solve), ``fallback``; otherwise ``not_converged``."""
+    before: dict[str, np.ndarray] = {}
+
+    def pre(module, args):
+        before["alpha"] = np.array(module.prvs_alpha, dtype=np.float64)
+
+    def post(module, args, out):
+        if (int(module.step) - 1) % module.update_weights_every:  # no solve at this step
+            return
+        J = args[0].detach().double()
+        a, G = np.asarray(module.prvs_alpha, dtype=np.float64), _cpu(J @ J.T)
+        if not np.abs(a * (G @ a) - 1).max() <= 1e-2:
+            owner.flag(dg.FALLBACK if np.array_equal(a, before["alpha"]) else dg.NOT_CONVERGED)
+
+    weighting.register_forward_pre_hook(pre)
+    weighting.register_forward_hook(post)
