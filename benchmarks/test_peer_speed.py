@@ -101,6 +101,7 @@ class Method:
     rep_grad: tuple[str, ...] = ()  # input kinds on which LibMTL runs it with rep_grad=True
     epoch: int = 0  # LibMTL's model.epoch
     params: dict | None = None  # bench's strategy.weighting_params
+    kinds: tuple[str, ...] = ("single", "multi")  # input kinds it is measured on
 
 
 def _solver_param() -> bool:
@@ -120,6 +121,9 @@ METHODS = [
     Method("mgda", "mgda", lambda T: A.MGDA(epsilon=1e-3, max_iters=100), "MGDA", {"mgda_gn": "none"}, ("single",)),
     *([Method("mgda_fw", "mgda", lambda T: A.MGDA(epsilon=1e-3, max_iters=100), "MGDA", {"mgda_gn": "none"},
               ("single",), params={"solver": "frank_wolfe"})] if _solver_param() else []),
+    # like for like with the peers' parameter-level Jacobian: bench's via=params on single input (multi-input's default)
+    Method("mgda_params", "mgda", lambda T: A.MGDA(epsilon=1e-3, max_iters=100), "MGDA", {"mgda_gn": "none"},
+           params={"via": "params"}, kinds=("single",)),
     Method("pcgrad", "pcgrad", lambda T: A.PCGrad(), "PCGrad"),
     Method("graddrop", "graddrop", lambda T: A.GradDrop(), "GradDrop", {"leak": 0.0}, ("single", "multi")),
     Method("gradvac", "gradvac", lambda T: A.GradVac(beta=0.5, eps=1e-8), "GradVac", {"beta": 0.5}),
@@ -128,6 +132,7 @@ METHODS = [
     Method("cagrad", "cagrad", lambda T: A.CAGrad(c=0.4, norm_eps=1e-4), "CAGrad", {"calpha": 0.4, "rescale": 1}),
     Method("nash_mtl", "nash_mtl", lambda T: A.NashMTL(T, max_norm=1.0, update_weights_every=1, optim_niter=20)),
     Method("upgrad", "upgrad", lambda T: A.UPGrad()),
+    Method("upgrad_params", "upgrad", lambda T: A.UPGrad(), params={"via": "params"}, kinds=("single",)),
     Method("dualproj", "dualproj", lambda T: A.DualProj()),
     Method("config", "config", lambda T: A.ConFIG()),
     Method("aligned_mtl", "aligned_mtl", lambda T: A.AlignedMTL(scale_mode="min")),
@@ -278,7 +283,7 @@ def measure(kind: str, T: int) -> tuple[dict[str, dict[str, object]], dict[str, 
     tasks = _tasks(T)
     data, pre = _data(tasks, single, dim=DIM, n_train=N)
     sides: dict[str, dict[str, object]] = {}
-    for m in METHODS:
+    for m in (m for m in METHODS if kind in m.kinds):
         s = {"bench": _bench(tasks, data, pre, single, m)}
         if m.torchjd is not None:
             s["torchjd"] = TorchJDStep(tasks, data, single, m.torchjd)
@@ -322,11 +327,11 @@ def _cell(x: float | None, fmt: str) -> str:
 def _print(kind: str, T: int, rows: dict[str, Row], took: str) -> None:
     print(f"\npeer ratio table {kind}-input T={T} (measured in {took}; ms: median step; bench/peer: median "
           f"of paired ratios; MiB: peak new bytes of one step)")
-    print(f"peer ratio table {'method':<12} {'bench ms':>8} {'tj ms':>7} {'lm ms':>7} {'b/tj':>5} {'b/lm':>5} "
+    print(f"peer ratio table {'method':<13} {'bench ms':>8} {'tj ms':>7} {'lm ms':>7} {'b/tj':>5} {'b/lm':>5} "
           f"{'b MiB':>6} {'tj MiB':>6} {'lm MiB':>6} {'mem/tj':>6} {'mem/lm':>6}")
     for label, r in rows.items():
         mem = {p: r.mib["bench"] / r.mib[p] if p in r.mib else None for p in SIDES[1:]}
-        print(f"peer ratio table {label:<12} {r.ms['bench']:8.2f} {_cell(r.ms.get('torchjd'), '7.2f')} "
+        print(f"peer ratio table {label:<13} {r.ms['bench']:8.2f} {_cell(r.ms.get('torchjd'), '7.2f')} "
               f"{_cell(r.ms.get('libmtl'), '7.2f')} {_cell(r.ratio.get('torchjd'), '5.2f')} "
               f"{_cell(r.ratio.get('libmtl'), '5.2f')} {r.mib['bench']:6.2f} {_cell(r.mib.get('torchjd'), '6.2f')} "
               f"{_cell(r.mib.get('libmtl'), '6.2f')} {_cell(mem['torchjd'], '6.2f')} {_cell(mem['libmtl'], '6.2f')}")
@@ -348,7 +353,7 @@ TARGET = 1.3  # bench's step ≤ 1.3 × the faster peer's
 
 
 @pytest.mark.parametrize("kind,T,label", [pytest.param(k, T, m.label, id=f"{m.label}-T{T}-{k}")
-                                          for k in KINDS for T in TS for m in METHODS])
+                                          for k in KINDS for T in TS for m in METHODS if k in m.kinds])
 def test_step_vs_peers(benchmark, kind, T, label):
     """bench's step over torchjd's and LibMTL's for one method (paired, median), and its peak memory over theirs."""
     sides, rows = measure(kind, T)
