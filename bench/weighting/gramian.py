@@ -4,7 +4,7 @@ Most gradient-level methods (MGDA, PCGrad, UPGrad, DualProj, CAGrad, IMTL-G, Ali
 ConFIG: torchjd's ``GramianWeightedAggregator`` and :class:`~bench.weighting.jd.config.ConFIGWeighting`) update the
 shared parameters by ``Σ_i w_i g_i`` with weights read from the Gramian ``G = J Jᵀ`` alone. So, as torchjd's
 ``autogram`` engine does, the Jacobian need not be held: the Gramian is summed module by module, and the update is
-one backward of ``Σ_i w_i L_i`` into the shared parameters (:func:`weighted_backward`).
+written from the same per-module quantities (:meth:`GramianTaker.write`).
 
 How :class:`GramianTaker` sums it. Forward hooks, installed once on every module with direct trainable parameters,
 record each call's outputs (and a plain ``nn.Linear``'s input). Per task, one backward to those outputs gives the
@@ -14,6 +14,9 @@ output gradients δ_i (no parameter gradient is formed). Then, per module:
   time (a block of T × rows × in numbers, about the layer's own size), and its Gram matrix summed into G;
 * any other module: its T parameter gradients (a vector-Jacobian product of its outputs, per task) are formed and
   their Gram matrix summed.
+
+The update is then, per module, the parameter gradient of the weighted output gradient ``Σ_i w_i δ_i`` (a
+``Linear``: ``(Σ_i w_i δ_i)ᵀ X``): no second backward through the network.
 
 Peak extra memory: the output gradients (the size of the recorded activations; one task's on a multi-input step)
 plus one layer-sized block, instead of T × P. A shared parameter no recorded call covers (used by a parent module
@@ -73,6 +76,7 @@ class GramianTaker:
 
     def __init__(self, model: nn.Module, block: int | None = None):
         self._calls: list[_Call] = []
+        self._parts: list[_LinearPart | _ModulePart | _LoosePart] = []
         self.block = block  # numbers in one Linear block (None: the layer's own size)
         self._handles = [m.register_forward_hook(self._record) for m in model.modules() if _direct(m)]
 
@@ -88,7 +92,7 @@ class GramianTaker:
 
     def clear(self) -> None:
         """Drop the recorded calls (the step's activations they reference are then the graph's alone)."""
-        self._calls = []
+        self._calls, self._parts = [], []
 
     def close(self) -> None:
         """Remove the hooks (for good)."""
@@ -99,7 +103,8 @@ class GramianTaker:
 
     def gramian(self, losses: list[Tensor], shared: list[nn.Parameter]) -> Tensor | None:
         """``J Jᵀ`` for the Jacobian of ``losses`` over ``shared``, from the calls recorded since the last call (None
-        when no call of a module holding a shared parameter was recorded). Keeps the graph for a later backward."""
+        when no call of a module holding a shared parameter was recorded). Keeps the graph, and the output
+        gradients for :meth:`write`."""
         calls, self._calls = self._calls, []
         ids = {id(p) for p in shared}
         calls = [c for c in calls if any(id(p) in ids for p in _direct(c.module))]
@@ -111,48 +116,133 @@ class GramianTaker:
         # per task: the gradient of its loss at every recorded output (None: the call is not on the task's graph)
         deltas = [torch.autograd.grad(L, [*targets, *loose], retain_graph=True, allow_unused=True) for L in losses]
         dtype = gram_dtype(shared[0].dtype)
-        T = len(losses)
-        G = torch.zeros(T, T, dtype=dtype, device=shared[0].device)
-        by_module: dict[nn.Module, list[tuple[_Call, list[tuple[Tensor | None, ...]]]]] = {}
+        G = torch.zeros(len(losses), len(losses), dtype=dtype, device=shared[0].device)
+        uses: dict[nn.Module, list[tuple[_Call, list[tuple[Tensor | None, ...]]]]] = {}
         at = 0
         for c in calls:
-            per_task = [d[at:at + len(c.outs)] for d in deltas]
-            by_module.setdefault(c.module, []).append((c, per_task))
+            uses.setdefault(c.module, []).append((c, [d[at:at + len(c.outs)] for d in deltas]))
             at += len(c.outs)
-        for module, uses in by_module.items():
+        parts = []
+        for module, used in uses.items():
             params = [p for p in _direct(module) if id(p) in ids]
-            if _plain_linear(module) and all(c.x is not None for c, _ in uses):
-                self._linear(G, module, uses)
-            else:
-                _add_rows(G, [_module_row(params, uses, i) for i in range(T)])
+            part = _LinearPart(module, used, dtype) if _plain_linear(module) and all(
+                c.x is not None for c, _ in used) else _ModulePart(params, used)
+            part.add_gramian(G, self.block)
+            parts.append(part)
         if loose:
-            _add_rows(G, [list(d[len(targets):]) for d in deltas])
+            parts.append(_LoosePart(loose, [d[len(targets):] for d in deltas]))
+            parts[-1].add_gramian(G, self.block)
+        self._parts = parts
         return G
 
-    def _linear(self, G: Tensor, module: nn.Linear, uses) -> None:
-        """Add a ``Linear``'s share: its task gradients formed a block of output rows at a time."""
-        T, dtype = G.shape[0], G.dtype
+    def write(self, weights: Tensor) -> None:
+        """The update ``Σ_i w_i g_i`` into the shared parameters' ``.grad`` (accumulating), from the output
+        gradients of the last :meth:`gramian`: per module, the weighted output gradient's weight gradient (no
+        backward through the network)."""
+        parts, self._parts = self._parts, []
+        for part in parts:
+            part.write(weights)
+
+
+def _accumulate(p: nn.Parameter, g: Tensor) -> None:
+    g = g.to(p.dtype)
+    p.grad = g if p.grad is None else p.grad + g
+
+
+class _LinearPart:
+    """A ``Linear``'s share: task i's weight gradient is ``Σ_calls δ_iᵀ X``, its bias gradient ``Σ_calls 1ᵀ δ_i``."""
+
+    def __init__(self, module: nn.Linear, used, dtype: torch.dtype):
+        self.module = module
         out, inp = module.weight.shape
-        # the rows of each call: X (N × in) and, per task, δ (N × out) or None
-        rows = [(c.x.detach().reshape(-1, inp).to(dtype), [None if d[0] is None else d[0].reshape(-1, out).to(dtype)
-                                                   for d in per_task]) for c, per_task in uses]
-        if module.weight.requires_grad:
-            step = max(1, (self.block or out * inp) // (T * inp))
+        # each call's rows: X (N × in) and, per task, δ (N × out) or None
+        self.rows = [(c.x.detach().reshape(-1, inp).to(dtype),
+                      [None if d[0] is None else d[0].reshape(-1, out).to(dtype) for d in per_task])
+                     for c, per_task in used]
+
+    def add_gramian(self, G: Tensor, block: int | None) -> None:
+        """Add the Gram matrix of the task gradients, formed a block of output rows at a time (T × rows × in
+        numbers, about the layer's own size)."""
+        T, w, b = G.shape[0], self.module.weight, self.module.bias
+        out, inp = w.shape
+        if w.requires_grad:
+            step = max(1, (block or out * inp) // (T * inp))
             for r0 in range(0, out, step):
-                A = torch.zeros(T, min(step, out - r0), inp, dtype=dtype, device=G.device)
-                for X, ds in rows:
+                A = torch.zeros(T, min(step, out - r0), inp, dtype=G.dtype, device=G.device)
+                for X, ds in self.rows:
                     for i, d in enumerate(ds):
                         if d is not None:
                             A[i].addmm_(d[:, r0:r0 + step].T, X)
                 A = A.reshape(T, -1)
                 G.addmm_(A, A.T)
-        if module.bias is not None and module.bias.requires_grad:
-            B = torch.zeros(T, out, dtype=dtype, device=G.device)
-            for _, ds in rows:
+        if b is not None and b.requires_grad:
+            B = torch.zeros(T, out, dtype=G.dtype, device=G.device)
+            for _, ds in self.rows:
                 for i, d in enumerate(ds):
                     if d is not None:
                         B[i] += d.sum(0)
             G.addmm_(B, B.T)
+
+    def write(self, weights: Tensor) -> None:
+        w, b = self.module.weight, self.module.bias
+        gw = gb = None
+        for X, ds in self.rows:
+            D = _combine(ds, weights)  # Σ_i w_i δ_i of this call
+            if D is None:
+                continue
+            gw = D.T @ X if gw is None else gw.addmm_(D.T, X)
+            gb = D.sum(0) if gb is None else gb + D.sum(0)
+        if gw is not None and w.requires_grad:
+            _accumulate(w, gw)
+        if gb is not None and b is not None and b.requires_grad:
+            _accumulate(b, gb)
+
+
+def _combine(pieces: list[Tensor | None], weights: Tensor) -> Tensor | None:
+    """``Σ_i w_i piece_i`` over the tasks whose piece is not None (None if none is)."""
+    out = None
+    for w, d in zip(weights, pieces):
+        if d is not None:
+            d = d * w.to(d.dtype)
+            out = d if out is None else out + d
+    return out
+
+
+class _ModulePart:
+    """Any other module's share: its parameters' gradient per task, a vector-Jacobian product of its outputs."""
+
+    def __init__(self, params: list[nn.Parameter], used):
+        self.params, self.used = params, used
+
+    def add_gramian(self, G: Tensor, block: int | None) -> None:
+        _add_rows(G, [_module_row(self.params, self.used, i) for i in range(G.shape[0])])
+
+    def write(self, weights: Tensor) -> None:
+        for c, per_task in self.used:
+            D = [_combine([d[k] for d in per_task], weights) for k in range(len(c.outs))]
+            if all(g is None for g in D):
+                continue
+            grads = [torch.zeros_like(o) if g is None else g.to(o.dtype) for o, g in zip(c.outs, D)]
+            for p, g in zip(self.params, torch.autograd.grad(c.outs, self.params, grads, retain_graph=True,
+                                                            allow_unused=True)):
+                if g is not None:
+                    _accumulate(p, g)
+
+
+class _LoosePart:
+    """Shared parameters no recorded call covers: their per-task gradients, taken directly."""
+
+    def __init__(self, params: list[nn.Parameter], rows: list[tuple[Tensor | None, ...]]):
+        self.params, self.rows = params, rows
+
+    def add_gramian(self, G: Tensor, block: int | None) -> None:
+        _add_rows(G, [list(r) for r in self.rows])
+
+    def write(self, weights: Tensor) -> None:
+        for k, p in enumerate(self.params):
+            g = _combine([r[k] for r in self.rows], weights)
+            if g is not None:
+                _accumulate(p, g)
 
 
 def _module_row(params: list[nn.Parameter], uses, i: int) -> list[Tensor | None]:
@@ -177,13 +267,6 @@ def _add_rows(G: Tensor, rows: list[list[Tensor | None]]) -> None:
             continue
         R = torch.stack([(torch.zeros_like(ref) if p is None else p).reshape(-1).to(G.dtype) for p in pieces])
         G.addmm_(R, R.T)
-
-
-def weighted_backward(losses: list[Tensor], weights: Tensor, shared: list[nn.Parameter]) -> None:
-    """The update ``Σ_i w_i g_i`` into the shared parameters' ``.grad`` (accumulating): one backward of
-    ``Σ_i w_i L_i`` restricted to them (the heads already hold their own task's gradient)."""
-    total = sum(w.to(L.dtype) * L for w, L in zip(weights, losses))
-    torch.autograd.backward(total, inputs=shared)
 
 
 #: how far the Gramian summed by modules may be from the plain Jacobian's J Jᵀ (relative, Frobenius) at the check
@@ -224,7 +307,7 @@ class GramianPath:
             return False
         jacobian.heads_backward(L, tasks, step.heads)
         step.mark("weighting")
-        weighted_backward(L, weighting(G), shared)
+        self.taker.write(weighting(G))
         return True
 
     def _check(self, G: Tensor, L: list[Tensor], tasks: list[str], shared: list[nn.Parameter], step: Step) -> bool:
