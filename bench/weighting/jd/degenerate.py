@@ -71,9 +71,11 @@ def stationary_nonzero(G: np.ndarray, w: np.ndarray) -> bool:
 
 
 def zero_update(G: np.ndarray, w: np.ndarray) -> bool:
-    """CAGrad: every weight 0 (torchjd's CAGrad returns 0 when its direction's norm is below ``norm_eps``, or the
-    Gramian's trace is) while the Jacobian is not zero."""
-    return bool(not w.any() and np.trace(G) > 0)
+    """CAGrad: a zero update (‖d‖ ≤ TAU × the longest gradient) while the Jacobian is not zero. torchjd's CAGrad
+    returns 0 when the norm of its worst-case direction is below ``norm_eps`` (0 in the hull of the gradients: a zero
+    row, opposite gradients) and when the Gramian's trace is (gradients of total squared norm below 1e-4)."""
+    top = float(np.diag(G).max())
+    return top > 0 and float(w @ G @ w) <= TAU**2 * top
 
 
 def fairgrad_events(G: np.ndarray, w: np.ndarray, alpha: float) -> list[str]:
