@@ -107,3 +107,22 @@ def test_weighting_whose_extra_is_missing_names_the_extra(capsys, monkeypatch, t
                f"results_dir={tmp_path}")
     assert "weighting 'nash_mtl' needs cvxpy" in msg and "pip install 'mtbench[full]'" in msg
     assert not any(tmp_path.iterdir())  # nothing ran
+
+
+@pytest.mark.parametrize("args, message", [
+    (["procs=2", "train.batch_size=63"], "procs=2 cannot split the train.batch_size=63 of suite synthetic_conflict "
+                                         "into equal slices; use a batch size divisible by 2 (train.batch_size=64)"),
+    (["procs=2", "workers=2"], "procs=2 with workers=2: a cell's processes are started by the command itself"),
+    (["procs=0"], "procs=0 must be a positive integer"),
+])
+def test_a_procs_setting_that_cannot_work(capsys, tmp_path, args, message):
+    """procs=N (one cell on N processes): one line before any data loads or process starts."""
+    assert message in _err(capsys, "suite=synthetic_conflict", f"results_dir={tmp_path}", *args)
+    assert not (tmp_path / "synthetic_conflict").exists()
+
+
+def test_more_procs_than_cores(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    msg = _err(capsys, "suite=synthetic_conflict", f"results_dir={tmp_path}", "procs=3")
+    assert msg == "error: procs=3 x workers=1 processes exceed the 2 cores of this machine; use procs=2 or fewer"

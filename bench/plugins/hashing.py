@@ -57,9 +57,15 @@ def is_builtin(file: Path) -> bool:
 
 
 def plugin_source(cls: type) -> str:
-    """The source hash of a plug-in class from a user folder or an installed package, "" for a built-in one."""
+    """The version a record names for a class its cell used: a plug-in's source hash (a class from a user folder or
+    an installed package); for a built-in, ``"v<N>"`` once its numbers changed on purpose (its ``version``
+    ClassVar, e.g. MGDA's exact solver), else "" (built-ins are versioned by the code version). Either way a cell or
+    stage that used another version is recomputed, not reused."""
     file = source_file(cls)
-    return "" if file is None or is_builtin(file) else file_hash(file)
+    if file is None or is_builtin(file):
+        version = getattr(cls, "version", 1)
+        return f"v{version}" if isinstance(version, int) and version > 1 else ""
+    return file_hash(file)
 
 
 def _named(params: Any, field: str = "") -> list[tuple[str, str, tuple[str, str]]]:

@@ -169,6 +169,9 @@ class Balancer(nn.Module, ABC):
     #: a weighting that combines the task losses into one scalar, ``"gradient"`` for an aggregator of per-task
     #: gradients (every :class:`Aggregator`)
     family: ClassVar[str] = "loss"
+    #: bumped when the method's numbers change on purpose (a new default solver): cells and stages computed with
+    #: an earlier version are then recomputed, not served from the store (:func:`bench.plugins.plugin_source`)
+    version: ClassVar[int] = 1
 
     def __init__(self, tasks: list[TaskConfig], params: Frozen | None = None):
         super().__init__()

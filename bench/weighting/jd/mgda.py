@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 class MGDA(JDAggregator):
     """MGDA (Désidéri 2012; Sener & Koltun, NeurIPS 2018): the min-norm point of the convex hull of task gradients."""
 
+    version = 2  # 2: the exact min-norm point by default (1 was torchjd's Frank-Wolfe): earlier cells recompute
+
     class Params(ViaParams):
         #: exact: Wolfe's active-set algorithm, to 1e-6 relative; frank_wolfe: torchjd's MGDA, as in the paper
         solver: Literal["exact", "frank_wolfe"] = "exact"
