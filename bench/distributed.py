@@ -173,11 +173,12 @@ def join_from_submitit(threads: int | None, fn: Callable[..., Any], args: tuple)
     return _rank_main(threads, fn, args)
 
 
-def check_procs(procs: int, workers: int, batch_sizes: dict[str, int]) -> None:
-    """One line before anything runs when ``procs`` cannot work here: more processes than cores, or a batch size
-    the processes cannot share equally."""
+def check_procs(procs: int, workers: int | None, batch_sizes: dict[str, int]) -> None:
+    """One line before anything runs when ``procs`` cannot work: more processes than this machine's cores (``workers``
+    cells at once here; None: the cells run elsewhere, a cluster's allocation decides), or a batch size the
+    processes cannot share equally."""
     cores = os.cpu_count() or 1
-    if procs * workers > cores and not torch.cuda.is_available():
+    if workers is not None and procs * workers > cores and not torch.cuda.is_available():
         raise BenchError(f"procs={procs} x workers={workers} processes exceed the {cores} cores of this machine; "
                          f"use procs={max(1, cores // workers)} or fewer")
     for suite, b in batch_sizes.items():

@@ -208,7 +208,7 @@ def execute(plan: Plan, out=None) -> int:
     launcher = plan.launcher or launcher_from([])
     cells = plan.cells
     if launcher.common.procs > 1:  # one line before any data loads: more processes than cores, a batch split unevenly
-        distributed.check_procs(launcher.common.procs, launcher.parallel,
+        distributed.check_procs(launcher.common.procs, launcher.parallel if launcher.runs_here else None,
                                 {v.suite.name: v.suite.train.batch_size for v, _ in cells})
     run = RunContext(plan.args, plan)  # jobs run in this process (or a forked worker) reuse the plan and its data
     stores = {v.suite.name: run.store(v.suite.name) for v in plan.variants}

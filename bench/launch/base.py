@@ -91,6 +91,8 @@ class Launcher(ABC):
     #: True when the launcher itself starts a cell's ``procs`` processes (a scheduler's tasks); otherwise the job
     #: starts them on its machine with torch's elastic launcher (bench.distributed.run_ranks)
     starts_ranks: ClassVar[bool] = False
+    #: True when the jobs run on this machine (its cores bound ``procs x workers``); a cluster's allocation decides
+    runs_here: ClassVar[bool] = True
 
     def __init__(self, options: Frozen | None, common: Common | None = None):
         self.options = options if options is not None else self.Options()

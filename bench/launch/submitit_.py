@@ -224,6 +224,7 @@ class Slurm(_Submitit):
 
     Options = SlurmOptions
     cluster = "slurm"
+    runs_here = False
     _absent: set[str] = set()
 
     def check(self) -> None:
