@@ -12,6 +12,7 @@ import io
 import json
 import math
 import shutil
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -143,6 +144,21 @@ def test_the_board_footnotes_each_degenerate_row_summed_over_seeds(degenerate_re
     console.print(to_rich(board))
     text = console.export_text()
     assert f"{FTJ} §" in text and "naive_mtl §" in text and "separate §" not in text
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="needs pdflatex")
+def test_the_marked_latex_table_compiles(degenerate_records: Path, tmp_path: Path):
+    board = build_leaderboard(load_records(degenerate_records, "synthetic"), "test")
+    (tmp_path / "leaderboard.tex").write_text(to_latex(board))
+    (tmp_path / "paper.tex").write_text("\\documentclass[twocolumn]{article}\n\\usepackage{booktabs}\n"
+                                        "\\usepackage{graphicx}\n\\begin{document}\n\\input{leaderboard.tex}\n"
+                                        "\\end{document}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "paper.log").read_text(errors="replace")
+    assert done.returncode == 0, log[-2000:]
+    assert "Undefined control sequence" not in log and "Unicode character" not in log
 
 
 def test_a_board_without_events_keeps_its_columns_and_names(degenerate_records: Path):
