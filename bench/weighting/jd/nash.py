@@ -155,7 +155,7 @@ class NashWeighting(nn.Module):
                 self._on_event(out.event)
             self.prvs_alpha = out.alpha  # a fallback returns the previous weights: the state is unchanged
         self.step += 1
-        alpha = torch.from_numpy(self.prvs_alpha).to(device=gramian.device, dtype=gramian.dtype)
+        alpha = torch.tensor(self.prvs_alpha, device=gramian.device, dtype=gramian.dtype)  # a copy, not the state
         if self.max_norm > 0:  # ‖Jᵀα‖ from the Gramian; a factor ≤ 1 instead of a branch: no device sync
             norm = (alpha @ gramian @ alpha).clamp(min=0).sqrt()
             alpha = alpha * (self.max_norm / norm).clamp(max=1.0)
