@@ -50,7 +50,7 @@ from bench.backbones.simple import MLP
 from bench.config import TaskConfig, TrainConfig
 from bench.engine import Trainer
 from bench.model import MultiTaskModel
-from bench.weighting import WEIGHTINGS, build_weighting
+from bench.weighting import build_weighting
 from benchmarks.conftest import report
 from benchmarks.test_aggregator_speed import BATCH, DEPTH, DIM, HIDDEN, THREADS, N, _peak_bytes
 from benchmarks.test_engine_speed import _data, _tasks, _timed
@@ -64,6 +64,7 @@ if "torchvision.models.utils" not in sys.modules:
 import LibMTL.weighting  # noqa: E402
 from LibMTL.architecture import HPS  # noqa: E402
 
+pytestmark = pytest.mark.bench
 TS = (2, 4, 8)
 KINDS = ("single", "multi")
 # paired rounds per method (a round: one step of each side), fewer where a round costs most; the file takes ~95 s of
@@ -106,10 +107,6 @@ class Method:
     kinds: tuple[str, ...] = ("single", "multi")  # input kinds it is measured on
 
 
-def _solver_param() -> bool:
-    return "solver" in WEIGHTINGS.get("mgda").Params.model_fields
-
-
 METHODS = [
     Method("equal", "equal", lambda T: S.Mean(), "EW"),
     Method("uncertainty", "uncertainty", lambda T: S.UW(T), "UW"),
@@ -121,8 +118,9 @@ METHODS = [
     Method("stch", "stch", lambda T: S.STCH(mu=1.0, weights=torch.ones(T))),
     Method("famo", "famo", lambda T: S.FAMO(T, lr=0.025, weight_decay=1e-3)),
     Method("mgda", "mgda", lambda T: A.MGDA(epsilon=1e-3, max_iters=100), "MGDA", {"mgda_gn": "none"}, ("single",)),
-    *([Method("mgda_fw", "mgda", lambda T: A.MGDA(epsilon=1e-3, max_iters=100), "MGDA", {"mgda_gn": "none"},
-              ("single",), params={"solver": "frank_wolfe"})] if _solver_param() else []),
+    # bench's mgda with the peers' algorithm, Frank-Wolfe (bench's default solver is exact)
+    Method("mgda_fw", "mgda", lambda T: A.MGDA(epsilon=1e-3, max_iters=100), "MGDA", {"mgda_gn": "none"}, ("single",),
+           params={"solver": "frank_wolfe"}),
     # like for like with the peers' parameter-level Jacobian: bench's via=params on single input (multi-input's default)
     Method("mgda_params", "mgda", lambda T: A.MGDA(epsilon=1e-3, max_iters=100), "MGDA", {"mgda_gn": "none"},
            params={"via": "params"}, kinds=("single",)),
@@ -264,14 +262,12 @@ class Row:
 
 
 _CURRENT: dict[tuple[str, int], tuple[dict[str, dict[str, object]], dict[str, Row]]] = {}
-RESULTS: dict[tuple[str, int], dict[str, Row]] = {}
 
 
 def _close_current() -> None:
     for sides, _ in _CURRENT.values():
         for s in sides.values():
-            if isinstance(s.get("bench"), Trainer):
-                s["bench"].close()
+            s["bench"].close()
     _CURRENT.clear()
 
 
@@ -315,7 +311,6 @@ def measure(kind: str, T: int) -> tuple[dict[str, dict[str, object]], dict[str, 
         label, name = key.split("|")
         rows[label].mib[name] = b / 2**20
     _CURRENT[(kind, T)] = sides, rows
-    RESULTS[(kind, T)] = rows
     c3 = time.process_time()
     _print(kind, T, rows, f"{time.perf_counter() - t0:.1f} s wall, CPU: build + warm-up {c1 - c0:.1f} s, "
                           f"{ROUNDS[(kind, T)]} rounds {c2 - c1:.1f} s, memory {c3 - c2:.1f} s")

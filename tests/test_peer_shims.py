@@ -1,4 +1,5 @@
-"""The shims that let LibMTL 1.1.5 run in benchmarks/test_peer_speed.py change how it runs, not what it computes."""
+"""benchmarks/test_peer_speed.py's setup: the shims that let LibMTL 1.1.5 run change how it runs, not what it computes,
+and every built-in balancer with a peer has its row."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import scipy.optimize
 import torch
 
+from bench.weighting import WEIGHTINGS
 from benchmarks import test_peer_speed as P
 
 pytestmark = pytest.mark.integration
@@ -45,3 +47,11 @@ def test_libmtl_step_trains_every_parameter(label, kind):
     before = [p.detach().clone() for p in step.model.parameters()]
     step.step()
     assert all(not torch.equal(a, p) for a, p in zip(before, step.model.parameters()))
+
+
+def test_every_builtin_balancer_with_a_peer_is_compared():
+    """A new balancer must be placed in the peer benchmark: compared with torchjd's or LibMTL's, or known to lack one."""
+    builtin = {n for n in WEIGHTINGS.names() if WEIGHTINGS.get(n).__module__.startswith("bench.weighting.")}
+    no_peer = {"static"}  # fixed weights: neither library has them
+    assert {m.bench for m in P.METHODS} == builtin - no_peer
+    assert all(m.torchjd is not None or m.libmtl is not None for m in P.METHODS)
