@@ -62,7 +62,7 @@ class TrainState:
     compile_tokens: int = 0
     compile_timers: dict[str, float] = field(default_factory=dict)
     timers: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
-    #: steps where the balancer degenerated, per event (:meth:`bench.weighting.Balancer.flag`)
+    #: the number of steps where the balancer degenerated, per event (:meth:`bench.weighting.Balancer.flag`)
     degenerate: dict[str, int] = field(default_factory=dict)
 
     @classmethod

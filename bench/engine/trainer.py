@@ -243,8 +243,8 @@ class Trainer:
             self.opt.step()
         self.sched.step()
         self.w.after_step(step)
-        for event, n in self.w.take_flags().items():  # a fallback taken, a bound hit: counted, never silent
-            state.degenerate[event] = state.degenerate.get(event, 0) + n
+        for event in self.w.take_flags():  # steps where a fallback was taken, a bound hit: counted, never silent
+            state.degenerate[event] = state.degenerate.get(event, 0) + 1
         timer.mark("optimizer")
         self.meter.add(losses)
         state.step += 1

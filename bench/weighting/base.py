@@ -202,9 +202,11 @@ class Balancer(nn.Module, ABC):
 
     def flag(self, event: str, n: int = 1) -> None:
         """Count a step where the method degenerated: it took a fallback, hit a bound, or its solver stopped short
-        (``"nash_mtl_fallback"``, ``"fairgrad_weight_bound"``, ``"solver_not_converged"``...). The trainer counts
-        these per stage (``telemetry["degenerate"]``) and the leaderboard footnotes the rows where one happened, so
-        that a row whose method silently became another method says so. ``event`` is a short snake_case name."""
+        (``"fallback"``, ``"weight_bound"``, ``"zero_update"``, ``"stationary_nonzero"``, ``"not_converged"``; the
+        report has a phrase for each and prints any other name as it is). The trainer counts the *steps* where each
+        event happened, per stage (``telemetry["degenerate"]``; ``n`` > 1 within one step still counts one step), and
+        the leaderboard footnotes the rows where one happened, so that a row whose method silently became another
+        method says so. ``event`` is a short snake_case name."""
         flags = self.__dict__.setdefault("_flags", {})
         flags[event] = flags.get(event, 0) + n
 
