@@ -18,6 +18,11 @@ a forward, the method's backward and AdamW's update (no clipping: LibMTL's train
   per-task gradients of all shared parameters, T backward passes). GradNorm runs at epoch 1 and DWA at epoch 2
   (before that LibMTL's are plain EW).
 
+Extra rows: ``mgda_fw`` (bench's mgda with the peers' Frank-Wolfe solver) and, single-input, ``mgda_params`` and
+``upgrad_params`` (bench's ``via=params``: the parameter-level Jacobian the peers aggregate, like for like).
+
+Target: bench's step ≤ 1.3 × the faster peer's (CI fails above MARGIN × 1.3); ``EXPECTED_MISS`` is reported xfail.
+
 How it measures (docs/performance.md, "Against torchjd and LibMTL"): in each round every method runs one step of
 each side (the sides' order rotates every round, the methods' order is shuffled); a ratio is the median over the
 rounds of bench's step time over the peer's step of the same round. Memory: one more step of each side under
