@@ -160,3 +160,23 @@ def test_the_state_survives_a_resume(tmp_path):
     gw = resumed.agg.gramian_weighting
     assert gw.step == 3 and np.array_equal(gw.prvs_alpha, first.agg.gramian_weighting.prvs_alpha)
     assert all(torch.equal(resumed.agg(J), w) for J, w in zip(Js[3:], want[3:], strict=True))
+
+
+#: a Gramian of a synthetic_conflict step (float32, slightly asymmetric) on which a line search on f alone stalled at a
+#: residual of 2.6e-9: near the solution f's decrease is below its rounding, so the full Newton step is taken there
+STALLED = np.array([
+    [2.1884292364120483e-02, -5.6121312081813812e-03, -1.5292296302504838e-04, 2.8205744456499815e-04,
+     -5.5876881815493107e-03],
+    [-5.6121312081813812e-03, 6.3490513712167740e-03, -6.7632936406880617e-05, 1.1905267456313595e-05,
+     -1.7766797100193799e-05],
+    [-1.5292296302504838e-04, -6.7632936406880617e-05, 9.9205262959003448e-03, -1.5853956574574113e-03,
+     -1.1267230147495866e-03],
+    [2.8205744456499815e-04, 1.1905267456313595e-05, -1.5853956574574113e-03, 8.0960597842931747e-03,
+     -4.5139328576624393e-03],
+    [-5.5876886472105980e-03, -1.7766520613804460e-05, -1.1267238296568394e-03, -4.5139351859688759e-03,
+     1.8000040054321289e+00]])
+
+
+def test_a_well_conditioned_step_converges_in_a_few_iterations():
+    out = bargain(STALLED, np.array([14.08, 20.43, 12.88, 12.74, 1.26]), max_iter=20)
+    assert out.event is None and out.iters <= 6 and out.residual <= 1e-9
