@@ -227,3 +227,20 @@ def test_config_weights_by_hand():
     G = torch.diag(torch.tensor([1.0, 4.0], dtype=torch.float64))
     assert ConFIGWeighting()(G).tolist() == pytest.approx([1.5, 0.75])
     assert ConFIGWeighting()(torch.zeros(2, 2)).tolist() == [0.0, 0.0]  # no gradient: no update
+
+
+def test_calls_no_step_consumes_are_bounded():
+    """Once the balancer's stage is over its hooks stay on the model: forwards that no Gramian step consumes keep at
+    most a few steps' worth of calls (activations), and a step that finds calls dropped takes the plain path."""
+    from bench.weighting.gramian import MAX_STEPS
+
+    net = Net()
+    taker = GramianTaker(net)
+    x = net.inputs(True, 0)[0]
+    assert taker.gramian([h(net.body(x)).sum() for h in net.heads.values()], net.body.shared_parameters()) is not None
+    per_step = taker.per_step
+    for _ in range(10):
+        for h in net.heads.values():
+            h(net.body(x))
+    assert len(taker._calls) <= MAX_STEPS * per_step
+    assert taker.gramian([h(net.body(x)).sum() for h in net.heads.values()], net.body.shared_parameters()) is None

@@ -57,6 +57,10 @@ class _Call:
     x: Tensor | None
 
 
+#: how many steps' worth of recorded calls are kept when no step consumes them
+MAX_STEPS = 4
+
+
 def _plain_linear(module: nn.Module) -> bool:
     # a subclass with its own forward (LoRA, quantised layers) may not compute x Wᵀ + b: it takes the generic way
     return isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward
@@ -77,6 +81,7 @@ class GramianTaker:
     def __init__(self, model: nn.Module, block: int | None = None):
         self._calls: list[_Call] = []
         self._parts: list[_LinearPart | _ModulePart | _LoosePart] = []
+        self.per_step, self._dropped = 0, False  # the most calls one step recorded; whether calls were dropped
         self.block = block  # numbers in one Linear block (None: the layer's own size)
         self._handles = [m.register_forward_hook(self._record) for m in model.modules() if _direct(m)]
 
@@ -89,10 +94,16 @@ class GramianTaker:
         if outs:
             x = args[0] if _plain_linear(module) and args and isinstance(args[0], Tensor) else None
             self._calls.append(_Call(module, outs, x))
+            # calls no step consumes (the model trained on by another balancer after this one's stage) must not
+            # keep every step's activations alive: past MAX_STEPS steps' worth the oldest go, and the next step
+            # that finds calls gone takes the plain path
+            if self.per_step and len(self._calls) > MAX_STEPS * self.per_step:
+                del self._calls[:self.per_step]
+                self._dropped = True
 
     def clear(self) -> None:
         """Drop the recorded calls (the step's activations they reference are then the graph's alone)."""
-        self._calls, self._parts = [], []
+        self._calls, self._parts, self._dropped = [], [], False
 
     def close(self) -> None:
         """Remove the hooks (for good)."""
@@ -106,6 +117,10 @@ class GramianTaker:
         when no call of a module holding a shared parameter was recorded). Keeps the graph, and the output
         gradients for :meth:`write`."""
         calls, self._calls = self._calls, []
+        self.per_step = max(self.per_step, len(calls))
+        if self._dropped:
+            self._dropped = False
+            return None
         ids = {id(p) for p in shared}
         calls = [c for c in calls if any(id(p) in ids for p in _direct(c.module))]
         if not calls:
