@@ -1,10 +1,11 @@
 """The T × T Gramian of a step's task gradients over the shared parameters, without the T × P Jacobian.
 
 Most gradient-level methods (MGDA, PCGrad, UPGrad, DualProj, CAGrad, IMTL-G, Aligned-MTL, FairGrad, GradVac,
-ConFIG: torchjd's ``GramianWeightedAggregator`` and :class:`~bench.weighting.jd.config.ConFIGWeighting`) update the
-shared parameters by ``Σ_i w_i g_i`` with weights read from the Gramian ``G = J Jᵀ`` alone. So, as torchjd's
-``autogram`` engine does, the Jacobian need not be held: the Gramian is summed module by module, and the update is
-written from the same per-module quantities (:meth:`GramianTaker.write`).
+Nash-MTL, ConFIG: torchjd's ``GramianWeightedAggregator``, and
+:class:`~bench.weighting.jd.conflict_free.GramianConFIG`) update the shared parameters by ``Σ_i w_i g_i`` with
+weights read from the Gramian ``G = J Jᵀ`` alone. So, as torchjd's ``autogram`` engine does, the Jacobian need not be
+held: the Gramian is summed module by module, and the update is written from the same per-module quantities
+(:meth:`GramianTaker.write`).
 
 How :class:`GramianTaker` sums it. Forward hooks, installed once on every module with direct trainable parameters,
 record each call's outputs (and a plain ``nn.Linear``'s input). Per task, one backward to those outputs gives the
