@@ -55,6 +55,16 @@ def test_nash_mtl_flags_its_fallback_and_its_iteration_cap(via):
     assert flags("nash_mtl", BENIGN, via, optim_niter=1)[0] == {"not_converged": 1}  # one Newton step is short
 
 
+def test_nash_mtl_cvxpy_flags_torchjds_failed_solves():
+    """torchjd's solver (solver=cvxpy) keeps its previous weights when ECOS fails: on a zero row, and at the first
+    step of the conflicting pair, where G·1 has a zero entry (log 0 in its first approximation), as the Newton
+    solver does not."""
+    assert flags("nash_mtl", BENIGN, solver="cvxpy")[0] == {}
+    got, d = flags("nash_mtl", CONFLICT, solver="cvxpy")
+    assert got == {"fallback": 1} and torch.allclose(d, torch.tensor([0.0, 1.0]))  # the clipped sum
+    assert flags("nash_mtl", ZERO_ROW, solver="cvxpy")[0] == {"fallback": 1}
+
+
 @pytest.mark.parametrize("via", VIAS)
 def test_fairgrad_flags_weights_beyond_the_bound_and_unsolved_equations(via):
     for J in (BENIGN, CONFLICT, SPREAD):
