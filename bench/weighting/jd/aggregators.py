@@ -181,6 +181,8 @@ class CAGrad(JDAggregator):
 class NashMTL(JDAggregator):
     """Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution of the tasks over the update direction."""
 
+    version = 2  # 2: its own Newton solver by default (1 was torchjd's cvxpy solve): earlier cells recompute
+
     # only solver=cvxpy (torchjd's) needs them; kept so that the extra's check stays the same for every solver
     requires = ("cvxpy", "ecos")
 
