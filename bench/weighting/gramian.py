@@ -294,14 +294,14 @@ class GramianPath:
 
     It applies when the aggregator's update is a weighting of the Gramian (it has a ``gramian_weighting``), the
     Jacobian is taken over the parameters (``via=params``) and the step runs in one process (``step.world == 1``:
-    under data parallelism the plain Jacobian path sums the rows over the processes). Its hooks are created at the
-    first such step (whose forward ran without them: that step takes the plain path); at the next it checks once
-    that the Gramian summed by modules equals the plain Jacobian's ``J Jᵀ`` (:data:`CHECK_RTOL`), and if not (a
-    parameter used outside its module's forward, a compiled backbone) removes them and keeps the plain path."""
+    under data parallelism the plain Jacobian path sums the rows over the processes). Its hooks are created with it,
+    before the first forward, so that every step of a stage takes the same path whether or not it was resumed (a
+    resumed stage is bit for bit the uninterrupted one). At its first step it checks once that the Gramian summed by
+    modules equals the plain Jacobian's ``J Jᵀ`` (:data:`CHECK_RTOL`), and if not (a parameter used outside its
+    module's forward, a compiled backbone) removes them and keeps the plain path."""
 
     def __init__(self, model: nn.Module):
-        self.model = model
-        self.taker: GramianTaker | None = None
+        self.taker: GramianTaker | None = GramianTaker(model)
         self.checked = False
         self.off = False  # the check failed: the plain path for good
 
@@ -314,7 +314,6 @@ class GramianPath:
                 self.taker.clear()
             return False
         if self.taker is None:
-            self.taker = GramianTaker(self.model)
             return False
         tasks, L = list(losses), [step.scale(loss) for loss in losses.values()]
         shared = [p for p in step.shared if p.requires_grad]

@@ -180,9 +180,13 @@ class JDAggregator(_Wrapped, Aggregator):
 
     def setup(self, model: nn.Module) -> None:
         _to_device(self, model, f64=True)
-        # not a submodule (the balancer's state_dict stays its own); its hooks are created at the first step that
-        # can use them
-        self.__dict__["_gramian"] = GramianPath(model)
+        # the Gramian path's hooks, when its update is a weighting of the Gramian and via may be params (not a
+        # submodule: the balancer's state_dict stays its own)
+        old = self.__dict__.get("_gramian")
+        if old is not None and old.taker is not None:  # set up again (another model): the old hooks go
+            old.taker.close()
+        gramian = hasattr(self.agg, "gramian_weighting") and self.params.via != "features"
+        self.__dict__["_gramian"] = GramianPath(model) if gramian else None
 
     def via_for(self, features: int) -> str:
         """``auto`` resolves to ``features`` when one shared representation feeds every head (single input)."""
