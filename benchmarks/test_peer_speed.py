@@ -296,8 +296,8 @@ def measure(kind: str, T: int) -> tuple[dict[str, dict[str, object]], dict[str, 
     for s in sides.values():  # warm-up: first solve, allocator, cvxpy's first compilation
         for side in s.values():
             side.step()
-        # bench's Gramian path (via=params) installs its hooks at the first step and checks them against the plain
-        # Jacobian at the second: both out of the timed rounds
+        # bench's side warms up twice: its Gramian path (via=params) checks itself once against the plain Jacobian
+        # (at its first step since f291346, at its second before), a cost no timed round should carry
         s["bench"].step()
     c1 = time.process_time()
     times = {label: {name: [] for name in s} for label, s in sides.items()}
