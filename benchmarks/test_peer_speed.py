@@ -297,7 +297,7 @@ def measure(kind: str, T: int) -> tuple[dict[str, dict[str, object]], dict[str, 
         for side in s.values():
             side.step()
         # bench's side warms up twice: its Gramian path (via=params) checks itself once against the plain Jacobian
-        # (at its first step since f291346, at its second before), a cost no timed round should carry
+        # in its first steps, a cost no timed round should carry
         s["bench"].step()
     c1 = time.process_time()
     times = {label: {name: [] for name in s} for label, s in sides.items()}
