@@ -2,7 +2,9 @@
 
 * :class:`JDAggregator` (gradient level): a torchjd aggregator decides the shared update from the per-task Jacobian,
   which the step computes (:meth:`bench.weighting.Step.jacobian`, ``via=features`` or ``via=params``:
-  :mod:`bench.weighting.jacobian`) and into which the update is written back (``Step.set_shared_grad``).
+  :mod:`bench.weighting.jacobian`) and into which the update is written back (``Step.set_shared_grad``). When the
+  update is a weighting of the Gramian and ``via=params`` in one process, it takes the Gramian path instead
+  (:class:`bench.weighting.gramian.GramianPath`: no T × P Jacobian).
 * :class:`JDScalarizer` (loss level): ``combine`` applies a torchjd scalarizer to the vector of losses.
 
 Both keep the torchjd object's Python-level state across a resume (:class:`_Wrapped`) and record the weights they
