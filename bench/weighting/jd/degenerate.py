@@ -8,8 +8,8 @@ balancer counts the event names it returns (:meth:`bench.weighting.base.Balancer
 *Pareto-stationary*, numerically: a task gradient is zero, or the min-norm point of the convex hull of the *unit*
 task gradients ĝ_i = g_i/‖g_i‖ is no longer than :data:`TAU` (1e-3): min_{w ∈ simplex} ‖Σ w_i ĝ_i‖ ≤ TAU. Stationarity
 (0 in the hull) does not depend on the gradients' lengths, so neither does the test: a task whose gradient is short
-but points elsewhere does not make the point stationary. The min-norm point is computed exactly, a small QP (quadprog)
-on the unit-diagonal Gramian, and only when a cheap certificate does not already rule stationarity out: for any d,
+but points elsewhere does not make the point stationary. The min-norm point is computed exactly (MGDA's active-set
+solver on the unit-diagonal Gramian), and only when a cheap certificate does not already rule stationarity out: for any d,
 min_i ĝ_i·d ≤ ‖min-norm point‖ · ‖d‖, so a d with min_i ĝ_i·d > TAU · ‖d‖ shows the gradients are not stationary.
 
 >>> import numpy as np
@@ -20,7 +20,9 @@ min_i ĝ_i·d ≤ ‖min-norm point‖ · ‖d‖, so a d with min_i ĝ_i·d > T
 from __future__ import annotations
 
 import numpy as np
-import quadprog
+import torch
+
+from bench.weighting.jd.min_norm import min_norm_weights
 
 #: event names (bench.weighting.base.Balancer.flag); the report footnotes them
 FALLBACK, WEIGHT_BOUND, ZERO_UPDATE = "fallback", "weight_bound", "zero_update"
@@ -36,18 +38,15 @@ FAIRGRAD_RESIDUAL = 0.1
 
 def hull_min_norm_sq(G: np.ndarray) -> float:
     """min over the simplex of wᵀĜw, Ĝ the Gramian of the unit gradients (unit diagonal; zero rows: 0): the squared
-    length of the min-norm point of their hull. quadprog's exact dual active set on Ĝ made positive definite (its
-    negative rounding eigenvalues clipped, a 1e-12 ridge: both move the value by ~1e-12 at most)."""
+    length of the min-norm point of their hull, exactly (MGDA's active-set solver, :mod:`~bench.weighting.jd.min_norm`,
+    which needs no positive-definite Ĝ)."""
     diag = np.diag(G)
     if not (diag > 0).all():
         return 0.0
     root = np.sqrt(diag)
-    lam, V = np.linalg.eigh(0.5 * (G + G.T) / np.outer(root, root))
-    Gs = (V * np.clip(lam, 0, None)) @ V.T
-    n = len(G)
-    C = np.hstack([np.ones((n, 1)), np.eye(n)])  # Σ w = 1 (the equality), w ≥ 0
-    w = quadprog.solve_qp(Gs + 1e-12 * np.eye(n), np.zeros(n), C, np.r_[1.0, np.zeros(n)], 1)[0]
-    return max(float(w @ Gs @ w), 0.0)
+    Gu = 0.5 * (G + G.T) / np.outer(root, root)
+    w = min_norm_weights(torch.from_numpy(Gu)).weights.numpy()
+    return max(float(w @ Gu @ w), 0.0)
 
 
 def stationary(G: np.ndarray, w: np.ndarray | None = None) -> bool:
