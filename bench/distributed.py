@@ -183,5 +183,6 @@ def check_procs(procs: int, workers: int | None, batch_sizes: dict[str, int]) ->
                          f"use procs={max(1, cores // workers)} or fewer")
     for suite, b in batch_sizes.items():
         if b % procs:
+            up = b + procs - b % procs
             raise BenchError(f"procs={procs} cannot split the train.batch_size={b} of suite {suite} into equal "
-                             f"slices; use a batch size divisible by {procs} (train.batch_size={b + procs - b % procs})")
+                             f"slices; use a batch size divisible by {procs} (train.batch_size={up})")

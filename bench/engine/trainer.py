@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bench import distributed
 from bench.augment import augment
 from bench.augment import check as check_augment
 from bench.batches import BatchSpec
 from bench.config import TaskConfig, TrainConfig
-from bench import distributed
 from bench.engine import parallel, resume
 from bench.engine.compiled import CompiledForward, run_counting_compiles
 from bench.engine.console import ProgressLines, live_bar, progress

@@ -95,7 +95,7 @@ class Step:
     #: ids of the parameters whose ``.grad`` is already the whole batch's (written from a summed Jacobian): the
     #: trainer's sum over the processes leaves them out
     synced: set[int] = field(default_factory=set)
-    _taken: tuple[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+    _taken: tuple[str, Any, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
         """The loss as fp16 training backpropagates it (scaled by the GradScaler; unchanged otherwise)."""

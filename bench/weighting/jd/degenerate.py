@@ -9,8 +9,8 @@ balancer counts the event names it returns (:meth:`bench.weighting.base.Balancer
 task gradients ĝ_i = g_i/‖g_i‖ is no longer than :data:`TAU` (1e-3): min_{w ∈ simplex} ‖Σ w_i ĝ_i‖ ≤ TAU. Stationarity
 (0 in the hull) does not depend on the gradients' lengths, so neither does the test: a task whose gradient is short
 but points elsewhere does not make the point stationary. The min-norm point is computed exactly (MGDA's active-set
-solver on the unit-diagonal Gramian), and only when a cheap certificate does not already rule stationarity out: for any d,
-min_i ĝ_i·d ≤ ‖min-norm point‖ · ‖d‖, so a d with min_i ĝ_i·d > TAU · ‖d‖ shows the gradients are not stationary.
+solver on the unit-diagonal Gramian), and only when a cheap certificate does not already rule stationarity out: for
+any d, min_i ĝ_i·d ≤ ‖min-norm point‖ · ‖d‖, so a d with min_i ĝ_i·d > TAU · ‖d‖ shows the gradients are not stationary.
 
 >>> import numpy as np
 >>> stationary(np.array([[1.0, -1.0], [-1.0, 1.0]])), stationary(np.array([[1.0, 0.0], [0.0, 1e-9]]))
