@@ -22,7 +22,6 @@ from typing import Any
 from pydantic import Field
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from bench import distributed
 from bench.config import Frozen
 from bench.errors import BenchError
 from bench.launch.base import Done, Job, Launcher, register_launcher
@@ -49,6 +48,8 @@ class Task(Checkpointable):
         cores = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or self.threads
         pin(int(cores), None)
         if self.procs > 1:  # one of the cell's procs tasks: join the others (task 0 writes the store)
+            from bench import distributed  # here: it imports torch, which the CLI's first checks do without
+
             return distributed.join_from_submitit(None, self.fn, self.args)
         return self.fn(*self.args)
 
