@@ -15,12 +15,12 @@ import torch
 import torch.multiprocessing as mp
 
 from bench import distributed
-from bench.backbones.simple import MLP, ArrayPreprocessor
+from bench.backbones.simple import MLP
 from bench.config import TaskConfig, TrainConfig
-from bench.encode import EncodedSplit
 from bench.engine import Trainer
 from bench.model import MultiTaskModel
 from bench.weighting import build_weighting
+from benchmarks.test_engine_speed import _data
 
 pytestmark = pytest.mark.slow  # it starts processes
 
@@ -43,26 +43,11 @@ def _tasks() -> list[TaskConfig]:
     return [TaskConfig(name=f"t{i}", input="vector", target="classification", num_classes=4) for i in range(3)]
 
 
-def _data(tasks, single_input: bool):
-    rng = np.random.default_rng(0)
-    pre = ArrayPreprocessor("bench")
-
-    def split(n):
-        x = rng.standard_normal((n, DIM)).astype(np.float32)
-        ys = {t.name: torch.as_tensor(rng.integers(0, t.num_classes, n)) for t in tasks}
-        return EncodedSplit(pre.encode(x), ys, None)
-
-    if single_input:
-        shared = {"train": split(96), "validation": split(32)}
-        return {t.name: shared for t in tasks}, pre
-    return {t.name: {"train": split(64), "validation": split(32)} for t in tasks}, pre
-
-
 def _train(weighting: str, single_input: bool, params: dict, precision: str = "fp32") -> np.ndarray:
     """STEPS steps of the engine's trainer; the model's parameters and the balancer's weights, flattened."""
     tasks = _tasks()
     torch.manual_seed(0)
-    data, pre = _data(tasks, single_input)
+    data, pre = _data(tasks, single_input, dim=DIM, n_train=96)
     model = MultiTaskModel(MLP(DIM, HIDDEN, 2), tasks)
     cfg = TrainConfig(epochs=1, batch_size=BATCH, lr=1e-2, grad_clip=1.0, sampling="all", log_every=10**9,
                       precision=precision, optimizer="adamw" if precision == "fp32" else "sgd")
