@@ -17,7 +17,7 @@ Every function here that the plan uses too is defined here once: the plan import
 Traceback (most recent call last):
 ...
 bench.errors.BenchError: unknown key 'trian.epochs' (did you mean 'train.epochs'?); valid: budget.match, data_dir, \
-devices, force, label, launcher, params, plugin_dirs, report, results_dir, sample_scale, seed, seeds, strategy, \
+devices, force, label, launcher, params, plugin_dirs, procs, report, results_dir, sample_scale, seed, seeds, strategy, \
 strategy_dirs, suite, tasks, tracker, unlabel, wait, workers, and dotted keys under train, backbone, split, strategy, \
 launcher
 """
