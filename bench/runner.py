@@ -148,17 +148,22 @@ def _runtime() -> dict[str, Any]:
     return {"host": platform.node(), "pid": os.getpid(), "torch_threads": torch.get_num_threads(), **procs, **env}
 
 
+def _find_cell(run: RunContext, cell: str) -> tuple[Variant, int]:
+    """The (variant, seed) of the run whose cell hash is ``cell``."""
+    for v, s in run.plan.cells:
+        if v.cell_hash(s) == cell:
+            return v, s
+    raise BenchError(f"no cell {cell} in `bench run {' '.join(run.args)}` (was the code or a suite edited since "
+                     "the job was submitted?)")
+
+
 def run_cell_job(run: RunContext, cell: str) -> dict[str, Any]:
     """One cell of the run, as a launcher's job runs it (in this process or another, on this machine or a cluster
     node; in another process ``run`` plans the command line again): run the cell through the store. A cell that
     fails at run time (a ``CellFailed``) leaves ``failed.json`` and returns its reason; finished stages are kept
     either way. A failed write says what the run needed and kept (:meth:`RunContext.explain`)."""
     plan = run.plan
-    matches = [(v, s) for v, s in plan.cells if v.cell_hash(s) == cell]
-    if not matches:
-        raise BenchError(f"no cell {cell} in `bench run {' '.join(run.args)}` (was the code or a suite edited since "
-                         "the job was submitted?)")
-    variant, seed = matches[0]
+    variant, seed = _find_cell(run, cell)
     name = variant.suite.name
     store = run.store(name)
     folder = store.cell_dir(variant.strategy.name, cell)
@@ -186,7 +191,7 @@ def run_cell_ranks(run: RunContext, cell: str, procs: int, threads: int | None) 
     try:
         return distributed.run_ranks(procs, threads, run_cell_job, run, cell)
     except CellFailed as e:
-        variant = next(v for v, s in run.plan.cells if v.cell_hash(s) == cell)
+        variant, _ = _find_cell(run, cell)
         folder = run.store(variant.suite.name).cell_dir(variant.strategy.name, cell)
         write_json(folder / "failed.json", {"error": str(e), "created": now_iso()})
         return {"status": "failed", "error": str(e)}

@@ -120,24 +120,13 @@ def test_stationarity_is_the_min_norm_point_of_the_unit_gradients():
 @pytest.mark.integration
 def test_a_training_stage_counts_the_degenerate_steps_per_event(tmp_path):
     """CAGrad with norm_eps above every Gramian's trace returns 0 at every step: telemetry counts each one."""
-    from bench.backbones.simple import MLP, ArrayPreprocessor
+    from bench.backbones.simple import MLP
     from bench.config import TrainConfig
-    from bench.encode import EncodedSplit
     from bench.engine import Trainer
     from bench.model import MultiTaskModel
+    from tests.test_faults import two_task_data
 
-    tcs = [TaskConfig(name="c", input="vector", target="classification", num_classes=3),
-           TaskConfig(name="r", input="vector", target="regression")]
-    rng = np.random.default_rng(0)
-    pre = ArrayPreprocessor("bench")
-
-    def split(n):
-        x = rng.standard_normal((n, 8)).astype(np.float32)
-        return EncodedSplit(pre.encode(x), {"c": torch.as_tensor(rng.integers(0, 3, n)),
-                                            "r": torch.as_tensor(rng.standard_normal(n).astype(np.float32))}, None)
-
-    shared = {"train": split(64), "validation": split(32)}
-    data = {t.name: shared for t in tcs}  # single input: every head reads one batch
+    tcs, data, pre = two_task_data(single_input=True)  # single input: every head reads one batch
     runs = {}
     for norm_eps in (1e6, 1e-4):
         torch.manual_seed(0)

@@ -526,13 +526,13 @@ class _Planted:
         return (Path.touch, (self.marker,))
 
 
-def _trainer(work_dir: Path, weighting: str = "equal", on_epoch=None, epochs: int = 4):
-    from bench.backbones.simple import MLP, ArrayPreprocessor
-    from bench.config import TaskConfig, TrainConfig
+def two_task_data(single_input: bool):
+    """Two small tasks on 8-dimensional random inputs, a 3-class classification ``c`` and a regression ``r``: their
+    configs, data (64 train and 32 validation examples; one shared split, or one per task for a task sampler) and
+    preprocessor."""
+    from bench.backbones.simple import ArrayPreprocessor
+    from bench.config import TaskConfig
     from bench.encode import EncodedSplit
-    from bench.engine import Trainer
-    from bench.model import MultiTaskModel
-    from bench.weighting import build_weighting
 
     tasks = [TaskConfig(name="c", input="vector", target="classification", num_classes=3),
              TaskConfig(name="r", input="vector", target="regression")]
@@ -544,7 +544,20 @@ def _trainer(work_dir: Path, weighting: str = "equal", on_epoch=None, epochs: in
         return EncodedSplit(pre.encode(x), {"c": torch.as_tensor(rng.integers(0, 3, n)),
                                             "r": torch.as_tensor(rng.standard_normal(n).astype(np.float32))}, None)
 
-    data = {t.name: {"train": split(64), "validation": split(32)} for t in tasks}  # multi-input: a task sampler
+    if single_input:
+        shared = {"train": split(64), "validation": split(32)}
+        return tasks, {t.name: shared for t in tasks}, pre
+    return tasks, {t.name: {"train": split(64), "validation": split(32)} for t in tasks}, pre
+
+
+def _trainer(work_dir: Path, weighting: str = "equal", on_epoch=None, epochs: int = 4):
+    from bench.backbones.simple import MLP
+    from bench.config import TrainConfig
+    from bench.engine import Trainer
+    from bench.model import MultiTaskModel
+    from bench.weighting import build_weighting
+
+    tasks, data, pre = two_task_data(single_input=False)  # multi-input: a task sampler
     torch.manual_seed(0)
     model = MultiTaskModel(MLP(8, 16, 2), tasks)
     cfg = TrainConfig(epochs=epochs, batch_size=16, lr=1e-2, num_workers=0, log_every=3)
