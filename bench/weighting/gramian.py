@@ -309,11 +309,12 @@ class GramianPath:
         """Fill the heads' and the shared parameters' ``.grad`` as the plain path would, and return True; or leave
         every ``.grad`` alone and return False (the caller then takes the plain path)."""
         weighting = getattr(agg, "gramian_weighting", None)
-        if self.off or via != "params" or weighting is None or step.world != 1:
+        if via != "params" or step.world != 1:  # the same at every step of the stage: the hooks go for good,
+            self._stop()  # rather than record every forward for nothing
+            return False
+        if self.off or weighting is None or self.taker is None:
             if self.taker is not None:
                 self.taker.clear()
-            return False
-        if self.taker is None:
             return False
         tasks, L = list(losses), [step.scale(loss) for loss in losses.values()]
         shared = [p for p in step.shared if p.requires_grad]
@@ -331,8 +332,12 @@ class GramianPath:
         ref = J @ J.T
         if float((G - ref).norm()) <= CHECK_RTOL.get(G.dtype, 1e-3) * float(ref.norm()):
             return True
-        self.off = True
-        assert self.taker is not None
-        self.taker.close()
-        self.taker = None
+        self._stop()
         return False
+
+    def _stop(self) -> None:
+        """The plain path for the rest of the stage: remove the hooks."""
+        self.off = True
+        if self.taker is not None:
+            self.taker.close()
+            self.taker = None
