@@ -27,7 +27,8 @@ from bench.errors import BenchError, did_you_mean
 DEFAULT_STRATEGIES = ("separate", "naive_mtl", "fuse_then_joint", "uncertainty", "gradnorm")
 BASELINE_STRATEGY = "separate"
 
-InputKind = Literal["text", "text_pair", "words", "image", "vector"]  # words: a tuple of words per example (tagging)
+# words: a tuple of words per example (tagging); image_text: an (image, text) pair (a question about the image)
+InputKind = Literal["text", "text_pair", "words", "image", "vector", "image_text"]
 
 
 class Frozen(BaseModel):
