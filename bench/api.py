@@ -40,13 +40,14 @@ from bench.fusion.model_based import FusionJob, FusionResult, ModelFusion
 from bench.launch.base import Done, Job, Launcher, register_launcher
 from bench.specs import ArchitectureSpec, FusionSpec, WeightingSpec
 from bench.stages import Outcome, Stages, SuiteContext, make_row
-from bench.strategy import Strategy, register_strategy
+from bench.strategy import Carry, ScheduleStrategy, Strategy, TaskStep, register_strategy
 from bench.tasks import TaskKind, register_task_kind
 from bench.track.base import StageRun, Tracker, register_tracker
 from bench.weighting.base import Aggregator, Balancer, Step, Weighting, check_weighting, register_weighting
 
-__all__ = ["Aggregator", "Architecture", "ArchitectureSpec", "Balancer", "BenchError", "CellFailed", "Done",
+__all__ = ["Aggregator", "Architecture", "ArchitectureSpec", "Balancer", "BenchError", "Carry", "CellFailed", "Done",
            "Frozen", "FusionJob", "FusionMethod", "FusionResult", "FusionSpec", "Job", "Launcher", "ModelFusion",
-           "NoParams", "Outcome", "StageRun", "Stages", "Step", "Strategy", "SuiteContext", "TaskKind", "Tracker",
+           "NoParams", "Outcome", "ScheduleStrategy", "StageRun", "Stages", "Step", "Strategy", "SuiteContext",
+           "TaskKind", "TaskStep", "Tracker",
            "Weighting", "WeightingSpec", "check_weighting", "make_row", "register_architecture", "register_fusion",
            "register_launcher", "register_strategy", "register_task_kind", "register_tracker", "register_weighting"]

@@ -240,6 +240,8 @@ class SuiteConfig(Frozen):
     # the report's defaults for this suite (a command line's key wins): e.g. {delta_m: all}, the convention of the
     # dense literature, whose Δm% averages every metric of a task
     report: dict[str, Any] = Field(default_factory=dict)
+    # a task schedule (docs/dynamic_tasks.md): steps of task names to add, "-name" to retire; None: every task at once
+    schedule: list[list[str]] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SuiteConfig:
@@ -257,6 +259,11 @@ class SuiteConfig(Frozen):
                 raise ValueError(f"task {t.name!r} needs a 'data' entry (multi-input suite)")
             if self.kind == "single_input" and self.data is None:
                 raise ValueError(f"single-input suite {self.name!r} needs a top-level 'data' entry")
+        if self.schedule is not None:
+            schedule_steps(self.schedule, names)
+            if self.budget.match != "none":
+                raise ValueError(f"budget.match={self.budget.match} is not defined under a schedule (its reference is "
+                                 "one joint training on every task at once); drop budget.match or schedule=")
         return self
 
     def task(self, name: str) -> TaskConfig:
@@ -275,6 +282,56 @@ class SuiteConfig(Frozen):
         return self.model_dump(mode="json", exclude={"description": True, "budget_note": True, "reference": True,
                                                      "report": True,
                                                      "train": set(SPEED_KNOBS)})
+
+
+def schedule_steps(schedule: list[list[str]], names: list[str]) -> list[tuple[tuple[str, ...], ...]]:
+    """A task schedule's steps as (arrived, retired, tasks served after the step, tasks seen so far), each in suite
+    order except the last (arrival order), or a one-line error. ``names``: the suite's tasks.
+
+    >>> schedule_steps([["b", "a"], ["c"], ["-a"]], ["a", "b", "c"])[2]
+    ((), ('a',), ('b', 'c'), ('b', 'a', 'c'))
+    >>> schedule_steps([["a"], ["a"]], ["a", "b"])
+    Traceback (most recent call last):
+    ...
+    ValueError: schedule step 2 adds 'a', which arrived at step 1; a task arrives once
+    """
+    order = {n: i for i, n in enumerate(names)}
+    served: set[str] = set()
+    seen: list[str] = []
+    out = []
+    example = f"schedule=[[{names[0]}],[{','.join(names[1:]) or names[0]}]]"
+    if not schedule:
+        raise ValueError(f"schedule=[] has no steps; e.g. {example}")
+    for k, entries in enumerate(schedule, 1):
+        if not isinstance(entries, list) or not entries:
+            raise ValueError(f"schedule step {k} ({entries!r}) must be a non-empty list of task names; e.g. {example}")
+        retire = [str(e)[1:] for e in entries if str(e).startswith("-")]
+        add = [str(e) for e in entries if not str(e).startswith("-")]
+        for t in [*retire, *add]:
+            if t not in order:
+                raise ValueError(f"schedule step {k} names {t!r}, which is not a task of the suite; tasks: "
+                                 f"{', '.join(names)}")
+        for t in retire:
+            if t not in served:
+                raise ValueError(f"schedule step {k} retires {t!r}, which the model does not serve then; retire a task "
+                                 "after the step that adds it")
+        for t in add:
+            if t in seen:
+                raise ValueError(f"schedule step {k} adds {t!r}, which arrived at step "
+                                 f"{next(i for i, s in enumerate(out, 1) if t in s[0])}; a task arrives once")
+        if len(set(add)) != len(add) or len(set(retire)) != len(retire):
+            raise ValueError(f"schedule step {k} names a task twice: {entries}")
+        if k == 1 and retire:
+            raise ValueError(f"schedule step 1 retires {retire[0]!r}: the first step adds the tasks the model "
+                             "starts with")
+        served = (served - set(retire)) | set(add)
+        if not served:
+            raise ValueError(f"schedule step {k} retires every task; keep at least one")
+        seen += add
+        key = order.__getitem__
+        out.append((tuple(sorted(add, key=key)), tuple(sorted(retire, key=key)), tuple(sorted(served, key=key)),
+                    tuple(seen)))
+    return out
 
 
 def validated(model: type[BaseModel], params: dict[str, Any] | None, where: str) -> Any:

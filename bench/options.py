@@ -138,6 +138,7 @@ class RunOptions(LaunchOptions):
     seeds: int | None = None  # seeds 0..N-1 (default 1)
     seed: list[int] | None = None  # these seeds
     tasks: list[Any] | None = None  # a subset of the suite's tasks (checked against the suite)
+    schedule: list[Any] | None = None  # task steps, e.g. [[a,b],[c],[-a]] (checked against the suite)
     sample_scale: float | None = None  # multiplies the suite's max_train_samples / max_eval_samples
     data_dir: str | None = None  # file-backed sources read their files here
     unlabel: dict[str, float] | None = None  # {task: fraction}: remove that fraction of its labels (partial labels)
@@ -200,6 +201,14 @@ class RunOptions(LaunchOptions):
     @classmethod
     def _listed(cls, value: Any) -> list[Any]:
         return value if isinstance(value, list) else [value]
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: Any) -> Any:
+        if value is not None and (not isinstance(value, list) or not all(isinstance(s, list) for s in value)):
+            raise one_line(f"schedule={value!r} must be a list of steps, each a list of task names (-name retires "
+                           "one), e.g. schedule=[[bbc,sentiment],[device]]")
+        return value
 
     @field_validator("sample_scale", mode="before")
     @classmethod

@@ -46,7 +46,7 @@ from bench.precheck import (  # the front half of planning, which imports nothin
 from bench.specs import specs_of
 from bench.stages import STAGE_VERSION
 from bench.store import content_hash
-from bench.strategy import STRATEGIES, Strategy, discover, source_hash
+from bench.strategy import STRATEGIES, ScheduleStrategy, Strategy, discover, source_hash
 from bench.suites import validate_suite
 
 __all__ = ["DEFAULT_SUITE", "FALLBACK_SUITE", "PREFIXES", "SUITE_PREFIXES", "TOP_KEYS", "Plan", "Variant",
@@ -181,6 +181,10 @@ def make_variant(combo: dict[str, Any], cls: type[Strategy], label: str | None =
     suite = suite or build_suite(combo, notes, probe)
     given = given_params(combo)
     params = strategy_params(cls, given, only)
+    if issubclass(cls, ScheduleStrategy) and suite.schedule is None:
+        names = suite.task_names
+        raise BenchError(f"strategy {cls.name!r} absorbs tasks step by step and needs a schedule, e.g. "
+                         f"schedule=[[{','.join(names[:-1]) or names[0]}],[{names[-1]}]]")
     cls.check(params, suite.task_names)
     for spec in specs_of(params):  # each weighting / fusion method it names, against the tasks (bench.specs)
         spec.check(suite.task_names)

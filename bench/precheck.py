@@ -17,9 +17,9 @@ Every function here that the plan uses too is defined here once: the plan import
 Traceback (most recent call last):
 ...
 bench.errors.BenchError: unknown key 'trian.epochs' (did you mean 'train.epochs'?); valid: budget.match, data_dir, \
-devices, force, label, launcher, params, plugin_dirs, procs, report, results_dir, sample_scale, seed, seeds, strategy, \
-strategy_dirs, suite, tasks, tracker, unlabel, wait, workers, and dotted keys under train, backbone, split, strategy, \
-launcher
+devices, force, label, launcher, params, plugin_dirs, procs, report, results_dir, sample_scale, schedule, seed, seeds, \
+strategy, strategy_dirs, suite, tasks, tracker, unlabel, wait, workers, and dotted keys under train, backbone, split, \
+strategy, launcher
 """
 
 from __future__ import annotations
@@ -163,6 +163,12 @@ def suite_of(combo: dict[str, Any]) -> tuple[SuiteConfig, str, Path]:
                 raise BenchError(f"tasks: suite {raw['name']!r} has no task {w!r}{did_you_mean(str(w), names)}; "
                                  f"tasks: {', '.join(map(str, names))}")
         raw["tasks"] = [t for t in raw["tasks"] if t.get("name") in want]
+    if opts.schedule is not None:
+        raw["schedule"] = opts.schedule
+    if isinstance(raw.get("schedule"), list):  # the schedule decides the task set: load only the tasks it names
+        named = {str(e).lstrip("-") for step in raw["schedule"] if isinstance(step, list) for e in step}
+        if named & {t.get("name") for t in raw.get("tasks", [])}:
+            raw["tasks"] = [t for t in raw["tasks"] if t.get("name") in named]
     if opts.sample_scale is not None:
         train = raw.setdefault("train", {})
         for k in ("max_train_samples", "max_eval_samples"):

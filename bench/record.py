@@ -159,6 +159,22 @@ class RowStyle(_Open):
     family: str | None = None
 
 
+class ScheduleStep(_Open):
+    """One step of a task schedule in a row (docs/dynamic_tasks.md): what changed, the step's model's scores on every
+    task it serves, and what the step cost: the stages first used at this step (a stage read from the store still
+    counts what it cost when it was computed), so the steps of a row add up to the row."""
+
+    step: StrictInt = Field(ge=1)
+    arrived: list[StrictStr] = Field(default_factory=list)
+    retired: list[StrictStr] = Field(default_factory=list)
+    tasks: list[StrictStr]
+    metrics: dict[str, dict[str, dict[str, Number]]]
+    predictions: dict[str, dict[str, str]] | None = None
+    spent: dict[str, Any] = Field(default_factory=dict)
+    wall_time_s: Number = 0.0
+    stages: list[StageRef] = Field(default_factory=list)
+
+
 class Row(_Open):
     """One leaderboard row of a cell: what :func:`bench.stages.make_row` builds and a strategy's ``run`` returns
     per variant. ``metrics[split][task][metric]``; ``test`` is required in a record (a search's rows have only
@@ -176,6 +192,10 @@ class Row(_Open):
     fusion: Fusion | None = None
     weights_label: str | None = None  # the y label of its weight trajectories, from the weighting that made them
     style: RowStyle | None = None  # kind, order, colour, family (schema 3; None in older records)
+    # a schedule run's rows only: one entry per step (the row's own metrics are the last step's) and each task's
+    # fine-tune from θ0, the baseline of forward transfer: {"metrics": [split][task][metric], "predictions": ...}
+    schedule: list[ScheduleStep] | None = None
+    schedule_reference: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, data: Any) -> Row:

@@ -29,6 +29,7 @@ from bench.plugins.hashing import changed_plugins
 from bench.record import SCHEMA_VERSION, Record, Row
 from bench.rowstyle import with_styles
 from bench.run_context import RunContext
+from bench.schedule import run_schedule
 from bench.stages import StageLog, Stages, SuiteContext
 from bench.store import (
     RECORD,
@@ -125,7 +126,9 @@ def _rows(variant: Variant, stages: Stages) -> dict[str, Row]:
     user's Ctrl-C keep their meaning, anything else raised inside ``run`` is the plug-in's bug."""
     name = variant.strategy.name
     try:
-        rows = variant.strategy().run(stages, variant.params)
+        strategy = variant.strategy()
+        rows = run_schedule(strategy, stages, variant.params) if variant.suite.schedule is not None \
+            else strategy.run(stages, variant.params)
     except (BenchError, CellFailed):
         raise
     except Exception as e:  # noqa: BLE001

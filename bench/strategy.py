@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -36,11 +37,12 @@ from bench.plugins.discovery import discover as discover_plugins
 from bench.plugins.hashing import plugin_source, source_hash
 from bench.plugins.registry import Registry
 
-__all__ = ["STRATEGIES", "Strategy", "default_dirs", "discover", "origin", "plugin_source", "register_strategy",
+__all__ = ["STRATEGIES", "Carry", "ScheduleStrategy", "Strategy", "TaskStep", "default_dirs", "discover", "origin",
+           "plugin_source", "register_strategy",
            "source_hash", "strategy_dirs", "where_raised"]
 
 if TYPE_CHECKING:  # annotations only: the interface imports no torch, so names and Params are read before it
-    from bench.stages import Stages, SuiteContext
+    from bench.stages import Outcome, Stages, SuiteContext
 
 
 class Strategy(ABC):
@@ -109,6 +111,60 @@ class Strategy(ABC):
     @classmethod
     def row_names(cls) -> tuple[str, ...]:
         return cls.rows or (cls.name,)
+
+
+@dataclass(frozen=True)
+class TaskStep:
+    """One step of a task schedule (``schedule=[[a,b],[c],[-a]]``: docs/dynamic_tasks.md), as a schedule strategy
+    sees it. Task tuples are in suite order except ``seen``, which is in arrival order."""
+
+    index: int  # 1-based
+    arrived: tuple[str, ...]  # tasks added at this step
+    retired: tuple[str, ...]  # tasks retired at this step (before the additions)
+    tasks: tuple[str, ...]  # the tasks the model serves after this step
+    seen: tuple[str, ...]  # every task added up to and including this step, retired ones too
+
+    @property
+    def first(self) -> bool:
+        return self.index == 1
+
+
+@dataclass
+class Carry:
+    """What a schedule strategy hands from one step to the next: the step's model (a stage outcome whose checkpoint
+    has a head for every task the step serves) and anything else it needs later (``merge_in``: its fine-tunes)."""
+
+    model: Outcome
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class ScheduleStrategy(Strategy):
+    """A strategy that absorbs a schedule's tasks one :class:`TaskStep` at a time, carrying its model forward.
+
+    The schedule driver (:mod:`bench.schedule`) calls :meth:`step` once per step with ``stages`` restricted to the
+    step's tasks (``stages.task_names``) and the previous step's :class:`Carry` (None at step 1); it evaluates the
+    returned model on every task the step serves, and counts as the step's cost the stages first used at that step.
+    A static strategy needs none of this: under a schedule its ``run`` is called once per step instead.
+
+    Example (continue the previous model on the new tasks only, keeping the old heads):
+
+        @register_strategy("sequential")
+        class Sequential(ScheduleStrategy):
+            def step(self, stages, params, step, prev):
+                if prev is None:
+                    return Carry(stages.joint())
+                trained = stages.joint(init=prev.model.ckpt, tasks=list(step.arrived))
+                heads = {t: prev.model.ckpt for t in step.tasks if t not in step.arrived}
+                return Carry(stages.assemble(trained.ckpt, {**heads, **{t: trained.ckpt for t in step.arrived}}))
+    """
+
+    @abstractmethod
+    def step(self, stages: Stages, params: Any, step: TaskStep, prev: Carry | None) -> Carry:
+        """Absorb ``step`` (its new tasks, its retired ones) into ``prev``'s model; return this step's model."""
+
+    def run(self, stages: Stages, params: Any) -> dict[str, Any]:
+        raise BenchError(f"strategy {self.name!r} absorbs tasks step by step: give it a schedule, e.g. "
+                         f"schedule=[[{','.join(stages.task_names[:-1]) or 'a'}],[{stages.task_names[-1]}]]")
 
 
 #: the strategies: the built-in strategy files, ``./strategies``, ``plugin_dirs=`` folders and installed plug-in

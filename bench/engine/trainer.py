@@ -60,13 +60,17 @@ class Trainer:
 
     def __init__(self, model: MultiTaskModel, tasks: list[TaskConfig], data: Data, weighting: Balancer,
                  cfg: TrainConfig, seed: int, collate, single_input: bool, work_dir: Path | None = None,
-                 desc: str = "train", on_epoch=None, max_steps: int | None = None, on_log=None):
+                 desc: str = "train", on_epoch=None, max_steps: int | None = None, on_log=None,
+                 train_rows: dict[str, np.ndarray] | None = None):
         """``max_steps``: train for exactly this many optimiser steps instead of ``cfg.epochs`` epochs (a matched
         budget); the last epoch is then cut short, and validation still runs at every epoch's end. ``on_log(step,
         scalars)``: called at every logging interval and after every epoch's validation (experiment trackers,
-        :mod:`bench.track`); it receives values the loop has already computed and changes nothing."""
+        :mod:`bench.track`); it receives values the loop has already computed and changes nothing. ``train_rows``:
+        task -> the rows of its training split this run may draw (a rehearsal buffer; multi-input suites), an epoch
+        then being a pass over those rows; the other tasks draw from all of theirs."""
         self.model, self.tasks, self.data, self.w, self.cfg = model, tasks, data, weighting, cfg
         self.max_steps = max_steps
+        self.train_rows = train_rows or {}
         self.task_cfgs = {t.name: t for t in tasks}
         self.kinds = {t.name: task_kind(t) for t in tasks}
         if cfg.augment != "none":  # before any work: only tasks that predict maps have labels that move
@@ -114,8 +118,13 @@ class Trainer:
 
         return torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda)
 
+    def _size(self, task: str) -> int:
+        """Training examples ``task`` may draw from."""
+        rows = self.train_rows.get(task)
+        return len(rows) if rows is not None else len(self.data[task]["train"])
+
     def _steps_per_epoch(self) -> int:
-        sizes = [len(self.data[t.name]["train"]) for t in self.tasks]
+        sizes = [self._size(t.name) for t in self.tasks]
         if self.single_input:
             return max(1, math.ceil(sizes[0] / self.cfg.batch_size))
         per_step = self.cfg.batch_size * (len(sizes) if self._sampling() == "all" else 1)
@@ -141,8 +150,8 @@ class Trainer:
         if self.single_input:
             self.streams = {"*": IndexStream(len(self.data[names[0]]["train"]), self.rng)}
         else:
-            self.streams = {t: IndexStream(len(self.data[t]["train"]), self.rng) for t in names}
-        self.sampler = TaskSampler({t: len(self.data[t]["train"]) for t in names}, self._sampling(),
+            self.streams = {t: IndexStream(self._size(t), self.rng) for t in names}
+        self.sampler = TaskSampler({t: self._size(t) for t in names}, self._sampling(),
                                    cfg.temperature, self.rng)
         self._absent: set[str] = set()  # tasks with no label in the current step's batch
         self.fwd = CompiledForward(model) if cfg.compile else model
@@ -172,7 +181,11 @@ class Trainer:
         b = self.cfg.batch_size
         if self.single_input:
             return [BatchSpec(self.names[0], "train", self.streams["*"].next(b), tuple(self.names))]
-        return [BatchSpec(t, "train", self.streams[t].next(b), (t,)) for t in self.sampler.next()]
+        return [BatchSpec(t, "train", self._rows(t, self.streams[t].next(b)), (t,)) for t in self.sampler.next()]
+
+    def _rows(self, task: str, idx: np.ndarray) -> np.ndarray:
+        rows = self.train_rows.get(task)
+        return idx if rows is None else rows[idx]
 
     def _batches(self):
         """Endless ``[(spec, batch), ...]`` per step. A whole epoch is drawn before its first step, so the

@@ -18,6 +18,7 @@ from bench.engine import FitResult, optimise, resolve_device
 from bench.errors import BenchError
 from bench.model import MultiTaskModel
 from bench.specs import FusionSpec, WeightingSpec
+from bench.stages.assemble import run_assemble
 from bench.stages.batches import Batches
 from bench.stages.cache import discard, run_stage
 from bench.stages.context import Checkpoint, Outcome, StageLog, SuiteContext
@@ -55,6 +56,10 @@ class Stages:
         self.ctx, self.store, self.seed, self.force = ctx, store, seed, force
         self.log = log if log is not None else StageLog()
         self.source, self.scratch = source, scratch
+        #: the tasks a schedule step serves (:meth:`restrict`); None: every task of the suite
+        self.active: tuple[str, ...] | None = None
+        #: every stage outcome this object returned, in order (a schedule step's cost is the part new to it)
+        self.outcomes: list[Outcome] = []
         #: "<kind>:<name>" -> source hash of each user plug-in a stage of this cell used (a weighting or fusion
         #: method, also one the strategy names in its code rather than its params): what the record lists
         self.plugins: dict[str, str] = {}
@@ -69,7 +74,13 @@ class Stages:
 
     @property
     def task_names(self) -> list[str]:
-        return [t.name for t in self.ctx.tasks]
+        """The tasks strategies train and evaluate: the suite's, or a schedule step's (:meth:`restrict`)."""
+        return list(self.active) if self.active is not None else [t.name for t in self.ctx.tasks]
+
+    def restrict(self, tasks: tuple[str, ...] | list[str] | None) -> None:
+        """Serve only ``tasks`` from now on (a schedule step's; None: the whole suite again): ``task_names``, and
+        so the default tasks of ``joint`` and of every strategy's ``run``."""
+        self.active = tuple(tasks) if tasks is not None else None
 
     # -- the public API for custom stages and data-aware methods ------------------------------------------------
     def custom(self, name: str, key: dict[str, Any], tasks: tuple[str, ...], compute: Callable[[Path], dict],
@@ -187,7 +198,8 @@ class Stages:
               weighting: WeightingSpec | str = "equal", weighting_params: dict[str, Any] | None = None,
               share: float = 1.0, sampling: str | None = None, epochs: int | None = None,
               train: dict[str, Any] | None = None,
-              freeze: str | list[str] | None = None, architecture: str = "hps") -> Outcome:
+              freeze: str | list[str] | None = None, architecture: str = "hps",
+              subset: dict[str, float] | None = None) -> Outcome:
         """Train every task at once from ``init`` (θ0 by default) with ``weighting``: a strategy's checked reference
         (:class:`~bench.specs.WeightingSpec`), or a weighting's name with its ``weighting_params``.
 
@@ -197,10 +209,17 @@ class Stages:
         budget this stage may spend under ``budget.match`` (which then decides the number of steps, and ``epochs``
         is ignored); ``architecture``: how the tasks share parameters (a strategy's checked
         :class:`~bench.specs.ArchitectureSpec`, whose ``raw`` holds its parameters, or a name; default ``hps``,
-        hard sharing; docs/architectures.md): its modules start fresh unless ``init`` was saved with it."""
+        hard sharing; docs/architectures.md): its modules start fresh unless ``init`` was saved with it;
+        ``subset``: task -> the fraction of its training examples it may draw (a rehearsal buffer, fixed per task
+        and seed; multi-input suites)."""
         init = init or self.init()
         return run_joint(self, init, list(tasks or self.task_names), WeightingSpec.given(weighting, weighting_params),
-                         share, sampling, epochs, train, freeze, architecture)
+                         share, sampling, epochs, train, freeze, architecture, subset)
+
+    def assemble(self, backbone: Checkpoint, heads: dict[str, Checkpoint]) -> Outcome:
+        """One checkpoint with ``backbone``'s backbone (and architecture modules) and, for each task of ``heads``,
+        the head from its checkpoint: nothing trained (a schedule strategy keeping old heads, or retiring one)."""
+        return run_assemble(self, backbone, heads)
 
     def evaluate(self, ckpt: Checkpoint) -> Outcome:
         """Validation and test metrics of a stored model (e.g. the fused one, before joint training)."""

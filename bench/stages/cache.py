@@ -28,7 +28,15 @@ def run_stage(stages: Stages, stage: str, key_obj: dict[str, Any], tasks: tuple[
               version: int | None = None, model_at: Checkpoint | None = None) -> Outcome:
     """The stage's outcome: read from the store when finished there, else computed by ``compute(folder)``.
     ``model_at``: where the stage's model lives when not in its own folder (an evaluate stage's input), for
-    evaluating the splits a cached stage lacks."""
+    evaluating the splits a cached stage lacks. Every outcome joins ``stages.outcomes`` (what a schedule step
+    counts as its cost)."""
+    out = _run_stage(stages, stage, key_obj, tasks, compute, version, model_at)
+    stages.outcomes.append(out)
+    return out
+
+
+def _run_stage(stages: Stages, stage: str, key_obj: dict[str, Any], tasks: tuple[str, ...], compute: Compute,
+               version: int | None, model_at: Checkpoint | None) -> Outcome:
     version = STAGE_VERSIONS.get(stage, STAGE_VERSION) if version is None else version
     key = content_hash({"stage": stage, "v": version, **key_obj})
     store = stages.store

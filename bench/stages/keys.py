@@ -19,7 +19,7 @@ from bench.errors import BenchError
 
 # Bump a stage's number when its semantics change, so old cache entries are not reused (and records say which
 # implementation made each stage). 2: paired seeds, kept predictions, matched budgets, weights hash in init's key.
-STAGE_VERSIONS = {"init": 2, "finetune": 2, "fuse": 2, "joint": 2, "evaluate": 2}
+STAGE_VERSIONS = {"init": 2, "finetune": 2, "fuse": 2, "joint": 2, "evaluate": 2, "assemble": 1}
 STAGE_VERSION = max(STAGE_VERSIONS.values())  # part of a cell's hash
 _NOT_IN_KEY = {*SPEED_KNOBS, "eval_batch_size", "device"}  # changes speed or placement, not the result
 

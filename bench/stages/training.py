@@ -56,7 +56,8 @@ def budget_steps(ctx: SuiteContext, tasks: list[str], share: float, per_step_tas
 
 
 def train_stage(stages: Stages, folder: Path, model: MultiTaskModel, tasks: list[str], w: Balancer, seed: int,
-                desc: str, train: TrainConfig | None = None, max_steps: int | None = None) -> dict[str, Any]:
+                desc: str, train: TrainConfig | None = None, max_steps: int | None = None,
+                train_rows: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``model`` on ``tasks`` with the balancer ``w`` (built for these tasks by the stage that checked it) into
     ``folder`` (resumable there), evaluate it on the run's splits, save it and its predictions; returns the stage's
     info."""
@@ -65,7 +66,7 @@ def train_stage(stages: Stages, folder: Path, model: MultiTaskModel, tasks: list
     trainer = Trainer(model, cfgs, ctx.encoded, w, train or ctx.train, seed, ctx.pre.collate,
                       ctx.suite.kind == "single_input", work_dir=folder, desc=desc,
                       on_epoch=stages.on_epoch, max_steps=max_steps,
-                      on_log=stages.tracking.log if stages.tracking is not None else None)
+                      on_log=stages.tracking.log if stages.tracking is not None else None, train_rows=train_rows)
     res = trainer.fit()
     metrics, rate, kept = evaluate_splits(ctx, model, cfgs, stages.eval_splits, trainer.device)
     res.telemetry.update(rate)
