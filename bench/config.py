@@ -107,13 +107,15 @@ class TaskConfig(Frozen):
     optional: bool = False  # skipped with a note when its files are absent (e.g. Fashion-MNIST via apt)
     # the head's options, read by the task's kind (dense kinds: {decoder: aspp, width: 256, bias: 5.0})
     head: dict[str, Any] = Field(default_factory=dict)
+    group: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # per-group Δm%; None: ``input``
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
-        """Without an empty ``head``: a task that sets no head options dumps (and hashes) as before the key."""
+        """Without an empty ``head`` or unset ``group``: a task without them dumps (and hashes) as before the keys."""
         out = handler(self)
-        if not out.get("head"):
-            out.pop("head", None)
+        for key in ("head", "group"):
+            if not out.get(key):
+                out.pop(key, None)
         return out
 
     @model_validator(mode="after")
