@@ -223,6 +223,7 @@ class TaskInfo(_Open):
     metrics: dict[str, Literal["max", "min"]]
     stats: list[str] | None = None
     recipes: dict[str, dict[str, Any]] | None = None
+    group: str | None = None  # per-group Δm%: written when the suite's tasks fall in several groups
 
     @model_validator(mode="after")
     def _primary(self) -> TaskInfo:

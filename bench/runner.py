@@ -59,12 +59,14 @@ def _versions() -> dict[str, str]:
 
 
 def _task_info(suite: SuiteConfig, names: list[str]) -> dict[str, Any]:
+    groups = {t: suite.task(t).group or suite.task(t).input for t in names}  # the leaderboard's per-group Δm%
+    several = len(set(groups.values())) > 1  # one group says nothing: those records keep their bytes
     out = {}
     for t in names:
         kind = task_kind(suite.task(t))
         out[t] = {"target": kind.name, "primary": kind.primary,
                   "metrics": {m: kind.direction(m) for m in [*kind.metric_names, *kind.extra_metrics()]},
-                  **kind.record_spec()}
+                  **kind.record_spec(), **({"group": groups[t]} if several else {})}
     return out
 
 
