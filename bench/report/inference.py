@@ -27,6 +27,7 @@ import numpy as np
 from bench import stats, twolevel
 from bench.errors import BenchError
 from bench.record import Record
+from bench.report.groups import group_of, is_group_key, restrict
 from bench.report.predictions import OLD_RECORDS, BoardTask, Entry, Predictions, align
 from bench.report.records import (
     BUDGET_FIELDS,
@@ -137,16 +138,18 @@ JOINT_SPACE = "examples"  # the one example space of a single-input suite's task
 class Inference:
     """Two-level estimates (:mod:`bench.twolevel`) of every (row, column) of one board, computed on demand.
 
-    Columns are ``"<board task>/<metric>"``, ``"avg"`` and ``"delta_m"`` (the keys of the leaderboard table). Every
-    column of a row is a linear combination of per-seed metric values: a task metric itself, Avg the mean of the
-    tasks' primaries, Δm% the baseline-relative differences linearised at the baseline's seed means (its point
-    estimate is exactly the table's Δm%, computed on seed means).
+    Columns are ``"<board task>/<metric>"``, ``"avg"``, ``"delta_m"`` and, on a board whose tasks fall in several
+    ``groups``, ``"delta_m@<group>"`` (the keys of the leaderboard table). Every column of a row is a linear
+    combination of per-seed metric values: a task metric itself, Avg the mean of the tasks' primaries, Δm% the
+    baseline-relative differences linearised at the baseline's seed means (its point estimate is exactly the table's
+    Δm%, computed on seed means), a group's Δm% the same over that group's tasks only.
     """
 
     def __init__(self, infos: dict[str, RowInfo], board_tasks: dict[str, BoardTask], order: list[str],
                  avg_tasks: list[str] | None, delta_metrics: list[tuple[str, str]], baselines: dict[str, str | None],
-                 level: float) -> None:
+                 level: float, groups: dict[str, tuple[str, ...]] | None = None) -> None:
         self.infos, self.board_tasks, self.level = infos, board_tasks, level
+        self.groups = groups or {}  # group -> its tasks: the per-group Δm% columns (:mod:`bench.report.groups`)
         self.avg_tasks, self.delta_metrics, self.baselines = avg_tasks, delta_metrics, baselines
         self.reasons: dict[str, dict[str, str]] = {}  # row -> board task -> why it has no estimate
         self.data: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # (row, task) -> target, preds
@@ -237,20 +240,22 @@ class Inference:
         return metric in self.recipes.get(task, {})
 
     def terms(self, row: str, key: str) -> list[tuple[float, twolevel.Scores]] | None:
-        """The column as Σ c · (row mean of scores): one term for a task or Avg, two for Δm% (row − baseline)."""
-        if key != "delta_m":
+        """The column as Σ c · (row mean of scores): one term for a task or Avg, two for Δm% (row − baseline); a
+        group's Δm% is Δm% restricted to the group's tasks."""
+        if key != "delta_m" and not is_group_key(key):
             scores = self.scores(row, key)
             return None if scores is None else [(1.0, scores)]
         base = self.baselines.get(row)
         if base is None:
             return None
+        metrics = self.delta_metrics if key == "delta_m" else restrict(self.delta_metrics, self.groups[group_of(key)])
         mine, theirs = {}, {}
-        for task, metric in self.delta_metrics:
+        for task, metric in metrics:
             mine[(task, metric)] = self.scores(row, f"{task}/{metric}")
             theirs[(task, metric)] = self.scores(base, f"{task}/{metric}")
             if mine[(task, metric)] is None or theirs[(task, metric)] is None:
                 return None
-        directions = {(t, m): self.board_tasks[t].spec["metrics"][m] for t, m in self.delta_metrics}
+        directions = {(t, m): self.board_tasks[t].spec["metrics"][m] for t, m in metrics}
         return twolevel.delta_m_terms(mine, theirs, directions)
 
     # -- estimates and tests

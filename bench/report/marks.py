@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from bench import stats, twolevel
+from bench.report.groups import is_group_key
 from bench.report.inference import Inference, RowInfo
 from bench.rowid import RowId
 
@@ -39,6 +40,7 @@ class Marking:
 
     unmarked: dict[str, str] = field(default_factory=dict)  # row -> why it carries no mark
     n_tests: int = 0
+    n_group_tests: int = 0  # tests of the per-group Δm% columns: a correction family of their own
     tests_used: tuple[str, ...] = ()
     mde: float = math.nan
     mde_seeds: int = 0
@@ -166,14 +168,18 @@ def add_inference(table: pd.DataFrame, inference: Inference, infos: dict[str, Ro
                   keys: list[str], directions: dict[str, str], baselines: dict[str, str | None], options,
                   ) -> tuple[pd.DataFrame, Marking]:
     """Fill the statistics columns of ``table`` (intervals, components, Wilson cross-checks, tests against the
-    baselines corrected over the table, winner marks) and return what the caption needs."""
+    baselines corrected over the table, winner marks) and return what the caption needs.
+
+    The tests of the per-group Δm% columns (``delta_m@<group>``) are corrected as a family of their own: they ask
+    one question (does sharing help or hurt each group), they re-weigh task differences that the table's family
+    already tests, and adding them must not change the marks of the other columns."""
     table = table.copy()
     marking = Marking()
     for name in shown:
         reason = why_unmarked(table, infos, baselines, name, options.min_seeds, options.budget_tolerance)
         if reason:
             marking.unmarked[name] = reason
-    family: list[tuple[str, str, float]] = []
+    families: dict[bool, list[tuple[str, str, float]]] = {False: [], True: []}  # the table's; the per-group Δm%
     used: set[str] = set()
     for name in shown:
         markable = name not in marking.unmarked
@@ -197,12 +203,13 @@ def add_inference(table: pd.DataFrame, inference: Inference, infos: dict[str, Ro
             table.loc[name, key + ":p"] = p
             table.loc[name, key + ":test"] = test
             if markable:
-                family.append((name, key, p))
+                families[is_group_key(key)].append((name, key, p))
                 used.add(test)
-    if family:
-        adjusted = stats.adjust([p for _, _, p in family], options.correction)
-        for (name, key, _), q in zip(family, adjusted):
-            table.loc[name, key + ":p_adj"] = float(q)
+    for family in families.values():
+        if family:
+            adjusted = stats.adjust([p for _, _, p in family], options.correction)
+            for (name, key, _), q in zip(family, adjusted):
+                table.loc[name, key + ":p_adj"] = float(q)
     for key in keys:
         marks, p_best = winner_marks(table, inference, shown, key, directions[key], options.alpha,
                                      options.correction, set(marking.unmarked))
@@ -210,7 +217,8 @@ def add_inference(table: pd.DataFrame, inference: Inference, infos: dict[str, Ro
             table.loc[name, key + ":mark"] = mark
         for name, p in p_best.items():
             table.loc[name, key + ":p_best"] = p
-    marking.n_tests, marking.tests_used = len(family), tuple(sorted(used))
+    marking.n_tests, marking.tests_used = len(families[False]), tuple(sorted(used))
+    marking.n_group_tests = len(families[True])
     _power(marking, inference, shown, options)
     return table, marking
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
+from bench.report.groups import key as group_key
 from bench.report.inference import Inference
 from bench.report.leaderboard.degenerate import DEGENERATE_MARK
 from bench.report.leaderboard.options import ReportOptions
@@ -45,6 +46,7 @@ class Leaderboard:
     transductive: tuple[str, ...] = ()  # rows whose fusion coefficients were adapted on unlabeled test inputs
     degenerate: tuple[str, ...] = ()  # rows whose balancer degenerated in some step (a footnote each)
     identical: tuple[tuple[tuple[str, ...], str], ...] = ()  # (rows with identical scores, why), a note each
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group -> tasks: per-group Δm% (2+ groups)
     inference: Inference | None = field(default=None, compare=False, repr=False)
     full_table: pd.DataFrame | None = field(default=None, compare=False, repr=False)  # every row, shown or not
     # the rows' order, colours and families (of the records it was built from; the figures draw with it)
@@ -85,9 +87,9 @@ class Leaderboard:
         return listed
 
     def score_keys(self) -> list[str]:
-        """The table's score columns (shown, ranked with tests): task metrics, Avg, Δm%."""
+        """The table's score columns (shown, ranked with tests): task metrics, Avg, Δm%, Δm% per group."""
         keys = [f"{t}/{m}" for t in self.tasks for m in self.shown_metrics(t) if f"{t}/{m}" in self.table]
-        return keys + ["avg", "delta_m"]
+        return keys + ["avg", "delta_m", *(group_key(g) for g in self.groups)]
 
 
 def seed_stats(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -15,6 +15,8 @@ import pandas as pd
 
 from bench.metrics import delta_m
 from bench.record import Record
+from bench.report.groups import board_groups, is_group_key, restrict, task_groups
+from bench.report.groups import key as group_key
 from bench.report.inference import BoardTask, Inference, budget_means, group_rows, row_infos, scale
 from bench.report.leaderboard.baselines import find_baselines
 from bench.report.leaderboard.board import MEMORY_KINDS, TELEMETRY_COLUMNS, Leaderboard, seed_stats
@@ -136,7 +138,10 @@ def build_leaderboard(records: list[Record], split: str = "test", options: Repor
     means = stats_["mean"]
     per_seed_values = frame.groupby(["variant", "seed", "task", "metric"])["value"].mean()
     table["baseline"] = pd.Series({v: baselines[v] or "" for v in order})
-    for column in ("delta_m", "delta_m_seed_mean", "delta_m_seed_std", "delta_m_seed_n", *BUDGET_FIELDS):
+    named_groups, group_notes = task_groups(records)  # Δm% per group: only where the tasks fall in 2+ groups
+    groups = board_groups(avg_tasks, named_groups)
+    for column in ("delta_m", "delta_m_seed_mean", "delta_m_seed_std", "delta_m_seed_n",
+                   *(group_key(g) for g in groups), *BUDGET_FIELDS):
         table[column] = math.nan
     for name in order:
         base = baselines[name]
@@ -144,6 +149,9 @@ def build_leaderboard(records: list[Record], split: str = "test", options: Repor
             continue
         table.loc[name, "delta_m"] = delta_m(means.loc[name].to_dict(), means.loc[base].to_dict(), delta_metrics,
                                              directions)
+        for group, members in groups.items():
+            table.loc[name, group_key(group)] = delta_m(means.loc[name].to_dict(), means.loc[base].to_dict(),
+                                                        restrict(delta_metrics, members), directions)
         seeds = set(per_seed_values.loc[name].index.get_level_values("seed"))
         common = sorted(seeds & set(per_seed_values.loc[base].index.get_level_values("seed")))
         per_seed_dm = [delta_m(per_seed_values.loc[(name, s)].to_dict(),
@@ -171,12 +179,12 @@ def build_leaderboard(records: list[Record], split: str = "test", options: Repor
     kinds = sorted({MEMORY_KINDS.get(k, str(k)) for k in telemetry["memory_kind"].dropna()})
 
     transductive = tuple(v for v in shown if any(is_transductive(e.row) for e in infos[v].entries))
-    notes = [baseline_notes[v] for v in shown if v in baseline_notes]
+    notes = [baseline_notes[v] for v in shown if v in baseline_notes] + (group_notes if groups else [])
     notes += mixing_notes(infos, shown)
     inference = None
     if any(not infos[v].schema_1 for v in order):
         inference = Inference(infos, board_tasks, order, avg_tasks if averaged else None, delta_metrics, baselines,
-                              options.level)
+                              options.level, groups)
     notes += budget_notes(table, inference, infos, baselines, shown, order, suite, options.budget_tolerance,
                           options.level)
     notes += prediction_notes(inference, infos, shown, board_tasks)
@@ -206,12 +214,12 @@ def build_leaderboard(records: list[Record], split: str = "test", options: Repor
         memory_kind="/".join(kinds) or "host RSS",
         notes=notes, options=options, delta_metrics=tuple(delta_metrics), baselines=baselines, inference=inference,
         transductive=transductive, degenerate=tuple(degenerate),
-        identical=tuple((tuple(rows), why) for rows, why in identical),
+        identical=tuple((tuple(rows), why) for rows, why in identical), groups=groups,
         examples=dict(inference.n_examples) if inference else {}, styles=styles, **_caption_facts(records))
     board = replace(board, table=_statistics_columns(board.table, board.score_keys()))
     if inference is not None and inference.any():
         keys = board.score_keys()
-        directions_ = {k: "max" if k in ("avg", "delta_m")
+        directions_ = {k: "max" if k in ("avg", "delta_m") or is_group_key(k)
                        else tasks[k.rsplit("/", 1)[0]]["metrics"][k.rsplit("/", 1)[1]] for k in keys}
         marked, marking = add_inference(board.table, inference, infos, shown, keys, directions_, baselines, options)
         few = [(v, f"no *, bold or ≈: {why}") for v, why in marking.unmarked.items() if "seed" in why]

@@ -64,6 +64,8 @@ def caption_sentences(lb: Leaderboard, latex: bool = False) -> list[str]:
         how = "; ".join(TESTS[t] for t in m.tests_used)
         out.append(f"*: differs from separate at α={alpha} {correction} over the table's {m.n_tests} tests ({how}; "
                    f"per task, Avg and Δm%; raw and adjusted p in the CSV/JSON).")
+    if lb.groups:
+        out.append(group_sentence(lb))
     if lb.has_intervals:
         shown = [v for v in lb.table.index if v not in m.unmarked]
         if seeds and not shown:
@@ -89,6 +91,23 @@ def caption_sentences(lb: Leaderboard, latex: bool = False) -> list[str]:
     if lb.any_transductive:
         out.append(TRANSDUCTIVE_NOTE)
     return out
+
+
+def groups_text(lb: Leaderboard) -> str:
+    return "; ".join(f"{g}: {', '.join(tasks)}" for g, tasks in lb.groups.items())
+
+
+def group_sentence(lb: Leaderboard) -> str:
+    """What the per-group Δm% columns are, and the correction family of their tests."""
+    o, n = lb.options, lb.marking.n_group_tests
+    family = ""
+    if n and o.correction != "none":
+        family = (f"; their * is after {stats.CORRECTIONS[o.correction]} correction over their own {n} tests, a "
+                  f"family apart from the table's, so the other columns' marks are as without them")
+    elif n:
+        family = f"; their * is without correction ({n} tests)"
+    return (f"Δm% <group> ({groups_text(lb)}): Δm% over that group's tasks only, against the same separate row, with "
+            f"the same two-level interval and test{family}.")
 
 
 def caption(lb: Leaderboard, latex: bool = False) -> str:

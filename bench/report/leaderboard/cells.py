@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
+from bench.report.groups import key as group_key
 from bench.report.leaderboard.board import Leaderboard
 from bench.report.leaderboard.escape import tex
 
@@ -49,6 +50,9 @@ def columns(lb: Leaderboard) -> list[Column]:
         cols.append(Column("avg", "Avg ↑ (%)", r"Avg $\uparrow$ (\%)", std="avg:std", better="max", score=True))
     cols.append(Column("delta_m", "Δm% ↑", r"$\Delta_m$ (\%) $\uparrow$", digits=2, better="max", kind="signed",
                        score=True))
+    for group in lb.groups:  # Δm% over one group's tasks (boards whose tasks fall in several groups)
+        cols.append(Column(group_key(group), f"Δm% {group} ↑", rf"$\Delta_m$ {tex(group)} (\%) $\uparrow$", digits=2,
+                           better="max", kind="signed", score=True))
     if lb.options.components and lb.has_intervals:  # which term a claim rests on: seeds or the test set
         key = lb.score_column
         label = "Δm%" if key == "delta_m" else "Avg"

@@ -10,6 +10,7 @@ import pandas as pd
 
 from bench import stats
 from bench.errors import BenchError, did_you_mean
+from bench.report.groups import group_of, is_group_key
 from bench.report.inference import TESTS
 from bench.report.leaderboard.board import Leaderboard
 from bench.report.leaderboard.cells import Column, is_nan, number
@@ -43,7 +44,8 @@ def compare_rows(lb: Leaderboard, a: str, b: str) -> pd.DataFrame:
             if diff is not None:
                 lo, hi = diff.interval(lb.options.level)
             p, test = inference.paired_test(a, b, key)
-        label = {"avg": "Avg", "delta_m": "Δm%"}.get(key, key.replace("/", " "))
+        label = f"Δm% {group_of(key)}" if is_group_key(key) else {"avg": "Avg", "delta_m": "Δm%"}.get(
+            key, key.replace("/", " "))
         rows.append({"column": label, "key": key, a: va, b: vb, "difference": va - vb, "lo": lo, "hi": hi,
                      "test": test, "p": p})
     frame = pd.DataFrame(rows)
@@ -65,8 +67,9 @@ def compare_markdown(lb: Leaderboard, frame: pd.DataFrame, a: str, b: str) -> st
              md_row(["column", a, b, "difference", f"{level} interval", "test", "p", "p adj"]),
              "|---|" + "---:|" * 7]
     for row in frame.to_dict("records"):
-        signed = Column("d", "", "", digits=2 if row["key"] == "delta_m" else 1, kind="signed")
-        plain = replace(signed, kind="signed" if row["key"] == "delta_m" else "float")
+        delta = row["key"] == "delta_m" or is_group_key(row["key"])
+        signed = Column("d", "", "", digits=2 if delta else 1, kind="signed")
+        plain = replace(signed, kind="signed" if delta else "float")
         span = "—" if is_nan(row["lo"]) else f"[{number(row['lo'], signed)}, {number(row['hi'], signed)}]"
         lines.append(md_row([row["column"], number(row[a], plain), number(row[b], plain),
                               number(row["difference"], signed), span, row["test"] or "—", _p(row["p"]),

@@ -26,14 +26,21 @@ UNITS = ("points: max-direction metrics ×100, min-direction metrics raw; delta_
          "interval of accuracy pooled over seeds")
 
 
+GROUP_UNITS = ("; delta_m@<group>: Δm% over that group's tasks (boards.<split>.groups), with the columns of "
+               "delta_m; its :p_adj corrected over the per-group tests only (boards.<split>.n_group_tests)")
+
+
 def board_info(lb: Leaderboard) -> dict:
-    """What a board's JSON says besides its rows: caption, notes and the statistics' settings."""
+    """What a board's JSON says besides its rows: caption, notes and the statistics' settings (and, on a board with
+    per-group Δm% columns, each group's tasks and the number of tests in their correction family)."""
+    groups = ({"groups": {g: list(tasks) for g, tasks in lb.groups.items()},
+               "n_group_tests": lb.marking.n_group_tests} if lb.groups else {})
     return {"caption": caption(lb), "notes": list(lb.notes), "delta_m_metrics": [f"{t}/{m}" for t, m in
                                                                                   lb.delta_metrics],
             "examples": lb.examples, "n_tests": lb.marking.n_tests, "tests": list(lb.marking.tests_used),
             "mde_avg": None if math.isnan(lb.marking.mde) else lb.marking.mde, "mde_seeds": lb.marking.mde_seeds,
             "mde_avg_with_more_seeds": {str(k): v for k, v in lb.marking.mde_more.items()},
-            "unmarked": dict(lb.marking.unmarked), "baselines": lb.baselines}
+            "unmarked": dict(lb.marking.unmarked), "baselines": lb.baselines, **groups}
 
 
 def to_json(lbs: list[Leaderboard]) -> str:
@@ -42,7 +49,8 @@ def to_json(lbs: list[Leaderboard]) -> str:
     frame = frame.where(frame.notna(), None)
     o = lb.options
     # the degenerate:<event> columns are explained only where a row has them (other boards keep their bytes)
-    units = UNITS + (DEGENERATE_UNITS if any(b.degenerate for b in lbs) else "")
+    units = UNITS + (DEGENERATE_UNITS if any(b.degenerate for b in lbs) else "") + (
+        GROUP_UNITS if any(b.groups for b in lbs) else "")
     payload = {
         "schema_version": LEADERBOARD_SCHEMA, "suite": lb.suite, "backbone": lb.backbone, "seeds": list(lb.seeds),
         "budget": lb.budget, "memory_kind": lb.memory_kind, "units": units, "baseline_variant": BASELINE_VARIANT,

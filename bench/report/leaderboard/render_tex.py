@@ -19,7 +19,7 @@ import textwrap
 
 from bench import stats
 from bench.report.leaderboard.board import COST_COLUMNS, TRANSDUCTIVE_NOTE, Leaderboard
-from bench.report.leaderboard.captions import caption, delta_m_metrics_text, latex_notes
+from bench.report.leaderboard.captions import caption, delta_m_metrics_text, groups_text, latex_notes
 from bench.report.leaderboard.cells import cell_text, columns, ranks
 from bench.report.leaderboard.escape import latex_text, tex
 from bench.report.leaderboard.notes import identical_note
@@ -53,6 +53,10 @@ def statistics_note(lb: Leaderboard) -> list[str]:
         correction = ("uncorrected" if o.correction == "none"
                       else f"{latex_text(stats.CORRECTIONS[o.correction])} over {m.n_tests} tests")
         out.append(rf"$^{{*}}$: differs from separate ($\alpha$={o.alpha:g}, {correction})")
+    if lb.groups:  # Δm% per group: its tests are a correction family of their own
+        own = (f"; its $^{{*}}$: {latex_text(stats.CORRECTIONS[o.correction])} over its own {m.n_group_tests} tests"
+               if m.n_group_tests and o.correction != "none" else "")
+        out.append(r"$\Delta_m$\% per group over that group's tasks (" + latex_text(groups_text(lb)) + ")" + own)
     if lb.has_intervals:
         if m.unmarked and all(v in m.unmarked for v in lb.table.index):
             if all("seed" in why for why in m.unmarked.values()):
