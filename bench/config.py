@@ -279,10 +279,11 @@ class SuiteConfig(Frozen):
         return [t.name for t in self.tasks]
 
     def results_dump(self) -> dict[str, Any]:
-        """The configuration that decides results: without prose (description, budget note) and speed knobs
-        (``train.num_workers``, ``train.log_every``), so editing those never orphans finished work."""
+        """The configuration that decides results: without prose (description, budget note), speed knobs
+        (``train.num_workers``, ``train.log_every``) and what only the report reads (a task's ``group``), so editing
+        those never orphans finished work."""
         return self.model_dump(mode="json", exclude={"description": True, "budget_note": True, "reference": True,
-                                                     "report": True,
+                                                     "report": True, "tasks": {"__all__": {"group"}},
                                                      "train": set(SPEED_KNOBS)})
 
 
