@@ -17,6 +17,7 @@ from bench.record import Record
 from bench.references import Reference
 from bench.references import load as load_reference
 from bench.references.render import to_rich as reference_rich
+from bench.report.groups import declared_groups
 from bench.report.leaderboard import (
     Leaderboard,
     ReportOptions,
@@ -82,9 +83,11 @@ def build_leaderboards(results_dir: Path | str, suite: str, strategies: list[str
     records = load_records(results_dir, suite, plugin_dirs=plugin_dirs)
     chosen = _selected(records, strategies)
     splits = [main_split, *(s for s in SPLITS if s != main_split)]
+    declared = declared_groups(_declared(suite, "tasks"))  # the tasks' groups as the suite's YAML says now
     boards = []
     for split in splits:
-        board = build_leaderboard(records, split, options, variants=chosen, styles=records.styles)
+        board = build_leaderboard(records, split, options, variants=chosen, styles=records.styles,
+                                  declared=declared)
         if board.table.empty:
             continue
         boards.append(board)

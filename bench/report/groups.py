@@ -1,12 +1,15 @@
 """Per-group Δm%: which group each task of a board is in, and the keys of the leaderboard's per-group Δm% columns.
 
 A task's group is ``TaskConfig.group`` when the suite sets it, else its input kind (its modality: ``text``,
-``image``, ``image_text``, ...); the run writes it into the record (``TaskInfo.group``) when the suite's tasks fall in
-more than one group. A board whose main tasks fall in two or more groups gets one more score column per group,
-``delta_m@<group>`` ("Δm% <group>"): Δm% over that group's tasks only, against the row's own Δm% baseline, with the
-overall Δm%'s interval and test restricted to those tasks (:class:`bench.report.inference.Inference`), its tests
-corrected as a family of their own (:func:`bench.report.marks.add_inference`; docs/statistics.md, "Δm% per group").
-A board with one group, or whose records do not say, gets none, so its files are unchanged.
+``image``, ``image_text``, ...). It decides no result (it is not part of a cell's configuration): the report reads it
+from the suite's YAML when it finds the file, else from the records, where the run writes it (``TaskInfo.group``)
+when the suite's tasks fall in more than one group.
+
+A board whose main tasks fall in two or more groups gets one more score column per group, ``delta_m@<group>``
+("Δm% <group>"): Δm% over that group's tasks only, against the row's own Δm% baseline, with the overall Δm%'s
+interval and test restricted to those tasks (:class:`bench.report.inference.Inference`), its tests corrected as a
+family of their own (:func:`bench.report.marks.add_inference`; docs/statistics.md, "Δm% per group"). A board with
+one group, or whose tasks' groups are unknown, gets none, so its files are unchanged.
 
 >>> groups = board_groups(["bbc", "mnist", "vqa", "sentiment"],
 ...                       {"bbc": "text", "sentiment": "text", "mnist": "image", "vqa": "image_text"})
@@ -56,6 +59,19 @@ def task_groups(records: Iterable[Record]) -> tuple[dict[str, str], list[str]]:
     notes = [f"task {task} is in group {', '.join(names)} in different records; the per-group Δm% columns use "
              f"{groups[task]}" for task, names in seen.items() if len(names) > 1]
     return groups, notes
+
+
+def declared_groups(tasks: object) -> dict[str, str]:
+    """Task -> group as a suite's YAML declares its tasks now (``group``, else ``input``); ``{}`` when it says
+    nothing. The report prefers these to the records' (a group decides no result, so editing it reruns nothing).
+
+    >>> declared_groups([{"name": "bbc", "input": "text"}, {"name": "mnist", "input": "image", "group": "digits"}])
+    {'bbc': 'text', 'mnist': 'digits'}
+    """
+    if not isinstance(tasks, list):
+        return {}
+    return {str(t["name"]): str(t.get("group") or t["input"]) for t in tasks
+            if isinstance(t, dict) and t.get("name") and (t.get("group") or t.get("input"))}
 
 
 def board_groups(tasks: list[str], groups: dict[str, str]) -> dict[str, tuple[str, ...]]:

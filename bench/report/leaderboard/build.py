@@ -84,10 +84,13 @@ def split_tasks(records: list[Record], metrics: pd.DataFrame, split: str) -> tup
 
 
 def build_leaderboard(records: list[Record], split: str = "test", options: ReportOptions | None = None,
-                      variants: list[str] | None = None, styles: Styles | None = None) -> Leaderboard:
+                      variants: list[str] | None = None, styles: Styles | None = None,
+                      declared: dict[str, str] | None = None) -> Leaderboard:
     """The numeric leaderboard of ``split`` (module docstring): every row's numbers; tests, marks and the MDE over
     the rows in ``variants`` (all when None), which are the rows kept. Baselines may be rows left out. ``styles``
-    orders the rows (default: what ``records`` say, :meth:`Styles.of`) and goes with the board to the figures."""
+    orders the rows (default: what ``records`` say, :meth:`Styles.of`) and goes with the board to the figures.
+    ``declared``: task -> group as the suite's YAML declares them now (:func:`bench.report.groups.declared_groups`);
+    they win over what the records say."""
     options = options or ReportOptions()
     styles = styles if styles is not None else Styles.of(records)
     suite = records[0].suite
@@ -139,6 +142,8 @@ def build_leaderboard(records: list[Record], split: str = "test", options: Repor
     per_seed_values = frame.groupby(["variant", "seed", "task", "metric"])["value"].mean()
     table["baseline"] = pd.Series({v: baselines[v] or "" for v in order})
     named_groups, group_notes = task_groups(records)  # Δm% per group: only where the tasks fall in 2+ groups
+    if declared:
+        named_groups, group_notes = {**named_groups, **declared}, []
     groups = board_groups(avg_tasks, named_groups)
     for column in ("delta_m", "delta_m_seed_mean", "delta_m_seed_std", "delta_m_seed_n",
                    *(group_key(g) for g in groups), *BUDGET_FIELDS):
