@@ -167,7 +167,7 @@ def suite_of(combo: dict[str, Any]) -> tuple[SuiteConfig, str, Path]:
         raw["schedule"] = opts.schedule
     if isinstance(raw.get("schedule"), list):  # the schedule decides the task set: load only the tasks it names
         named = {str(e).lstrip("-") for step in raw["schedule"] if isinstance(step, list) for e in step}
-        if named & {t.get("name") for t in raw.get("tasks", [])}:
+        if named <= {t.get("name") for t in raw.get("tasks", [])}:  # else the suite's check names the stranger
             raw["tasks"] = [t for t in raw["tasks"] if t.get("name") in named]
     if opts.sample_scale is not None:
         train = raw.setdefault("train", {})
