@@ -24,9 +24,10 @@ from bench import stats
 from bench.cli import main
 from bench.record import Record
 from bench.report import build_leaderboards
-from bench.report.groups import board_groups, task_groups
-from bench.report.leaderboard import build_leaderboard, report_options, to_rich, write_tables
+from bench.report.groups import board_groups, declared_groups, task_groups
+from bench.report.leaderboard import build_leaderboard, compare_rows, report_options, to_rich, write_tables
 from bench.report.records import load_records
+from bench.suites import validate_suite
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
@@ -208,3 +209,24 @@ def test_records_that_name_only_the_input_kind_group_by_it(store):
     assert groups == {"clean": "text", "medium": "text", "noisy": "text", "cls3": "image", "cls2": "image"}
     assert notes == []
     assert board_groups(["clean", "cls3"], {"clean": "text"}) == {}  # a task of unknown group: no columns
+
+
+def test_groups_the_suite_yaml_declares_win_and_decide_no_result(store):
+    records = load_records(store["one"], "grouped")  # one group: the records name none
+    board = build_leaderboard(records, "test", declared={"cls3": "three", "cls2": "two"})
+    assert board.groups == {"three": ("cls3",), "two": ("cls2",)}
+    assert board.table.loc["naive_mtl", "delta_m@three"] == pytest.approx(
+        build_leaderboard(_subset(records, ["cls3"]), "test").table.loc["naive_mtl", "delta_m"])
+    # a group is read by the report only: it is not part of the configuration that keys cells and rows
+    raw = yaml.safe_load(store["suite"].read_text())
+    plain = {**raw, "tasks": [{k: v for k, v in t.items() if k != "group"} for t in raw["tasks"]]}
+    assert validate_suite(raw, "x").results_dump() == validate_suite(plain, "x").results_dump()
+    assert declared_groups(raw["tasks"]) == GROUPS
+
+
+def test_compare_shows_each_group(store):
+    board = _board(store["results"])
+    frame = compare_rows(board, "naive_mtl", "separate").set_index("column")
+    row = frame.loc["Δm% classification"]
+    assert row["difference"] == pytest.approx(board.table.loc["naive_mtl", "delta_m@classification"])
+    assert row["test"] == "paired t"
