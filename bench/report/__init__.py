@@ -31,6 +31,7 @@ from bench.report.leaderboard import (
 from bench.report.plots import write_plots
 from bench.report.previews import dense_previews
 from bench.report.records import fusion_coefficients, load_records, row_name, trajectories
+from bench.report.schedule import write_schedule
 from bench.suites import find_suite, read_suite_yaml
 
 SPLITS = ("test", "validation")
@@ -136,12 +137,16 @@ def write_report(results_dir: Path, suite: str, out_dir: Path | None = None, str
 def write_boards(boards: list[Leaderboard], records: list[Record], out_dir: Path,
                  reference: Reference | None = None) -> dict[str, Path]:
     """The tables of every board and the plots of the first (bars, Pareto, weight trajectories and loss curves,
-    fusion coefficients, a dense suite's images and maps); what both `bench report` and `bench run` write.
-    ``reference``: a published table the tables print under the measured rows (never in the plots)."""
+    fusion coefficients, a dense suite's images and maps), and a task-schedule run's report
+    (:mod:`bench.report.schedule`); what both `bench report` and `bench run` write. ``reference``: a published
+    table the tables print under the measured rows (never in the plots)."""
     paths = write_tables(boards, out_dir, reference)
     board = boards[0]
     previews = dense_previews(records, list(board.table.index), board.split)  # None unless a task is dense
     paths |= write_plots(board, trajectories(records), out_dir, fusion_coefficients(records), previews)
+    # a task-schedule run: transfer, forgetting, per-step costs and their figures (nothing for other stores)
+    paths |= write_schedule(records, out_dir, board.options.level, board.options.interval, styles=board.styles,
+                            variants=list(board.table.index))
     return paths
 
 
@@ -239,7 +244,11 @@ def report_command(opts: dict) -> int:
     boards, records = build_leaderboards(results_dir, str(suite), strategies, str(opts.get("split") or "test"),
                                          options, plugin_dirs_of(opts))
     compared = _write_compare(boards[0], *pair, out_dir) if pair else None  # a bad row name fails before writing
-    paths = write_boards(boards, records, out_dir, table) if plots else write_tables(boards, out_dir, table)
+    if plots:
+        paths = write_boards(boards, records, out_dir, table)
+    else:
+        paths = write_tables(boards, out_dir, table) | write_schedule(
+            records, out_dir, options.level, options.interval, plots=False, variants=list(boards[0].table.index))
     console = Console()
     compact = console.width < 150
     console.print(to_rich(boards[0], compact=compact))

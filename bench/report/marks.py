@@ -152,6 +152,10 @@ def budget_notes(table: pd.DataFrame, inference: Inference | None, infos: dict[s
             controls.append(f"{row} {head}; it was run under budget.match={matching}, where this row is an "
                             f"intermediate that spends less by design (docs/budgets.md)")
             continue
+        if infos[row].config.get("suite", {}).get("schedule"):  # budget.match is refused under a schedule
+            controls.append(f"{row} {head}; budgets cannot be matched under a task schedule: the schedule report "
+                            f"puts each step's cost next to retrain's (docs/dynamic_tasks.md)")
+            continue
         groups.setdefault((head, base, quantity), []).append(row)
     notes = list(controls)
     for (head, base, quantity), rows in groups.items():
