@@ -14,7 +14,7 @@ LAYERS = {
     "commands": ["bench.cli", "bench.__main__", "bench.runner", "bench.search", "bench.report", "bench.check",
                  "bench.gate", "bench.verify", "bench.calibration", "bench.api"],
     "planning": ["bench.precheck", "bench.plan", "bench.run_context"],
-    "training": ["bench.stages", "bench.engine", "bench.data", "bench.encode", "bench.batches"],
+    "training": ["bench.stages", "bench.schedule", "bench.engine", "bench.data", "bench.encode", "bench.batches"],
     "plug-in seams": ["bench.plugins", "bench.registry", "bench.specs", "bench.strategy", "bench.weighting",
                       "bench.fusion", "bench.track", "bench.launch", "bench.backbones", "bench.model",
                       "bench.rowstyle", "bench.suites", "bench.tasks", "bench.architectures", "bench.augment"],
