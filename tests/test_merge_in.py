@@ -138,6 +138,20 @@ def test_opcm_refuses_a_backbone_without_linear_layers():
     assert linear_weights(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))) == {"0.weight", "2.weight"}
 
 
+# -- magmax: the largest-magnitude entry, a later task winning ties ------------------------------------------------
+
+
+def test_magmax_keeps_each_entrys_largest_magnitude_and_the_later_task_on_ties():
+    base = torch.tensor([1.0, 1.0, 1.0, 1.0])
+    t1, t2, t3 = base + torch.tensor([0.5, -2.0, 0.0, 1.0]), base + torch.tensor([-1.0, 1.0, 0.25, -1.0]), base
+    fused = build_fusion("magmax", {}, n=3).fuse("w", base, [t1, t2, t3])  # λ = 0.5 by default
+    assert fused.tolist() == [1 - 0.5, 1 - 1.0, 1 + 0.125, 1 - 0.5]  # entry 4: |1| = |−1|, task 2 came later
+    swapped = build_fusion("magmax", {}, n=3).fuse("w", base, [t2, t1, t3])
+    assert swapped[3] == 1 + 0.5  # the order decides the tie
+    one = build_fusion("magmax", {"lam": 1.0}, n=1).fuse("w", base, [t1])
+    assert torch.equal(one, t1.double())  # one task with λ = 1 is the fine-tune
+
+
 # -- merge_in on the multi-input suite -----------------------------------------------------------------------------
 
 LAM = 0.3  # task_arithmetic's default λ

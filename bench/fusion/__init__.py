@@ -6,7 +6,7 @@ data through a :class:`FusionJob`. Both are registered in one registry and used 
 """
 
 # importing the method modules registers them
-from bench.fusion import data_aware, learned, methods, opcm  # noqa: E402,F401,I001
+from bench.fusion import data_aware, learned, magmax, methods, opcm  # noqa: E402,F401,I001
 from bench.fusion.base import FUSIONS, FusionMethod, FusionSpec, build_fusion, fuse_files, register_fusion
 from bench.fusion.model_based import FusionJob, FusionResult, ModelFusion
 
