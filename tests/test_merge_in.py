@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from bench.errors import BenchError
 from bench.fusion.base import build_fusion
 from bench.fusion.opcm import OPCM, kept_rank, linear_weights, opcm_merge, project
 from bench.runner import execute, make_plan
+from bench.strategy import discover
 
 from .conftest import records
 from .test_schedule import MULTI
@@ -153,6 +155,16 @@ def test_magmax_keeps_each_entrys_largest_magnitude_and_the_later_task_on_ties()
 
 
 # -- merge_in on the multi-input suite -----------------------------------------------------------------------------
+
+def test_the_coefficient_a_task_is_subtracted_with():
+    """``subtract`` takes away c_i τ_i: defined for θ0 + Σ c_i τ_i only."""
+    coefficients = sys.modules[discover().get("merge_in").__module__].linear_coefficients
+    assert coefficients(build_fusion("mean", {}, n=4)) == [0.25] * 4
+    assert coefficients(build_fusion("task_arithmetic", {"lam": 0.4}, n=2)) == [0.4, 0.4]
+    assert coefficients(build_fusion("weighted", {"weights": [3, 1]}, n=2)) == [0.75, 0.25]
+    for name, params in [("task_arithmetic", {"dare": 0.1}), ("ties", {}), ("magmax", {}), ("opcm", {})]:
+        assert coefficients(build_fusion(name, params, n=2)) is None, name
+
 
 LAM = 0.3  # task_arithmetic's default λ
 
