@@ -18,7 +18,6 @@ STATS = ("lo", "hi", "seed_sd", "test_se", "df")
 def _value_columns(key: str, v: Value) -> dict[str, float]:
     out = {key: v.mean}
     out |= {f"{key}:{s}": getattr(v, s) for s in STATS}
-    out[f"{key}:seed_std"] = float(pd.Series(v.per_seed).std()) if v.n > 1 else math.nan
     out[f"{key}:tasks"] = ",".join(v.tasks)
     return out
 
