@@ -35,7 +35,7 @@ Example (two tasks on one 2 × 2 linear weight; the second task's diagonal part 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from pydantic import Field
@@ -75,11 +75,12 @@ def project(tau: torch.Tensor, previous: torch.Tensor, alpha: float) -> torch.Te
     return u @ coeff @ vh
 
 
-def opcm_merge(task_vectors: Sequence[dict[str, torch.Tensor]], names: Sequence[str], matrices: set[str],
+def opcm_merge(task_vectors: Sequence[Mapping[str, torch.Tensor]], names: Sequence[str], matrices: set[str],
                alpha: float) -> tuple[dict[str, torch.Tensor], list[float]]:
     """The OPCM merged task vector m_N of ``task_vectors`` (in arrival order; float64) and λ_1..λ_N.
 
-    ``matrices``: the names projected (2-D linear weights); every other name of ``names`` is summed."""
+    ``matrices``: the names projected (2-D linear weights); every other name of ``names`` is summed. Each task vector
+    is read one name at a time (a lazy mapping keeps N task vectors out of memory)."""
     n = len(task_vectors)
     sums: dict[str, torch.Tensor] = {}
     sq = torch.zeros(n, dtype=torch.float64)  # ‖S_t‖² for t = 1..N, accumulated tensor by tensor
@@ -97,7 +98,23 @@ def opcm_merge(task_vectors: Sequence[dict[str, torch.Tensor]], names: Sequence[
     avg = torch.cumsum(tau_sq.sqrt(), 0) / torch.arange(1, n + 1, dtype=torch.float64)  # mean ‖τ_i‖, i ≤ t
     lambdas = [float(sq[t].sqrt() / avg[t]) if avg[t] > 0 else 1.0 for t in range(n)]
     scale = 1.0 / lambdas[-1] if lambdas[-1] > 0 else 0.0
-    return {k: v * scale for k, v in sums.items()}, lambdas
+    return {k: v.mul_(scale) for k, v in sums.items()}, lambdas
+
+
+class TaskVector(Mapping[str, torch.Tensor]):
+    """τ = θ − θ0 of two state dicts, one tensor at a time in float64 (nothing is held)."""
+
+    def __init__(self, state: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]):
+        self.state, self.base = state, base
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.state[name].double() - self.base[name].double()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)
 
 
 class OPCMParams(Frozen):
@@ -123,8 +140,8 @@ class OPCM(ModelFusion):
     def fuse_model(self, job: FusionJob) -> FusionResult:
         matrices = linear_weights(job.stages.ctx.template)
         base, names = job.base_state(), job.fused_names
-        taus = [{k: s[k].double() - base[k].double() for k in names} for s in job.task_states()]
+        taus = [TaskVector(s, base) for s in job.task_states()]
         merged, lambdas = opcm_merge(taus, names, matrices, self.params.alpha)
-        fused = {k: base[k].double() + v for k, v in merged.items()}
+        fused = {k: v.add_(base[k].double()) for k, v in merged.items()}
         projected = sorted(k for k in job.fused_names if k in matrices)
         return FusionResult(fused, {"lambdas": lambdas, "order": job.tasks, "projected_tensors": len(projected)})
