@@ -67,8 +67,10 @@ def arrival_figure(scores: pd.DataFrame, rows: list[str], unit: str = "score (po
         ax.tick_params(labelsize=LABEL_SIZE)
     for ax in axes[len(rows):]:
         ax.set_visible(False)
-    for ax in axes[(n_rows - 1) * cols:]:
-        ax.set_xlabel("step", fontsize=LABEL_SIZE)
+    for i, ax in enumerate(axes[:len(rows)]):
+        if i + cols >= len(rows):  # no panel below it: its own step axis (a shared one hides inner labels)
+            ax.tick_params(labelbottom=True)
+            ax.set_xlabel("step", fontsize=LABEL_SIZE)
     for ax in axes[::cols]:
         ax.set_ylabel(unit, fontsize=LABEL_SIZE)
     handles = [Line2D([], [], color=colours[t], linewidth=1.4, label=t) for t in tasks]
