@@ -82,6 +82,7 @@ def encode_suite(suite: SuiteConfig, data: SuiteData, pre: Preprocessor, train: 
     shared: dict[int, dict[str, EncodedSplit]] = {}  # single-input suites encode the shared inputs once
     seed = suite.split.seed
     kinds = {t.name: task_kind(t) for t in suite.tasks}
+    inputs = {t.name: t.input for t in suite.tasks}
     for name, splits in data.splits.items():
         key = id(splits)
         if key in shared:
@@ -92,9 +93,10 @@ def encode_suite(suite: SuiteConfig, data: SuiteData, pre: Preprocessor, train: 
             limit = train.max_train_samples if split_name == "train" else train.max_eval_samples
             sub = subsample(split, limit, seed + 7, kinds[name].stratify(split.targets[name]))
             tag = f"{data.task_fingerprints[name]}|{split_name}|{limit}"
-            enc = _encode_cached(pre, sub, cache, tag)
+            own = pre.for_input(inputs[name])  # the preprocessor itself unless the backbone is cross-modal
+            enc = _encode_cached(own, sub, cache, tag)
             targets = {t: kinds[t].encode_targets(y, enc) for t, y in sub.targets.items() if t in kinds}
-            enc_splits[split_name] = EncodedSplit(enc, targets, pre.lengths(enc))
+            enc_splits[split_name] = EncodedSplit(enc, targets, own.lengths(enc))
         shared[key] = enc_splits
         out[name] = enc_splits
     return out

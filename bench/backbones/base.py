@@ -88,6 +88,13 @@ class Preprocessor(ABC):
         """Per-example cost for length-sorted evaluation (text); None when every example costs the same."""
         return None
 
+    def for_input(self, kind: InputKind) -> Preprocessor:
+        """The preprocessor of the tasks whose input is ``kind``. A backbone takes one input kind (itself); a
+        cross-modal one (:mod:`bench.backbones.crossmodal`) returns its modality's view, whose encodings its
+        :meth:`collate` tells apart by their keys. A suite whose tasks have several input kinds needs a backbone
+        that overrides this."""
+        return self
+
 
 BackboneFactory = Callable[[BackboneConfig, InputKind, Any], tuple[Backbone, Preprocessor]]
 BACKBONES: Registry[BackboneFactory] = Registry("backbone source")

@@ -105,7 +105,10 @@ def fingerprint_split(split: Split, task: str) -> str:
         h.update(str(split.inputs.dtype).encode())
         h.update(np.ascontiguousarray(split.inputs).tobytes())
     else:
-        for item in split.inputs:  # text, a text pair, or a tuple of words
+        for item in split.inputs:  # text, a text pair, a tuple of words, or an (image, text) pair
+            if isinstance(item, tuple) and item and isinstance(item[0], np.ndarray):
+                h.update(f"{item[0].shape}{item[0].dtype}".encode() + np.ascontiguousarray(item[0]).tobytes())
+                item = item[1:]
             h.update(("\x1f".join(item) if isinstance(item, tuple) else item).encode("utf-8", "replace"))
             h.update(b"\x1e")
     y = np.asarray(split.targets[task])
