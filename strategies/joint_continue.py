@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import Field
 
 from bench.config import Frozen
+from bench.errors import BenchError
 from bench.specs import WeightingSpec
 from bench.strategy import Carry, ScheduleStrategy, TaskStep, register_strategy
 
@@ -32,6 +33,12 @@ class JointContinue(ScheduleStrategy):
     colours = {"joint_continue": "#009E73"}  # Okabe-Ito bluish green
     families = {"joint_continue": "schedule"}
     uses_finetunes, own_checkpoints = False, 3
+
+    def check_suite(self, params: Params, ctx) -> None:
+        if ctx.suite.kind == "single_input" and params.rehearsal < 1:  # one example carries every task's label
+            raise BenchError(f"strategy.rehearsal={params.rehearsal} keeps a part of each earlier task's own "
+                             f"examples, but suite {ctx.suite.name!r} is single-input (its tasks share them); use "
+                             "strategy.rehearsal=1 or a multi-input suite")
 
     def step(self, stages, params: Params, step: TaskStep, prev: Carry | None) -> Carry:
         if prev is None:

@@ -34,7 +34,7 @@ from bench.fusion import FUSIONS, ModelFusion, build_fusion, fuse_files
 from bench.plan import build_suite
 from bench.stages import Stages, SuiteContext
 from bench.store import Store
-from bench.strategy import discover
+from bench.strategy import ScheduleStrategy, discover
 from bench.weighting import WEIGHTINGS, build_weighting
 from tests.conftest import Stop, stop_at
 
@@ -224,7 +224,12 @@ IDENTITY = {
     "neural_fusion": (lambda n: {"steps": 2}, lambda p, n, coef: sum(coef), "as adamerging, with the labels' loss"),
     "fisher": (lambda n: {"examples": 16}, None, "Σ F_i θ / Σ F_i = θ whatever the Fishers; examples: speed only"),
     "regmean": (lambda n: {"examples": 16}, None, "(Σ G̃_i)⁻¹ Σ G̃_i W = W up to the ridge; examples: speed only"),
+    "magmax": (lambda n: {}, lambda p, n, coef: p["lam"],
+               "θ0 + λ·τ_max, λ = 0.5 by default: one input or N equal ones give θ0 + λτ"),
 }
+#: methods whose documented result on N equal task vectors is not θ0 + c·τ (their own tests pin it instead)
+NOT_LINEAR_IN_EQUAL_INPUTS = {"opcm": "each later copy is projected away from the earlier ones' subspace and the sum "
+                                      "rescaled (docs/fusion.md; tests/test_merge_in.py pins its value)"}
 
 #: absolute tolerance of the identities (float64 arithmetic cast back; RegMean solves a ridge-regularised system)
 ATOL = {"regmean": 1e-4}
@@ -302,6 +307,8 @@ def _check_identity(name, theta0, theta, fused, coefficients, n, floats) -> None
 @pytest.mark.parametrize("name", FUSION_NAMES)
 @pytest.mark.parametrize("equal", [False, True], ids=["one_input", "n_equal_inputs"])
 def test_fusion_of_one_input_is_theta1_and_of_n_equal_inputs_is_theta(name, equal, request, tmp_path):
+    if equal and name in NOT_LINEAR_IN_EQUAL_INPUTS:
+        pytest.skip(NOT_LINEAR_IN_EQUAL_INPUTS[name])
     if _is_model_based(name):
         theta0, theta, fused, coefficients, n = _model_based(request.getfixturevalue("tuned"), tmp_path, name, equal)
         floats = [k for k, v in theta0.items() if v.is_floating_point()]  # the MLP backbone has no buffers
@@ -332,7 +339,8 @@ def test_fusion_keeps_every_tensors_dtype(name, request, tmp_path):
 
 
 #: model-based methods whose ``check`` refuses the BatchNorm backbone of the buffer test before any work (documented)
-REFUSES_CNN = {"regmean": "RegMean needs linear maps; the cnn backbone has only 3×3 convolutions (docs/fusion.md)"}
+REFUSES_CNN = {"regmean": "RegMean needs linear maps; the cnn backbone has only 3×3 convolutions (docs/fusion.md)",
+               "opcm": "OPCM projects the task vectors of linear weights; the cnn backbone has none (docs/fusion.md)"}
 
 
 @pytest.fixture(scope="module")
@@ -388,8 +396,12 @@ def strategy_records(tmp_path_factory) -> dict[str, list[dict]]:
 
     results = tmp_path_factory.mktemp("strategies")
     argv = ["run", *[a for a in FAST if not a.startswith(("train.epochs", "train.max_train"))], "train.epochs=1",
-            "train.max_train_samples=120", f"strategy={','.join(STRATEGY_NAMES)}", f"results_dir={results}"]
-    assert main(argv) == 0
+            "train.max_train_samples=120", f"results_dir={results}"]
+    stepwise = [n for n in STRATEGY_NAMES if issubclass(STRATEGIES.get(n), ScheduleStrategy)]
+    assert main([*argv, f"strategy={','.join(n for n in STRATEGY_NAMES if n not in stepwise)}"]) == 0
+    # a schedule strategy needs a schedule (and joint_continue's rehearsal a multi-input suite, or all of it)
+    assert main([*argv, f"strategy={','.join(stepwise)}", "schedule=[[clean,cls3],[noisy]]",
+                 "strategy.rehearsal=1"]) == 0
     out: dict[str, list[dict]] = {}
     for p in sorted(results.glob("*/cells/*/*/record.json")):
         out.setdefault(p.parent.parent.name, []).append(json.loads(p.read_text()))

@@ -70,6 +70,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType({f.name: f for f in (
     Family("fusion", "fusion (fused, fuse-then-joint)", OKABE_ITO["bluish_green"], "D"),
     Family("loss", "loss-level weightings", OKABE_ITO["orange"], "o"),
     Family("gradient", "gradient-level aggregators", OKABE_ITO["blue"], "^"),
+    Family("schedule", "schedule strategies (tasks arriving)", OKABE_ITO["vermillion"], "P"),
 )})
 OTHER = "other"
 _OTHER_STYLE = Family(OTHER, "other", OKABE_ITO["reddish_purple"], "v")
