@@ -158,6 +158,10 @@ def load_config(args: list[str]) -> SearchConfig:
     # are validated on the probes of the space (_probe), since the space may tune a required one
     probe = DataProbe()
     suite = build_suite({**space.fixed, **{k: v for k, v in combo.items() if k != "_swept"}}, probe=probe)
+    if suite.schedule is not None:  # a trial scores one model on one task set; a schedule has one per step
+        raise BenchError(f"bench search tunes one model on one task set, but suite {suite.name!r} declares a "
+                         "schedule; search without it (a copy of the suite without schedule:) and run the schedule "
+                         "with the best params: bench run ... params=best.yaml")
 
     trials = _int(opts, "trials", 20, 1)
     workers = _int(opts, "workers", 1, 1)
