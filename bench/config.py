@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from bench.errors import BenchError, did_you_mean
+from bench.taskset import schedule_steps
 
 # The defaults a run starts from: the only place the core names built-in strategies (each is a plug-in under
 # strategies/, found by the registry). BASELINE_STRATEGY's own row is the Δm% reference of every other row.
@@ -91,6 +92,15 @@ class DataSpec(Frozen):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+def modality(input_kind: str) -> str:
+    """The modality of an input kind, a task's default group: a sentence pair is text, like a sentence.
+
+    >>> modality("text_pair"), modality("image_text")
+    ('text', 'image_text')
+    """
+    return "text" if input_kind == "text_pair" else input_kind
+
+
 class TaskConfig(Frozen):
     """One task: its data, input, and target kind (``target``: a registered task kind, :mod:`bench.tasks`, which
     decides its head, loss, metrics and what its targets look like)."""
@@ -107,7 +117,12 @@ class TaskConfig(Frozen):
     optional: bool = False  # skipped with a note when its files are absent (e.g. Fashion-MNIST via apt)
     # the head's options, read by the task's kind (dense kinds: {decoder: aspp, width: 256, bias: 5.0})
     head: dict[str, Any] = Field(default_factory=dict)
-    group: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # per-group Δm%; None: ``input``
+    group: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # per-group Δm%; None: modality
+
+    @property
+    def report_group(self) -> str:
+        """The task's group in the leaderboard's per-group Δm%: ``group``, else its modality."""
+        return self.group or modality(self.input)
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
@@ -285,56 +300,6 @@ class SuiteConfig(Frozen):
         return self.model_dump(mode="json", exclude={"description": True, "budget_note": True, "reference": True,
                                                      "report": True, "tasks": {"__all__": {"group"}},
                                                      "train": set(SPEED_KNOBS)})
-
-
-def schedule_steps(schedule: list[list[str]], names: list[str]) -> list[tuple[tuple[str, ...], ...]]:
-    """A task schedule's steps as (arrived, retired, tasks served after the step, tasks seen so far), each in suite
-    order except the last (arrival order), or a one-line error. ``names``: the suite's tasks.
-
-    >>> schedule_steps([["b", "a"], ["c"], ["-a"]], ["a", "b", "c"])[2]
-    ((), ('a',), ('b', 'c'), ('b', 'a', 'c'))
-    >>> schedule_steps([["a"], ["a"]], ["a", "b"])
-    Traceback (most recent call last):
-    ...
-    ValueError: schedule step 2 adds 'a', which arrived at step 1; a task arrives once
-    """
-    order = {n: i for i, n in enumerate(names)}
-    served: set[str] = set()
-    seen: list[str] = []
-    out = []
-    example = f"schedule=[[{names[0]}],[{','.join(names[1:]) or names[0]}]]"
-    if not schedule:
-        raise ValueError(f"schedule=[] has no steps; e.g. {example}")
-    for k, entries in enumerate(schedule, 1):
-        if not isinstance(entries, list) or not entries:
-            raise ValueError(f"schedule step {k} ({entries!r}) must be a non-empty list of task names; e.g. {example}")
-        retire = [str(e)[1:] for e in entries if str(e).startswith("-")]
-        add = [str(e) for e in entries if not str(e).startswith("-")]
-        for t in [*retire, *add]:
-            if t not in order:
-                raise ValueError(f"schedule step {k} names {t!r}, which is not a task of the suite; tasks: "
-                                 f"{', '.join(names)}")
-        for t in retire:
-            if t not in served:
-                raise ValueError(f"schedule step {k} retires {t!r}, which the model does not serve then; retire a task "
-                                 "after the step that adds it")
-        for t in add:
-            if t in seen:
-                raise ValueError(f"schedule step {k} adds {t!r}, which arrived at step "
-                                 f"{next(i for i, s in enumerate(out, 1) if t in s[0])}; a task arrives once")
-        if len(set(add)) != len(add) or len(set(retire)) != len(retire):
-            raise ValueError(f"schedule step {k} names a task twice: {entries}")
-        if k == 1 and retire:
-            raise ValueError(f"schedule step 1 retires {retire[0]!r}: the first step adds the tasks the model "
-                             "starts with")
-        served = (served - set(retire)) | set(add)
-        if not served:
-            raise ValueError(f"schedule step {k} retires every task; keep at least one")
-        seen += add
-        key = order.__getitem__
-        out.append((tuple(sorted(add, key=key)), tuple(sorted(retire, key=key)), tuple(sorted(served, key=key)),
-                    tuple(seen)))
-    return out
 
 
 def validated(model: type[BaseModel], params: dict[str, Any] | None, where: str) -> Any:

@@ -59,7 +59,7 @@ def _versions() -> dict[str, str]:
 
 
 def _task_info(suite: SuiteConfig, names: list[str]) -> dict[str, Any]:
-    groups = {t: suite.task(t).group or suite.task(t).input for t in names}  # the leaderboard's per-group Δm%
+    groups = {t: suite.task(t).report_group for t in names}  # the leaderboard's per-group Δm%
     several = len(set(groups.values())) > 1  # one group says nothing: those records keep their bytes
     out = {}
     for t in names:

@@ -21,7 +21,7 @@ LAYERS = {
     "storage and records": ["bench.store", "bench.record", "bench.rowid", "bench.checkpoint", "bench.safestate",
                             "bench.references"],
     "statistics": ["bench.twolevel", "bench.stats", "bench.metrics"],
-    "foundations": ["bench.config", "bench.options", "bench.overrides", "bench.errors", "bench.distributed", "bench"],
+    "foundations": ["bench.config", "bench.taskset", "bench.options", "bench.overrides", "bench.errors", "bench.distributed", "bench"],
 }
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from bench.config import modality
 from bench.record import Record
 
 PREFIX = "delta_m@"  # a per-group column's key: delta_m@text (no "/" or ":", which name task and statistics columns)
@@ -52,7 +53,8 @@ def task_groups(records: Iterable[Record]) -> tuple[dict[str, str], list[str]]:
     seen: dict[str, dict[str, None]] = {}
     for record in records:
         for task, info in record.tasks.items():
-            group = info.group or (info.model_extra or {}).get("input")
+            kind = (info.model_extra or {}).get("input")
+            group = info.group or (modality(kind) if kind else None)
             if group:
                 seen.setdefault(task, {})[str(group)] = None
     groups = {task: next(iter(names)) for task, names in seen.items()}
@@ -62,7 +64,7 @@ def task_groups(records: Iterable[Record]) -> tuple[dict[str, str], list[str]]:
 
 
 def declared_groups(tasks: object) -> dict[str, str]:
-    """Task -> group as a suite's YAML declares its tasks now (``group``, else ``input``); ``{}`` when it says
+    """Task -> group as a suite's YAML declares its tasks now (``group``, else its modality); ``{}`` when it says
     nothing. The report prefers these to the records' (a group decides no result, so editing it reruns nothing).
 
     >>> declared_groups([{"name": "bbc", "input": "text"}, {"name": "mnist", "input": "image", "group": "digits"}])
@@ -70,7 +72,7 @@ def declared_groups(tasks: object) -> dict[str, str]:
     """
     if not isinstance(tasks, list):
         return {}
-    return {str(t["name"]): str(t.get("group") or t["input"]) for t in tasks
+    return {str(t["name"]): str(t.get("group") or modality(str(t["input"]))) for t in tasks
             if isinstance(t, dict) and t.get("name") and (t.get("group") or t.get("input"))}
 
 

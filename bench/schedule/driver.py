@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.config import SuiteConfig, schedule_steps
+from bench.config import SuiteConfig
+from bench.taskset import schedule_steps
 from bench.errors import BenchError
 from bench.record import Row, ScheduleStep
 from bench.stages import Outcome, Stages, make_row
