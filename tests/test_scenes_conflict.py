@@ -39,7 +39,8 @@ def measure(combo: dict[str, Any], tmp_path: Path, seed: int = 0, at_init: bool 
     suite = build_suite({**combo, **BUDGET})
     store = Store(tmp_path / "results", suite.name)
     ctx = SuiteContext.load(suite, store)
-    stages = Stages(ctx, store, seed=seed)
+    # the gradients read the training split only: the stage evaluates validation (its best epoch) and skips test
+    stages = Stages(ctx, store, seed=seed, eval_splits=("validation",))
     init = stages.init()
     out = {"init": backbone_gradients(ctx, _model(ctx, init, seed), batch_size=32)} if at_init else {}
     joint = stages.joint(init, weighting="equal")
