@@ -1,6 +1,7 @@
-"""``bench run ... procs=2`` as a user runs it: a cell on two processes of this machine (torch's elastic launcher,
-gloo) writes the record one process would, resumes after one of its ranks is killed, and runs as two submitit
-tasks. (A setting that cannot work is one line before anything trains: tests/test_cli_errors.py.)"""
+"""``bench run ... procs=2`` as a user runs it: a cell on two processes runs as two submitit tasks and writes the
+record one process would; on torch's elastic launcher (gloo) it resumes after one of its ranks is killed and ends
+where the uninterrupted run did. (A setting that cannot work is one line before anything trains:
+tests/test_cli_errors.py.)"""
 
 from __future__ import annotations
 
@@ -61,11 +62,17 @@ def _close(a: dict, b: dict) -> float:
 
 @pytest.fixture(scope="module")
 def procs2(tmp_path_factory) -> dict:
-    """The record of the plain cell run on two processes (equal weights)."""
+    """The record of the plain cell run on two processes (equal weights) as two submitit tasks: the uninterrupted
+    two-process run every test here compares with (one two-process run serves all three; the elastic launcher's
+    own run is the killed-and-resumed one)."""
     root = tmp_path_factory.mktemp("procs2")
-    out = _bench(*RUN, f"results_dir={root}", "procs=2")
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _bench(*RUN, f"results_dir={root}", "procs=2", "launcher=submitit_local")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     return _record(root)
+
+
+def test_procs2_as_two_submitit_tasks(procs2):
+    assert procs2["runtime"]["procs"] == 2 and "SUBMITIT_LOCAL_JOB_ID" in procs2["runtime"]
 
 
 def test_procs2_writes_the_record_of_one_process(tmp_path, procs2):
@@ -95,13 +102,8 @@ def test_a_killed_rank_fails_the_cell_in_one_line_and_the_rerun_resumes(tmp_path
     assert list((tmp_path / "k").glob("synthetic_conflict/stages/joint/*/resume.safetensors"))
     again = _bench(*args, f"results_dir={tmp_path / 'k'}", env=env)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    resumed = _record(tmp_path / "k")
+    assert resumed["runtime"]["procs"] == 2 and "SUBMITIT_LOCAL_JOB_ID" not in resumed["runtime"]  # elastic launcher
     # the killer weights as equal does: the resumed cell ends where the uninterrupted one did, exactly (the resume
     # file restores every rank)
-    assert _close(_metrics(_record(tmp_path / "k")), _metrics(procs2)) == 0.0
-
-
-def test_procs2_as_two_submitit_tasks(tmp_path):
-    out = _bench(*RUN, f"results_dir={tmp_path}", "procs=2", "launcher=submitit_local")
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    record = _record(tmp_path)
-    assert record["runtime"]["procs"] == 2 and "SUBMITIT_LOCAL_JOB_ID" in record["runtime"]
+    assert _close(_metrics(resumed), _metrics(procs2)) == 0.0
