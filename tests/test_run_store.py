@@ -156,12 +156,13 @@ def _kill_when(results: Path, pattern: str, *args: str, grace: float) -> None:
 def test_sigkill_mid_run_then_rerun_completes(results):
     """Kill -9 while cells are running: no half-written record is ever read as complete; a rerun finishes the rest
     and does not retrain finished cells."""
-    _kill_when(results, "record.json", *FAST, "train.epochs=6", "strategy=separate,naive_mtl", "seeds=3", grace=0.3)
+    # 2 epochs (FAST's): a cell takes seconds, so 0.3 s after the first record the later cells are still to come
+    _kill_when(results, "record.json", *FAST, "strategy=separate,naive_mtl", "seeds=3", grace=0.3)
     done_before = {p: p.stat().st_mtime_ns for p in results.rglob("record.json")}
     assert 1 <= len(done_before) < 6
     for p in done_before:
         json.loads(p.read_text())  # every record that exists is whole
-    out = run_cli("run", *FAST, "train.epochs=6", "strategy=separate,naive_mtl", "seeds=3", f"results_dir={results}")
+    out = run_cli("run", *FAST, "strategy=separate,naive_mtl", "seeds=3", f"results_dir={results}")
     assert out.returncode == 0, out.stderr
     assert f"{len(done_before)} from the store" in out.stdout
     after = {p: p.stat().st_mtime_ns for p in results.rglob("record.json")}
@@ -171,10 +172,12 @@ def test_sigkill_mid_run_then_rerun_completes(results):
 
 @pytest.mark.slow
 def test_interrupted_stage_resumes_from_its_last_epoch(results):
-    _kill_when(results, "resume.safetensors", *FAST, "train.epochs=40", "train.max_train_samples=2000",
+    # an epoch of 2,000 samples takes seconds: 0.5 s after the first epoch's resume file the stage is in its second
+    # of 8 epochs, and the rerun trains the other 7 (not 39)
+    _kill_when(results, "resume.safetensors", *FAST, "train.epochs=8", "train.max_train_samples=2000",
                "strategy=naive_mtl", grace=0.5)
     assert list(results.rglob("resume.safetensors")), "no epoch checkpoint was written"
-    out = run_cli("run", *FAST, "train.epochs=40", "train.max_train_samples=2000", "strategy=naive_mtl",
+    out = run_cli("run", *FAST, "train.epochs=8", "train.max_train_samples=2000", "strategy=naive_mtl",
                   f"results_dir={results}")
     assert out.returncode == 0, out.stderr
     assert "resumed after epoch" in out.stderr
