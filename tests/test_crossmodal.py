@@ -77,6 +77,17 @@ def _backbone(**options):
     return build_backbone(BackboneConfig(source="crossmodal", options=opts), "text", ["a"])
 
 
+def test_an_input_kind_without_its_encoder_is_refused_in_one_line():
+    from bench.backbones.crossmodal import CrossModalPreprocessor
+
+    pre = CrossModalPreprocessor({"text": None}, None, "k")  # a text encoder only
+    with pytest.raises(BenchError, match=r"^crossmodal backbone: input 'image_text' needs the image encoder; "
+                                         r"declare backbone.options.image$"):
+        pre.for_input("image_text")
+    with pytest.raises(BenchError, match="input 'words' has no encoder here; it takes text, text_pair, image"):
+        pre.for_input("words")
+
+
 @pytest.mark.integration
 def test_frozen_backbone_routes_each_input_kind_through_its_encoders_and_shares_only_the_trunk():
     torch.manual_seed(0)

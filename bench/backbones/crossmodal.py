@@ -172,12 +172,13 @@ class CrossModalPreprocessor(Preprocessor):
         self.key = f"{key}:{kind}" if kind else key
 
     def for_input(self, kind: InputKind) -> Preprocessor:
-        missing = [m for m in ROUTES.get(kind, ("?",)) if m not in self.pres]
-        if kind not in ROUTES or missing:
-            have = ", ".join(k for k, r in ROUTES.items() if all(m in self.pres for m in r))
-            raise BenchError(f"crossmodal backbone: input {kind!r} needs "
-                             f"{'an encoder it has not' if kind not in ROUTES else missing[0] + ' encoder'}; "
-                             f"it takes {have} (declare backbone.options.text / image)")
+        if kind not in ROUTES:
+            raise BenchError(f"crossmodal backbone: input {kind!r} has no encoder here; it takes "
+                             f"{', '.join(ROUTES)} inputs")
+        missing = [m for m in ROUTES[kind] if m not in self.pres]
+        if missing:
+            raise BenchError(f"crossmodal backbone: input {kind!r} needs the {missing[0]} encoder; declare "
+                             f"backbone.options.{missing[0]}")
         return CrossModalPreprocessor(self.pres, self.encoders, self.base_key, kind, self.batch_size)
 
     def encode(self, inputs: Any) -> dict[str, Any]:
