@@ -12,10 +12,10 @@ import pytest
 
 from bench import checkpoint as C
 from bench.cli import main
-from bench.taskset import schedule_steps
 from bench.plan import build_suite
 from bench.runner import execute, make_plan
 from bench.stages import SuiteContext
+from bench.taskset import schedule_steps
 
 from .conftest import records
 

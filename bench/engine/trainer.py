@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch._dynamo  # noqa: F401 (torch's first optimiser step imports it, seconds on a CPU: paid here, once
-#                      per process, not inside the wall time of whichever stage happens to train first)
+# torch's first optimiser step imports torch._dynamo, seconds on a CPU: paid here, once per process, not inside the
+# wall time of whichever stage happens to train first
+import torch._dynamo  # noqa: F401
 from tqdm.auto import tqdm
 
 from bench import distributed

@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from bench.config import SuiteConfig
-from bench.taskset import schedule_steps
 from bench.errors import BenchError
 from bench.record import Row, ScheduleStep
 from bench.stages import Outcome, Stages, make_row
 from bench.strategy import Carry, ScheduleStrategy, Strategy, TaskStep
+from bench.taskset import schedule_steps
 
 
 def schedule_of(suite: SuiteConfig) -> list[TaskStep]:
