@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 # torch's first optimiser step imports torch._dynamo, seconds on a CPU: paid here, once per process, not inside the
 # wall time of whichever stage happens to train first
 import torch._dynamo  # noqa: F401
