@@ -75,6 +75,32 @@ def tiny_trainer(work_dir=None, on_epoch=None, **train):
                    pre.collate, True, work_dir=work_dir, on_epoch=on_epoch)
 
 
+#: a three-task multi-input suite on the synthetic source (a regression and two classifications of 300-750
+#: examples; seconds per strategy): what tests of budgets and task schedules write to a YAML file and run
+MULTI = """
+name: multi
+kind: multi_input
+backbone: {source: mlp, options: {hidden: 32, depth: 1}}
+tasks:
+  - {name: a, input: vector, target: regression, data: {source: synthetic, options: {n: 300, seed: 1, tasks: {a: {noise: 0.1}}}}}
+  - {name: b, input: vector, target: classification, num_classes: 3, data: {source: synthetic, options: {n: 450, seed: 2, tasks: {b: {noise: 0.5}}}}}
+  - {name: c, input: vector, target: classification, num_classes: 2, data: {source: synthetic, options: {n: 750, seed: 3, tasks: {c: {noise: 0.5}}}}}
+train: {epochs: 2, batch_size: 32, lr: 3.0e-3, log_every: 10}
+"""
+
+
+def cli_error(capsys, *args: str) -> str:
+    """The one line ``bench run args`` refuses with (exit code 2, no traceback)."""
+    from bench.cli import main
+
+    code = main(["run", *args])
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    lines = [line for line in captured.err.strip().splitlines() if line]
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd or REPO, capture_output=True, text=True,

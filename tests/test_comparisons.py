@@ -19,7 +19,7 @@ from bench.runner import execute, make_plan
 from bench.stages import Stages, SuiteContext, weights_hash
 from bench.store import Store
 
-from .conftest import FAST, records, run_cli
+from .conftest import FAST, MULTI, records, run_cli
 
 
 def _run(results: Path, *args: str) -> None:
@@ -76,18 +76,6 @@ def test_two_weightings_see_the_same_heads_and_first_batches(tmp_path, monkeypat
 
 
 # -- budgets ---------------------------------------------------------------------------------------------------
-
-MULTI = """
-name: multi
-kind: multi_input
-backbone: {source: mlp, options: {hidden: 32, depth: 1}}
-tasks:
-  - {name: a, input: vector, target: regression, data: {source: synthetic, options: {n: 300, seed: 1, tasks: {a: {noise: 0.1}}}}}
-  - {name: b, input: vector, target: classification, num_classes: 3, data: {source: synthetic, options: {n: 450, seed: 2, tasks: {b: {noise: 0.5}}}}}
-  - {name: c, input: vector, target: classification, num_classes: 2, data: {source: synthetic, options: {n: 750, seed: 3, tasks: {c: {noise: 0.5}}}}}
-train: {epochs: 2, batch_size: 32, lr: 3.0e-3, log_every: 10}
-"""
-
 
 def _budgets(results: Path, suite: Path, *args: str) -> dict[str, dict]:
     plan = make_plan([f"suite={suite}", "report=false", f"results_dir={results}",

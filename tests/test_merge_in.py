@@ -14,15 +14,13 @@ import torch
 from torch import nn
 
 from bench import checkpoint as C
-from bench.cli import main
 from bench.errors import BenchError
 from bench.fusion.base import build_fusion
 from bench.fusion.opcm import OPCM, kept_rank, linear_weights, opcm_merge, project
 from bench.runner import execute, make_plan
 from bench.strategy import discover
 
-from .conftest import records
-from .test_schedule import MULTI
+from .conftest import MULTI, cli_error, records
 
 # -- opcm: the projection, t = 1, the closed form against the step-by-step update ------------------------------
 
@@ -282,21 +280,12 @@ def test_opcm_through_merge_in_is_the_fine_tune_then_the_projected_merge(tmp_pat
     _close(_state(tmp_path, "fuse", _only(steps[1], "fuse")), {k: theta0[k].double() + merged[k] for k in theta0})
 
 
-def _err(capsys, *args: str) -> str:
-    code = main(["run", *args])
-    captured = capsys.readouterr()
-    assert code == 2, captured
-    lines = [line for line in captured.err.strip().splitlines() if line]
-    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
-    return lines[0]
-
-
 @pytest.mark.integration
 def test_subtracting_a_non_linear_fusion_and_entropy_on_regression_are_refused(capsys, suite, tmp_path):
     base = [f"suite={suite}", "strategy=merge_in", f"results_dir={tmp_path}", "report=false"]
-    msg = _err(capsys, *base, "schedule=[[a,b],[c],[-a]]", "strategy.fusion=ties")
+    msg = cli_error(capsys, *base, "schedule=[[a,b],[c],[-a]]", "strategy.fusion=ties")
     assert "merge_in step 3 retires a by subtracting its task vector, but fusion 'ties' is not θ0 + Σ c_i τ_i; use " \
            "strategy.retire=refuse" in msg
-    msg = _err(capsys, *base, "schedule=[[a],[b]]", "strategy.fusion=adamerging")
+    msg = cli_error(capsys, *base, "schedule=[[a],[b]]", "strategy.fusion=adamerging")
     assert "merge_in step 1 fuses 1 fine-tune(s): fusion 'adamerging' minimises the entropy" in msg
     assert not (tmp_path / "multi" / "stages" / "finetune").exists()  # refused before any training

@@ -11,24 +11,12 @@ import numpy as np
 import pytest
 
 from bench import checkpoint as C
-from bench.cli import main
 from bench.plan import build_suite
 from bench.runner import execute, make_plan
 from bench.stages import SuiteContext
 from bench.taskset import schedule_steps
 
-from .conftest import records
-
-MULTI = """
-name: multi
-kind: multi_input
-backbone: {source: mlp, options: {hidden: 32, depth: 1}}
-tasks:
-  - {name: a, input: vector, target: regression, data: {source: synthetic, options: {n: 300, seed: 1, tasks: {a: {noise: 0.1}}}}}
-  - {name: b, input: vector, target: classification, num_classes: 3, data: {source: synthetic, options: {n: 450, seed: 2, tasks: {b: {noise: 0.5}}}}}
-  - {name: c, input: vector, target: classification, num_classes: 2, data: {source: synthetic, options: {n: 750, seed: 3, tasks: {c: {noise: 0.5}}}}}
-train: {epochs: 2, batch_size: 32, lr: 3.0e-3, log_every: 10}
-"""
+from .conftest import MULTI, cli_error, records
 
 
 @pytest.fixture
@@ -56,15 +44,6 @@ def test_steps_serve_add_and_retire_in_suite_order():
                      ((), ("a", "c"), ("b",), ("c", "a", "b"))]
 
 
-def _err(capsys, *args: str) -> str:
-    code = main(["run", *args])
-    captured = capsys.readouterr()
-    assert code == 2, captured
-    lines = [line for line in captured.err.strip().splitlines() if line]
-    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
-    return lines[0]
-
-
 @pytest.mark.parametrize("schedule,needle", [
     ("[[a],[d]]", "schedule step 2 names 'd', which is not a task of the suite; tasks: a, b, c"),
     ("[[a],[-b]]", "schedule step 2 retires 'b', which the model does not serve then"),
@@ -74,13 +53,13 @@ def _err(capsys, *args: str) -> str:
     ("a", "schedule='a' must be a list of steps"),
 ])
 def test_bad_schedules_are_one_line(capsys, suite, schedule, needle):
-    assert needle in _err(capsys, f"suite={suite}", f"schedule={schedule}", "strategy=retrain")
+    assert needle in cli_error(capsys, f"suite={suite}", f"schedule={schedule}", "strategy=retrain")
 
 
 def test_schedule_strategy_without_schedule_and_matched_budget_are_refused(capsys, suite):
-    msg = _err(capsys, f"suite={suite}", "strategy=sequential")
+    msg = cli_error(capsys, f"suite={suite}", "strategy=sequential")
     assert "strategy 'sequential' absorbs tasks step by step and needs a schedule, e.g. schedule=[[a,b],[c]]" in msg
-    msg = _err(capsys, f"suite={suite}", "schedule=[[a],[b]]", "budget.match=samples")
+    msg = cli_error(capsys, f"suite={suite}", "schedule=[[a],[b]]", "budget.match=samples")
     assert "budget.match=samples is not defined under a schedule" in msg
 
 

@@ -21,7 +21,7 @@ from bench.report.schedule.rows import StepScores
 from bench.report.schedule.tables import cost_table, schedule_table, score_table
 from bench.runner import execute, make_plan
 
-from .test_schedule import MULTI
+from .conftest import MULTI
 
 SCHEDULE = [["a", "b"], ["c"], ["-a"]]  # c arrives at step 2, a (a regression: pearson) retires at step 3
 FIXTURES = Path(__file__).parent / "fixtures" / "records"
