@@ -6,6 +6,7 @@ Keeping them apart is what lets fusion stream over backbones alone while each ta
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -81,3 +82,14 @@ def arch_spec(folder: Path) -> dict | None:
     """``{"name", "params"}`` of the architecture a checkpoint was saved with; None for hard sharing."""
     path = Path(folder) / ARCH_SPEC
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def weights_hash(module: torch.nn.Module) -> str:
+    """A content hash of a module's parameters and buffers (names, shapes, dtypes, bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+        # flattened first: 0-dim buffers (BatchNorm's num_batches_tracked) cannot be viewed as bytes
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

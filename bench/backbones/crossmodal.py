@@ -50,6 +50,7 @@ from torch import nn
 
 from bench.backbones.base import Backbone, Preprocessor, build_backbone, register_backbone
 from bench.backbones.hf import last_linear
+from bench.checkpoint import weights_hash
 from bench.config import BackboneConfig, Frozen, InputKind, validated
 from bench.errors import BenchError
 
@@ -222,16 +223,6 @@ class CrossModalPreprocessor(Preprocessor):
 _FROZEN: dict[str, tuple[Backbone, Preprocessor, str]] = {}  # frozen encoders, loaded once per process
 
 
-def _digest(module: nn.Module) -> str:
-    """A content hash of a module's weights (names, shapes, bytes)."""
-    h = hashlib.blake2b(digest_size=8)
-    for name, t in sorted(module.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def _encoder(m: str, cfg: BackboneConfig, frozen: bool) -> tuple[Backbone, Preprocessor, str]:
     """(module, preprocessor, weights digest) of one modality's encoder; frozen ones are loaded once per process."""
     memo = json.dumps([m, cfg.model_dump(mode="json")], sort_keys=True)
@@ -239,7 +230,7 @@ def _encoder(m: str, cfg: BackboneConfig, frozen: bool) -> tuple[Backbone, Prepr
         return _FROZEN[memo]
     sample = np.zeros((1, 8, 8), dtype=np.uint8) if m == "image" else ["a"]
     module, pre = build_backbone(cfg, "image" if m == "image" else "text", sample)
-    out = (module, pre, _digest(module) if frozen else "")
+    out = (module, pre, weights_hash(module) if frozen else "")
     if frozen:
         for p in module.parameters():
             p.requires_grad_(False)

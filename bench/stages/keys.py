@@ -9,11 +9,11 @@ such input and nothing else (a setting that changes speed or placement only is l
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 from typing import Any
 
 import torch
 
+from bench.checkpoint import weights_hash  # noqa: F401 (a key's weights hash: bench.stages exports it)
 from bench.config import SPEED_KNOBS, TrainConfig
 from bench.errors import BenchError
 
@@ -46,14 +46,3 @@ def frozen_names(backbone: torch.nn.Module, freeze: str | list[str] | None) -> s
                              f"such as {names[0].split('.')[0]}.* (parameters: {', '.join(names[:4])}, ...)")
         out.update(hits)
     return out
-
-
-def weights_hash(module: torch.nn.Module) -> str:
-    """A content hash of a module's parameters and buffers (names, shapes, dtypes, bytes)."""
-    h = hashlib.blake2b(digest_size=16)
-    for name, t in sorted(module.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
-        # flattened first: 0-dim buffers (BatchNorm's num_batches_tracked) cannot be viewed as bytes
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
